@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("step", "replay", "serve", "plan")
 KIND = {"step": TRAINING, "replay": TRAINING, "serve": SERVING, "plan": PLAN}
 # an exit-2 line that names what was refused: "error: FIELD[ in SOURCE]: got VALUE; allowed: TEXT"
-NAMED = re.compile(r"^error: (?P<field>[A-Za-z_-][\w.\[\]-]*)(?: in .+?)?: got .*; allowed: .+$")
+# the value's source: "in FILE" (or "in FILE with --set ..."), or "(--set KEY=VALUE)" where an override gave it (s27walk)
+NAMED = re.compile(r"^error: (?P<field>[A-Za-z_-][\w.\[\]-]*)(?: in .+?| \(--set .+?\))?: got .*; allowed: .+$")
 
 # --- small scenarios: valid inputs run in well under a second (replay ~1.5 s) --------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,17 +102,22 @@ def pass_times(kernels: pd.DataFrame, kind: str = "B") -> list[float]:
     return [float(x) for x in k["time_s"] / k["calls"]]
 
 
-def _records(key: str) -> pd.DataFrame | None:
-    frames = [read_csv(p) for p in (rec.MEASUREMENTS_DIR / f / KERNELS_CSV for f in FOLDERS[key]) if csv_exists(p)]
+def _records(key: str, root: Path) -> pd.DataFrame | None:
+    frames = [read_csv(p) for p in (root / f / KERNELS_CSV for f in FOLDERS[key]) if csv_exists(p)]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-@functools.cache
 def measured(gpu_name: str) -> dict | None:
     """{"softmax_fwd_s_per_elem", "softmax_bwd_s_per_elem", "fill_s_per_byte", "radix_pass_s",
-    "argsort_pass_s"} of this GPU (medians over the fitting rows; a key is absent where its rows are), None without records."""
+    "argsort_pass_s"} of this GPU (medians over the fitting rows; a key is absent where its rows are), None without
+    records. Read under the records root in use (calibration.records.records_root)."""
+    return _measured(gpu_name, rec.records_root())
+
+
+@functools.cache
+def _measured(gpu_name: str, root: Path) -> dict | None:
     key = gpu_key(gpu_name)
-    kernels = _records(key) if key else None
+    kernels = _records(key, root) if key else None
     if kernels is None:
         return None
     laws = {"softmax_fwd_s_per_elem": softmax_rates(kernels, "fwd"),

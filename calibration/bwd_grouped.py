@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,7 @@ def ep_layer_rows(gpu_name: str, gpu, profile) -> list[dict]:
     """Per s14epl folder, tokens and precision (balanced routing, skew 0): measured (mean of the
     two ranks) and twin seconds of each layout's kernels."""
     out = []
-    for path in glob_csv(rec.MEASUREMENTS_DIR / f"{gpu_name}x2", "s14epl_*/ep_kernels.csv"):
+    for path in glob_csv(rec.records_root() / f"{gpu_name}x2", "s14epl_*/ep_kernels.csv"):
         k = read_csv(path)
         k = k[(k["skew"] == 0) & (k["split"] == "fit")].assign(tag=k["kernel"].map(template_tag)).dropna(subset=["tag"])
         for (prec, T), g in k.groupby(["precision", "tokens_per_rank"]):
@@ -95,7 +96,7 @@ _CONFIG = re.compile(r"moe_layer (\S+) t(\d+) e(\d+) skew(\S+) (fwd|bwd)")
 
 def one_gpu_rows(gpu_name: str, gpu, profile) -> list[dict]:
     """The one-GPU MoE layers' profiled kernels (kernels.csv), configurations in the fitting split."""
-    path = rec.MEASUREMENTS_DIR / gpu_name / "kernels.csv"
+    path = rec.records_root() / gpu_name / "kernels.csv"
     if not csv_exists(path):
         return []
     k = read_csv(path)
@@ -149,10 +150,15 @@ def gpu_folder(gpu_name: str) -> str | None:
     return next((k for k in GPU_FOLDERS if k in low), None)
 
 
-@functools.cache
 def layout_factors(gpu_name: str) -> dict:
     """{"dgrad": f, "wgrad": f} of this GPU: the median over its fitting BF16 layers of the
-    layout's measured / twin seconds over the forward's in the same layer; {} without records."""
+    layout's measured / twin seconds over the forward's in the same layer; {} without records (under
+    the records root in use, calibration.records.records_root)."""
+    return _layout_factors(gpu_name, rec.records_root())
+
+
+@functools.cache
+def _layout_factors(gpu_name: str, root: Path) -> dict:
     folder = gpu_folder(gpu_name)
     if folder is None:
         return {}

@@ -67,7 +67,7 @@ def layout_rows(gpu_name: str, counts: dict) -> pd.DataFrame:
     factors = layout_factors(gpu.name)
     spec = dataclasses.replace(get_model("v3-slice-1l"), num_routed_experts=S14EPL_EXPERTS // S14EPL_WORLD)
     out = []
-    for path in glob_csv(rec.MEASUREMENTS_DIR / f"{gpu_name}x2", "s14epl_*/ep_kernels.csv"):
+    for path in glob_csv(rec.records_root() / f"{gpu_name}x2", "s14epl_*/ep_kernels.csv"):
         k = read_csv(path)
         k = k[k["precision"] == "bf16"].assign(tag=lambda d: d["kernel"].map(template_tag)).dropna(subset=["tag"])
         for (T, skew), g in k.groupby(["tokens_per_rank", "skew"]):

@@ -246,6 +246,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
         for label in FP8_PREFERENCE[:-1]:
             if label in curves and (curves is gemm and ("gemm", label) in vals or curves is grouped and ("grouped_gemm", label) in vals):
                 curves["fp8"] = curves[label]
+                if curves is grouped and ("grouped_gemm", compute.wgrad_curve(label)) in vals:   # its weight-gradient form
+                    curves[compute.wgrad_curve("fp8")] = curves[compute.wgrad_curve(label)]
                 break
     qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
@@ -800,7 +802,13 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
             on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict]:
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
     profile the curves start from and that terms no record informs keep (default_profile()).
-    `on_part(name)` is called as each of FIT_PARTS is done."""
+    `on_part(name)` is called as each of FIT_PARTS is done. Every reader reads under `root`, those keyed by
+    a GPU alone too (calibration.records.records_root)."""
+    with rec.records_root_scope(root):
+        return _fit_gpu(gpu, root, base, on_part)
+
+
+def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable[[str], None]) -> tuple[Profile, dict]:
     df = rec.load_records(gpu, root)
     on_part("records")
     alone = None

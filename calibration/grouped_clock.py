@@ -19,6 +19,7 @@ above the in-layer clock keeps factor 1 (small shapes are not throttled alone).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ def fitting_rows(df: pd.DataFrame, benches) -> pd.DataFrame:
 def in_layer_clock_mhz(layers: pd.DataFrame) -> float | None:
     """f_in_layer: the time-weighted median SM clock of the fitting BF16 moe_layer rows; None without."""
     rows = fitting_rows(layers, LAYER_BENCHES)
+    if rows.empty:   # a records root without moe_layer.csv
+        return None
     rows = rows[rows["precision"] == "bf16"]
     return time_weighted_median(rows["sm_clock_mhz"], rows["time_s"]) if len(rows) else None
 
@@ -72,14 +75,19 @@ def clock_factors(in_layer_mhz: float | None, alone_mhz: dict) -> dict:
     return {c: min(1.0, a / in_layer_mhz) for c, a in alone_mhz.items()}
 
 
-def _records(folder: str, stem: str) -> pd.DataFrame:
-    path = rec.MEASUREMENTS_DIR / folder / f"{stem}.csv"
+def _records(folder: Path, stem: str) -> pd.DataFrame:
+    path = folder / f"{stem}.csv"
     return read_csv(path) if csv_exists(path) else pd.DataFrame()
 
 
-@functools.cache
 def folder_clocks(folder: str, curve_of_row) -> tuple[float | None, dict]:
-    """(f_in_layer, {curve: f_alone_fit}) of a records folder (h100, h200)."""
+    """(f_in_layer, {curve: f_alone_fit}) of a records folder (h100, h200) under the records root in use
+    (calibration.records.records_root)."""
+    return _folder_clocks(rec.records_root() / folder, curve_of_row)
+
+
+@functools.cache
+def _folder_clocks(folder: Path, curve_of_row) -> tuple[float | None, dict]:
     return in_layer_clock_mhz(_records(folder, "moe_layer")), alone_clocks_mhz(_records(folder, "gemm"), curve_of_row)
 
 

@@ -13,6 +13,7 @@ hidden_size elements. One figure per GPU: the median over tokens, precision and 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 
 KERNEL = "indexing_backward_kernel"
-# records folder (under calibration/measurements) of each GPU's s14epl EP2 layer kernels
+# records folder (under the records root, calibration/measurements by default) of each GPU's s14epl EP2 layer kernels
 SOURCES = {"h100": "h100x2/s14epl_20261127_0151", "h200": "h200x2/s14epl_20261127_0248"}
 
 
@@ -40,13 +41,18 @@ def rates_from_kernels(kernels) -> list[float]:
     return [float(x) for x in (k["time_s"] / elems)]
 
 
-@functools.cache
 def index_put_s_per_elem(gpu_name: str) -> float | None:
-    """The measured seconds per element of index_put_ (accumulate) on this GPU; None without records."""
+    """The measured seconds per element of index_put_ (accumulate) on this GPU; None without records (under
+    the records root in use, calibration.records.records_root)."""
+    return _s_per_elem(gpu_name, rec.records_root())
+
+
+@functools.cache
+def _s_per_elem(gpu_name: str, root: Path) -> float | None:
     key = gpu_key(gpu_name)
     if key is None:
         return None
-    path = rec.MEASUREMENTS_DIR / SOURCES[key] / "ep_kernels.csv"
+    path = root / SOURCES[key] / "ep_kernels.csv"
     if not csv_exists(path):
         return None
     rates = rates_from_kernels(read_csv(path))

@@ -700,7 +700,14 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
                 host_rows: str = HOST_RATE_ROWS) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed (and, with
-    `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring)."""
+    `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring). Every reader under `root`
+    (calibration.records.records_root: the kernel rates keyed by a GPU alone too)."""
+    with rec.records_root_scope(root):
+        return _eager_terms(gpu, profile, df, root, per_op, call_edges, loop_edges, host_rows)
+
+
+def _eager_terms(gpu: str, profile, df: pd.DataFrame | None, root: Path | str, per_op: bool, call_edges: bool,
+                 loop_edges: bool, host_rows: str) -> dict:
     df = rec.load_records(gpu, root) if df is None else df
     base = dataclasses.replace(profile, eager={})
     counts = extra_kernel_counts(gpu, base, df, root)

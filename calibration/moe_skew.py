@@ -34,7 +34,6 @@ from twin.costs.flops import ALL_TO_ALL_KINDS, ExpertLoad, moe_ops
 from twin.costs.profile import load_profile
 from twin.moe.load import gumbel_topk_counts, zipf_weights
 
-MEASUREMENTS = rec.MEASUREMENTS_DIR
 TILE_M = 128
 HYPOTHESES = ("max", "total", "padded")
 FIT_SKEWS = (0.5, 1.0)
@@ -84,7 +83,7 @@ def predict_row_s(row: dict, gpu_name: str, hypothesis: str, profile=None) -> fl
 
 
 def read_rows(gpu: str, precision: str = "bf16") -> list[dict]:
-    with open_csv(MEASUREMENTS / gpu / "moe_layer.csv") as fh:
+    with open_csv(rec.records_root() / gpu / "moe_layer.csv") as fh:
         return [r for r in csv.DictReader(fh) if r["precision"] == precision]
 
 

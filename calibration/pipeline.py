@@ -416,6 +416,26 @@ EP_BWD_PROBE_KEY = "bwd_ep_probe"
 # (real/pipeline/hostpace.PaceSampler, --pace-sampler), read with this switch on; no committed host dict carries them.
 ADOPT_EP_PACE_DURING = False
 
+# s27epfwd (docs/notes/s27epfwd_rule.md, the rule committed before the fresh run): the EP forward's host seconds a
+# launch when a run is priced before it runs (prereg.two_gpu_inputs: the committed `<gpu>x<n>` folder's inputs).
+# The forward of an EP stage (ep > 1, any pp) issues dispatch's counts exchange, two blocking .tolist() and the
+# token all-to-alls (their measured EP terms) and, between them, launches at one host rate; that rate is a property
+# of the lease (calibration.ep_forward_host: the fitting EP forwards of the committed records solve to 15-44 us a
+# launch across parts, 4-GPU leases 17-30 us, where the `h200x4` folder's own lease gave 17.8), so one folder's
+# fitting split prices every later lease at its own host's speed. With the switch on, a host dict carrying
+# EP_FWD_POOLED_KEY gives every EP forward that rate (in place of "fwd" and "fwd@<role>", at any pp): the median
+# over the committed parts of `<gpu>x<n>` of each part's median fitting EP forward rate (EP_FWD_POOLED_HOST_S,
+# calibration/s27epfwd_fit.json, `python -m calibration.ep_forward_host fit`). Only two_gpu_inputs adds the key
+# (switch on); a committed folder's own predictions (predict_folder: its own fitting split) never carry it.
+# Judged on a fresh 2xH200 delivery: R1 failed (18 EP2 rows, base 2.11 / 9.48%, F 2.72 / 11.47%: that lease ran
+# at ~27.7 us, near the committed rate); not adopted. The 4-GPU pool (the miss it was built for) is not judged yet.
+ADOPT_EP_FORWARD_HOST = False
+EP_FWD_POOLED_KEY = "fwd_ep_pooled"
+# `<gpu>x<n>` -> seconds a launch; calibration/s27epfwd_fit.json (tests/calibration/test_ep_forward_host.py keeps
+# these equal to the file, and the file to one part recomputed live)
+EP_FWD_POOLED_HOST_S: dict[str, float] = {"h100x2": 30.4319e-6, "h100x4": 29.9877e-6, "h200x2": 31.2360e-6,
+                                           "h200x4": 26.7235e-6}
+
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
 # records folder without its own EP host marks (the 4-GPU PP2 x EP2 folders) takes the EP host terms
@@ -1181,6 +1201,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
         host = {**host, "fwd": host["fwd_ep"]}
     if host and pp == 1 and ep > 1 and (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and EP_FWD_PROBE_KEY in host:
         host = {**host, "fwd": host[EP_FWD_PROBE_KEY]}
+    if host and ep > 1 and ADOPT_EP_FORWARD_HOST and EP_FWD_POOLED_KEY in host:    # s27epfwd: any pp
+        host = ep_forward_pooled(host)
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
                         accumulate_frac=fracs[s], accumulate=accumulate, host=host, ep_rows=ep_rows)
@@ -1225,6 +1247,13 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                           "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
                           "host_s": host or (profile.eager or {}).get("host_s"),
                           "host_s_by_rank": host_by_rank}
+
+
+def ep_forward_pooled(host: dict) -> dict:
+    """`host` with every forward rate ("fwd", each "fwd@<role>" and "fwd_fb@<role>") at its EP_FWD_POOLED_KEY rate
+    (s27epfwd, ADOPT_EP_FORWARD_HOST): an EP stage's forward issues at the pooled leases' rate whatever its role."""
+    rate = host[EP_FWD_POOLED_KEY]
+    return {**{k: v for k, v in host.items() if not k.startswith(("fwd@", f"{FB_FORWARD}@"))}, "fwd": rate}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:

@@ -59,17 +59,28 @@ _LAST_FOR_LABEL: dict[str, tuple[Profile, Profile]] = {}
 
 
 def profile_for_label(profile: Profile, label: str) -> Profile:
-    """The profile with the `fp8` curves replaced by those of an FP8 kernel label (if it has them)."""
+    """The profile with the `fp8` curves replaced by those of an FP8 kernel label (if it has them):
+    the forward's and the weight-gradient form's (`<label>/wgrad`, the curve row_kernel names a
+    grouped_gemm_wgrad row's and a fit fits, read by compute.grouped_gemm_time_s as `fp8/wgrad`)."""
     if twin_precision(label) == "bf16" or label == "fp8":
         return profile
     last = _LAST_FOR_LABEL.get(label)
     if last is not None and last[0] is profile:
         return last[1]
     g = profile.gemm.get(label, profile.gemm["fp8"])
-    gg = profile.grouped_gemm.get(label, profile.grouped_gemm["fp8"])
-    out = dataclasses.replace(profile, gemm={**profile.gemm, "fp8": g}, grouped_gemm={**profile.grouped_gemm, "fp8": gg})
+    grouped = {**profile.grouped_gemm, "fp8": profile.grouped_gemm.get(label, profile.grouped_gemm["fp8"])}
+    wgrad = label_wgrad_curve(profile.grouped_gemm, label)
+    if wgrad is not None:
+        grouped[compute.wgrad_curve("fp8")] = wgrad
+    out = dataclasses.replace(profile, gemm={**profile.gemm, "fp8": g}, grouped_gemm=grouped)
     _LAST_FOR_LABEL[label] = (profile, out)
     return out
+
+
+def label_wgrad_curve(curves: dict, label: str):
+    """The weight-gradient curve of an FP8 grouped kernel label: its own (`<label>/wgrad`) where the
+    table has one, else the twin's `fp8/wgrad`; None where neither (the forward curve then serves)."""
+    return curves.get(compute.wgrad_curve(label), curves.get(compute.wgrad_curve("fp8")))
 
 
 def grouped_kernel(label: str, rows_per_group, n: int, k: int) -> str:

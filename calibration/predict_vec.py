@@ -28,7 +28,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from calibration.predict import ALONE_BENCHES, alone_profile, grouped_kernel, predict_s, timing_of, twin_precision
+from calibration.predict import (ALONE_BENCHES, alone_profile, grouped_kernel, label_wgrad_curve, predict_s, timing_of,
+                                 twin_precision)
 from twin.costs import compute
 from twin.costs.flops import BF16_BYTES, FP8_BYTES, Op, OpKind, attention_bwd_flops, gemm_bytes
 from twin.costs.profile import Profile
@@ -202,8 +203,10 @@ class _GroupedGemms:
         for label, kernel, transposed, _, pos in self.kinds:
             prec = twin_precision(label)
             curve = _curve(prof.grouped_gemm, kernel, prec)
-            if transposed:
-                curve = prof.grouped_gemm.get(compute.wgrad_curve(prec), curve)
+            if transposed:   # profile_for_label's: an FP8 label's own weight-gradient curve first
+                own = (label_wgrad_curve(prof.grouped_gemm, label) if prec == "fp8" and label != "fp8"
+                       else prof.grouped_gemm.get(compute.wgrad_curve(prec)))
+                curve = curve if own is None else own
             eff = curve.e_max / (1.0 + curve.m_half / a1[pos] + curve.n_half / b1[pos] + curve.k_half / c1[pos])
             per_group[pos] = flops[pos] / (gpu.peak_flops_per_s(prec) * 1.0 * eff)
             wave[pos] = self.wave(pos, curve.wave_tile or prof.wave_tile)

@@ -170,13 +170,18 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: 
     """(profile, accumulate, host, hold_s) that calibration.pipeline.predict_folder gives the rows of the
     committed two-GPU folder `<gpu>x2` (the GPU's fitted profile with the folder's collectives, its
     AccumulateGrad rates, its fitting split's host rates and EP host terms, its send hold); with
-    `num_gpus` 4, of the four-GPU folder `<gpu>x4` (s21pp4)."""
+    `num_gpus` 4, of the four-GPU folder `<gpu>x4` (s21pp4). Under pipeline.ADOPT_EP_FORWARD_HOST (s27epfwd) the
+    host dict also carries the EP forward's rate pooled over the committed leases of `<gpu>x<num_gpus>`
+    (pipeline.EP_FWD_POOLED_KEY), which simulate_row gives every EP forward."""
     folder = Path(root) / f"{gpu}x{num_gpus}"
     base = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
     profile, accumulate, gap_s = pipe.host_inputs(folder, gpu, base)
     host = pipe.measured_host_s(folder, gpu, profile, accumulate, gap_s)
     steps, ops = pipe.load(folder)
     hold_s = pipe.measured_hold_before_last_w_s(steps, ops) if pipe.ADOPT_SEND_HOLD_BEFORE_LAST_W else 0.0
+    pooled_s = pipe.EP_FWD_POOLED_HOST_S.get(f"{gpu}x{num_gpus}")
+    if pipe.ADOPT_EP_FORWARD_HOST and host and pooled_s is not None:   # s27epfwd: the leases' EP forward rate
+        host = {**host, pipe.EP_FWD_POOLED_KEY: pooled_s}
     return profile, accumulate, host, hold_s
 
 

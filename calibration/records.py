@@ -14,8 +14,10 @@ a positive time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -23,6 +25,26 @@ from calibration.records_io import csv_exists, csv_name, csv_sha256, csv_stem, g
 from twin.core.atomic import write_text
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
+_ROOT: Path = MEASUREMENTS_DIR   # records_root(): the root of the fit or validation in progress
+
+
+def records_root() -> Path:
+    """The records root of the fit or validation in progress (records_root_scope): calibration/measurements,
+    or the folder `twin fit --records` / `twin validate --records` names. Readers keyed by a GPU alone,
+    deep inside a prediction (calibration.b_kernels, bwd_grouped, index_put, grouped_clock, ...), read
+    under it, so that a fit of another records root never mixes in the committed tree's records."""
+    return _ROOT
+
+
+@contextlib.contextmanager
+def records_root_scope(root: Path | str) -> Iterator[Path]:
+    """Within: records_root() is `root` (nested scopes restore the outer root on exit)."""
+    global _ROOT
+    outer, _ROOT = _ROOT, Path(root)
+    try:
+        yield _ROOT
+    finally:
+        _ROOT = outer
 
 # Families whose rows the twin predicts (expert_load has no time: it feeds routing statistics).
 TIMED_FAMILIES = ("gemm", "attention", "memory", "moe_layer", "model")

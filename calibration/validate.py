@@ -236,8 +236,9 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
              gpus: list[str] | None = None, on_part: Callable[[str], None] | None = None) -> dict:
     """Every held-out prediction and judgement of the records under `root`; `on_part` (a progress bar)
     is called with each part's name as it is done (validate_parts lists them)."""
-    # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo)
-    with memo.sharing():
+    # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo);
+    # the readers keyed by a GPU alone read under `root` too (records_root_scope)
+    with memo.sharing(), rec.records_root_scope(root):
         return _validate(root, profiles_dir, gpus, on_part or (lambda name: None))
 
 

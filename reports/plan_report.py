@@ -29,6 +29,7 @@ from twin.core.atomic import open_atomic
 from twin.core.results import to_json
 from twin.planning.result import SCREENED, SIMULATED, PlanResult, reason_examples, reason_kind
 from twin.planning.serving import burst_note, nodes_of, pool_instances
+from twin.planning.space import LABEL_LEGEND
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -174,7 +175,8 @@ def build_page(result: dict) -> Page:
     p.section("The front: cost against time").para(
         "Simulated plans that no other simulated plan beats on both wall-clock time and cost: each is the cheapest at its speed. "
         "Wall-clock days, GPU-hours and cost include the expected failure downtime at the plan's cluster size (interruptions, "
-        "restarts and checkpoints: the failure model `twin replay` applies, its ETTR shown); compute days are the steps alone.")
+        "restarts and checkpoints: the failure model `twin replay` applies, its ETTR shown); compute days are the steps alone. "
+        f"Each plan's words: {LABEL_LEGEND}.")
     simulated = [x for x in r["rows"] if x["status"] == "simulated"]
     priced = front(simulated, "cost_usd_goodput")
     if priced:

@@ -71,6 +71,31 @@ def plot_sweep(result: dict):
     return fig
 
 
+def best_points(rows: list[dict]) -> tuple[tuple[str, str] | None, list[dict]]:
+    """(the headline's key and label, the points that ran, best first): by the headline, or for the serving
+    question by $ per hour, then GPUs. (None, []) where no point ran."""
+    head = headline([x for x in rows if x["status"] == "ok"])
+    if not head:
+        return None, []
+    ok = sorted((x for x in rows if x["status"] == "ok"), key=lambda x: x[head[0]], reverse=head[0] not in LOWER_IS_BETTER)
+    if head[0] == "num_gpus" and all(x.get("usd_per_hour") is not None for x in ok):
+        # the serving question over GPU types: the cheapest deployment first, then the fewest GPUs (by GPU count
+        # alone 12 H200 at $42.0 an hour ranked above 14 H100 at $41.3, until s26walk)
+        ok.sort(key=lambda x: (x["usd_per_hour"], x["num_gpus"]))
+    return head, ok
+
+
+def best_line(result: dict) -> str:
+    """The best point in a line for the terminal (the report's first "Best points" row), "" where none ran."""
+    head, ok = best_points(result["rows"])
+    if not head:
+        return ""
+    x = ok[0]
+    extra = [f"{label} {show(x[k])}" for k, label, show in LATENCY_COLUMNS if k in x and x[k] is not None]
+    return (f"best: {', '.join(f'{k}={x[k]}' for k in result['axes'])}: {head[1]} {_figure(x[head[0]])}"
+            + (f" ({', '.join(extra)})" if extra else ""))
+
+
 def build_page(result: dict) -> Page:
     r = result
     rows = r["rows"]
@@ -81,14 +106,8 @@ def build_page(result: dict) -> Page:
     p = Page("Sweep", verdict)
     p.section("Axes").table(["scenario key", "values"], [[k, ", ".join(map(str, v)) if isinstance(v, list) else f"{v['low']} to {v['high']}"]
                                                          for k, v in r["axes"].items()])
-    head = headline([x for x in rows if x["status"] == "ok"])
+    head, ok = best_points(rows)
     if head:
-        ok = sorted((x for x in rows if x["status"] == "ok"), key=lambda x: x[head[0]],
-                    reverse=head[0] not in LOWER_IS_BETTER)
-        if head[0] == "num_gpus" and all(x.get("usd_per_hour") is not None for x in ok):
-            # the serving question over GPU types: the cheapest deployment first, then the fewest GPUs (by GPU count
-            # alone 12 H200 at $42.0 an hour ranked above 14 H100 at $41.3, until s26walk)
-            ok.sort(key=lambda x: (x["usd_per_hour"], x["num_gpus"]))
         extra = [c for c in LATENCY_COLUMNS if c[0] in ok[0]]   # serving: the latency beside the throughput
         p.section("Best points").table(["candidate", *r["axes"], head[1], *(label for _, label, _ in extra)],
                                        [[x["candidate_id"], *(str(x[k]) for k in r["axes"]), _figure(x[head[0]]),

@@ -39,7 +39,10 @@ QUICK=()
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU: the GPUs the caller gave this campaign
 [ "${S22DG_QUICK:-0}" = "1" ] && NGPU=${S22DG_QUICK_GPUS:-1}   # the CPU dry run
 {
-  echo "s22dg campaign $(date -u +%FT%TZ), $NGPU GPU(s), DeepGEMM dir $DG"
+  # the DeepGEMM folder without the machine's prefix (a log is filed as a record: no absolute temp path, s27walk)
+  shown=${DG/#$root/<repo>}
+  case "$shown" in /tmp/*|"${TMPDIR:-/tmp}"/*) shown="TMPDIR/${shown##*/}" ;; esac
+  echo "s22dg campaign $(date -u +%FT%TZ), $NGPU GPU(s), DeepGEMM dir $shown"
   if [ "$NGPU" -lt 1 ]; then
     echo "no GPU: nothing to run"
     exit 0

@@ -574,6 +574,15 @@ class Bench:
                 for step, t, (c, pos, k, sm, stamp) in zip(steps, times, cycles)]
 
 
+def recorded_out(path: Path | str) -> str:
+    """The --out folder as the environment record names it: a relative one as given; an absolute one (a campaign's
+    temporary folder, /tmp/tmp.X/out/<lane>/<part>) as OUTDIR/<lane>/<part>, the campaign's OUTDIR argument in
+    place of the machine's prefix, which no record keeps (s27walk: 57 committed env_pipeline JSONs named
+    /tmp/tmp.* and /root/out folders until they were scrubbed the same way)."""
+    p = Path(path)
+    return p.as_posix() if not p.is_absolute() else "/".join(("OUTDIR", *p.parts[1:][-2:]))
+
+
 def start_ranks(args):
     """This torchrun rank's device (GPU LOCAL_RANK, or the CPU with gloo under --tiny or without
     CUDA), its process group, telemetry and the environment record every row carries:
@@ -593,7 +602,7 @@ def start_ranks(args):
     env = environment(dev, tel)
     env["nccl_version"] = nccl_version() if cuda else ""
     env["num_gpus"] = dist.get_world_size()
-    env["config"] = vars(args) | {"out": str(args.out)}
+    env["config"] = vars(args) | {"out": recorded_out(args.out)}
     env["pinned_cpus_by_rank"] = gather_all(pinned if args.pin != "none" else [])
     return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
 

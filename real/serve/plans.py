@@ -463,6 +463,33 @@ S26I_PLANS = {f"gpu1-s26i-{short}": _s21_plan(m, runs=(
     RunSpec("poisson-r26-i", "poisson", S26I_IN, S26I_OUT, rate_per_s=26.0, seed=141 + 2 * k),
     RunSpec("closed-c14-i", "closed", S26I_IN, S26I_OUT, concurrency=14, seed=142 + 2 * k)),
     warm_tokens=S26I_WARM_TOKENS, prefix="n26i") for k, (m, short) in enumerate(S26I_MODELS.items())}
+# s27serve (docs/notes/s27serve_rule.md, committed before these ran): set J, fresh held-out records on one GPU that judge
+# the graph decode replay's operator and row terms (calibration.serve_graph_ops): bench-small, v2-lite-slice and
+# v3-slice-1l (4, 4 and 1 layers: the captured forwards farthest from the fitting models' either way) at Poisson 22/s
+# and a closed loop of 18 (no run of these models had them), prompts uniform 160-640 and outputs 48-208 tokens (no load
+# record holds these lengths; long outputs: decode-paced), seeds 151-156, the first run warmed to 704 flat tokens, run
+# names n27j-*. Run without --timing (the judged figures are the engine's own; the campaign repeats them with --timing
+# into a diagnostic folder, never judged).
+S27J_IN, S27J_OUT = "uniform:160-640", "uniform:48-208"
+S27J_WARM_TOKENS = 704
+S27J_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l"}
+S27J_PLANS = {f"gpu1-s27j-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r22-j", "poisson", S27J_IN, S27J_OUT, rate_per_s=22.0, seed=151 + 2 * k),
+    RunSpec("closed-c18-j", "closed", S27J_IN, S27J_OUT, concurrency=18, seed=152 + 2 * k)),
+    warm_tokens=S27J_WARM_TOKENS, prefix="n27j") for k, (m, short) in enumerate(S27J_MODELS.items())}
+# s27serve round 2 (docs/notes/s27serve2_rule.md, committed before these ran): set K, fresh held-out records on one GPU
+# that judge the graph replay's per-operator floor (calibration.serve_graph_floor): bench-small, v2-lite-slice,
+# v3-slice-1l and mixtral-mla-slice (captured forwards of 847, 780, 243 and 216 operators against the fit model's 403)
+# at Poisson 11/s and a closed loop of 6 (low batches, where the floor weighs most; no run of these models had them),
+# prompts uniform 256-768 and outputs 64-256 tokens (no load record holds these lengths), seeds 161-168, the first run
+# warmed to 832 flat tokens, run names n27k-*, without --timing.
+S27K_IN, S27K_OUT = "uniform:256-768", "uniform:64-256"
+S27K_WARM_TOKENS = 832
+S27K_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
+S27K_PLANS = {f"gpu1-s27k-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r11-k", "poisson", S27K_IN, S27K_OUT, rate_per_s=11.0, seed=161 + 2 * k),
+    RunSpec("closed-c6-k", "closed", S27K_IN, S27K_OUT, concurrency=6, seed=162 + 2 * k)),
+    warm_tokens=S27K_WARM_TOKENS, prefix="n27k") for k, (m, short) in enumerate(S27K_MODELS.items())}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -511,5 +538,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
-         **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS,
+         **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS,
          "tiny-new": TINY_NEW}

@@ -102,3 +102,26 @@ def test_memory_kernels_and_timing_methods():
     attn = fit_rows(rec.load_records("h100"))
     attn = attn[attn.bench.isin(["attn_fwd", "attn_bwd"])].to_dict("records")
     assert_same([{**r, "timing": t} for r in attn[:8] for t in ("batched_events", "per_rep_events")], prof)
+
+
+def test_an_fp8_grouped_weight_gradient_row_is_timed_with_the_curve_the_fit_names(h100_primitive_rows):
+    """s27walk: row_kernel names an FP8 grouped_gemm_wgrad row's curve `<label>/wgrad` (the curve a fit fits),
+    and the predictors now read it (they read `fp8/wgrad`, which no fit writes, so a fitted FP8 weight-gradient
+    curve moved no prediction). A curve at half the forward's speed roughly doubles the row; both paths agree;
+    build_profile makes it the twin's `fp8/wgrad` as it makes the label's forward curve the twin's `fp8`."""
+    from calibration.fit import build_profile
+    from calibration.predict import row_kernel
+    rows = [{**r, "precision": "fp8-rowwise"} for r in h100_primitive_rows
+            if r["bench"] == "grouped_gemm_wgrad" and int(r["tokens_per_group"]) >= 4096][:4]
+    assert rows and {row_kernel(r) for r in rows} == {"fp8-rowwise/wgrad"}
+    prof = fitted_profile("h100")
+    fwd = prof.grouped_gemm["fp8-rowwise"]
+    slow = dataclasses.replace(prof, grouped_gemm={**prof.grouped_gemm, "fp8-rowwise/wgrad":
+                                                   dataclasses.replace(fwd, e_max=fwd.e_max / 2)})
+    spec = gpu_spec("h100")
+    before, after = scalar(rows, spec, prof), scalar(rows, spec, slow)
+    assert np.all(after > 1.5 * before), (before, after)
+    assert_same(rows, slow)
+    layout = [("grouped_gemm", c, f) for c in ("fp8-rowwise", "fp8-rowwise/wgrad") for f in ("e_max", "m_half", "n_half", "k_half")]
+    built = build_profile("h100", [0.6, 1.0, 2.0, 3.0, 0.3, 1.0, 2.0, 3.0], layout, prof)
+    assert built.grouped_gemm["fp8/wgrad"] == built.grouped_gemm["fp8-rowwise/wgrad"]

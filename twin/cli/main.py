@@ -26,12 +26,13 @@ from twin.core.journal import Journal, clean_stale_tmp, iter_rows, read_rows
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
-from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario,
-                                 parse_toml, read_raw)
+from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, blamed_on_overrides, from_dict,
+                                kind_of, load_scenario, parse_toml, read_raw)
 from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
+from twin.planning.executor import check_dask_address
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.run import serve
@@ -91,6 +92,15 @@ def resolved_path(target: str) -> Path:
     path = Path(target)
     name = path.name[:-len(".gz")] if path.name.endswith(".gz") else path.name
     return path.parent / (Path(name).stem + ".scenario.resolved.toml")
+
+
+def _from_dict(args, raw: dict, source: str, kind=None):
+    """from_dict of tables the command's --set overrides were applied to: a bad value is named as the --set
+    that gave it (load_scenario's rule, scenario.blamed_on_overrides)."""
+    try:
+        return from_dict(raw, source, kind)
+    except ScenarioError as exc:
+        raise blamed_on_overrides(exc, source, list(args.set or [])) from None
 
 
 def _scenario(args, kind: str = TRAINING):
@@ -184,7 +194,7 @@ def cmd_trace(args) -> int:
         return EXIT_INFEASIBLE
     if window and window[0] >= res.step_time_s:   # an empty trace, written without a word (until s19ux)
         raise ScenarioError("--window", args.window, f"START before the step's end ({res.step_time_s:.3f} s)")
-    trace = step_trace(sc, res, window, args.granularity)
+    trace = step_trace(sc, res, window, args.granularity, progress=not args.quiet)
     out = Path(args.out)
     write_bytes(out, trace_bytes(trace, out))
     _resolved_beside(args.out, sc)
@@ -232,12 +242,19 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
-    from twin.training.balance import run_balance  # lazy: only `twin balance`
+    from reports.load_report import measured_model  # lazy: matplotlib
+    from twin.training.balance import LOADS_GPU, run_balance  # lazy: only `twin balance`
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
-    _say(args, summary.balance_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    # the measured cases' loads are another model's where the scenario's is not the one real/ trained: the report
+    # said so, the terminal's "measured_no_bias rank max/mean 2.09" did not (until s27walk)
+    m = measured_model(LOADS_GPU)
+    carried = (f"\nnote: the measured cases carry {m['model']}'s loads ({m['num_experts']} experts, trained by real/ on "
+               f"{m['gpu'].upper()}) to {sc.model.name}'s {sc.model.num_routed_experts} experts; they are not "
+               f"{sc.model.name}'s own" if m["model"] != sc.model.name else "")
+    _say(args, summary.balance_summary(out) + carried + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     return 0
@@ -390,7 +407,7 @@ def cmd_plan(args) -> int:
                             "table): the fewest GPUs that serve a request rate; --tokens and --days take a training or "
                             "plan scenario", source)
     if kind_of(raw) == SERVING:
-        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+        _from_dict(args, raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
     if not isinstance(raw.get("search", {}), dict):
         raise ScenarioError("search", raw["search"], "a [search] table", source)
     raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
@@ -399,7 +416,7 @@ def cmd_plan(args) -> int:
             raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
                                 "the scenario's [search] table", source)
     with _named_as_typed(_search_options(args)):
-        sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+        sc = _from_dict(args, raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     prices = _prices(args, sc)
     if not args.out:
         with _named_as_typed(_search_options(args)):
@@ -435,7 +452,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     rates = _rates(args.rate)
-    sc = from_dict(one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
+    sc = _from_dict(args, one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
     for rate in rates:   # every rate judged before the first is simulated
         check_steady_load(sc, rate, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
@@ -515,10 +532,10 @@ def _repeats_note(axes, asked: int | None, num_points: int) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
+    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, best_line, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
-    sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
+    sc = _from_dict(args, raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
     check_keys(axes, sc.kind)
     question = _sweep_question(args, sc)
@@ -540,7 +557,8 @@ def cmd_sweep(args) -> int:
     _say(args, f"{result.num_points:,} points ({mode}{_repeats_note(axes, n, result.num_points)}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
                f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
                f"{result.num_points - evaluated:,} resumed)"
-               f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
+               + (f"\n{best_line(to_json(result))}" if result.num_ok else "")
+               + f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
     _resolved_beside(args.json, sc)   # none beside a sweep's --json F until s23walk
     if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
@@ -611,6 +629,8 @@ def _check_args(args) -> None:
     extra = getattr(args, "check", None)
     if extra is not None:
         extra(args)
+    if getattr(args, "dask", None) is not None:
+        check_dask_address(args.dask)
     for attr, option in getattr(args, "inputs", ()):
         source = getattr(args, attr, None)
         if source is not None and not Path(source).is_dir():

@@ -15,6 +15,7 @@ from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB, short_count
 from twin.planning.result import reason_examples
 from twin.planning.serving import burst_note, nodes_of, pool_instances
+from twin.planning.space import LABEL_LEGEND
 from twin.serving.run import PUBLISHED_MODEL
 from twin.serving.simulate import holds_steady_window
 from twin.training.replay.run import inherited_stages_note
@@ -323,7 +324,8 @@ def plan_summary(out) -> str:
              f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:
         text += ("\n\nfront of cost against time (simulated; days, GPU-hours and cost with the expected failure downtime)\n"
-                 + table(rows, header=("plan", "days", "compute days", "GPU-hours", "cost", "MFU (BF16)")))
+                 + table(rows, header=("plan", "days", "compute days", "GPU-hours", "cost", "MFU (BF16)"))
+                 + f"\n({LABEL_LEGEND})")
     e = out.screen_error
     if e.num_compared:
         text += (f"\n\nscreen step time vs simulator over {plural(e.num_compared, 'plan')}: median |error| {e.median_abs_frac:.1%}, "

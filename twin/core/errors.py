@@ -25,7 +25,7 @@ class ScenarioError(ValueError):
         self.value = value
         self.allowed = allowed
         self.source = source
-        where = f" in {source}" if source else ""
+        where = (f" ({source})" if source.startswith("--set ") else f" in {source}") if source else ""
         super().__init__(f"{field}{where}: got {show_value(value)}; allowed: {allowed}")
 
     def __reduce__(self):

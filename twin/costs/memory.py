@@ -251,8 +251,8 @@ def keeps_bf16_shard(plan: ParallelPlan) -> bool:
     return not (ADOPT_FSDP_NO_BF16_SHARD and plan.zero_stage >= 3)
 
 
-def rank_params(breakdown: dict, plan: ParallelPlan) -> float:
-    """The parameters a rank holds (its ZeRO shard where parameters are sharded), from its memory
+def weight_params(breakdown: dict, plan: ParallelPlan) -> float:
+    """The parameters whose weights a rank holds (its ZeRO shard where parameters are sharded), from its memory
     breakdown: under ZeRO-3 the optimizer's state is sharded as the parameters are (memory_breakdown), so
     it does not depend on whether the BF16 shard is counted (keeps_bf16_shard)."""
     if plan.zero_stage >= 3:

@@ -111,6 +111,25 @@ def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | N
         pool.terminate()   # an error, Ctrl-C or a consumer that stopped early: no worker survives
 
 
+# the schemes a Dask client connects to a scheduler of another process over (distributed.comm's backends)
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+DASK_ADDRESS = "'local' or a Dask scheduler's address [SCHEME://]HOST:PORT, e.g. tcp://HOST:8786"
+
+
+def check_dask_address(address: str) -> None:
+    """Refuse a --dask value that no scheduler could have, before any work (s27walk: `--dask bogus` screened
+    every candidate behind a progress bar, then Dask said 'missing port number'). Whether a scheduler answers
+    there is known only on connecting (_run_dask)."""
+    if address == "local":
+        return
+    scheme, sep, rest = address.rpartition("://")
+    host, colon, port = rest.rpartition(":")
+    if sep and scheme not in DASK_SCHEMES:
+        raise ScenarioError("--dask", address, f"{DASK_ADDRESS}; SCHEME one of {', '.join(DASK_SCHEMES)}")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ScenarioError("--dask", address, f"{DASK_ADDRESS}; PORT 1-65535")
+
+
 def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> Iterator:
     # a missing extra or a scheduler that does not answer is the user's input, named as --dask (exit
     # 2), not a traceback (until s20ux)

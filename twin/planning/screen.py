@@ -13,9 +13,10 @@ after the other (F, B, W, BW); an overlapped F&B pair lasts as long as the busie
 and communication streams. A rank's busy time is the sum over its program's ops (interleaved
 1F1B: its V chunks' stages); the step is the busiest rank plus the schedule's closed-form bubble
 (the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
-fill, and the data-parallel tail of the simulator (`dp_tail_s`; under ZeRO-3 with PP the stages'
-post-backward reduce-scatters, `fsdp_post_backward_tail_s`; a tied embedding's all-reduce between
-the end stages, `tied_embedding_all_reduce_s`). ZeRO-3 (FSDP's per-block
+fill, and the data-parallel tail of the simulator (`dp_tail_s` of each rank's dense and routed-expert
+parameters; under ZeRO-3 with PP the stages' post-backward reduce-scatters, `fsdp_post_backward_tail_s`;
+a tied embedding's all-reduce between the end stages, `tied_embedding_all_reduce_s`; with
+plan.grad_reduce_groups 'by_group', real/'s all-reduces, `real_reductions_s`, from the simulator's costs). ZeRO-3 (FSDP's per-block
 parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
 under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
 chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the
@@ -51,8 +52,8 @@ from twin.training import step as step_module
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
                                  later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
-                                 param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, ranks_holding,
-                                 routing_loads, runtime_needs, stage_layers,
+                                 param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, rank_params,
+                                 ranks_holding, real_reductions_s, routing_loads, runtime_needs, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -344,11 +345,11 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
     return out
 
 
-def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
+def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[tuple[dict, memory.RankParams]]]:
     """The rank that needs the most memory and its breakdown, and one breakdown per distinct
-    parameter holding (all the data-parallel tail depends on). memory_breakdown is a sum of
-    components, so it is built once per parameter holding and the rank's activations and buffers
-    put in."""
+    parameter holding with that holding (all the data-parallel tail depends on). memory_breakdown is
+    a sum of components, so it is built once per parameter holding and the rank's activations and
+    buffers put in."""
     p = sc.plan
     by_params: dict[tuple, dict] = {}
     worst, worst_total = None, -1.0
@@ -362,7 +363,7 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
             worst, worst_total = (rank, base, live, buf, loss, rc), total
     rank, base, live, buf, loss, rc = worst
     return rank, {**base, "activations": live, "comm_buffers": buf, **({"recompute": rc} if rc else {}),
-                  **({"loss": loss} if loss else {})}, list(by_params.values())
+                  **({"loss": loss} if loss else {})}, [(b, memory.RankParams(k[0], k[1])) for k, b in by_params.items()]
 
 
 _CHAIN_SUMS: dict = {}   # id(chain) -> (chain, its serial seconds, its ChainTimes): chains are shared tuples
@@ -441,11 +442,12 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
     gather_wait_s = 0.0
+    by_group = None       # plan.grad_reduce_groups 'by_group': real/'s reductions per rank, where asked
     queue_tail_s = None   # ZeRO-2's every-backward queue: its drain after the last compute, where simulated
     # ZeRO-3, ZeRO-2 under PP (FSDP2's FP32 gradient accumulation after each backward) and a chained
     # parameter gather take the simulator's chains
     if (isinstance(loads, (int, float)) and p.zero_stage < 3 and not (p.zero_stage == 2 and p.pp > 1)
-            and p.param_gather_kind == "ideal"):
+            and p.param_gather_kind == "ideal" and p.grad_reduce_groups != "by_group"):
         pieces = _pieces_for(sc)
         if p.stage_cut == "balanced":
             kinds = _balanced_kinds(sc, pieces, schedule.num_model_stages)
@@ -458,7 +460,9 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         costs = StepCosts(sc, schedule, profile, loads, 1.0, share_blocks=True)
         mems = rank_memory(sc, costs)
         worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
-        worst_mem, param_mems = mems[worst], mems
+        worst_mem, param_mems = mems[worst], list(zip(mems, rank_params(sc, costs)))
+        if p.grad_reduce_groups == "by_group":   # real/pipeline's reductions per rank (step.real_reductions_s)
+            by_group = real_reductions_s(sc, costs, schedule, gpu, profile)
         flat = [_flat(BlockTimes(*(_chain_sums(costs._chain(st, kind))[1] for kind in ("F", "B", "W"))))
                 for st in range(schedule.num_model_stages)]
         busy = _busy_from_costs(sc, costs)
@@ -479,7 +483,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
             queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, 1.0)
             mems = with_grad_queue(mems, queue)
             worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
-            worst_mem, param_mems = mems[worst], mems
+            worst_mem, param_mems = mems[worst], list(zip(mems, rank_params(sc, costs)))
             queue_tail_s = max(max(0.0, q[0] - pipe.last_compute_end_s[r]) for r, q in enumerate(queue))
     need = sum(worst_mem.values())
 
@@ -499,7 +503,9 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     pp_same_node = sc.dp * p.tp * p.cp < gpu.gpus_per_node
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
-    tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
+    tails = [dp_tail_s(sc, b, held, gpu, profile, 1.0) for b, held in param_mems]   # depends on a rank's parameters only
+    if by_group is not None:   # each rank's (DualPipe pair, data) all-reduces after its last compute, as the simulator
+        tails = [(pair + data, opt, ag) for (pair, data), (_, opt, ag) in zip(by_group, tails)]
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
     # plan.overlap_grad_reduce hides behind it. Under plan.pp_grad_sync 'every_backward' the queue of
     # reduce-scatters beside the pipeline (step.grad_sync_queue, simulated above where the plan's count
@@ -508,12 +514,14 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s) * dp_reduce_scatters_per_step(sc)
     if queue_tail_s is not None:   # the simulator's tail for the every-backward queue (step.simulate_step)
         rs_s = queue_tail_s
+    if by_group is not None:   # real/'s all-reduces run after the rank's last compute, none overlapped (simulate_step)
+        rs_s = max(t[0] for t in tails)
     if p.overlap_grad_reduce and p.grad_buckets == "megatron":
         # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
         # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's,
         # once its bucket is prepared (norm and 1/DP scaling, step.megatron_grad_prep_s), which rank 0
         # does beside its last backward
-        prep = [megatron_grad_prep_s(sc, b["weights"] / memory.WEIGHT_BYTES, profile, r == 0) for r, b in enumerate(param_mems)]
+        prep = [megatron_grad_prep_s(sc, held.total, profile, r == 0) for r, (_, held) in enumerate(param_mems)]
         # under the default --delay-grad-reduce with interleaving (step.megatron_delays_grad_sync) rank 0's
         # first chunk, its last one reduced, goes only after its last backward, its buckets prepared first
         first = prep[0] + tails[0][0] / v if megatron_delays_grad_sync(sc) else max(rs_s, prep[0])

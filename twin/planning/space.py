@@ -26,7 +26,7 @@ from twin.core.fields import build, to_dict
 from twin.core.scenario import Scenario
 from twin.core.schedules import SCHEDULE_NAMES
 from twin.core.search_specs import MAX_CANDIDATES, PLAN_AXES, SearchSpec
-from twin.core.specs import PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, get_gpu, gpu_names
+from twin.core.specs import EP_COMM_SMS_DEFAULT, PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, get_gpu, gpu_names
 
 # The values a search tries for an axis the question leaves open. With none of the lists given,
 # the default scenario's space is 5 GPU types x 3 counts x 2^8 x 3 recomputations x 5 schedules =
@@ -86,6 +86,7 @@ class Candidate:
                 for k, v in self.settings]
 
     def label(self) -> str:
+        """The plan in a few words (LABEL_LEGEND reads them)."""
         s = dict(self.settings)
         parts = [f"{s.get('cluster.num_gpus', '?')}x{s.get('cluster.gpu', '?')}"]
         short = {"plan.tp": "TP", "plan.pp": "PP", "plan.virtual_stages": "V", "plan.ep": "EP", "plan.cp": "CP",
@@ -103,6 +104,12 @@ class Candidate:
             elif key == "plan.stage_cut" and value != "even":
                 parts.append(f"cut-{value}")
         return " ".join(parts)
+
+
+# what Candidate.label's words mean, for the reader of a plan's summary and report ("SMdef" was nowhere explained, s27walk)
+LABEL_LEGEND = ("a plan: GPUs x GPU type, TP, PP, V (virtual stages), EP, CP, ZeRO stage, mb (sequences a micro-batch), "
+                f"schedule, SM (SMs held for EP communication; def: {EP_COMM_SMS_DEFAULT} with EP, else 0), recomputation, "
+                "GEMM precision; SP (sequence parallelism), TPoverlap and cut-balanced where they are on")
 
 
 def apply(base: Scenario, cand: Candidate) -> Scenario:

@@ -28,6 +28,9 @@ from twin.training.step import simulate_step
 
 GAMMAS = (0.0, 1e-4, 1e-3, 1e-2)
 
+# the GPU whose recorded expert loads (twin/data/expert_load/<gpu>.csv) the measured cases replay
+LOADS_GPU = "h200"
+
 
 def pretrain_steps(sc) -> float:
     """Optimizer steps of the pre-training stage (first stage named 'pretrain', else the first
@@ -41,7 +44,7 @@ def pretrain_steps(sc) -> float:
     return float(st.steps)
 
 
-def load_cases(gpu: str = "h200", gamma: float = 1e-3, seed: int = 0) -> dict[str, LoadModel]:
+def load_cases(gpu: str = LOADS_GPU, gamma: float = 1e-3, seed: int = 0) -> dict[str, LoadModel]:
     fit = fit_measured(gpu)
     cases = {"balanced": LoadModel("balanced"),
              "measured_no_bias": LoadModel("measured", seed=seed, measured_gpu=gpu, bias_update_rate=0.0)}
@@ -75,12 +78,12 @@ def imbalance_decay(num_experts: int, top_k: int, ep: int, base_s: float, gammas
     return out
 
 
-def measured_decay(gpu: str = "h200") -> dict:
+def measured_decay(gpu: str = LOADS_GPU) -> dict:
     """Per-step expert max/mean (mean over layers) of each recorded run."""
     return {f"{r:g}": max_over_mean(read_expert_load(gpu, r)).mean(axis=1).tolist() for r in recorded_rates(gpu)}
 
 
-def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3, progress: bool = False) -> dict:
+def run_balance(scenario, gpu: str = LOADS_GPU, gamma: float = 1e-3, progress: bool = False) -> dict:
     """Step time and pre-training GPU-hours under each load case (unit-suffixed keys)."""
     sc = scenario
     if sc.model.num_routed_experts == 0:   # a dense model ended in an IndexError traceback (until s21walk)

@@ -444,9 +444,11 @@ class StepCosts:
         # torchtitan's mesh ['pp', 'dp_replicate', 'dp_shard', 'cp', 'tp'] (parallel_dims.py
         # build_mesh @ 9dec370) puts TP innermost, then CP, then the FSDP shards: a node of G GPUs
         # holds G / TP of the dense group's DP x CP ranks. The routed experts' group keeps one rank
-        # a node under expert parallelism (EP's own rule: dp_ranks_per_node)
+        # a node under expert parallelism (the rule before ADOPT_EXPERT_GRAD_GROUP); with it, the
+        # `efsdp` shards stride over the EP neighbours: G / EP of them a node (dp_reduce_groups)
         dense_per_node = max(1, min(sc.dp * p.cp, node // p.tp))
-        self.fsdp_ranks_per_node = (dense_per_node, 1 if p.ep > 1 else dense_per_node)
+        self.fsdp_ranks_per_node = (dense_per_node, dp_reduce_groups(sc, self.gpu)[1].ranks_per_node
+                                    if ADOPT_EXPERT_GRAD_GROUP else 1 if p.ep > 1 else dense_per_node)
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
         # FSDP2 (ZeRO-3, and ZeRO-2 as FSDP2 without resharding after the forward) under pipeline
@@ -1535,22 +1537,24 @@ def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc
     return pipeline if sum(pipeline.values()) >= sum(end.values()) else end
 
 
-def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, link_bw_scale: float) -> tuple[float, float, float]:
-    """(reduce-scatter, optimizer, all-gather) seconds after a rank's last backward. Gradients
-    travel over the scale-out network (data-parallel peers are on other nodes) in
+def dp_tail_s(sc: Scenario, breakdown: dict, params: memory.RankParams, gpu: GPUSpec, profile: Profile,
+              link_bw_scale: float) -> tuple[float, float, float]:
+    """(reduce-scatter, optimizer, all-gather) seconds after a rank's last backward; `params` the
+    rank's parameters (rank_params: dense and routed-expert). Gradients travel in
     plan.grad_reduce_dtype: BF16 by default, an assumption (the V3 report says gradients are
-    accumulated in FP32 but not how they are sent); FP32 where the source says so.
-    Gradients are reduced over the data- and context-parallel ranks (CP ranks hold the same
-    parameters). Under ZeRO-3 they were reduce-scattered block by block in the pipeline
-    (StepCosts._with_fsdp), so the tail is the optimizer alone."""
+    accumulated in FP32 but not how they are sent); FP32 where the source says so. Each is reduced
+    over the ranks holding the same parameter (grad_ring_s: dense ones over the data- and
+    context-parallel ranks, CP ranks holding the same parameters; routed experts over their
+    expert-data-parallel group, with ADOPT_EXPERT_GRAD_GROUP). Under ZeRO-3 they were
+    reduce-scattered block by block in the pipeline (StepCosts._with_fsdp), so the tail is the
+    optimizer alone."""
     p = sc.plan
     ranks = sc.dp * p.cp
-    params = memory.rank_params(breakdown, p)
-    ring_s = _dp_ring_s(sc, params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype], gpu, link_bw_scale)
+    ring_s = grad_ring_s(sc, params, GRAD_REDUCE_BYTES[p.grad_reduce_dtype], gpu, link_bw_scale)
     rs = ring_s if p.zero_stage in (1, 2) else 0.0
     # the distributed optimizer gathers the updated parameters in their own dtype (BF16: Megatron's
     # _dispatch_gather_model_params all-gathers the param buffer, whatever the gradients' dtype)
-    ag = _dp_ring_s(sc, params * memory.WEIGHT_BYTES, gpu, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
+    ag = grad_ring_s(sc, params, memory.WEIGHT_BYTES, gpu, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
         rs = 2 * ring_s
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
@@ -1561,10 +1565,14 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
         # the gradients of this rank's shard: all it holds where they are sharded or unsharded
         # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
         grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        if expert_grad_group(sc) and p.zero_stage >= 1 and not memory.gradients_sharded(p):
+            # the shard's: dense ones over DP x CP, the routed experts' over their own replicas (as the
+            # optimizer state is sharded: memory.memory_breakdown)
+            grads_read = memory.GRAD_BYTES * (params.dense / ranks + params.expert / expert_dp_ranks(sc))
         if p.zero_stage >= 3:   # the sharded gradients, which a ZeRO-3 pipeline rank's peak may not hold
-            grads_read = params * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
+            grads_read = memory.weight_params(breakdown, p) * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
         # the BF16 weights written: priced whether or not a ZeRO-3 rank keeps its BF16 shard (memory.keeps_bf16_shard)
-        opt_bytes = breakdown["optimizer"] * 2 + grads_read + params * memory.WEIGHT_BYTES
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + memory.weight_params(breakdown, p) * memory.WEIGHT_BYTES
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     if p.optimizer_kernel == "none":   # a benchmark's step timed without an update (real/pipeline without --sgd-lr)
         opt = 0.0
@@ -1576,11 +1584,79 @@ GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduc
 
 def _dp_ring_s(sc: Scenario, size_bytes: float, gpu: GPUSpec, link_bw_scale: float) -> float:
     """One ring reduce-scatter (or all-gather) of `size_bytes` over the data- and context-parallel
-    ranks (dp_tail_s)."""
+    ranks as one buffer (the rule before ADOPT_EXPERT_GRAD_GROUP: dp_ranks_per_node)."""
     p = sc.plan
     ranks = sc.dp * p.cp
     same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
     return comm.ring_collective_time_s(size_bytes, ranks, gpu, same_node, link_bw_scale, dp_ranks_per_node(sc, gpu))
+
+
+# The ranks that sum a routed expert's gradient are those holding the same experts, not every
+# data-parallel rank (docs/notes/s27egrad_rule.md). Megatron-LM's DistributedDataParallel
+# (megatron/core/distributed/distributed_data_parallel.py @ core_r0.8.0) gives expert parameters
+# (allreduce False) their own buffers over get_data_modulo_expert_parallel_group(with_context_parallel=True),
+# the dense ones over the data-parallel group with CP, and start_grad_sync walks the dense bucket
+# groups then the expert ones; torchtitan's apply_fsdp (models/llama4/infra/parallelize.py @ 05a6cb3)
+# shards the routed experts over the `efsdp` mesh (dp_shard x cp x tp / ep with ETP 1), the rest over
+# dp_shard_cp; DeepSeek-V3 (report §3.2, §4.2): EP64 on 8 whole nodes, 128 GPUs a PP16 stage, so an
+# expert's two replicas sit on two nodes. False: one buffer of both over DP x CP, one NIC a node under
+# EP (dp_ranks_per_node).
+ADOPT_EXPERT_GRAD_GROUP = True
+
+
+def expert_grad_group(sc: Scenario) -> bool:
+    """Whether a plan's routed-expert gradients go over their own group (ZeRO 0-2 plans' tail and
+    queue, plan.grad_reduce_groups 'dense_and_expert', ADOPT_EXPERT_GRAD_GROUP)."""
+    return ADOPT_EXPERT_GRAD_GROUP and sc.plan.grad_reduce_groups == "dense_and_expert"
+
+
+def expert_dp_ranks(sc: Scenario) -> int:
+    """The routed experts' data-parallel replicas (their expert-data-parallel group): DP x CP x TP / EP
+    ranks hold the same experts (EP borrows TP, CP and part of DP; experts are not split over TP,
+    ETP 1, as memory.memory_breakdown and StepCosts.fsdp_ranks count them)."""
+    p = sc.plan
+    return max(1, sc.dp * p.cp * p.tp // p.ep)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReduceGroup:
+    """The ranks one gradient reduction spans: how many, whether inside one node, and how many of
+    them a node holds across nodes (the NICs its ring uses at once: comm.ring_collective_time_s)."""
+    ranks: int
+    same_node: bool
+    ranks_per_node: int
+
+
+def dp_reduce_groups(sc: Scenario, gpu: GPUSpec) -> tuple[ReduceGroup, ReduceGroup]:
+    """(dense, routed-expert) gradient groups of a pipeline stage, placed in Megatron-LM's rank order
+    (TP innermost, then CP, DP, PP outermost; parallel_state.RankGenerator @ core_r0.8.0, whose expert
+    grid puts EP inside DP; torchtitan's EP likewise borrows the innermost dp_shard x cp x tp:
+    distributed/parallel_dims.py @ 0119de1). A node of G GPUs holds G / TP of the dense group's
+    DP x CP ranks; an EP group is EP neighbouring ranks and the expert group strides over them, so a
+    node holds G / EP of it, one wherever EP spans whole nodes (V3: 2 ranks on 2 nodes). Both lie in
+    one node where the stage's ranks do (as _dp_ring_s)."""
+    p, node = sc.plan, gpu.gpus_per_node
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= node and p.pp == 1
+    edp = expert_dp_ranks(sc)
+    return (ReduceGroup(ranks, same_node, max(1, min(ranks, node // p.tp))),
+            ReduceGroup(edp, same_node, max(1, min(edp, node // p.ep))))
+
+
+def grad_ring_s(sc: Scenario, params: memory.RankParams, bytes_per_param: float, gpu: GPUSpec,
+                link_bw_scale: float) -> float:
+    """One ring reduce-scatter (or all-gather) of a rank's gradients (`params` at `bytes_per_param`)
+    over the ranks holding the same parameters. With expert_grad_group: the dense buffer over its
+    group, then the routed experts' over theirs (Megatron's dense-then-expert walk, one after the
+    other; where both groups are the same ranks and NICs, one buffer); else one buffer over DP x CP
+    (_dp_ring_s)."""
+    if not expert_grad_group(sc):
+        return _dp_ring_s(sc, params.total * bytes_per_param, gpu, link_bw_scale)
+    dense, expert = dp_reduce_groups(sc, gpu)
+    parts = ([(dense, params.total)] if dense == expert or not params.expert
+             else [(dense, params.dense), (expert, params.expert)])
+    return sum(comm.ring_collective_time_s(n * bytes_per_param, g.ranks, gpu, g.same_node, link_bw_scale,
+                                           g.ranks_per_node) for g, n in parts if n)
 
 
 def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
@@ -1588,10 +1664,10 @@ def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
     rank order puts TP innermost, then CP and DP, PP outermost (parallel_state's 'tp-cp-ep-dp-pp'),
     as StepCosts places ranks: a node of G GPUs holds G / TP of the group's ranks (the other
     groups on the node, one per TP rank, reduce at the same time on their own GPUs' NICs).
-    With expert parallelism, 1: dp_tail_s reduces a rank's dense and expert gradients as one
-    buffer, and the experts' group (the DP x TP / EP ranks holding the same experts) has one rank
-    a node wherever EP spans the node's GPUs (V3: EP 64 over 8 nodes); counting the dense group's
-    NICs for it would undercharge the larger part. Splitting the two groups is not done here."""
+    With expert parallelism, 1: the one-buffer rule (ADOPT_EXPERT_GRAD_GROUP off, and Megatron's
+    chained parameter gather, _param_gather_s) reduces a rank's dense and expert gradients together,
+    and the experts' group (the DP x TP / EP ranks holding the same experts) has one rank a node
+    wherever EP spans the node's GPUs (V3: EP 64 over 8 nodes). dp_reduce_groups splits the two."""
     if sc.plan.ep > 1:
         return 1
     return max(1, min(sc.dp * sc.plan.cp, gpu.gpus_per_node // sc.plan.tp))
@@ -1846,7 +1922,8 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
                 stage = schedule.stage_of(rank, int(chunk))
                 if kind in ("F", "B", "BW") and stage not in acts_of:
                     acts_of[stage] = stage_activation_bytes(sc, costs, stage)
-                nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes if kind in ("BW", "W") else 0.0
+                held = chunk_rank_params(sc, costs, rank, stage) if kind in ("BW", "W") else None
+                nbytes = held.total * grad_bytes if held else 0.0
                 after_frees = ADOPT_GRAD_QUEUE_AFTER_FREES and kind == "BW"
                 if after_frees:
                     if stage not in inner_of:
@@ -1856,7 +1933,7 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
                 elif kind in ("F", "B", "BW"):
                     moves.append((end_s, acts_of[stage] if kind == "F" else -acts_of[stage]))
                 if kind in ("BW", "W"):
-                    released.append((end_s, nbytes, _dp_ring_s(sc, nbytes, gpu, link_bw_scale), after_frees))
+                    released.append((end_s, nbytes, grad_ring_s(sc, held, grad_bytes, gpu, link_bw_scale), after_frees))
         done = busy = 0.0
         for at, nbytes, rs_s, counted in sorted(released):
             start = max(done, at)
@@ -1879,20 +1956,39 @@ def with_grad_queue(mems: list[dict], queue: list[tuple[float, float, float]]) -
 
 
 def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
-    """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
-    its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
-    same rank) and the MTP modules on the last (as rank_memory counts them)."""
+    """Parameters of model stage `stage` as pipeline rank `rank` holds them (chunk_rank_params, all)."""
+    return chunk_rank_params(sc, costs, rank, stage).total
+
+
+def chunk_rank_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> memory.RankParams:
+    """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share), dense
+    and routed-expert: its blocks, the embedding on the first stage, the output projection (a copy
+    unless tied on the same rank) and the MTP modules on the last (as rank_memory counts them)."""
     m, p = sc.model, sc.plan
-    params = sum(memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep).total
-                 for layer in costs.layers[stage])
+    dense = expert = 0.0
+    for layer in costs.layers[stage]:
+        rp = memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep)
+        dense, expert = dense + rp.dense, expert + rp.expert
     embed = m.vocab_size * m.hidden_size / p.tp
     if stage == 0:
-        params += embed
+        dense += embed
     if stage == costs.last_stage:
-        params += 0.0 if m.tie_embeddings and rank in ranks_holding(costs.schedule, 0) else embed
-        params += m.num_mtp_modules * (memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep).total
-                                       + 2 * m.hidden_size * m.hidden_size)
-    return params
+        dense += 0.0 if m.tie_embeddings and rank in ranks_holding(costs.schedule, 0) else embed
+        mtp = memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep)
+        dense += m.num_mtp_modules * (mtp.dense + 2 * m.hidden_size * m.hidden_size)
+        expert += m.num_mtp_modules * mtp.expert
+    return memory.RankParams(dense, expert)
+
+
+def rank_params(sc: Scenario, costs: "StepCosts") -> list[memory.RankParams]:
+    """Each pipeline rank's parameters, dense and routed-expert (its chunks' chunk_rank_params: the
+    sums rank_memory counts), what its data-parallel tail reduces (dp_tail_s)."""
+    s = costs.schedule
+    out = []
+    for rank in range(s.num_ranks):
+        parts = [chunk_rank_params(sc, costs, rank, s.stage_of(rank, c)) for c in range(s.num_chunks)]
+        out.append(memory.RankParams(sum(q.dense for q in parts), sum(q.expert for q in parts)))
+    return out
 
 
 def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
@@ -2251,7 +2347,8 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     exactly as simulate_step does. A plan search simulates its options in the order of this bound
     and stops once the bound passes the best step found."""
     schedule, costs, profile, mems, _, _ = _prepare(sc, profile, perturb, check_memory=True)
-    tails = [dp_tail_s(sc, mems[r], sc.gpu, profile, perturb.link_bw_scale) for r in range(schedule.num_ranks)]
+    held = rank_params(sc, costs)
+    tails = [dp_tail_s(sc, mems[r], held[r], sc.gpu, profile, perturb.link_bw_scale) for r in range(schedule.num_ranks)]
     release = param_gather_release_s(sc, costs, schedule, mems, perturb.link_bw_scale)
     stages = schedule.num_model_stages
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
@@ -2323,7 +2420,8 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
-    tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
+    held = rank_params(sc, costs)
+    tails = [dp_tail_s(sc, mems[r], held[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
     # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
     fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
     rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]

@@ -20,6 +20,9 @@ one chunk pair at layer granularity is a few hundred kB, to open beside DeepSeek
 from __future__ import annotations
 
 import bisect
+import sys
+
+from tqdm import tqdm
 
 from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.schedules import build_schedule
@@ -92,14 +95,19 @@ def _flows(sc: Scenario, res: StepResult, tids: dict[str, int]) -> list[tuple[Ev
 GRANULARITIES = ("op", "layer")
 
 
-def _op_slices(res: StepResult) -> list[Event]:
+BAR_EVERY = 1 << 16   # tasks or slices between progress bar updates (a per-item update costs more than the item)
+
+
+def _op_slices(res: StepResult, bar: tqdm) -> list[Event]:
     """One slice per pipeline op and stream: from the op's first to its last task on that stream."""
     spans_by_rank: dict[int, list] = {}
     for rank, label, start, end in res.pipeline.op_spans:
         spans_by_rank.setdefault(rank, []).append((start, end, label))
     starts_by_rank = {rank: [s[0] for s in spans] for rank, spans in spans_by_rank.items()}
     extent: dict[tuple, list] = {}
-    for e in res.pipeline.events:
+    for i, e in enumerate(res.pipeline.events):
+        if i and not i % BAR_EVERY:
+            bar.update(BAR_EVERY)
         spans = spans_by_rank[e.rank]
         # the op whose span holds this task (ops run one after another on a rank): the last to start at or before it
         # (bisect, in C: the same index as the binary search written out here until s26walk, ~3x faster)
@@ -112,8 +120,17 @@ def _op_slices(res: StepResult) -> list[Event]:
 
 
 def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | None = None,
-               granularity: str = "op") -> dict:
-    """Chrome-trace JSON of a simulated step (with its event log: simulate_step(record_events=True))."""
+               granularity: str = "op", progress: bool = False) -> dict:
+    """Chrome-trace JSON of a simulated step (with its event log: simulate_step(record_events=True)).
+    `progress`: a bar over the tasks cut into op slices, then over the slices written (~20 s at the task bound,
+    STEP_TASK_LIMIT, without a word until s27walk)."""
+    with tqdm(total=len(res.pipeline.events), desc="trace: tasks", unit="task", file=sys.stderr, disable=not progress,
+              leave=False, unit_scale=True) as bar:
+        return _step_trace(sc, res, window_s, granularity, bar)
+
+
+def _step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | None, granularity: str,
+                bar: tqdm) -> dict:
     pipe = res.pipeline
     # the data-parallel collectives run on their own stream (NCCL's), beside the pipeline's comm stream
     tids = {s: i for i, s in enumerate((*pipe.streams, "dp"))}
@@ -124,9 +141,14 @@ def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | No
         out.append({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
         for stream, tid in tids.items():
             out.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": stream}})
-    slices = pipe.events if granularity == "layer" else _op_slices(res)
+    slices = pipe.events if granularity == "layer" else _op_slices(res, bar)
     tail = [e._replace(stream="dp") if e.stream == "comm" else e for e in res.tail_events]
-    for e in (*slices, *tail):
+    bar.unit = "slice"
+    bar.set_description("trace: slices", refresh=False)
+    bar.reset(total=len(slices) + len(tail))
+    for i, e in enumerate((*slices, *tail)):
+        if i and not i % BAR_EVERY:
+            bar.update(BAR_EVERY)
         if e.end_s <= e.start_s or not _in_window(e, window_s):
             continue
         args = {"args": {"mb": e.microbatch, "chunk": e.chunk, "op": e.kind}} if e.microbatch >= 0 else {}

@@ -29,7 +29,8 @@ fuzz = sys.modules["fuzz_cli_loader"] = importlib.util.module_from_spec(_spec)  
 _spec.loader.exec_module(fuzz)
 
 # one line, naming the field: "FIELD[ in SOURCE]: got VALUE; allowed: TEXT" (the CLI prints it after "error: ")
-NAMED = re.compile(r"^(?P<field>[A-Za-z_<-][\w.\[\]<>-]*)(?: in .+?)?: got .*; allowed: .+$", re.S)
+# the value's source: "in FILE" (or "in FILE with --set ..."), or "(--set KEY=VALUE)" where the override gave it (s27walk)
+NAMED = re.compile(r"^(?P<field>[A-Za-z_<-][\w.\[\]<>-]*)(?: in .+?| \(--set .+?\))?: got .*; allowed: .+$", re.S)
 
 
 def documented_keys() -> list[tuple[str, str]]:

@@ -55,5 +55,7 @@ def test_fsdp_collectives_across_nodes_use_the_nodes_nics_as_the_dp_ring():
     assert ag_s == pytest.approx(num_bytes * 15 / 16 / bw + 15 * gpu.scale_out_latency_s, rel=1e-12)
     assert ag_s < comm.collective_time_s("all_gather", num_bytes, 16, gpu, False) / 4   # one NIC: 8x the transfer
     costs8, ag8_s, num_bytes8 = block_gather_s(dp=2, tp=8)   # TP8: one of the group's ranks a node
-    assert not costs8.fsdp_same_node and costs8.fsdp_ranks_per_node == (1, 1)
+    # the dense group one rank a node; the routed experts' (DP x TP / EP = 16 ranks: experts whole on each TP
+    # rank) 8 a node (step.dp_reduce_groups; a dense model has none to send)
+    assert not costs8.fsdp_same_node and costs8.fsdp_ranks_per_node == (1, 8)
     assert ag8_s == pytest.approx(comm.collective_time_s("all_gather", num_bytes8, 2, gpu, False), rel=1e-12)

@@ -27,8 +27,8 @@ def test_zero3_drops_only_its_bf16_shard(monkeypatch):
     assert on[0]["weights"] == 0.0
     assert {k: v for k, v in on[0].items() if k != "weights"} == {k: v for k, v in off[0].items() if k != "weights"}
     # the parameters a rank holds are read the same either way (the optimizer tail's sizes)
-    assert memory.rank_params(on[0], sc.plan) == pytest.approx(memory.rank_params(off[0], sc.plan))
-    assert memory.rank_params(off[0], sc.plan) == pytest.approx(off[0]["weights"] / memory.WEIGHT_BYTES)
+    assert memory.weight_params(on[0], sc.plan) == pytest.approx(memory.weight_params(off[0], sc.plan))
+    assert memory.weight_params(off[0], sc.plan) == pytest.approx(off[0]["weights"] / memory.WEIGHT_BYTES)
 
 
 def test_zero1_keeps_its_bf16_weights(monkeypatch):

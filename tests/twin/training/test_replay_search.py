@@ -52,3 +52,20 @@ def test_a_fitting_scenario_plan_is_kept_without_search():
     sc = load_scenario()
     sp = resolve_stage(sc, sc.run.stages[0], SerialCache(step_fn))
     assert sp.note == "the scenario's plan" and len(calls) == 1
+
+
+def test_an_interleaved_scenario_falls_back_to_a_schedule_of_one_chunk_a_rank():
+    """s27walk: the fallback schedules (zb1p, 1f1b) kept an interleaved scenario's virtual stages and were refused
+    ("plan.virtual_stages: got 4; allowed: 1 for schedule '1f1b'") for every option: llama3-405b's 128K stage (480
+    sequences, 30 micro-batches, no multiple of PP 16) could only report the last refusal. They now run V = 1."""
+    def step_fn(sc, perturb=None, **_):
+        return fake_step(sc)
+
+    sc = load_scenario(overrides=["plan.schedule='interleaved-1f1b'", "plan.virtual_stages=2", "plan.tp=8",
+                                  "run.fallback_cp=[2]", "run.fallback_tp=[]"])
+    stage = sc.run.stages[2]   # 128K: 480 sequences over dp 16 = 30 micro-batches, at CP 2 60: no multiple of PP 16
+    sp = resolve_stage(sc, stage, SerialCache(step_fn))
+    assert sp.scenario is not None, sp.note
+    p = sp.scenario.plan
+    assert (p.schedule, p.virtual_stages) == ("zb1p", 1) and sp.note.startswith("schedule zb1p"), sp.note
+    assert "virtual_stages" not in sp.note, sp.note

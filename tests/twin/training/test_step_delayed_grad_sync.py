@@ -9,7 +9,7 @@ from twin.core.scenario import from_dict
 from twin.planning.screen import screen
 from twin.training import step as step_module
 from twin.training.results import Perturb
-from twin.training.step import (_prepare, chunk_params, dp_reduce_after_s, dp_tail_s, megatron_delays_grad_sync,
+from twin.training.step import (_prepare, chunk_params, dp_reduce_after_s, dp_tail_s, rank_params, megatron_delays_grad_sync,
                                 megatron_grad_prep_s, simulate_step, step_time_lower_bound_s)
 
 DENSE = {"name": "tiny-dense", "num_layers": 8, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
@@ -37,7 +37,7 @@ def adopt(monkeypatch):
 
 def _reduce_after(sc, rank):
     schedule, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), True)
-    rs = dp_tail_s(sc, mems[rank], sc.gpu, profile, 1.0)[0]
+    rs = dp_tail_s(sc, mems[rank], rank_params(sc, costs)[rank], sc.gpu, profile, 1.0)[0]
     params = [chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
     preps = [megatron_grad_prep_s(sc, n, profile, rank == 0 and c == 0) for c, n in enumerate(params)]
     return dp_reduce_after_s(sc, costs, schedule, rank, rs), rs, params, preps

@@ -14,7 +14,7 @@ from twin.costs import compute, memory
 from twin.costs.memory import activation_bytes, activation_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.training.results import Perturb
-from twin.training.step import _prepare, dp_tail_s, simulate_step, step_time_lower_bound_s
+from twin.training.step import _prepare, dp_tail_s, rank_params, simulate_step, step_time_lower_bound_s
 from twin.training.trace import step_trace
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
@@ -178,8 +178,8 @@ def test_zero3_shards_weights_and_gathers_per_block():
     # FSDP keeps its shard in FP32 only (the optimizer's master; memory.ADOPT_FSDP_NO_BF16_SHARD): no BF16 weights,
     # a rank holds 1/8 of the parameters ZeRO-1's does
     assert b.memory_breakdown_bytes["weights"] == 0.0 and memory.ADOPT_FSDP_NO_BF16_SHARD
-    assert memory.rank_params(b.memory_breakdown_bytes, z3.plan) == pytest.approx(
-        memory.rank_params(a.memory_breakdown_bytes, z1.plan) / 8)
+    assert memory.weight_params(b.memory_breakdown_bytes, z3.plan) == pytest.approx(
+        memory.weight_params(a.memory_breakdown_bytes, z1.plan) / 8)
     assert b.memory_breakdown_bytes["fsdp_gathered"] > 0 and "fsdp_gathered" not in a.memory_breakdown_bytes
     assert {"fsdp_all_gather", "fsdp_reduce_scatter"} <= set(b.op_time_s)
     assert b.op_time_s["dp_reduce_scatter"] == 0   # reduced block by block instead
@@ -333,7 +333,7 @@ def test_optimizer_tail_clips_the_gradients_and_runs_the_adam_kernel_the_plan_na
         # the BF16 weights written are priced whether or not a ZeRO-3 rank keeps a BF16 shard (memory.keeps_bf16_shard)
         adam = (mem["optimizer"] * 2 + mem["gradients"] + held * memory.WEIGHT_BYTES if sc is fused
                 else 84.0 * held)
-        _, opt_s, _ = dp_tail_s(sc, mem, sc.gpu, costs[2], 1.0)
+        _, opt_s, _ = dp_tail_s(sc, mem, rank_params(sc, costs[1])[0], sc.gpu, costs[2], 1.0)
         assert opt_s == pytest.approx(compute.memory_time_s(adam + 12.0 * held, sc.gpu, costs[2]))
     assert step(foreach).op_time_s["optimizer"] > step(fused).op_time_s["optimizer"]
 
@@ -355,7 +355,7 @@ def test_fp32_gradient_reduce_scatter_and_its_overlap_with_the_last_backward():
                                                           rel=1e-9)
     overlapped = scenario(**base, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
     schedule, costs, profile, mems, _, _ = _prepare(overlapped, None, Perturb(), True)
-    rs_s = dp_tail_s(overlapped, mems[0], overlapped.gpu, profile, 1.0)[0]
+    rs_s = dp_tail_s(overlapped, mems[0], rank_params(overlapped, costs)[0], overlapped.gpu, profile, 1.0)[0]
     hidden_s = min(rs_s, last_backward_s(costs, schedule, 0))
     assert 0 < hidden_s
     assert step(overlapped).step_time_s == pytest.approx(b.step_time_s - hidden_s, rel=1e-12)
@@ -376,7 +376,7 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk(monkeypatch)
     base = dict(pp=2, dp=16, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
     every, megatron = scenario(**base), scenario(**base, grad_buckets="megatron")
     schedule, costs, profile, mems, _, _ = _prepare(megatron, None, Perturb(), True)
-    rs = [dp_tail_s(megatron, mems[r], megatron.gpu, profile, 1.0)[0] for r in range(2)]
+    rs = [dp_tail_s(megatron, mems[r], rank_params(megatron, costs)[r], megatron.gpu, profile, 1.0)[0] for r in range(2)]
     # each bucket's NaN-check norm and 1/DP scaling on the compute stream first (Bucket.start_grad_sync):
     # beside rank 0's last backward, before rank 1's one reduce-scatter
     prep = [megatron_grad_prep_s(megatron, chunk_params(megatron, costs, r, r), profile, r == 0) for r in range(2)]
@@ -396,7 +396,7 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk(monkeypatch)
     monkeypatch.setattr(step_module, "ADOPT_MEGATRON_DELAYED_GRAD_SYNC", False)
     inter = scenario(**{**base, "dp": 8}, grad_buckets="megatron", schedule="interleaved-1f1b", virtual_stages=2)
     schedule, costs, profile, mems, _, _ = _prepare(inter, None, Perturb(), True)
-    rs0 = dp_tail_s(inter, mems[0], inter.gpu, profile, 1.0)[0]
+    rs0 = dp_tail_s(inter, mems[0], rank_params(inter, costs)[0], inter.gpu, profile, 1.0)[0]
     share = chunk_params(inter, costs, 0, schedule.stage_of(0, 1)) / sum(
         chunk_params(inter, costs, 0, schedule.stage_of(0, c)) for c in range(2))
     assert 0 < share < 1

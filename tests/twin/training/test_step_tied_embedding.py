@@ -10,7 +10,7 @@ from twin.core.schedules import build_schedule
 from twin.costs import comm
 from twin.costs.memory import WEIGHT_BYTES
 from twin.training.results import Perturb
-from twin.training.step import (_prepare, dp_tail_s, exposed_reduce_scatter_s, last_backward_s, simulate_step,
+from twin.training.step import (_prepare, dp_tail_s, rank_params, exposed_reduce_scatter_s, last_backward_s, simulate_step,
                                 step_time_lower_bound_s, tied_embedding_all_reduce_s)
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 32768, "num_heads": 16,
@@ -73,7 +73,7 @@ def test_step_ends_after_the_end_stages_sync_then_all_reduce():
     assert tied_s == pytest.approx(tied_embedding_all_reduce_s(sc, schedule, sc.gpu, costs.measured), rel=1e-12)
     # each end stage's exposed reduce-scatter past its last compute, then the all-reduce, then the optimizer
     synced = max(r.pipeline.last_compute_end_s[k]
-                 + exposed_reduce_scatter_s(sc, dp_tail_s(sc, mems[k], sc.gpu, profile, 1.0)[0],
+                 + exposed_reduce_scatter_s(sc, dp_tail_s(sc, mems[k], rank_params(sc, costs)[k], sc.gpu, profile, 1.0)[0],
                                             last_backward_s(costs, schedule, k)) for k in (0, 1))
     opt_s = r.op_time_s["optimizer"]
     assert r.step_time_s == pytest.approx(max(synced + tied_s, r.pipeline.makespan_s) + opt_s, rel=1e-12)

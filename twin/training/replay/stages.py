@@ -27,6 +27,7 @@ import numpy as np
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, replace
+from twin.core.schedules import SCHEDULES
 from twin.training.results import Perturb, StepResult
 from twin.training.replay.rollout import grpo_step
 from twin.training.step import simulate_step, step_time_lower_bound_s
@@ -236,8 +237,18 @@ def _search_options(sc: Scenario, stage) -> list[list[Option]]:
                     changes.append(("recompute", rc))
                     words.append(f"{rc} recomputation")
                 out.append([Option(", ".join(w for w in (f"schedule {x}" if x else "",) + tuple(words) if w),
-                                   tuple(changes) + ((("schedule", x),) if x else ())) for x in schedules])
+                                   tuple(changes) + _schedule_changes(sc, x)) for x in schedules])
     return out
+
+
+def _schedule_changes(sc: Scenario, schedule: str | None) -> tuple:
+    """The plan changes of falling back to `schedule` (None: the scenario's own): a schedule without virtual
+    stages runs one chunk a rank (an interleaved scenario's fallback to zb1p or 1f1b kept its V and was refused,
+    "plan.virtual_stages: got 4; allowed: 1 for schedule '1f1b'", for every option, until s27walk)."""
+    if schedule is None:
+        return ()
+    one_chunk = (("virtual_stages", 1),) if sc.plan.virtual_stages > 1 and not SCHEDULES[schedule].virtual else ()
+    return (("schedule", schedule),) + one_chunk
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""s27walk: the readers keyed by a GPU alone, deep inside a prediction (b_kernels, index_put, grouped_clock,
+bwd_grouped, moe_skew), read under the records root in use (calibration.records.records_root), which `twin fit
+--records DIR` (fit_gpu), `twin validate --records DIR` (validate) and layer_gaps.eager_terms set: a fit of another
+root read calibration/measurements' h100/kernels.csv, h100x2 and h100x4 pipeline_op_kernels.csv and the s14epl
+ep_kernels.csv whatever it was told. A few CPU-seconds."""
+
+import pytest
+
+from calibration import b_kernels, moe_skew
+from calibration import records as rec
+from calibration.bwd_grouped import layout_factors
+from calibration.grouped_clock import gpu_clock_factors
+from calibration.index_put import index_put_s_per_elem
+from calibration.predict import gpu_spec, row_kernel
+
+
+def test_the_gpu_keyed_readers_read_under_the_records_root_in_use(tmp_path):
+    h100 = gpu_spec("h100").name
+    assert rec.records_root() == rec.MEASUREMENTS_DIR
+    # the committed tree measures them
+    assert b_kernels.measured(h100) and index_put_s_per_elem(h100) and gpu_clock_factors(h100, row_kernel)
+    (tmp_path / "h100").mkdir()   # a records root without these records: each reads as unmeasured
+    with rec.records_root_scope(tmp_path):
+        assert rec.records_root() == tmp_path
+        assert b_kernels.measured(h100) is None
+        assert index_put_s_per_elem(h100) is None
+        assert gpu_clock_factors(h100, row_kernel) == {}
+        assert layout_factors(h100) == {}
+        with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+            moe_skew.read_rows("h100")
+        with rec.records_root_scope(rec.MEASUREMENTS_DIR):   # nested: the inner root, then the outer again
+            assert b_kernels.measured(h100)
+        assert b_kernels.measured(h100) is None
+    assert rec.records_root() == rec.MEASUREMENTS_DIR and b_kernels.measured(h100)

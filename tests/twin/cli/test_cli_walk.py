@@ -1,0 +1,101 @@
+"""s27walk: what a capacity planner met at the command line, left alone by earlier walks (docs/notes/s27walk.md).
+Each test failed before its fix; a few CPU-seconds in all."""
+
+import json
+import re
+
+from twin.cli.main import main
+from twin.core.scenario import load_scenario
+from twin.training.step import simulate_step
+from twin.training.trace import step_trace
+
+TINY = ["--set", "model.name=tiny", "--set", "cluster.num_gpus=8", "--set", "plan.pp=2", "--set", "plan.ep=1",
+        "--set", "workload.global_batch_seqs=16", "--set", "workload.seq_len=512"]
+
+
+def test_twin_trace_shows_progress_and_writes_the_same_trace(tmp_path, capsys):
+    """W4a: `twin trace` cut ~2.4 M tasks into op slices for ~20 s at the task bound without a word: a bar over the
+    tasks, then over the slices (on stderr, off under --quiet); the trace is the same bytes either way."""
+    loud, quiet = tmp_path / "loud.json", tmp_path / "quiet.json"
+    assert main(["trace", *TINY, "--out", str(loud)]) == 0
+    err = capsys.readouterr().err
+    assert "trace: tasks" in err and "trace: slices" in err, err
+    assert main(["trace", *TINY, "--out", str(quiet), "--quiet"]) == 0
+    assert "trace:" not in capsys.readouterr().err
+    assert loud.read_bytes() == quiet.read_bytes()
+    sc = load_scenario(None, TINY[1::2])
+    res = simulate_step(sc)
+    assert json.loads(loud.read_bytes()) == json.loads(json.dumps(step_trace(sc, res)))
+
+
+def test_a_bad_set_value_is_named_as_the_set_that_gave_it(capsys):
+    """W4b: `--set plan.tp=abc` said "plan.tp in <default: deepseek_v3_pretrain.toml>: got 'abc'": the value came
+    from the command line. A file's field that an override made invalid names both."""
+    assert main(["step", "--set", "plan.tp=abc", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("error: plan.tp (--set plan.tp=abc): got 'abc'; allowed: integer >= 1 "
+                                       "and <= 1,024\n")
+    assert main(["step", "--set", "plan.tp=3", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: cluster.num_gpus in <default: deepseek_v3_pretrain.toml> with "
+                                              "--set plan.tp=3: got 2048; allowed: a multiple of plan.tp")
+    assert main(["step", "--set", "model.num_layers=0", "--set", "plan.tp=2", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: model.num_layers (--set model.num_layers=0): got 0")
+
+
+def test_a_dask_address_no_scheduler_could_have_is_refused_before_the_screen(capsys):
+    """W4c: `twin plan --dask bogus` screened every candidate behind its bar, then Dask said 'missing port number'."""
+    for address in ("bogus", "tcp://host", "http://host:8786", "host:0", "host:70000"):
+        assert main(["plan", "--tokens", "1e12", "--days", "30", "--dask", address]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --dask: got '{address}'; allowed: 'local' or a Dask scheduler's address "
+                              "[SCHEME://]HOST:PORT") and "screen" not in err, err
+
+
+def test_sweep_and_plan_name_a_bad_set_value_as_its_set(tmp_path, capsys):
+    """W6a: `twin sweep` and `twin plan` check their scenario outside load_scenario: the same naming."""
+    assert main(["sweep", "--grid", "plan.pp=8,16", "--set", "plan.ep=3", "--out", str(tmp_path / "sw"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: plan.ep (--set plan.ep=3): got 3")
+    assert main(["plan", "--rate", "1", "--ttft", "1", "--tpot", "0.05", "--set", "serve.tp=3", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: serve.tp (--set serve.tp=3): got 3")
+
+
+def test_a_dense_scenario_without_plan_ep_is_not_refused_for_v3s_default(tmp_path):
+    """W6b: a llama scenario naming no plan.ep was refused as "plan.ep in F: got 64; allowed: 1 for a dense model":
+    64 is V3's default, never in F. A dense model's plan.ep now follows it (1) where the scenario does not say; an
+    explicit one is still judged."""
+    f = tmp_path / "llama.toml"
+    f.write_text('name = "l"\n[model]\nname = "llama3-8b"\n[cluster]\ngpu = "h100"\nnum_gpus = 64\n'
+                 '[plan]\ntp = 2\npp = 4\nschedule = "1f1b"\n[workload]\nseq_len = 4096\nglobal_batch_seqs = 256\n')
+    assert load_scenario(f).plan.ep == 1
+    assert main(["step", str(f), "--quiet"]) == 0
+    assert main(["step", str(f), "--set", "plan.ep=8", "--quiet"]) == 2
+
+
+def test_twin_balance_says_whose_loads_the_measured_cases_carry(tmp_path, capsys):
+    """W6c: `twin balance mixtral.toml` printed "measured_no_bias rank max/mean 2.09 ... lost 127K GPU-h" with no word
+    that the loads are bench-small's (16 experts, real/ on H200) carried to the scenario's 8 experts; the report said
+    so, the terminal did not. ~4 CPU-seconds."""
+    f = tmp_path / "moe.toml"
+    f.write_text('name = "t"\n[model]\nname = "mixtral-slice"\n[cluster]\ngpu = "h200"\nnum_gpus = 8\n[plan]\npp = 1\n'
+                 'ep = 8\nschedule = "1f1b"\n[workload]\nseq_len = 1024\nglobal_batch_seqs = 16\n')
+    assert main(["balance", str(f), "--quiet"]) == 0
+    assert ("note: the measured cases carry bench-small's loads (16 experts, trained by real/ on H200) to "
+            "mixtral-slice's 8 experts; they are not mixtral-slice's own") in capsys.readouterr().out
+
+
+def test_a_sweep_prints_its_best_point(tmp_path, capsys):
+    """W6e: `twin sweep` printed its counts and file names only; the answer (the report's first "Best points" row)
+    was in report.html and the CSV. Now a line: the swept values and the headline figure."""
+    assert main(["sweep", *TINY, "--grid", "plan.pp=1,2", "--out", str(tmp_path / "sw"), "--quiet", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^best: plan\.pp=[12]: step time \(s\) [\d.]+ \(tokens/s per GPU [\d,.]+", out, re.M), out
+
+
+def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
+    """W6f: "512xh100 TP1 PP4 V1 EP8 CP1 ZeRO1 mb1 1f1b SMdef selective fp8": "SMdef" and "mb1" were nowhere
+    explained, on the terminal or in the report."""
+    from twin.planning.space import LABEL_LEGEND
+    assert "SM (SMs held for EP communication; def: 20 with EP, else 0)" in LABEL_LEGEND
+    assert "mb (sequences a micro-batch)" in LABEL_LEGEND and "V (virtual stages)" in LABEL_LEGEND
+    assert main(["plan", *TINY, "--tokens", "1e9", "--days", "30", "--gpu", "h100", "--num-gpus", "8", "--pp", "1,2",
+                 "--quiet"]) == 0
+    assert f"\n({LABEL_LEGEND})\n" in capsys.readouterr().out
