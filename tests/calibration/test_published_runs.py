@@ -290,9 +290,9 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # 32B -25.9%, 70B -9.6%, median 9.58%.
 NOT_MET = {
     "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
-    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
+    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.314,
     "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
-    "tt-405b-4d-cp2-64k": 0.146, "tt-405b-4d-cp8-256k": 0.187,
+    "tt-405b-4d-cp2-64k": 0.145, "tt-405b-4d-cp8-256k": -0.102,
     "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.261,
@@ -303,8 +303,10 @@ NOT_MET = {
 # s26mem (Float8 linears under the op policy): 8.7% (8.66%), 19 within 10%; with the queue joined after
 # the backward's frees: 9.1% (9.07%) over all 32 rows, 19 within 10%; the head and loss outside the op
 # policy: 9.3% (9.28%), 17 within 10%; s26mem round 2 (the memory outside the allocator reserved,
-# docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%
-MEDIAN_NOT_MET = 0.087
+# docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%;
+# s27cp (the compiled ring attention's ranks meeting at their own graphs' collectives, docs/notes/
+# s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%)
+MEDIAN_NOT_MET = 0.077
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

@@ -56,6 +56,20 @@ TORCH_CP_COMPILED_MERGE_TIME_FACTOR = {"fwd": 0.26, "bwd": 0.59}
 # SendRecv and no all-gather in the backward); under full AC (s17cp, h200x4/cp_block) one all-gather,
 # the recomputation's. Adopted by docs/notes/s17cp_rule.md part C.
 ADOPT_COMPILED_CP_ONE_GATHER = True
+# Compiled, every rank traces its own graph (the load-balanced ring branches on the rank), Inductor places
+# each graph's waited-at-issue collectives on its own, and every collective meets all ranks: a block pays,
+# interval by interval, the slowest rank's work since the last meeting (s17cp's CP4 block: one rank
+# gathers K/V before its diagonal call, the others after). Per CP degree and pass, the seconds lost in a
+# chain of blocks over the pass's attention-core seconds, from each rank's compiled schedule replayed in
+# lock step (calibration/cp_schedule.py schedule_fracs; campaign s27cp, 2x H200, torch 2.11: cp 2 from real
+# NCCL traces, cp 4 and 8 from each rank's schedule compiled on a fake process group,
+# calibration/measurements/h200x2/s27cp/; the figures of calibration/s27cp_judgement.json, 4 decimals).
+# At CP8 two ranks' backward graphs (4 and 6) put all eight dK/dV hand-overs after their eight backward
+# calls where the others interleave them: the others stall ~0.49 s a block. Adopted by
+# docs/notes/s27cp_rule.md (C1-C4 and its guards held).
+ADOPT_COMPILED_CP_SCHEDULE_WAIT = True
+COMPILED_CP_SCHEDULE_WAIT_FRAC: dict[int, dict[str, float]] = {
+    2: {"fwd": 0.0002, "bwd": 0.0025}, 4: {"fwd": 0.0341, "bwd": 0.0403}, 8: {"fwd": 0.0138, "bwd": 0.8573}}
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
@@ -85,16 +99,28 @@ def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, b
     reordering, reorder_for_compute_comm_overlap, is off by default since pytorch/pytorch#108091;
     reorder_for_locality runs only on inference graphs). Measured (campaign s10cpc, 4x H100): the
     NCCL time of every rank and phase all exposed. With ADOPT_COMPILED_CP_ONE_GATHER the compiled
-    backward runs no all-gather of its own (its `gather_s` not charged)."""
+    backward runs no all-gather of its own (its `gather_s` not charged). With
+    ADOPT_COMPILED_CP_SCHEDULE_WAIT the compiled pass adds its ranks' meeting loss
+    (`compiled_schedule_wait_s`)."""
     if compiled:
+        wait = compiled_schedule_wait_s(cp, core_s, backward)
         if backward:
-            return (0.0 if ADOPT_COMPILED_CP_ONE_GATHER else gather_s) + cp * pass_s
-        return gather_s
+            return (0.0 if ADOPT_COMPILED_CP_ONE_GATHER else gather_s) + cp * pass_s + wait
+        return gather_s + wait
     call_s = core_s / cp
     exposed = max(0.0, gather_s - call_s)
     if backward:
         exposed += (cp - 1) * max(0.0, pass_s - call_s) + pass_s
     return exposed
+
+
+def compiled_schedule_wait_s(cp: int, core_s: float, backward: bool) -> float:
+    """Seconds one compiled pass loses to its ranks meeting at their own graphs' collectives:
+    COMPILED_CP_SCHEDULE_WAIT_FRAC[cp] of the pass ('fwd', the recomputed forward too, or 'bwd') times
+    its attention-core seconds `core_s`; 0 with the switch off or at a CP degree never measured."""
+    if not ADOPT_COMPILED_CP_SCHEDULE_WAIT:
+        return 0.0
+    return COMPILED_CP_SCHEDULE_WAIT_FRAC.get(cp, {}).get("bwd" if backward else "fwd", 0.0) * core_s
 
 
 def allgather_attention_calls(core: Op, cp: int) -> list[Op]:

@@ -99,7 +99,8 @@ def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fus
     """plan.kernels 'fused_blocks' (torchtitan compiles each block with fullgraph=True): the traced
     collectives are waited at issue, so however long the core, the all-gather and every hand-over
     are exposed; the merges cost the compiled factors, below the eager ones. (The backward's own
-    all-gather charged: ADOPT_COMPILED_CP_ONE_GATHER off; the next test has it on.)"""
+    all-gather charged: ADOPT_COMPILED_CP_ONE_GATHER off; the next test has it on. Each pass adds its
+    ranks' meeting loss, compiled_schedule_wait_s: docs/notes/s27cp_rule.md.)"""
     from twin.costs import context_parallel
     from twin.costs.context_parallel import TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR
     monkeypatch.setattr(context_parallel, "ADOPT_COMPILED_CP_ONE_GATHER", False)
@@ -107,8 +108,9 @@ def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fus
     comp = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="fused_blocks"))
     gather = comp._collective_s("all_gather", comp.kv_bytes * 4, 4, comp.cp_same_node)
     hand = comp._collective_s("send_recv", comp.kv_bytes * 2, 2, comp.cp_same_node)
-    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather)
-    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx(gather + 4 * hand)
+    wait_f, wait_b = (context_parallel.compiled_schedule_wait_s(4, 1e3, b) for b in (False, True))
+    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather + wait_f)
+    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx(gather + 4 * hand + wait_b)
     assert eager._torch_cp_exposed_s(1e3, False) == 0.0
     for backward, phase in ((False, "fwd"), (True, "bwd")):
         ratio = TORCH_CP_COMPILED_MERGE_TIME_FACTOR[phase] / TORCH_CP_MERGE_TIME_FACTOR
@@ -127,8 +129,9 @@ def test_compiled_backward_reads_the_forwards_gather_when_adopted(monkeypatch, a
     gather = comp._collective_s("all_gather", comp.kv_bytes * 4, 4, comp.cp_same_node)
     hand = comp._collective_s("send_recv", comp.kv_bytes * 2, 2, comp.cp_same_node)
     assert gather > 0 and hand > 0
-    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather)
-    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx((0.0 if adopt else gather) + 4 * hand)
+    wait_f, wait_b = (context_parallel.compiled_schedule_wait_s(4, 1e3, b) for b in (False, True))
+    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather + wait_f)
+    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx((0.0 if adopt else gather) + 4 * hand + wait_b)
     assert eager._torch_cp_exposed_s(0.0, True) == pytest.approx(gather + 4 * hand)
     assert eager._torch_cp_exposed_s(1e3, True) == pytest.approx(hand)
 

@@ -1,0 +1,30 @@
+"""twin.costs.context_parallel's candidate of docs/notes/s27cp_rule.md (ADOPT_COMPILED_CP_SCHEDULE_WAIT):
+a compiled torch_allgather pass adds its ranks' meeting loss, a measured fraction of its attention-core
+seconds; nothing with the switch off, eager, or at a CP degree never measured."""
+
+import pytest
+
+from twin.costs import context_parallel as cpx
+
+
+@pytest.fixture
+def fracs(monkeypatch):
+    monkeypatch.setattr(cpx, "COMPILED_CP_SCHEDULE_WAIT_FRAC", {4: {"fwd": 0.03, "bwd": 0.05}})
+    return monkeypatch
+
+
+def test_off_the_compiled_pass_charges_its_collectives_only(fracs):
+    fracs.setattr(cpx, "ADOPT_COMPILED_CP_SCHEDULE_WAIT", False)
+    # forward: the gather; backward: (one gather merged away) the 4 dK/dV hand-overs
+    assert cpx.torch_cp_exposed_s(4, 0.1, 0.004, 0.003, False, compiled=True) == pytest.approx(0.004)
+    assert cpx.torch_cp_exposed_s(4, 0.3, 0.004, 0.003, True, compiled=True) == pytest.approx(4 * 0.003)
+
+
+def test_on_each_compiled_pass_adds_its_fraction_of_the_core(fracs):
+    fracs.setattr(cpx, "ADOPT_COMPILED_CP_SCHEDULE_WAIT", True)
+    # forward 0.004 + 0.03 x 0.1 s; backward 4 x 0.003 + 0.05 x 0.3 s
+    assert cpx.torch_cp_exposed_s(4, 0.1, 0.004, 0.003, False, compiled=True) == pytest.approx(0.004 + 0.003)
+    assert cpx.torch_cp_exposed_s(4, 0.3, 0.004, 0.003, True, compiled=True) == pytest.approx(0.012 + 0.015)
+    # a degree never measured, and the eager pass (its collectives overlap the calls): nothing added
+    assert cpx.compiled_schedule_wait_s(16, 0.1, False) == 0.0
+    assert cpx.torch_cp_exposed_s(4, 0.1, 0.004, 0.003, False, compiled=False) == pytest.approx(0.0)
