@@ -52,6 +52,13 @@ ROW_TARGET = 0.10      # every evaluated row within 10% (issue 14)
 MEDIAN_TARGET = 0.05   # median |error| at most 5%
 MEMORY_ROW_TARGET = 0.15   # counted memory against a published figure: a yardstick (brief s10mem), not issue 14's
 
+# A published reserved peak (torchtitan's) compared with the count times 1 + f, f the allocator's reserve
+# beyond its live tensors at the peak, measured per setting on torchtitan's FSDP2 step (campaign s27mlm2:
+# calibration.allocator_reserve.reserve_fraction; docs/notes/s27mlm2_rule.md, candidate B). The comparison only:
+# fits stay on the count (the allocator frees its cached blocks and retries before it runs out).
+ADOPT_ALLOCATOR_RESERVED_PEAK = False
+ALLOCATORS = ("expandable", "default")   # expandable_segments on / off (calibration.allocator_reserve.SETTINGS)
+
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "palm", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
@@ -82,6 +89,7 @@ class PublishedRun:
     not_modelled: tuple[str, ...] = ()
     assumed: tuple[str, ...] = ()
     published_memory_gib: float | None = None   # memory per GPU the source publishes (its memory_note says which)
+    allocator: str | None = None   # the caching allocator's setting of a published reserved peak (ALLOCATORS)
 
 
 def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], dict]:
@@ -96,6 +104,8 @@ def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], d
         run = PublishedRun(**{**raw, "plan": {**defaults, **raw["plan"]},
                               "not_modelled": tuple(raw.get("not_modelled", ())),
                               "assumed": tuple(raw.get("assumed", ()))})
+        if run.allocator not in (None, *ALLOCATORS):
+            raise ValueError(f"{path}: run {run.id}: allocator {run.allocator!r} not among {ALLOCATORS}")
         if run.source not in sources or run.metric not in METRICS or run.flop_basis not in FLOP_BASES:
             raise ValueError(f"{path}: run {run.id}: source, metric or flop_basis not among "
                              f"{sorted(sources)}, {METRICS}, {FLOP_BASES}")
@@ -222,10 +232,18 @@ def memory_fields(run: PublishedRun, breakdown: dict, capacity_bytes: float) -> 
     GPU's capacity and whether the count fits it, and the published figure where there is one."""
     counted = float(sum(breakdown.values()))
     published = None if run.published_memory_gib is None else run.published_memory_gib * GIB
+    # what the published figure measures: with ADOPT_ALLOCATOR_RESERVED_PEAK, the allocator's reserve beside the count
+    compared = counted * (1.0 + reserve_fraction(run.allocator)) if ADOPT_ALLOCATOR_RESERVED_PEAK else counted
     return {"memory_per_gpu_bytes": counted, "memory_breakdown_bytes": {k: float(v) for k, v in breakdown.items()},
             "memory_capacity_bytes": float(capacity_bytes), "memory_fits": counted <= capacity_bytes,
-            "published_memory_bytes": published,
-            "memory_rel_error": None if published is None else counted / published - 1.0}
+            "published_memory_bytes": published, "memory_compared_bytes": compared,
+            "memory_rel_error": None if published is None else compared / published - 1.0}
+
+
+def reserve_fraction(allocator: str | None) -> float:
+    """The allocator's reserve beyond live tensors at the peak, as a fraction of them (0 without a setting)."""
+    from calibration.allocator_reserve import reserve_fraction as measured   # lazy: reads campaign s27mlm2's record
+    return measured(allocator)
 
 
 def summarize_memory(rows: list[dict]) -> dict:

@@ -236,6 +236,30 @@ def gradients_sharded(plan: ParallelPlan) -> bool:
     return plan.zero_stage >= 3 or (plan.zero_stage == 2 and (plan.pp == 1 or plan.pp_grad_sync == "every_backward"))
 
 
+# torch FSDP keeps each parameter's shard in FP32 only: FSDP2 (torch/distributed/fsdp/_fully_shard/
+# _fsdp_param.py) holds `_sharded_param_data` in the parameter's own dtype and, under a
+# MixedPrecisionPolicy, casts it into the all-gather's input each time (all_gather_inputs:
+# `_to_dtype_if_needed(sharded_param_data, param_dtype)`); FSDP1 frees its low-precision shard after
+# each all-gather. The FP32 shard is the optimizer's master (optimizer_bytes_per_param), so ZeRO-3 ("FSDP")
+# holds no BF16 shard beside it when this is on (docs/notes/s27mlm2_rule.md, candidate A). The step's time
+# is not re-costed: the fused optimizer's BF16 write stays priced (step.dp_tail_s).
+ADOPT_FSDP_NO_BF16_SHARD = True
+
+
+def keeps_bf16_shard(plan: ParallelPlan) -> bool:
+    """Whether a rank holds its parameters' BF16 shard beside the optimizer's FP32 master."""
+    return not (ADOPT_FSDP_NO_BF16_SHARD and plan.zero_stage >= 3)
+
+
+def weight_params(breakdown: dict, plan: ParallelPlan) -> float:
+    """The parameters whose weights a rank holds (its ZeRO shard where parameters are sharded), from its memory
+    breakdown: under ZeRO-3 the optimizer's state is sharded as the parameters are (memory_breakdown), so
+    it does not depend on whether the BF16 shard is counted (keeps_bf16_shard)."""
+    if plan.zero_stage >= 3:
+        return breakdown["optimizer"] / plan.optimizer_bytes_per_param
+    return breakdown["weights"] / WEIGHT_BYTES
+
+
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
                      plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0,
                      recompute_bytes: float = 0.0) -> dict:
@@ -250,7 +274,7 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
         return bytes_per_param * (params.dense / optimizer_shards(plan.zero_stage, stage_min, dp)
                                   + params.expert / optimizer_shards(plan.zero_stage, stage_min, expert_replicas))
     return {
-        "weights": sharded(WEIGHT_BYTES, 3),
+        "weights": sharded(WEIGHT_BYTES, 3) if keeps_bf16_shard(plan) else 0.0,
         "gradients": sharded(GRAD_BYTES, 2) if gradients_sharded(plan) else GRAD_BYTES * params.total,
         "optimizer": sharded(plan.optimizer_bytes_per_param, 1),
         "activations": activation_bytes,

@@ -1570,8 +1570,9 @@ def dp_tail_s(sc: Scenario, breakdown: dict, params: memory.RankParams, gpu: GPU
             # optimizer state is sharded: memory.memory_breakdown)
             grads_read = memory.GRAD_BYTES * (params.dense / ranks + params.expert / expert_dp_ranks(sc))
         if p.zero_stage >= 3:   # the sharded gradients, which a ZeRO-3 pipeline rank's peak may not hold
-            grads_read = breakdown["weights"] / memory.WEIGHT_BYTES * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
-        opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
+            grads_read = memory.weight_params(breakdown, p) * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
+        # the BF16 weights written: priced whether or not a ZeRO-3 rank keeps its BF16 shard (memory.keeps_bf16_shard)
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + memory.weight_params(breakdown, p) * memory.WEIGHT_BYTES
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     if p.optimizer_kernel == "none":   # a benchmark's step timed without an update (real/pipeline without --sgd-lr)
         opt = 0.0

@@ -175,7 +175,11 @@ def test_ep_is_drawn_from_data_and_context_parallel_ranks():
 def test_zero3_shards_weights_and_gathers_per_block():
     z1, z3 = scenario(pp=1, dp=8, zero_stage=1), scenario(pp=1, dp=8, zero_stage=3)
     a, b = step(z1), step(z3)
-    assert b.memory_breakdown_bytes["weights"] == pytest.approx(a.memory_breakdown_bytes["weights"] / 8)
+    # FSDP keeps its shard in FP32 only (the optimizer's master; memory.ADOPT_FSDP_NO_BF16_SHARD): no BF16 weights,
+    # a rank holds 1/8 of the parameters ZeRO-1's does
+    assert b.memory_breakdown_bytes["weights"] == 0.0 and memory.ADOPT_FSDP_NO_BF16_SHARD
+    assert memory.weight_params(b.memory_breakdown_bytes, z3.plan) == pytest.approx(
+        memory.weight_params(a.memory_breakdown_bytes, z1.plan) / 8)
     assert b.memory_breakdown_bytes["fsdp_gathered"] > 0 and "fsdp_gathered" not in a.memory_breakdown_bytes
     assert {"fsdp_all_gather", "fsdp_reduce_scatter"} <= set(b.op_time_s)
     assert b.op_time_s["dp_reduce_scatter"] == 0   # reduced block by block instead
@@ -326,7 +330,8 @@ def test_optimizer_tail_clips_the_gradients_and_runs_the_adam_kernel_the_plan_na
         costs = _prepare(sc, None, Perturb(), check_memory=False)
         mem = costs[3][0]
         held = mem["optimizer"] / sc.plan.optimizer_bytes_per_param
-        adam = (mem["optimizer"] * 2 + mem["gradients"] + mem["weights"] if sc is fused
+        # the BF16 weights written are priced whether or not a ZeRO-3 rank keeps a BF16 shard (memory.keeps_bf16_shard)
+        adam = (mem["optimizer"] * 2 + mem["gradients"] + held * memory.WEIGHT_BYTES if sc is fused
                 else 84.0 * held)
         _, opt_s, _ = dp_tail_s(sc, mem, rank_params(sc, costs[1])[0], sc.gpu, costs[2], 1.0)
         assert opt_s == pytest.approx(compute.memory_time_s(adam + 12.0 * held, sc.gpu, costs[2]))

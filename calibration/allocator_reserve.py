@@ -1,0 +1,86 @@
+"""The caching allocator's reserve beyond its live tensors at the peak of torchtitan's FSDP2 step, from
+real.fsdp_memory's records (campaign s27mlm2, rule docs/notes/s27mlm2_rule.md): per part the median of
+(peak reserved - peak allocated) / peak allocated over steady steps and ranks, per allocator setting the
+fraction f (the 32-block part's, the 16-block part's where that one did not finish) and the rule's B1 (the
+16- and 32-block fractions agree; a setting failing it gives its rows f = 0). calibration.published_runs
+reads `reserve_fraction`; calibration.fsdp_reserve judges the rule.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import csv_exists, read_csv
+
+# the committed record (all parts, both ranks): the campaign's card decides the folder
+RECORDS = tuple(MEASUREMENTS_DIR / gpu / "s27mlm2" / "fsdp_memory.csv" for gpu in ("h200x2", "h100x2"))
+GIB = 2 ** 30
+STEADY_FIRST_STEP = 2     # step 1 allocates the optimizer's state
+SETTINGS = {"expandable": "expandable_segments:True", "default": "expandable_segments:False"}
+B1_ABS, B1_REL = 0.02, 0.25
+
+
+RECORD_OVERRIDE: Path | None = None   # a record judged in place of the committed one (calibration.fsdp_reserve.judge)
+
+
+def committed_record() -> Path | None:
+    return next((p for p in RECORDS if csv_exists(p)), None)
+
+
+def steady_rows(path: Path | str | None = None):
+    path = committed_record() if path is None else path
+    if path is None:
+        return None
+    df = read_csv(path)
+    return df[(df["step"] >= STEADY_FIRST_STEP) & (df["status"] == "ok")]
+
+
+def part_fractions(df) -> dict:
+    """Per part (config): layers, allocator setting, steady steps seen, the median reserve fraction, the
+    largest allocated and reserved peaks over ranks and steps, the median start bytes a rank."""
+    out = {}
+    for config, g in df.groupby("config"):
+        frac = (g["peak_reserved_bytes"] - g["peak_allocated_bytes"]) / g["peak_allocated_bytes"]
+        out[str(config)] = {"layers": int(g["layers"].iloc[0]), "alloc_conf": str(g["alloc_conf"].iloc[0]),
+                            "steady_rows": int(len(g)), "reserve_frac": float(np.median(frac)),
+                            "peak_allocated_bytes": float(g["peak_allocated_bytes"].max()),
+                            "peak_reserved_bytes": float(g["peak_reserved_bytes"].max()),
+                            "peak_active_bytes": float(g["peak_active_bytes"].max()),
+                            "start_allocated_bytes": float(np.median(g["start_allocated_bytes"])),
+                            "num_alloc_retries": int(g["num_alloc_retries"].max())}
+    return out
+
+
+def setting_fractions(parts: dict) -> dict:
+    """Per allocator setting: f (the 32-block part's, else the 16-block part's), B1, and the f the rows take
+    (0 where B1 fails)."""
+    out = {}
+    for name, conf in SETTINGS.items():
+        by_layers = {p["layers"]: p["reserve_frac"] for p in parts.values() if p["alloc_conf"] == conf}
+        f32, f16 = by_layers.get(32), by_layers.get(16)
+        f = f32 if f32 is not None else f16
+        b1 = f32 is not None and f16 is not None and abs(f16 - f32) <= max(B1_ABS, B1_REL * f32)
+        out[name] = {"alloc_conf": conf, "f16": f16, "f32": f32, "f": f, "B1": bool(b1),
+                     "f_taken": float(f) if (b1 and f is not None) else 0.0}
+    return out
+
+
+def reserve_fraction(setting: str | None, path: Path | str | None = None) -> float:
+    """The fraction a published reserved peak is compared with (candidate B): 0 for a row without a setting,
+    without the committed record, or where B1 fails."""
+    if setting is None:
+        return 0.0
+    path = (RECORD_OVERRIDE or committed_record()) if path is None else path
+    return 0.0 if path is None else _taken(str(path))[setting]
+
+
+@functools.lru_cache(maxsize=4)
+def _taken(path: str) -> dict:
+    df = steady_rows(path)
+    if df is None or df.empty:
+        return {name: 0.0 for name in SETTINGS}
+    return {name: s["f_taken"] for name, s in setting_fractions(part_fractions(df)).items()}
