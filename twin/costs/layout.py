@@ -70,3 +70,10 @@ def group_span(grid: Grid, group: frozenset[str] | tuple[str, ...], gpus_per_nod
     for r in ranks:
         per_node[r // gpus_per_node] = per_node.get(r // gpus_per_node, 0) + 1
     return Span(len(ranks), max(per_node.values()), len(per_node))
+
+
+def pipeline_hop_same_node(src: int, dst: int, stage_ranks: int, gpus_per_node: int) -> bool:
+    """Whether pipeline ranks `src` and `dst` (PP outermost: pipeline rank r holds global ranks r x S ...
+    (r + 1) x S - 1, S = `stage_ranks`) send to each other inside one node: their first ranks' nodes
+    (every pair of a hop alike where S divides the node or the node divides S)."""
+    return (src * stage_ranks) // gpus_per_node == (dst * stage_ranks) // gpus_per_node

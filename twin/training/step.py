@@ -425,6 +425,9 @@ class StepCosts:
         p, node = sc.plan, self.gpu.gpus_per_node
         pp_same_node = sc.dp * p.tp * p.cp < node
         self._p2p_s = comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / p.tp, self.gpu, pp_same_node, link_bw_scale)
+        # with ADOPT_PP_PAIR_SPANS each hop from its two pipeline ranks' nodes (pipeline_hop_s)
+        self._p2p_by_node = {same: comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / p.tp, self.gpu, same,
+                                                   link_bw_scale) for same in (False, True)}
         # measured collectives are the profile's own GPU's (an H800 simulated on the H100 profile
         # keeps its catalog NVLink)
         self.measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
@@ -1160,6 +1163,8 @@ class StepCosts:
                 self._chain(s.stage_of(rank, op.b_chunk), "B" if op.b_split else "BW", *flags[2:]))
 
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
+        if ADOPT_PP_PAIR_SPANS:
+            return self._p2p_by_node[pipeline_hop_same_node(self.sc, src_rank, dst_rank)]
         return self._p2p_s
 
 
@@ -1661,6 +1666,17 @@ def dp_reduce_groups(sc: Scenario, gpu: GPUSpec) -> tuple[ReduceGroup, ReduceGro
 # ZeRO-3's groups, Megatron's parameter gather split into its dense and expert buffers, TP and CP. False:
 # each group's own formula (the data-parallel ones inside a node only where PP is 1)
 ADOPT_GROUP_SPANS = False
+
+
+# The pipeline's hops from the same layout (docs/notes/s27egrad2_rule.md part B): PP outermost, the hop
+# r -> r + 1 crosses a node where (r + 1) x S is a multiple of G (S = TP x CP x DP), every hop where S >= G.
+# False: every hop alike, inside a node wherever S < G
+ADOPT_PP_PAIR_SPANS = False
+
+
+def pipeline_hop_same_node(sc: Scenario, src_rank: int, dst_rank: int) -> bool:
+    """Whether pipeline ranks `src_rank` and `dst_rank` lie on one node (twin.costs.layout)."""
+    return layout.pipeline_hop_same_node(src_rank, dst_rank, sc.dp * sc.plan.tp * sc.plan.cp, sc.gpu.gpus_per_node)
 
 
 def group_spans(sc: Scenario, gpu: GPUSpec) -> dict[str, layout.Span]:

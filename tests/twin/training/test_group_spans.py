@@ -17,9 +17,9 @@ from twin.training.step import (GRAD_REDUCE_BYTES, ReduceGroup, _param_gather_s,
 
 @pytest.fixture
 def switch(monkeypatch):
-    """Sets ADOPT_GROUP_SPANS; the step cache keeps costs built under the other setting: cleared both ways."""
-    def set_to(value: bool):
-        monkeypatch.setattr(step_module, "ADOPT_GROUP_SPANS", value)
+    """Sets ADOPT_GROUP_SPANS (or the switch named); the step cache keeps costs built under the other setting: cleared both ways."""
+    def set_to(value: bool, name: str = "ADOPT_GROUP_SPANS"):
+        monkeypatch.setattr(step_module, name, value)
         step_module._PREPARED.clear()
     yield set_to
     step_module._PREPARED.clear()
@@ -173,3 +173,31 @@ def test_bad_groups_are_refused():
         layout.group_span(layout.dense_grid(1, 1, 2, 2), ("ep",), 8)
     with pytest.raises(ValueError, match=">= 1"):
         layout.group_span(layout.dense_grid(1, 1, 2, 2), ("dp",), 0)
+
+
+def _pp16():
+    """A 16-layer slice in PP16 (1F1B) on 16 H100s, one block a stage."""
+    return from_dict({"name": "t", "model": {"name": "mixtral-mla-slice", "num_layers": 16, "num_mtp_modules": 0},
+                      "cluster": {"gpu": "h100", "num_gpus": 16},
+                      "plan": {"tp": 1, "pp": 16, "ep": 1, "schedule": "1f1b", "zero_stage": 1, "gemm_precision": "bf16"},
+                      "workload": {"seq_len": 2048, "global_batch_seqs": 32}})
+
+
+def test_a_pipeline_hop_crosses_a_node_where_the_layout_puts_its_two_stages_apart(switch):
+    """Part B's C1B and C2B: PP16 on 16 GPUs (a stage one GPU): the hop 7 -> 8 over IB, the other 14 over NVLink,
+    each comm.p2p_time_s by hand; a stage of 8 GPUs (DP 8): every hop across nodes; a pipeline in one node: none.
+    The step does not fall (the rule before: every hop over NVLink)."""
+    sc = _pp16()
+    switch(False, "ADOPT_PP_PAIR_SPANS")
+    before = step_module.simulate_step(sc, record_events=False).step_time_s
+    switch(True, "ADOPT_PP_PAIR_SPANS")
+    costs = _prepare(sc, None, Perturb(), check_memory=False)[1]
+    act_bytes = 2048 * sc.model.hidden_size * 2
+    for r in range(15):
+        want = comm.p2p_time_s(act_bytes, sc.gpu, r != 7)
+        assert costs.p2p_s(r, r + 1, "F") == pytest.approx(want, rel=1e-12) == costs.p2p_s(r + 1, r, "B")
+    after = step_module.simulate_step(sc, record_events=False).step_time_s
+    assert after >= before
+    print(f"PP16 on 16 GPUs: step {before:.5f} -> {after:.5f} s")
+    assert not any(layout.pipeline_hop_same_node(r, r + 1, 8, 8) for r in range(15))
+    assert all(layout.pipeline_hop_same_node(r, r + 1, 2, 8) for r in range(3))
