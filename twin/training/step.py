@@ -1664,14 +1664,16 @@ def dp_reduce_groups(sc: Scenario, gpu: GPUSpec) -> tuple[ReduceGroup, ReduceGro
 # (twin.costs.layout: Megatron-LM's 'tp-cp-ep-dp-pp' dense and ETP-1 expert grids, torchtitan's mesh,
 # DeepSeek-V3's EP64 on whole nodes; docs/notes/s27egrad2_rule.md): the data-parallel and expert rings,
 # ZeRO-3's groups, Megatron's parameter gather split into its dense and expert buffers, TP and CP. False:
-# each group's own formula (the data-parallel ones inside a node only where PP is 1)
-ADOPT_GROUP_SPANS = False
+# each group's own formula (the data-parallel ones inside a node only where PP is 1). Adopted by its rule
+# (C1-C3 hold; no `twin validate`, golden or published-run figure moved: docs/notes/s27egrad2.md)
+ADOPT_GROUP_SPANS = True
 
 
 # The pipeline's hops from the same layout (docs/notes/s27egrad2_rule.md part B): PP outermost, the hop
 # r -> r + 1 crosses a node where (r + 1) x S is a multiple of G (S = TP x CP x DP), every hop where S >= G.
-# False: every hop alike, inside a node wherever S < G
-ADOPT_PP_PAIR_SPANS = False
+# False: every hop alike, inside a node wherever S < G. Adopted by its rule (C1B, C2B hold; no guard figure
+# moved: docs/notes/s27egrad2.md)
+ADOPT_PP_PAIR_SPANS = True
 
 
 def pipeline_hop_same_node(sc: Scenario, src_rank: int, dst_rank: int) -> bool:
