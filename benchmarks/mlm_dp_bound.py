@@ -29,7 +29,7 @@ import dataclasses
 
 from calibration.published_runs import flops_per_token, load_runs, scenario_of
 from twin.training.results import Perturb
-from twin.training.step import _prepare, dp_tail_s, simulate_step
+from twin.training.step import _prepare, dp_tail_s, rank_params, simulate_step
 
 ROWS = ("mlm-gpt-1.7b", "mlm-gpt-7.1b", "mlm-gpt-16b", "mlm-gpt-32b")
 MICRO_BATCH_SEQS = (1, 2, 4)
@@ -71,8 +71,8 @@ def row_bound(run) -> dict:
     compute_s = step.pipeline.busy_s[busiest] - zero_s
     fwd_s = sum(s for k, s in step.op_time_s.items() if k.endswith("_fwd") and not k.startswith("recompute")) / m
     bwd_s = compute_s / m - fwd_s
-    profile = _prepare(sc, None, Perturb(), False)[2]
-    rs_s, _, ag_s = dp_tail_s(sc, step.memory_breakdown_bytes, sc.gpu, profile, 1.0)
+    _, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), False)
+    rs_s, _, ag_s = dp_tail_s(sc, mems[busiest], rank_params(sc, costs)[busiest], sc.gpu, profile, 1.0)
     published_step_s = flops_per_token(run.flop_basis, sc.model, run.seq_len) * step.tokens_per_step / (
         run.published * 1e12 * step.num_gpus)
     return {"m": m, "fwd_s": fwd_s, "bwd_s": bwd_s, "compute_s": compute_s, "zero_s": zero_s, "ag_s": ag_s,
