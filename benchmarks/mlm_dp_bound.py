@@ -71,9 +71,8 @@ def row_bound(run) -> dict:
     compute_s = step.pipeline.busy_s[busiest] - zero_s
     fwd_s = sum(s for k, s in step.op_time_s.items() if k.endswith("_fwd") and not k.startswith("recompute")) / m
     bwd_s = compute_s / m - fwd_s
-    costs = _prepare(sc, None, Perturb(), False)
-    # the busiest rank's memory and parameters (dense and routed-expert: each reduced over its own group)
-    rs_s, _, ag_s = dp_tail_s(sc, costs[3][busiest], rank_params(sc, costs[1])[busiest], sc.gpu, costs[2], 1.0)
+    _, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), False)
+    rs_s, _, ag_s = dp_tail_s(sc, mems[busiest], rank_params(sc, costs)[busiest], sc.gpu, profile, 1.0)
     published_step_s = flops_per_token(run.flop_basis, sc.model, run.seq_len) * step.tokens_per_step / (
         run.published * 1e12 * step.num_gpus)
     return {"m": m, "fwd_s": fwd_s, "bwd_s": bwd_s, "compute_s": compute_s, "zero_s": zero_s, "ag_s": ag_s,

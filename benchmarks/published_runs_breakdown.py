@@ -41,7 +41,8 @@ def free_p2p_makespan_s(sc, release_s=None) -> float:
     `release_s`, its ranks' first ops held as the step holds them (Megatron's parameter all-gather)."""
     schedule, costs, *_ = _prepare(sc, None, Perturb(), False)
     costs = copy.copy(costs)   # _prepare's are kept for later steps of the same scenario: not this one
-    costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop
+    costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop, or (ADOPT_PP_PAIR_SPANS)
+    costs._p2p_by_node = {False: 0.0, True: 0.0}   # one of these by the hop's nodes
     return simulate_pipeline(schedule, costs, record_events=False, release_s=release_s,
                              extra_needs=runtime_needs(sc, schedule)).makespan_s
 

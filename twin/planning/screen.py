@@ -52,8 +52,8 @@ from twin.training import step as step_module
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
                                  later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
-                                 param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, rank_params,
-                                 ranks_holding, real_reductions_s, routing_loads, runtime_needs, stage_layers,
+                                 param_gather_release_s, peak_live_bytes, pipeline_hop_same_node, plan_profile, rank_memory,
+                                 rank_params, ranks_holding, real_reductions_s, routing_loads, runtime_needs, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -502,6 +502,10 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     tokens = local_tokens(sc)
     pp_same_node = sc.dp * p.tp * p.cp < gpu.gpus_per_node
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
+    if step_module.ADOPT_PP_PAIR_SPANS and p.pp > 1:   # the mean of the pipeline's hops, each from the layout
+        hops = [(r, (r + 1) % p.pp) for r in range(p.pp - 1 + (v > 1))]
+        p2p_s = sum(comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu,
+                                    pipeline_hop_same_node(sc, a, b)) for a, b in hops) / len(hops)
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
     tails = [dp_tail_s(sc, b, held, gpu, profile, 1.0) for b, held in param_mems]   # depends on a rank's parameters only
     if by_group is not None:   # each rank's (DualPipe pair, data) all-reduces after its last compute, as the simulator

@@ -61,7 +61,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from twin.costs import comm, compute, context_parallel, memory, tp_overlap
+from twin.costs import comm, compute, context_parallel, layout, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
                               moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
@@ -425,11 +425,19 @@ class StepCosts:
         p, node = sc.plan, self.gpu.gpus_per_node
         pp_same_node = sc.dp * p.tp * p.cp < node
         self._p2p_s = comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / p.tp, self.gpu, pp_same_node, link_bw_scale)
+        # with ADOPT_PP_PAIR_SPANS each hop from its two pipeline ranks' nodes (pipeline_hop_s)
+        self._p2p_by_node = {same: comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / p.tp, self.gpu, same,
+                                                   link_bw_scale) for same in (False, True)}
         # measured collectives are the profile's own GPU's (an H800 simulated on the H100 profile
         # keeps its catalog NVLink)
         self.measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
         self.tp_same_node = p.tp <= node                 # TP innermost (Megatron's rank order)
         self.cp_same_node = p.tp * p.cp <= node          # then CP
+        self.cp_ranks_per_node = 1   # of the CP group across nodes: its all-gathers' NICs a node
+        if ADOPT_GROUP_SPANS:   # both from the rank layout (twin.costs.layout; docs/notes/s27egrad2_rule.md)
+            spans = group_spans(sc, self.gpu)
+            self.tp_same_node = spans["tp"].same_node
+            self.cp_same_node, self.cp_ranks_per_node = spans["cp"].same_node, spans["cp"].ranks_per_node
         self.tp_bytes = tokens * m.hidden_size * BF16_BYTES   # one part's activations, the whole buffer
         self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp, p.kv_repeat)   # this rank's K/V chunk
         # the query (= output) elements of this rank's attention: torch_allgather's FP32 merges
@@ -439,6 +447,11 @@ class StepCosts:
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
         self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+        # (dense, routed-expert) groups inside one node: with ADOPT_GROUP_SPANS each its own span
+        # (dp_reduce_groups: a stage's ranks are neighbours, PP outermost, whatever PP is)
+        self.fsdp_same_nodes = (tuple(g.same_node for g in dp_reduce_groups(sc, self.gpu))
+                                if ADOPT_GROUP_SPANS else (self.fsdp_same_node, self.fsdp_same_node))
+        self.fsdp_same_node = self.fsdp_same_nodes[0]
         # across nodes, the NICs a group's collective uses at once: each of its ranks on a node sends
         # through its own (comm.collective_time_s), as the DP ring does (dp_ranks_per_node).
         # torchtitan's mesh ['pp', 'dp_replicate', 'dp_shard', 'cp', 'tp'] (parallel_dims.py
@@ -752,7 +765,7 @@ class StepCosts:
             exposed = self._torch_cp_exposed_s(self._compute_s(core, "bwd_input" if backward else "fwd"), backward)
             return [Task("comm", exposed, "cp_torch_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
         kind = "reduce_scatter" if backward else "all_gather"
-        t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node)
+        t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node, self.cp_ranks_per_node)
         return [Task("comm", t, f"cp_{kind}_kv")]
 
     def _torch_cp_compiled(self) -> bool:
@@ -774,7 +787,7 @@ class StepCosts:
         (twin.costs.context_parallel.torch_cp_exposed_s): the K/V all-gather, and in the backward
         the FP32 dK/dV hand-overs (twice the K/V bytes); inside compiled blocks all of it."""
         p = self.sc.plan
-        gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node)
+        gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node, self.cp_ranks_per_node)
         pass_s = (self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
                   if backward else 0.0)
         return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward, self._torch_cp_compiled())
@@ -920,11 +933,11 @@ class StepCosts:
         buffer, cast to the FP32 reduce dtype (chunk_cat: reads BF16, writes FP32); the collectives
         themselves run on their own streams."""
         ag = rs = 0.0
-        for params, ranks, per_node in zip((dense_params, expert_params), self.fsdp_ranks, self.fsdp_ranks_per_node):
+        for params, ranks, same_node, per_node in zip((dense_params, expert_params), self.fsdp_ranks, self.fsdp_same_nodes,
+                                                      self.fsdp_ranks_per_node):
             if params:
-                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node, per_node)
-                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node,
-                                         per_node)
+                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, same_node, per_node)
+                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, same_node, per_node)
         total = dense_params + expert_params
         copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
         copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
@@ -1150,6 +1163,8 @@ class StepCosts:
                 self._chain(s.stage_of(rank, op.b_chunk), "B" if op.b_split else "BW", *flags[2:]))
 
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
+        if ADOPT_PP_PAIR_SPANS:
+            return self._p2p_by_node[pipeline_hop_same_node(self.sc, src_rank, dst_rank)]
         return self._p2p_s
 
 
@@ -1587,7 +1602,7 @@ def _dp_ring_s(sc: Scenario, size_bytes: float, gpu: GPUSpec, link_bw_scale: flo
     ranks as one buffer (the rule before ADOPT_EXPERT_GRAD_GROUP: dp_ranks_per_node)."""
     p = sc.plan
     ranks = sc.dp * p.cp
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    same_node = dp_reduce_groups(sc, gpu)[0].same_node
     return comm.ring_collective_time_s(size_bytes, ranks, gpu, same_node, link_bw_scale, dp_ranks_per_node(sc, gpu))
 
 
@@ -1637,10 +1652,45 @@ def dp_reduce_groups(sc: Scenario, gpu: GPUSpec) -> tuple[ReduceGroup, ReduceGro
     one node where the stage's ranks do (as _dp_ring_s)."""
     p, node = sc.plan, gpu.gpus_per_node
     ranks = sc.dp * p.cp
-    same_node = ranks * p.tp <= node and p.pp == 1
     edp = expert_dp_ranks(sc)
+    if ADOPT_GROUP_SPANS:   # from the rank layout: inside one node wherever the stage's ranks are, whatever PP
+        spans = group_spans(sc, gpu)
+        return tuple(ReduceGroup(s.ranks, s.same_node, s.ranks_per_node) for s in (spans["dense"], spans["expert"]))
+    same_node = ranks * p.tp <= node and p.pp == 1
     return (ReduceGroup(ranks, same_node, max(1, min(ranks, node // p.tp))),
             ReduceGroup(edp, same_node, max(1, min(edp, node // p.ep))))
+
+
+# Every group's span (inside one node or across nodes, its ranks a node) from one rank layout
+# (twin.costs.layout: Megatron-LM's 'tp-cp-ep-dp-pp' dense and ETP-1 expert grids, torchtitan's mesh,
+# DeepSeek-V3's EP64 on whole nodes; docs/notes/s27egrad2_rule.md): the data-parallel and expert rings,
+# ZeRO-3's groups, Megatron's parameter gather split into its dense and expert buffers, TP and CP. False:
+# each group's own formula (the data-parallel ones inside a node only where PP is 1). Adopted by its rule
+# (C1-C3 hold; no `twin validate`, golden or published-run figure moved: docs/notes/s27egrad2.md)
+ADOPT_GROUP_SPANS = True
+
+
+# The pipeline's hops from the same layout (docs/notes/s27egrad2_rule.md part B): PP outermost, the hop
+# r -> r + 1 crosses a node where (r + 1) x S is a multiple of G (S = TP x CP x DP), every hop where S >= G.
+# False: every hop alike, inside a node wherever S < G. Adopted by its rule (C1B, C2B hold; no guard figure
+# moved: docs/notes/s27egrad2.md)
+ADOPT_PP_PAIR_SPANS = True
+
+
+def pipeline_hop_same_node(sc: Scenario, src_rank: int, dst_rank: int) -> bool:
+    """Whether pipeline ranks `src_rank` and `dst_rank` lie on one node (twin.costs.layout)."""
+    return layout.pipeline_hop_same_node(src_rank, dst_rank, sc.dp * sc.plan.tp * sc.plan.cp, sc.gpu.gpus_per_node)
+
+
+def group_spans(sc: Scenario, gpu: GPUSpec) -> dict[str, layout.Span]:
+    """A stage's groups laid out as twin.costs.layout says: 'tp', 'cp', 'dense' (the data-parallel
+    gradient group, DP x CP), 'expert' (the routed experts' EDP ranks) and 'ep' (the all-to-all's)."""
+    p, node = sc.plan, gpu.gpus_per_node
+    dense = layout.dense_grid(p.tp, p.cp, sc.dp, p.pp)
+    expert = layout.expert_grid(p.ep, expert_dp_ranks(sc), p.pp)
+    return {"tp": layout.group_span(dense, ("tp",), node), "cp": layout.group_span(dense, ("cp",), node),
+            "dense": layout.group_span(dense, ("cp", "dp"), node), "expert": layout.group_span(expert, ("edp",), node),
+            "ep": layout.group_span(expert, ("ep",), node)}
 
 
 def grad_ring_s(sc: Scenario, params: memory.RankParams, bytes_per_param: float, gpu: GPUSpec,
@@ -1652,6 +1702,13 @@ def grad_ring_s(sc: Scenario, params: memory.RankParams, bytes_per_param: float,
     (_dp_ring_s)."""
     if not expert_grad_group(sc):
         return _dp_ring_s(sc, params.total * bytes_per_param, gpu, link_bw_scale)
+    return _group_rings_s(sc, params, bytes_per_param, gpu, link_bw_scale)
+
+
+def _group_rings_s(sc: Scenario, params: memory.RankParams, bytes_per_param: float, gpu: GPUSpec,
+                   link_bw_scale: float) -> float:
+    """The dense ring over its group, then the routed experts' over theirs (dp_reduce_groups); one
+    buffer where both groups are the same ranks and NICs."""
     dense, expert = dp_reduce_groups(sc, gpu)
     parts = ([(dense, params.total)] if dense == expert or not params.expert
              else [(dense, params.dense), (expert, params.expert)])
@@ -2095,10 +2152,17 @@ def grad_buffer_zero_s(sc: Scenario, costs: "StepCosts", mems: list[dict]) -> li
     return [compute.memory_time_s(mem["weights"] / memory.WEIGHT_BYTES * grad_bytes, sc.gpu, costs.profile) for mem in mems]
 
 
-def _param_gather_s(sc: Scenario, params: float, link_bw_scale: float) -> float:
+def _param_gather_s(sc: Scenario, params: float, link_bw_scale: float, expert_frac: float = 0.0) -> float:
     """One BF16 all-gather of `params` parameters over the data-parallel group (DP x CP ranks, the
-    distributed optimizer's group), across nodes through the NICs of the group's ranks on a node."""
+    distributed optimizer's group), across nodes through the NICs of the group's ranks on a node.
+    With ADOPT_GROUP_SPANS, `expert_frac` of them (the rank's routed-expert share) over the routed
+    experts' group, the rest over DP x CP, one after the other: Megatron-LM's distributed optimizer
+    gathers each buffer over its own group (core_r0.8.0 DistributedDataParallel: expert_parallel_buffers
+    over the data-modulo-expert group), each group from its span."""
     p, gpu = sc.plan, sc.gpu
+    if ADOPT_GROUP_SPANS:
+        return _group_rings_s(sc, memory.RankParams(params * (1 - expert_frac), params * expert_frac),
+                              memory.WEIGHT_BYTES, gpu, link_bw_scale)
     ranks = sc.dp * p.cp
     same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
     return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale,
@@ -2115,7 +2179,14 @@ def later_rank_gather_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, me
     interleaving) gathered in one piece from the step's start (no buckets past pipeline rank 0)."""
     params = mems[rank]["weights"] / memory.WEIGHT_BYTES
     chunks = [_gemm_params(costs, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
-    return _param_gather_s(sc, params * chunks[0] / sum(chunks) if sum(chunks) else params, link_bw_scale)
+    return _param_gather_s(sc, params * chunks[0] / sum(chunks) if sum(chunks) else params, link_bw_scale,
+                           _expert_frac(sc, costs, rank))
+
+
+def _expert_frac(sc: Scenario, costs: "StepCosts", rank: int) -> float:
+    """The share of a pipeline rank's parameters that are routed experts (rank_params)."""
+    held = rank_params(sc, costs)[rank]
+    return held.expert / held.total if held.total else 0.0
 
 
 def later_chunk_gathers(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
@@ -2147,7 +2218,7 @@ def later_chunk_gathers(sc: Scenario, costs: "StepCosts", schedule: Schedule, me
                 buckets = first_rank_gather_buckets(sc, costs, schedule, mems, link_bw_scale)
                 offset_s = buckets[-1][0] if buckets else 0.0
             share = params * chunks[c] / total if total else 0.0
-            gathers.append((offset_s, _param_gather_s(sc, share, link_bw_scale)))
+            gathers.append((offset_s, _param_gather_s(sc, share, link_bw_scale, _expert_frac(sc, costs, rank))))
         out.append(gathers)
     return out
 
@@ -2160,7 +2231,8 @@ def first_rank_gather_buckets(sc: Scenario, costs: "StepCosts", schedule: Schedu
     ops, starts, weights = first_chunk_params_in_forward_order(sc, costs, schedule, mems)
     if not sum(weights):
         return []
-    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale))
+    frac = _expert_frac(sc, costs, 0)
+    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale, frac))
             for i, n in megatron_buckets(weights, megatron_bucket_params(sc))]
 
 

@@ -45,7 +45,8 @@ def test_the_bench_values_need_zero_stage_0(field, value):
 def test_by_group_reductions_at_pp2_ep2_leave_the_experts_unreduced(monkeypatch):
     """PP2 x EP2 on 4 GPUs: dp 2 = ep, so each rank's experts are its own: real/'s reductions and the default
     ('dense_and_expert', s27egrad) all-reduce the dense gradients only; the earlier one-buffer rule
-    (ADOPT_EXPERT_GRAD_GROUP off) reduced them all."""
+    (ADOPT_EXPERT_GRAD_GROUP off) reduced them all (~6.7 times the dense ones; all inside the 4 GPUs' node
+    since s27egrad2: the NICs no longer widen the gap)."""
     from twin.training import step as step_module
     plan = {"pp": 2, "ep": 2, "schedule": "zb1p"}
     by_group, default = _step(**plan, grad_reduce_groups="by_group"), _step(**plan)
@@ -57,4 +58,4 @@ def test_by_group_reductions_at_pp2_ep2_leave_the_experts_unreduced(monkeypatch)
         step_module._PREPARED.clear()
     assert by_group.pipeline_time_s == one.pipeline_time_s == default.pipeline_time_s
     for r in (by_group, default):
-        assert 0 < r.op_time_s["dp_reduce_scatter"] < one.op_time_s["dp_reduce_scatter"] / 10
+        assert 0 < r.op_time_s["dp_reduce_scatter"] < one.op_time_s["dp_reduce_scatter"] / 5

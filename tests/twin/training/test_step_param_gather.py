@@ -62,8 +62,9 @@ def test_later_pipeline_ranks_gather_their_whole_stage_from_the_step_start():
     sc = scenario(pp=2, dp=8)
     schedule, costs, _, mems, _, _ = _prepare(sc, None, SLOW, True)
     release = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
-    # rank 1: one bucket (Megatron turns bucketing off past pipeline rank 0), BF16, over DP 8 across nodes
-    one = comm.ring_collective_time_s(mems[1]["weights"] / WEIGHT_BYTES * 2, 8, sc.gpu, False, SLOW.link_bw_scale, 8)
+    # rank 1: one bucket (Megatron turns bucketing off past pipeline rank 0), BF16, over DP 8: inside the
+    # stage's node (PP outermost: a stage's 8 ranks are one node; twin.costs.layout, s27egrad2)
+    one = comm.ring_collective_time_s(mems[1]["weights"] / WEIGHT_BYTES * 2, 8, sc.gpu, True, SLOW.link_bw_scale, 8)
     assert release[1] == pytest.approx(one, rel=1e-12)
     r = simulate_step(sc, perturb=SLOW)
     base = simulate_step(dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, param_gather_kind="ideal")), perturb=SLOW)
