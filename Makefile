@@ -47,4 +47,8 @@ browser:
 # - measure a new module's CPU (`pytest --durations=0 MODULE`); one over ~20 s of CPU: say why in it
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
+	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under
+	# PYTHONDONTWRITEBYTECODE pytest keeps none, and each worker rewrote all ~380 modules (s27ci: a worker's
+	# collection 25.8 -> 12.5 s of CPU; this step ~7 s of CPU over the cores)
+	$(PY) -m tests.assert_cache
 	$(PY) -m pytest -q -n 2 --dist loadfile

@@ -34,13 +34,15 @@ def fp8_gemm_callable(a_MK, w_NK, kind: str):
 
 
 def bench_gemm(rec, timer, dev, deadline, quick, env):
-    # quick: a CPU dry run's shapes; fp8-tensor's CPU path is slow above a few hundred rows (m 2048 took
-    # 13-34 s a shape there, most of the quick campaign test's minute, and under a loaded machine its time
-    # share ran out before the memory section: a clean-clone CI failure)
-    ms = [128, 256] if quick else [128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144,
-                                         8192, 12288, 16384]
+    # quick: a CPU dry run's shapes; fp8-tensor's CPU path (torch._scaled_mm with 0-d scales) is ~200x
+    # slower than the row-wise one and grows with the rows (m 2048 took 13-34 s a shape there; at m 128
+    # and 256 still ~20 s of CPU a dry run, the quick campaign test's most, and under a loaded machine its
+    # time share ran out before the memory section: clean-clone CI failures, s26 and s27ci); m 16 and 32
+    # and a 128 square: ~3 s
+    ms = [16, 32] if quick else [128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144,
+                                 8192, 12288, 16384]
     shapes = [(128, 448), (1536, 96), (448, 128)] if quick else V3_PROJECTIONS_NK
-    squares = [256] if quick else [512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
+    squares = [128] if quick else [512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
     kinds = ["bf16", "fp8-rowwise", "fp8-tensor"]
     if env["fp8_blockwise_kernel"]:
         kinds.append("fp8-blockwise")
