@@ -2,7 +2,7 @@
 # Session s27serve round 3 (issue 15; docs/notes/s27serve3_rule.md, committed before this ran): set L, fresh held-out
 # load runs on one GPU that judge candidate V on the card it was fitted on (the per-operator floor of a CUDA-graph
 # decode replay in the H200 table only), and an idle-gap probe of one decode-graph replay (fitting evidence for the
-# low-load slowdown, never judged). About 110 s (hard caps 4 x 42 s + 2 x 40 s).
+# low-load slowdown, never judged). About 150 s (hard caps 4 x 42 s + 2 x 50 s).
 #   real/campaigns/s27serve3.sh OUTDIR
 # Parts 1-4 (the judged set L): real/serve plans gpu1-s27l-{bench,v2lite,v3s1l,mixtral} (real/serve/plans.py
 #   S27L_PLANS: Poisson 14/s and a closed loop of 5, prompts uniform 208-720, outputs 72-232), without per-iteration
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 if [ "${S27SERVE3_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PARTS="set:tiny-new probe:bench-small"; PART_S=${S27SERVE3_PART_S:-120}; PROBE_S=60; REPS=2
 else
-  DEVICE=auto; PART_S=42; PROBE_S=40; REPS=150
+  DEVICE=auto; PART_S=42; PROBE_S=50; REPS=80
   PARTS="set:gpu1-s27l-bench set:gpu1-s27l-v2lite set:gpu1-s27l-v3s1l set:gpu1-s27l-mixtral probe:bench-small probe:v3-slice-1l"
 fi
 {
