@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     s = summary(df)
     pd.set_option("display.width", 200)
     us = [c for c in s.columns if c.endswith("_s") and c != "gap_s"]
-    s[us] = s[us] * 1e6
-    print("medians in microseconds (gap_s in seconds)")
-    print(s.round(2).to_string(index=False))
+    s[us] = (s[us] * 1e6).round(1)
+    s["gap_s"] = s.gap_s * 1e3
+    s = s.rename(columns={"gap_s": "gap_ms", **{c: c.removesuffix("_s") + "_us" for c in us}})
+    print("medians (microseconds; the gap in milliseconds)")
+    print(s.round(3).to_string(index=False))
     return 0
 
 
