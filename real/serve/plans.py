@@ -491,6 +491,18 @@ S27K_PLANS = {f"gpu1-s27k-{short}": _s21_plan(m, runs=(
     RunSpec("closed-c6-k", "closed", S27K_IN, S27K_OUT, concurrency=6, seed=162 + 2 * k)),
     warm_tokens=S27K_WARM_TOKENS, prefix="n27k") for k, (m, short) in enumerate(S27K_MODELS.items())}
 
+# s27serve round 3 (docs/notes/s27serve3_rule.md, committed before these ran): set L, fresh held-out records on one GPU
+# that judge the per-operator floor on the card it was fitted on (calibration.serve_graph_floor_h200): the same four
+# models as set K at Poisson 14/s and a closed loop of 5 (no run of these models had them), prompts uniform 208-720 and
+# outputs 72-232 tokens (no load record holds these lengths), seeds 171-178, the first run warmed to 800 flat tokens,
+# run names n27l-*, without --timing.
+S27L_IN, S27L_OUT = "uniform:208-720", "uniform:72-232"
+S27L_WARM_TOKENS = 800
+S27L_PLANS = {f"gpu1-s27l-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r14-l", "poisson", S27L_IN, S27L_OUT, rate_per_s=14.0, seed=171 + 2 * k),
+    RunSpec("closed-c5-l", "closed", S27L_IN, S27L_OUT, concurrency=5, seed=172 + 2 * k)),
+    warm_tokens=S27L_WARM_TOKENS, prefix="n27l") for k, (m, short) in enumerate(S27K_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -538,5 +550,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
-         **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS,
+         **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
          "tiny-new": TINY_NEW}

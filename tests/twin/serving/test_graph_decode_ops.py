@@ -115,3 +115,17 @@ def test_the_floor_fit_is_least_squares_through_the_origin_with_the_trim():
     y[0] = 5e-3   # a stall above 2x, left out by the second pass
     got = sgf.fit_term(x, y, pred)
     assert got["rows_left_out"] == 1 and got["graph_op_floor_s"] == pytest.approx(0.5e-6, rel=1e-9)
+
+
+# ---- round 3: V on the card it was fitted on (docs/notes/s27serve3_rule.md) -------------------------------------------
+
+def test_v_h200_moves_the_h200_table_and_leaves_every_h100_run():
+    from calibration import serve_graph_floor_h200 as sgh
+    terms = {TABLE: {"graph_op_floor_s": 0.5e-6}}
+    h100 = "real-serve-h100-ep1"
+    base = {t: _prices(_costs("bench-small", t)) for t in (TABLE, h100)}
+    with sgf.setting(terms):
+        on = {t: _prices(_costs("bench-small", t)) for t in (TABLE, h100)}
+    assert on[h100] == base[h100]                                   # no term in the H100 table: as in force
+    assert on[TABLE][0] == pytest.approx(base[TABLE][0] + 0.5e-6 * 444, rel=1e-12) and on[TABLE][1:] == base[TABLE][1:]
+    assert set(sgh.GUARD_LABELS) == set("ABCDEFGHIJK") and sgh.POOL_LEFT_OUT == ("I", "J", "K")
