@@ -669,8 +669,71 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+_TYPE_WORDS = {"int": "an integer", "float": "a number"}
+
+
+class TwinParser(argparse.ArgumentParser):
+    """argparse's parser whose refusals are one line, as a scenario's are: "error: FLAG: got VALUE; allowed: WHAT",
+    exit 2. argparse's own printed the usage (3-4 lines) above the error (until s27walk); --help is unchanged."""
+
+    def _action(self, name: str):
+        return next((a for a in self._actions if name in a.option_strings or name in (a.dest, a.metavar)), None)
+
+    def _allowed(self, action) -> str:
+        if action is None:
+            return "see --help"
+        if action.choices:
+            return ", ".join(map(str, action.choices))
+        words = _TYPE_WORDS.get(getattr(action.type, "__name__", ""), "")
+        shown = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
+        if words:
+            return f"{words} ({shown})"
+        return f"{shown}, {action.help}" if action.help and not action.option_strings else str(shown)
+
+    def one_line(self, message: str) -> str:
+        """argparse's message as "FLAG: got VALUE; allowed: WHAT" (the message as it is where no pattern fits)."""
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: invalid (?:(\w+) value|choice): '(.*?)'(?: \(choose from .*\))?", message, re.S)
+        if m:
+            return f"{m[1]}: got {m[3]!r}; allowed: {self._allowed(self._action(m[1]))}"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected (.*) arguments?", message)
+        if m:
+            return f"{m[1]}: got no value; allowed: {self._allowed(self._action(m[1]))}"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: ignored explicit argument '(.*)'", message, re.S)
+        if m:   # --quiet=3
+            return f"{m[1]}: got {m[2]!r}; allowed: no value (a switch)"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: not allowed with argument (\S+)", message)
+        if m:
+            return f"{m[1]}: got it with {m[2]}; allowed: one of {m[1]}, {m[2]}"
+        m = re.fullmatch(r"unrecognized arguments: (.*)", message)
+        if m:
+            return f"arguments in {self.prog}: got {m[1]!r}; allowed: the options and arguments of `{self.prog} --help`"
+        m = re.fullmatch(r"the following arguments are required: (.*)", message)
+        if m:
+            needed = [n.strip() for n in m[1].split(",")]
+            return "; ".join(f"{n}: got nothing; allowed: {self._allowed(self._action(n))}" for n in needed)
+        return message
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.one_line(message)}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but arguments no command takes are refused by the command's parser, which names it
+        ("twin plan: got '--bogus'"), not by twin's ("twin: unrecognized arguments")."""
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self
+            while True:
+                sub = next((a for a in owner._actions if isinstance(a, argparse._SubParsersAction)), None)
+                nested = sub.choices.get(getattr(ns, sub.dest, None)) if sub is not None else None
+                if nested is None:
+                    break
+                owner = nested
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
+    ap = TwinParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 

@@ -99,3 +99,38 @@ def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
     assert main(["plan", *TINY, "--tokens", "1e9", "--days", "30", "--gpu", "h100", "--num-gpus", "8", "--pp", "1,2",
                  "--quiet"]) == 0
     assert f"\n({LABEL_LEGEND})\n" in capsys.readouterr().out
+
+
+def test_argparse_refusals_are_one_named_line(capsys):
+    """s27walk round 2: argparse's own refusals (`twin serve --requests 1e9`) printed the usage (3-4 lines) above
+    "twin serve: error: argument --requests: invalid int value: '1e9'"; now one line, as a scenario's: flag, value,
+    what is allowed, exit 2. --help still prints the usage."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    import pytest
+    fuzz = sys.modules.get("fuzz_cli_loader")   # the fuzzer's pattern of a named refusal (as test_scenario_loader_fuzz)
+    if fuzz is None:
+        spec = importlib.util.spec_from_file_location("fuzz_cli_loader", Path(__file__).resolve().parents[3] / "benchmarks" / "fuzz_cli.py")
+        fuzz = sys.modules["fuzz_cli_loader"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fuzz)
+    NAMED = fuzz.NAMED
+    cases = {("serve", "--requests", "1e9"): "error: --requests: got '1e9'; allowed: an integer (N)",
+             ("plan", "--days", "x"): "error: --days: got 'x'; allowed: a number (DAYS)",
+             ("step", "--schedule", "bogus"): "error: --schedule: got 'bogus'; allowed: 1f1b, zb1p",
+             ("plan", "--bogus"): "error: arguments in twin plan: got '--bogus'; allowed: the options and arguments of `twin plan --help`",
+             ("serve", "--requests"): "error: --requests: got no value; allowed: an integer (N)",
+             ("frob",): "error: command: got 'frob'; allowed: model, step,",
+             (): "error: command: got nothing; allowed: model, step,",
+             ("step", "--quiet=3"): "error: --quiet: got '3'; allowed: no value (a switch)",
+             ("sweep", "--grid", "plan.pp=1", "--random", "2", "--lhs", "2"): "error: --lhs: got it with --random; allowed: one of"}
+    for argv, start in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        lines = err.strip("\n").split("\n")
+        assert exc.value.code == 2 and not out and len(lines) == 1 and lines[0].startswith(start), (argv, err)
+        assert NAMED.match(lines[0]), lines[0]
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("usage: twin serve")
