@@ -26,6 +26,7 @@ from twin.core.atomic import write_text
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
 _ROOT: Path = MEASUREMENTS_DIR   # records_root(): the root of the fit or validation in progress
+_PROFILES: Path | None = None    # profiles_dir(): the profiles of the validation in progress (None: the committed ones)
 
 
 def records_root() -> Path:
@@ -45,6 +46,27 @@ def records_root_scope(root: Path | str) -> Iterator[Path]:
         yield _ROOT
     finally:
         _ROOT = outer
+
+
+
+def profiles_dir() -> Path | None:
+    """The profiles folder of the validation in progress (profiles_scope: `twin validate --profiles DIR`), None for
+    the committed twin/data/profiles. The records' own ratios to the twin keyed by a GPU alone
+    (calibration.bwd_grouped.layout_factors) take their twin seconds from the profile the validation predicts with
+    (until s27walk the committed one, whatever --profiles said)."""
+    return _PROFILES
+
+
+@contextlib.contextmanager
+def profiles_scope(folder: Path | str | None) -> Iterator[Path | None]:
+    """Within: profiles_dir() is `folder` (nested scopes restore the outer one on exit)."""
+    global _PROFILES
+    outer, _PROFILES = _PROFILES, (Path(folder) if folder is not None else None)
+    try:
+        yield _PROFILES
+    finally:
+        _PROFILES = outer
+
 
 # Families whose rows the twin predicts (expert_load has no time: it feeds routing statistics).
 TIMED_FAMILIES = ("gemm", "attention", "memory", "moe_layer", "model")

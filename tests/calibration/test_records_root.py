@@ -32,3 +32,24 @@ def test_the_gpu_keyed_readers_read_under_the_records_root_in_use(tmp_path):
             assert b_kernels.measured(h100)
         assert b_kernels.measured(h100) is None
     assert rec.records_root() == rec.MEASUREMENTS_DIR and b_kernels.measured(h100)
+
+
+def test_the_layout_factors_take_their_twin_seconds_from_the_profiles_in_use(tmp_path):
+    """s27walk round 2: bwd_grouped.layout_factors (measured / twin seconds of the backward layouts, over the
+    forward's) timed the twin with the committed profile whatever `twin validate --profiles DIR` predicted with;
+    now with the profiles folder in use (calibration.records.profiles_scope, set by validate)."""
+    import json
+
+    from calibration.fit import PROFILES_DIR
+    h100 = gpu_spec("h100").name
+    committed = layout_factors(h100)
+    prof = json.loads((PROFILES_DIR / "h100.json").read_text())
+    prof["grouped_gemm"].pop("bf16/wgrad")   # the transposed layout timed with the forward's curve: another wgrad ratio
+    (tmp_path / "h100.json").write_text(json.dumps(prof))
+    assert rec.profiles_dir() is None
+    with rec.profiles_scope(tmp_path):
+        other = layout_factors(h100)
+    assert rec.profiles_dir() is None and layout_factors(h100) == committed
+    assert other["wgrad"] != pytest.approx(committed["wgrad"], rel=1e-3), (other, committed)
+    with rec.profiles_scope(tmp_path / "none"):   # a folder without the GPU's profile: the committed one
+        assert layout_factors(h100) == committed
