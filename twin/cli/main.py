@@ -32,7 +32,7 @@ from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.executor import check_dask_address
+from twin.planning.executor import DASK_CONNECT_TIMEOUT_S, check_dask_address, probe_dask_address
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.run import serve
@@ -599,6 +599,9 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: the CPUs this process may use)")
     p.add_argument("--dask", metavar="local|tcp://HOST:PORT", help="run candidates on Dask distributed: 'local' starts a "
                    "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
+    p.add_argument("--dask-connect-timeout", type=float, default=DASK_CONNECT_TIMEOUT_S, metavar="S",
+                   help=f"seconds to wait for the --dask scheduler to accept a connection, checked before any work "
+                        f"(default {DASK_CONNECT_TIMEOUT_S:g})")
 
 
 # what each command runs without a scenario (twin/data's embedded defaults)
@@ -631,6 +634,8 @@ def _check_args(args) -> None:
         extra(args)
     if getattr(args, "dask", None) is not None:
         check_dask_address(args.dask)
+        check_value("--dask-connect-timeout", args.dask_connect_timeout, gt=0, le=600)
+        probe_dask_address(args.dask, args.dask_connect_timeout)
     for attr, option in getattr(args, "inputs", ()):
         source = getattr(args, attr, None)
         if source is not None and not Path(source).is_dir():

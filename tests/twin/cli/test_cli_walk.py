@@ -134,3 +134,31 @@ def test_argparse_refusals_are_one_named_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--help"])
     assert exc.value.code == 0 and capsys.readouterr().out.startswith("usage: twin serve")
+
+
+def test_a_dask_address_where_nothing_answers_is_refused_before_the_screen(capsys, monkeypatch):
+    """s27walk round 2: `twin plan --dask tcp://HOST:PORT` where nothing listens screened every candidate, then
+    waited Dask's 30 s connect timeout; now a TCP connect within --dask-connect-timeout (default 5 s) first."""
+    import socket
+
+    import twin.planning.search as search
+    from twin.planning import executor
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()   # a port nothing listens on: refused at once
+    monkeypatch.setattr(search, "_screen_batch", lambda *a: (_ for _ in ()).throw(AssertionError("screened")))
+    argv = ["plan", "--tokens", "1e12", "--days", "30", "--quiet", "--dask", f"tcp://127.0.0.1:{port}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --dask: got 'tcp://127.0.0.1:{port}'; allowed: 'local' or the address of a running "
+                          "Dask scheduler, e.g. tcp://HOST:8786 (nothing accepts a connection there: ") and err.count("\n") == 1, err
+    assert main([*argv, "--dask-connect-timeout", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --dask-connect-timeout: got 0")
+
+    def silent(addr, timeout):
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(executor.socket, "create_connection", silent)   # a host that drops the packets
+    assert main([*argv, "--dask-connect-timeout", "0.5"]) == 2
+    assert "(nothing accepts a connection there: no answer within 0.5 s; --dask-connect-timeout S waits longer)" in \
+        capsys.readouterr().err
