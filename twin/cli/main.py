@@ -27,7 +27,8 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
 from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, blamed_on_overrides, from_dict,
-                                kind_of, load_scenario, parse_toml, read_raw)
+                                _searched_axes, kind_of, load_scenario, parse_toml, read_raw,
+                                v3_defaults_assumed, v3_defaults_note)
 from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
@@ -107,7 +108,31 @@ def _scenario(args, kind: str = TRAINING):
     overrides = list(args.set or [])
     if getattr(args, "schedule", None):
         overrides.append(f'plan.schedule="{args.schedule}"')
-    return load_scenario(args.scenario, overrides, kind)
+    sc = load_scenario(args.scenario, overrides, kind)
+    if kind != SERVING:
+        _note_v3_defaults(args, v3_defaults_assumed(_given(args.scenario, overrides), sc))
+    return sc
+
+
+def _given(path: str | None, overrides: list[str]) -> dict:
+    """The tables the user gave: the file's with the overrides, or the overrides alone on the embedded default
+    scenario (V3's own: its plan is V3's layout, assumed for another model named with --set model.name=...)."""
+    return apply_overrides(read_raw(path)[0] if path is not None else {}, overrides)
+
+
+def _note_v3_defaults(args, assumed: dict) -> None:
+    """A scenario of another model that leaves DeepSeek-V3's plan defaults in place is told so on stderr, and the
+    command's --json carries them (args.v3_assumed): until s27walk round 2 a llama ran FP8, DualPipe and V3's batch
+    without a word."""
+    args.v3_assumed = assumed
+    if assumed:
+        print(v3_defaults_note(assumed), file=sys.stderr)
+
+
+def _with_assumed(args, payload):
+    """A command's JSON payload with the fields assumed from V3's defaults, where there are any."""
+    assumed = getattr(args, "v3_assumed", None)
+    return {**to_json(payload), "assumed_from_deepseek_v3": assumed} if assumed else payload
 
 
 # --- subcommands ---------------------------------------------------------------------------------
@@ -154,7 +179,7 @@ def cmd_step(args) -> int:
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
     _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
-    _write_json(args.json, out)
+    _write_json(args.json, _with_assumed(args, out))
     return 0
 
 
@@ -231,7 +256,7 @@ def cmd_replay(args) -> int:
         if report is not None:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
-    _write_json(args.json, result)
+    _write_json(args.json, _with_assumed(args, result))
     _resolved_beside(args.json, sc)
     if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
         for stage in (s for s in result.stages if not s.feasible):
@@ -417,6 +442,7 @@ def cmd_plan(args) -> int:
                                 "the scenario's [search] table", source)
     with _named_as_typed(_search_options(args)):
         sc = _from_dict(args, raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    _note_v3_defaults(args, v3_defaults_assumed(_given(args.scenario, args.set or []), sc, tuple(_searched_axes(raw))))
     prices = _prices(args, sc)
     if not args.out:
         with _named_as_typed(_search_options(args)):
@@ -432,11 +458,11 @@ def cmd_plan(args) -> int:
             out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
                          exhaustive=args.exhaustive, done=done,
                          on_rows=lambda phase, rows: j.append_many([journal_row(key, phase, r) for r in rows]))
-        write_plan_report(out, sc, args.out)
+        write_plan_report(out, sc, args.out, args.v3_assumed)
         resumed = f"\nresumed {num_resumed:,} rows of an earlier run from {journal}" if num_resumed else ""
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
-        write_plan_json(out, args.json)
+        write_plan_json(out, args.json, args.v3_assumed)
         _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
     if out.no_answer:   # no candidate can run, or none of the simulated is within the question's bounds (F says so too)
         print(f"infeasible: {out.no_answer}", file=sys.stderr)
