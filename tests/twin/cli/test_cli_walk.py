@@ -162,3 +162,35 @@ def test_a_dask_address_where_nothing_answers_is_refused_before_the_screen(capsy
     assert main([*argv, "--dask-connect-timeout", "0.5"]) == 2
     assert "(nothing accepts a connection there: no answer within 0.5 s; --dask-connect-timeout S waits longer)" in \
         capsys.readouterr().err
+
+
+LLAMA70B = 'name = "llama70b"\n[model]\nname = "llama3-70b"\n[cluster]\ngpu = "h100"\nnum_gpus = 1024\n[plan]\ntp = 8\npp = 4\n'
+
+
+def test_another_model_is_told_which_fields_it_took_from_deepseek_v3s_defaults(tmp_path, capsys):
+    """s27walk round 2: a llama scenario without a schedule, a GEMM precision or a batch ran DualPipe, FP8 blockwise
+    GEMMs and V3's 15,360 sequences without a word (the loader's defaults are V3's). Now said on stderr, in --json and
+    in the plan report; what the scenario sets, V3's own scenario and --set values are not listed; nothing moves."""
+    f = tmp_path / "llama.toml"
+    f.write_text(LLAMA70B)
+    assumed = {"plan.schedule": "dualpipe", "plan.gemm_precision": "fp8", "plan.fp8_recipe": "blockwise",
+               "plan.recompute": "selective", "workload.global_batch_seqs": 15360}
+    assert main(["step", str(f), "--quiet", "--json", str(tmp_path / "s.json")]) == 0
+    err = capsys.readouterr().err
+    assert "note: assumed from DeepSeek-V3's defaults, not set for this model: plan.schedule = 'dualpipe', " in err, err
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["assumed_from_deepseek_v3"] == assumed and data["scenario"]["plan"]["schedule"] == "dualpipe"
+    assert main(["step", str(f), "--quiet", "--set", "plan.schedule=1f1b", "--set", "plan.gemm_precision=bf16",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    left = json.loads((tmp_path / "s.json").read_text())["assumed_from_deepseek_v3"]
+    assert left == {"plan.recompute": "selective", "workload.global_batch_seqs": 15360}, left
+    capsys.readouterr()
+    assert main(["step", "--quiet", "--json", str(tmp_path / "v3.json")]) == 0   # V3's own scenario: nothing assumed
+    assert "assumed" not in capsys.readouterr().err and "assumed_from_deepseek_v3" not in (tmp_path / "v3.json").read_text()
+    assert main(["step", "--quiet", "--set", "model.name=mixtral-8x7b", "--set", "plan.ep=8"]) == 0   # V3's file, another model
+    assert "plan.pp = 16, plan.schedule = 'dualpipe'" in capsys.readouterr().err
+    assert main(["plan", str(f), "--tokens", "2e11", "--days", "60", "--tp", "8", "--pp", "4", "--workers", "1", "--quiet",
+                 "--out", str(tmp_path / "p"), "--json", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["assumed_from_deepseek_v3"] == assumed
+    assert "Assumed from DeepSeek-V3&#x27;s defaults, not set for this model (and not varied by the search): " \
+           "plan.schedule = dualpipe" in (tmp_path / "p" / "report.html").read_text()
