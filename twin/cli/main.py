@@ -121,12 +121,10 @@ def _given(path: str | None, overrides: list[str]) -> dict:
 
 
 def _note_v3_defaults(args, assumed: dict) -> None:
-    """A scenario of another model that leaves DeepSeek-V3's plan defaults in place is told so on stderr, and the
-    command's --json carries them (args.v3_assumed): until s27walk round 2 a llama ran FP8, DualPipe and V3's batch
-    without a word."""
+    """A scenario of another model that leaves DeepSeek-V3's plan defaults in place is told so on stderr once the
+    command has run (main), and the command's --json carries them (args.v3_assumed): until s27walk round 2 a llama
+    ran FP8, DualPipe and V3's batch without a word."""
     args.v3_assumed = assumed
-    if assumed:
-        print(v3_defaults_note(assumed), file=sys.stderr)
 
 
 def _with_assumed(args, payload):
@@ -915,7 +913,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_args(args)
-        return args.func(args)
+        code = args.func(args)
+        if getattr(args, "v3_assumed", None):   # after the command's answer: a refusal above stays its first line
+            print(v3_defaults_note(args.v3_assumed), file=sys.stderr)
+        return code
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
