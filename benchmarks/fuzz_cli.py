@@ -387,7 +387,8 @@ def run_case(case: Case, limit_s: float = 30.0) -> Outcome:
     wall = time.perf_counter() - t0
     stderr = err.getvalue()
     if isinstance(code, tuple):
-        ok = code[1] == 2 and ("argument" in stderr or "unrecognized" in stderr or "expected" in stderr)
+        lines = stderr.strip("\n").split("\n")   # one named line, as a scenario's refusal (twin.cli.main.TwinParser)
+        ok = code[1] == 2 and len(lines) == 1 and bool(NAMED.match(lines[0]))
         return Outcome("argparse" if ok else "other exit", named=ok, wall_s=wall, detail=stderr[-300:])
     if code not in (0, 2, 3):
         return Outcome("other exit", wall_s=wall, detail=f"exit {code}: {stderr[-300:]}")

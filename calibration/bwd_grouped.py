@@ -123,8 +123,12 @@ def one_gpu_rows(gpu_name: str, gpu, profile) -> list[dict]:
 
 
 def committed_profile(gpu_name: str):
-    """The committed calibrated profile of a records folder's GPU (twin/data/profiles/<gpu>.json),
-    as calibration.validate predicts the records with it."""
+    """The calibrated profile of a records folder's GPU that calibration.validate predicts the records with: the
+    profiles folder in use's <gpu>.json (calibration.records.profiles_dir, `twin validate --profiles DIR`), else
+    the committed twin/data/profiles/<gpu>.json."""
+    folder = rec.profiles_dir()
+    if folder is not None and (folder / f"{gpu_name}.json").is_file():
+        return profile_from_json(json.loads((folder / f"{gpu_name}.json").read_text()))
     with PROFILES.joinpath(f"{gpu_name}.json").open() as fh:
         return profile_from_json(json.load(fh))
 
@@ -153,12 +157,13 @@ def gpu_folder(gpu_name: str) -> str | None:
 def layout_factors(gpu_name: str) -> dict:
     """{"dgrad": f, "wgrad": f} of this GPU: the median over its fitting BF16 layers of the
     layout's measured / twin seconds over the forward's in the same layer; {} without records (under
-    the records root in use, calibration.records.records_root)."""
-    return _layout_factors(gpu_name, rec.records_root())
+    the records root in use, calibration.records.records_root), the twin's seconds under the profile in use
+    (calibration.records.profiles_dir)."""
+    return _layout_factors(gpu_name, rec.records_root(), rec.profiles_dir())
 
 
 @functools.cache
-def _layout_factors(gpu_name: str, root: Path) -> dict:
+def _layout_factors(gpu_name: str, root: Path, profiles: Path | None) -> dict:
     folder = gpu_folder(gpu_name)
     if folder is None:
         return {}

@@ -32,11 +32,34 @@ def _description(doc: str | None) -> str:
     return (doc or "").strip().split("\n\n", 1)[0]
 
 
+RECORDS_HELP = ("records root to read in place of calibration/measurements (<gpu>/ folders, as `twin validate "
+                "--records` takes): the readers keyed by a GPU alone and the records loaded without a folder read under "
+                "it (calibration.records.records_root)")
+
+
+class JudgeParser(argparse.ArgumentParser):
+    """A script's parser with `--records DIR` (s27walk round 2: the judges run through `__main__` read
+    calibration/measurements whatever the user wanted judged). DIR becomes the records root of the process
+    (calibration.records.records_root) before the script's own arguments are read (a GPU name is one of DIR's). A
+    script with its own --records keeps it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if "--records" not in self._option_string_actions:
+            self.add_argument("--records", type=folder, metavar="DIR", help=RECORDS_HELP)
+            pre = argparse.ArgumentParser(add_help=False)
+            pre.add_argument("--records", type=folder)
+            pre.error = self.error
+            given = pre.parse_known_args(args)[0].records
+            if given is not None:
+                rec.set_records_root(given)
+        return super().parse_known_args(args, namespace)
+
+
 def parser(module: str, doc: str | None, usage_note: str = "") -> argparse.ArgumentParser:
     """The parser of `python -m <module>`, described by its docstring's first paragraph (and
-    `usage_note`, printed after the options)."""
-    return argparse.ArgumentParser(prog=f"python -m {module}", description=_description(doc), epilog=usage_note or None,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    `usage_note`, printed after the options), with --records DIR (JudgeParser)."""
+    return JudgeParser(prog=f"python -m {module}", description=_description(doc), epilog=usage_note or None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def folder(text: str) -> Path:
@@ -58,7 +81,7 @@ def csv_file(text: str) -> Path:
 def records_folder(text: str) -> Path:
     """An argparse type: a folder under calibration/measurements/ named from there (`h100`,
     `h100/s8srv_round2`) or by any path."""
-    for path in (Path(text), rec.MEASUREMENTS_DIR / text):
+    for path in (Path(text), rec.records_root() / text):
         if path.is_dir():
             return path
     raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a records folder, as a path or under "
@@ -67,7 +90,7 @@ def records_folder(text: str) -> Path:
 
 def gpu_name(text: str) -> str:
     """An argparse type: a GPU with committed records (a folder calibration/measurements/<gpu>/)."""
-    gpus = rec.gpu_dirs(rec.MEASUREMENTS_DIR)
+    gpus = rec.gpu_dirs(rec.records_root())
     if text not in gpus:
         raise argparse.ArgumentTypeError(f"got {text!r}; allowed: one of {', '.join(gpus)}")
     return text

@@ -26,6 +26,7 @@ from twin.core.atomic import write_text
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
 _ROOT: Path = MEASUREMENTS_DIR   # records_root(): the root of the fit or validation in progress
+_PROFILES: Path | None = None    # profiles_dir(): the profiles of the validation in progress (None: the committed ones)
 
 
 def records_root() -> Path:
@@ -34,6 +35,13 @@ def records_root() -> Path:
     deep inside a prediction (calibration.b_kernels, bwd_grouped, index_put, grouped_clock, ...), read
     under it, so that a fit of another records root never mixes in the committed tree's records."""
     return _ROOT
+
+
+def set_records_root(root: Path | str) -> None:
+    """The records root of the rest of the process: a `python -m calibration.<script> --records DIR` run
+    (calibration.entry.JudgeParser)."""
+    global _ROOT
+    _ROOT = Path(root)
 
 
 @contextlib.contextmanager
@@ -46,6 +54,27 @@ def records_root_scope(root: Path | str) -> Iterator[Path]:
     finally:
         _ROOT = outer
 
+
+
+def profiles_dir() -> Path | None:
+    """The profiles folder of the validation in progress (profiles_scope: `twin validate --profiles DIR`), None for
+    the committed twin/data/profiles. The records' own ratios to the twin keyed by a GPU alone
+    (calibration.bwd_grouped.layout_factors) take their twin seconds from the profile the validation predicts with
+    (until s27walk the committed one, whatever --profiles said)."""
+    return _PROFILES
+
+
+@contextlib.contextmanager
+def profiles_scope(folder: Path | str | None) -> Iterator[Path | None]:
+    """Within: profiles_dir() is `folder` (nested scopes restore the outer one on exit)."""
+    global _PROFILES
+    outer, _PROFILES = _PROFILES, (Path(folder) if folder is not None else None)
+    try:
+        yield _PROFILES
+    finally:
+        _PROFILES = outer
+
+
 # Families whose rows the twin predicts (expert_load has no time: it feeds routing statistics).
 TIMED_FAMILIES = ("gemm", "attention", "memory", "moe_layer", "model")
 PRIMITIVE_BENCHES = ("gemm", "grouped_gemm", "grouped_gemm_wgrad", "attn_fwd", "attn_bwd", "memory")
@@ -57,22 +86,23 @@ _FLOAT_COLS = ("time_s", "time_p10_s", "time_p90_s", "flops", "bytes", "bytes_mo
                "max_expert_tokens", "mean_expert_tokens", "sm_clock_mhz")
 
 
-def gpu_dirs(root: Path | str = MEASUREMENTS_DIR) -> list[str]:
+def gpu_dirs(root: Path | str | None = None) -> list[str]:
     """GPU names that have timed single-GPU records: sub-folders of `root` holding a CSV of a timed
     family (gemm, attention, ...). Other folders (e.g. h200x2/ with multi-GPU all-to-all runs) are
-    measurements of another kind and are not fitted here."""
-    root = Path(root)
+    measurements of another kind and are not fitted here. `root` None: the records root in use (records_root)."""
+    root = Path(records_root() if root is None else root)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and any(csv_exists(p / f"{family}.csv") for family in TIMED_FAMILIES))
 
 
-def record_files(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> list[Path]:
-    return glob_csv(Path(root) / gpu, "*.csv")
+def record_files(gpu: str, root: Path | str | None = None) -> list[Path]:
+    """A GPU's record files under `root` (None: the records root in use, records_root)."""
+    return glob_csv(Path(records_root() if root is None else root) / gpu, "*.csv")
 
 
-def records_sha256(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+def records_sha256(gpu: str, root: Path | str | None = None) -> dict:
     """{file name: sha256} of a GPU's record files (profile provenance)."""
     return {csv_name(p): csv_sha256(p) for p in record_files(gpu, root)}
 
@@ -93,8 +123,10 @@ def _case_name(r) -> str:
     return b
 
 
-def load_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
-    """All timed rows of one GPU, with a `gpu` column (the folder name) and a readable `name`."""
+def load_records(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
+    """All timed rows of one GPU, with a `gpu` column (the folder name) and a readable `name`; `root` None: the
+    records root in use (records_root: calibration/measurements, or a fit's, a validation's or a script's --records)."""
+    root = records_root() if root is None else root
     frames = []
     for path in record_files(gpu, root):
         if csv_stem(path) not in TIMED_FAMILIES:

@@ -238,7 +238,7 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
     is called with each part's name as it is done (validate_parts lists them)."""
     # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo);
     # the readers keyed by a GPU alone read under `root` too (records_root_scope)
-    with memo.sharing(), rec.records_root_scope(root):
+    with memo.sharing(), rec.records_root_scope(root), rec.profiles_scope(profiles_dir):
         return _validate(root, profiles_dir, gpus, on_part or (lambda name: None))
 
 

@@ -171,6 +171,10 @@ def build_page(result: dict) -> Page:
     p = Page(f"Plan search: {pg.tokens(r['tokens'])} within {pg.days(r['deadline_days'])}", _verdict(r))
     p.para(f"{r['evaluated']:,} candidate{'' if r['evaluated'] == 1 else 's'} over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
            f"{r['simulated']} simulated. Question: {r['question']}.")
+    if r.get("assumed_from_deepseek_v3"):   # s27walk round 2: another model ran V3's layout without a word
+        p.para("Assumed from DeepSeek-V3's defaults, not set for this model (and not varied by the search): "
+               + ", ".join(f"{k} = {v}" for k, v in r["assumed_from_deepseek_v3"].items())
+               + ". Set them in the scenario to plan otherwise.")
     p.section("Axes searched").table(["scenario key", "values"], [[k, ", ".join(str(v) for v in vs)] for k, vs in r["axes"].items()])
     p.section("The front: cost against time").para(
         "Simulated plans that no other simulated plan beats on both wall-clock time and cost: each is the cheapest at its speed. "
@@ -222,11 +226,16 @@ def page_result(plan: PlanResult) -> dict:
     return data
 
 
-def write_json_rows(fh, plan: PlanResult) -> None:
+def write_json_rows(fh, plan: PlanResult, assumed: dict | None = None) -> None:
     """json.dumps(to_json(plan), indent=2, allow_nan=False) + newline, byte for byte, written a row
     at a time: the rows (the last field) are never all held as JSON values or text (a plan search
-    of the default space has 57,600 of them; until s21ux its report held them three times over)."""
-    head = json.dumps(to_json(dataclasses.replace(plan, rows=())), indent=2, allow_nan=False)
+    of the default space has 57,600 of them; until s21ux its report held them three times over).
+    `assumed`: the base scenario's fields taken from DeepSeek-V3's defaults (scenario.v3_defaults_assumed), a key
+    "assumed_from_deepseek_v3" before the rows where there are any."""
+    data = to_json(dataclasses.replace(plan, rows=()))
+    if assumed:
+        data = {**{k: v for k, v in data.items() if k != "rows"}, "assumed_from_deepseek_v3": to_json(assumed), "rows": []}
+    head = json.dumps(data, indent=2, allow_nan=False)
     assert head.endswith('\n  "rows": []\n}'), "rows is PlanResult's last field"
     if not plan.rows:
         fh.write(head + "\n")
@@ -238,16 +247,16 @@ def write_json_rows(fh, plan: PlanResult) -> None:
     fh.write("\n  ]\n}\n")
 
 
-def write_plan_json(plan: PlanResult, target: str) -> None:
+def write_plan_json(plan: PlanResult, target: str, assumed: dict | None = None) -> None:
     """`twin plan --json FILE` (atomic) or `--json -` (stdout), streamed as write_json_rows does."""
     if target == "-":
-        write_json_rows(sys.stdout, plan)
+        write_json_rows(sys.stdout, plan, assumed)
         return
     with open_atomic(target) as fh:
-        write_json_rows(fh, plan)
+        write_json_rows(fh, plan, assumed)
 
 
-def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
+def write_plan_report(plan: PlanResult, scenario, out_dir, assumed: dict | None = None) -> list[Path]:
     """report.html, report.md, result.json, scenario.resolved.toml, plan.csv, plan.parquet and
     cost_vs_days.png into `out_dir`, atomically. Returns the paths written. The table and the JSON
     are written a row at a time (twin plan's memory then grows with its rows, not with three
@@ -259,11 +268,14 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
     def write_json(path: Path) -> None:
         with open(path, "w", encoding="utf-8") as fh:
-            write_json_rows(fh, plan)
+            write_json_rows(fh, plan, assumed)
 
     files = {PLAN_CSV: lambda path: table.write_csv(path, table_rows(), columns),
              PLAN_PARQUET: lambda path: table.write_parquet(path, table_rows, columns, kinds)}
-    return pg.write_report_dir(out_dir, build_page(page_result(plan)), write_json, scenario, files=files)
+    page = page_result(plan)
+    if assumed:
+        page["assumed_from_deepseek_v3"] = to_json(assumed)
+    return pg.write_report_dir(out_dir, build_page(page), write_json, scenario, files=files)
 
 
 # --------------------------------------------------------------------------- serving question

@@ -244,3 +244,21 @@ def test_a_dense_catalog_model_takes_another_depth(llama_file, capsys):
     assert (v3.model.num_layers, v3.model.num_dense_layers) == (12, 3)
     own = load_scenario(str(llama_file), ["model.num_layers=40", "model.num_dense_layers=40"])   # said outright: as said
     assert own.model.num_dense_layers == 40
+
+
+def test_a_budget_no_plan_meets_names_the_cheapest_plan_within_the_deadline(llama_file, tmp_path, capsys):
+    """s27walk round 2: `twin plan llama8b.toml --days 3000 --budget 10` (a plan meets the deadline, none the
+    budget) named only the fastest plan; a budget question wants next what the deadline costs at the least."""
+    f = tmp_path / "p.json"
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "3000", "--budget", "10", "--tp", "2",
+                 "--pp", "2,4", "--workers", "1", "--json", str(f)]) == 3
+    out, err = capsys.readouterr()
+    data = json.loads(f.read_text())
+    inside = [r for r in data["rows"] if r["status"] == "simulated" and r["wall_days_goodput"] <= 3000]
+    cheapest = min(inside, key=lambda r: r["cost_usd_goodput"])
+    said = f"the cheapest within 3000 days costs ${cheapest['cost_usd_goodput']:,.0f} with failures ({cheapest['label']};"
+    assert said in data["no_answer"] and f"infeasible: {data['no_answer']}" in err, data["no_answer"]
+    assert f"the cheapest within 3000 days: {cheapest['label']}, " in out, out
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "1", "--budget", "10", "--tp", "2", "--pp", "4",
+                 "--quiet", "--workers", "1", "--json", str(f)]) == 3
+    assert "; none is within 1 day at any cost" in json.loads(f.read_text())["no_answer"]

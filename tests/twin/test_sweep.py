@@ -273,7 +273,8 @@ def test_dask_missing_or_unreachable_is_refused_as_input_without_a_traceback(sma
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main([*argv, "tcp://127.0.0.1:1"]) == 2
         assert capsys.readouterr().err.startswith("error: --dask: got 'tcp://127.0.0.1:1'; allowed: 'local' or the address "
-                                                  "of a running Dask scheduler, e.g. tcp://HOST:8786 (OSError: ")
+                                                  "of a running Dask scheduler, e.g. tcp://HOST:8786 (nothing accepts "
+                                                  "a connection there: ")   # refused before any work (s27walk round 2)
     assert main([*argv, "banana"]) == 2   # refused before any work (s27walk: Dask's "missing port number" after it)
     assert capsys.readouterr().err.startswith("error: --dask: got 'banana'; allowed: 'local' or a Dask scheduler's "
                                               "address [SCHEME://]HOST:PORT")

@@ -206,7 +206,7 @@ def cmd_validate(args) -> int:
     steps = (len(validate_parts(records_root)) if RECORDS_PART in parts else 0) + \
         sum(p in parts for p in OTHER_PARTS) + bool(judged)
     # every reader under the records root, those keyed by a GPU alone too (sm_reserve, the judged sections)
-    with _own_inputs(args, ("records", "profiles")), rec.records_root_scope(records_root), \
+    with _own_inputs(args, ("records", "profiles")), rec.records_root_scope(records_root), rec.profiles_scope(profiles), \
             tqdm(total=steps, desc="validate", unit="part", file=sys.stderr,
                  disable=getattr(args, "quiet", False), leave=False) as bar:
         result = validate(records_root, profiles, on_part=lambda name: bar.update(1)) if RECORDS_PART in parts else {}

@@ -27,12 +27,13 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
 from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, blamed_on_overrides, from_dict,
-                                kind_of, load_scenario, parse_toml, read_raw)
+                                _searched_axes, kind_of, load_scenario, parse_toml, read_raw,
+                                v3_defaults_assumed, v3_defaults_note)
 from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.executor import check_dask_address
+from twin.planning.executor import DASK_CONNECT_TIMEOUT_S, check_dask_address, probe_dask_address
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.run import serve
@@ -107,7 +108,29 @@ def _scenario(args, kind: str = TRAINING):
     overrides = list(args.set or [])
     if getattr(args, "schedule", None):
         overrides.append(f'plan.schedule="{args.schedule}"')
-    return load_scenario(args.scenario, overrides, kind)
+    sc = load_scenario(args.scenario, overrides, kind)
+    if kind != SERVING:
+        _note_v3_defaults(args, v3_defaults_assumed(_given(args.scenario, overrides), sc))
+    return sc
+
+
+def _given(path: str | None, overrides: list[str]) -> dict:
+    """The tables the user gave: the file's with the overrides, or the overrides alone on the embedded default
+    scenario (V3's own: its plan is V3's layout, assumed for another model named with --set model.name=...)."""
+    return apply_overrides(read_raw(path)[0] if path is not None else {}, overrides)
+
+
+def _note_v3_defaults(args, assumed: dict) -> None:
+    """A scenario of another model that leaves DeepSeek-V3's plan defaults in place is told so on stderr once the
+    command has run (main), and the command's --json carries them (args.v3_assumed): until s27walk round 2 a llama
+    ran FP8, DualPipe and V3's batch without a word."""
+    args.v3_assumed = assumed
+
+
+def _with_assumed(args, payload):
+    """A command's JSON payload with the fields assumed from V3's defaults, where there are any."""
+    assumed = getattr(args, "v3_assumed", None)
+    return {**to_json(payload), "assumed_from_deepseek_v3": assumed} if assumed else payload
 
 
 # --- subcommands ---------------------------------------------------------------------------------
@@ -154,7 +177,7 @@ def cmd_step(args) -> int:
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
     _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
-    _write_json(args.json, out)
+    _write_json(args.json, _with_assumed(args, out))
     return 0
 
 
@@ -231,7 +254,7 @@ def cmd_replay(args) -> int:
         if report is not None:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
-    _write_json(args.json, result)
+    _write_json(args.json, _with_assumed(args, result))
     _resolved_beside(args.json, sc)
     if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
         for stage in (s for s in result.stages if not s.feasible):
@@ -417,6 +440,7 @@ def cmd_plan(args) -> int:
                                 "the scenario's [search] table", source)
     with _named_as_typed(_search_options(args)):
         sc = _from_dict(args, raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    _note_v3_defaults(args, v3_defaults_assumed(_given(args.scenario, args.set or []), sc, tuple(_searched_axes(raw))))
     prices = _prices(args, sc)
     if not args.out:
         with _named_as_typed(_search_options(args)):
@@ -432,11 +456,11 @@ def cmd_plan(args) -> int:
             out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
                          exhaustive=args.exhaustive, done=done,
                          on_rows=lambda phase, rows: j.append_many([journal_row(key, phase, r) for r in rows]))
-        write_plan_report(out, sc, args.out)
+        write_plan_report(out, sc, args.out, args.v3_assumed)
         resumed = f"\nresumed {num_resumed:,} rows of an earlier run from {journal}" if num_resumed else ""
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
-        write_plan_json(out, args.json)
+        write_plan_json(out, args.json, args.v3_assumed)
         _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
     if out.no_answer:   # no candidate can run, or none of the simulated is within the question's bounds (F says so too)
         print(f"infeasible: {out.no_answer}", file=sys.stderr)
@@ -599,6 +623,9 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: the CPUs this process may use)")
     p.add_argument("--dask", metavar="local|tcp://HOST:PORT", help="run candidates on Dask distributed: 'local' starts a "
                    "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
+    p.add_argument("--dask-connect-timeout", type=float, default=DASK_CONNECT_TIMEOUT_S, metavar="S",
+                   help=f"seconds to wait for the --dask scheduler to accept a connection, checked before any work "
+                        f"(default {DASK_CONNECT_TIMEOUT_S:g})")
 
 
 # what each command runs without a scenario (twin/data's embedded defaults)
@@ -631,6 +658,8 @@ def _check_args(args) -> None:
         extra(args)
     if getattr(args, "dask", None) is not None:
         check_dask_address(args.dask)
+        check_value("--dask-connect-timeout", args.dask_connect_timeout, gt=0, le=600)
+        probe_dask_address(args.dask, args.dask_connect_timeout)
     for attr, option in getattr(args, "inputs", ()):
         source = getattr(args, attr, None)
         if source is not None and not Path(source).is_dir():
@@ -669,8 +698,71 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+_TYPE_WORDS = {"int": "an integer", "float": "a number"}
+
+
+class TwinParser(argparse.ArgumentParser):
+    """argparse's parser whose refusals are one line, as a scenario's are: "error: FLAG: got VALUE; allowed: WHAT",
+    exit 2. argparse's own printed the usage (3-4 lines) above the error (until s27walk); --help is unchanged."""
+
+    def _action(self, name: str):
+        return next((a for a in self._actions if name in a.option_strings or name in (a.dest, a.metavar)), None)
+
+    def _allowed(self, action) -> str:
+        if action is None:
+            return "see --help"
+        if action.choices:
+            return ", ".join(map(str, action.choices))
+        words = _TYPE_WORDS.get(getattr(action.type, "__name__", ""), "")
+        shown = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
+        if words:
+            return f"{words} ({shown})"
+        return f"{shown}, {action.help}" if action.help and not action.option_strings else str(shown)
+
+    def one_line(self, message: str) -> str:
+        """argparse's message as "FLAG: got VALUE; allowed: WHAT" (the message as it is where no pattern fits)."""
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: invalid (?:(\w+) value|choice): '(.*?)'(?: \(choose from .*\))?", message, re.S)
+        if m:
+            return f"{m[1]}: got {m[3]!r}; allowed: {self._allowed(self._action(m[1]))}"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected (.*) arguments?", message)
+        if m:
+            return f"{m[1]}: got no value; allowed: {self._allowed(self._action(m[1]))}"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: ignored explicit argument '(.*)'", message, re.S)
+        if m:   # --quiet=3
+            return f"{m[1]}: got {m[2]!r}; allowed: no value (a switch)"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: not allowed with argument (\S+)", message)
+        if m:
+            return f"{m[1]}: got it with {m[2]}; allowed: one of {m[1]}, {m[2]}"
+        m = re.fullmatch(r"unrecognized arguments: (.*)", message)
+        if m:
+            return f"arguments in {self.prog}: got {m[1]!r}; allowed: the options and arguments of `{self.prog} --help`"
+        m = re.fullmatch(r"the following arguments are required: (.*)", message)
+        if m:
+            needed = [n.strip() for n in m[1].split(",")]
+            return "; ".join(f"{n}: got nothing; allowed: {self._allowed(self._action(n))}" for n in needed)
+        return message
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.one_line(message)}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but arguments no command takes are refused by the command's parser, which names it
+        ("twin plan: got '--bogus'"), not by twin's ("twin: unrecognized arguments")."""
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self
+            while True:
+                sub = next((a for a in owner._actions if isinstance(a, argparse._SubParsersAction)), None)
+                nested = sub.choices.get(getattr(ns, sub.dest, None)) if sub is not None else None
+                if nested is None:
+                    break
+                owner = nested
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
+    ap = TwinParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -821,7 +913,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_args(args)
-        return args.func(args)
+        code = args.func(args)
+        if getattr(args, "v3_assumed", None):   # after the command's answer: a refusal above stays its first line
+            print(v3_defaults_note(args.v3_assumed), file=sys.stderr)
+        return code
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -13,7 +13,8 @@ import numpy as np
 
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB, short_count
-from twin.planning.result import reason_examples
+from twin.planning.result import SIMULATED, reason_examples
+from twin.planning.search import cheapest_in_time
 from twin.planning.serving import burst_note, nodes_of, pool_instances
 from twin.planning.space import LABEL_LEGEND
 from twin.serving.run import PUBLISHED_MODEL
@@ -320,6 +321,11 @@ def plan_summary(out) -> str:
                  f"{usd(best.cost_usd_goodput)}, MFU {best.mfu_frac:.1%} of BF16 peak")
     elif out.fastest is not None:
         text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {_days_text(out.fastest)}"
+        cheapest = (cheapest_in_time([r for r in out.rows if r.status == SIMULATED], out.deadline_days)
+                    if out.budget_usd is not None else None)
+        if cheapest is not None:   # a budget missed: what the deadline costs at the least (s27walk)
+            text += (f"\nthe cheapest within {out.deadline_days:g} days: {cheapest.label}, {usd(cheapest.cost_usd_goodput)}, "
+                     f"{_days_text(cheapest)}")
     rows = [(r.label, f"{r.wall_days_goodput:.1f}", f"{r.wall_days:.1f}", count(r.gpu_hours_goodput), usd(r.cost_usd_goodput),
              f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:

@@ -644,6 +644,43 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | tuple =
         raise blamed_on_overrides(exc, source, list(overrides)) from None
 
 
+# the defaults of ParallelPlan and Workload that are DeepSeek-V3's own layout (its report §3.2, §4.2), not neutral ones:
+# a scenario of another model that does not set them runs V3's layout (s27walk round 2: said, not changed, so that
+# every scenario runs as it did)
+V3_DEFAULT_FIELDS = (("plan", "pp"), ("plan", "ep"), ("plan", "schedule"), ("plan", "gemm_precision"),
+                     ("plan", "fp8_recipe"), ("plan", "recompute"), ("plan", "comm_sms"), ("plan", "max_nodes_per_token"),
+                     ("workload", "global_batch_seqs"))
+V3_MODEL = "deepseek-v3"
+
+
+def v3_defaults_assumed(raw: dict, sc, searched: tuple[str, ...] = ()) -> dict[str, object]:
+    """{"plan.pp": 16, ...}: the fields of V3_DEFAULT_FIELDS that the raw tables (the file with its overrides) do not
+    set and that apply to the scenario, for a model other than DeepSeek-V3 (empty for V3's own scenarios and for a
+    serving one); `searched`: plan axes a plan search varies (not assumed: each candidate sets them)."""
+    if sc.kind == SERVING or sc.model.name == V3_MODEL:
+        return {}
+    moe_ep = bool(sc.model.num_routed_experts) and sc.plan.ep > 1
+    applies = {"ep": bool(sc.model.num_routed_experts), "comm_sms": moe_ep, "max_nodes_per_token": moe_ep,
+               "fp8_recipe": sc.plan.gemm_precision == "fp8"}
+    out = {}
+    for table, name in V3_DEFAULT_FIELDS:
+        given = raw.get(table)
+        if (isinstance(given, dict) and name in given) or name in searched or not applies.get(name, True):
+            continue
+        value = sc.plan.held_comm_sms if name == "comm_sms" else getattr(getattr(sc, table), name)
+        out[f"{table}.{name}"] = value
+    return out
+
+
+def v3_defaults_note(assumed: dict[str, object]) -> str:
+    """One line naming what a scenario took from DeepSeek-V3's defaults ('' where nothing)."""
+    if not assumed:
+        return ""
+    said = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v:,}" for k, v in assumed.items())
+    return (f"note: assumed from DeepSeek-V3's defaults, not set for this model: {said}; set them in the "
+            "scenario (or --set) to plan otherwise")
+
+
 def blamed_on_overrides(exc: ScenarioError, source: str, overrides: list[str]) -> ScenarioError:
     """A loader's error with its source naming the --set that gave the value ("plan.tp (--set plan.tp=abc):
     got 'abc'"), or, for a field of the file that an override made invalid, both ("cluster.num_gpus in F with

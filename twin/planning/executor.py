@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 import time
@@ -128,6 +129,26 @@ def check_dask_address(address: str) -> None:
         raise ScenarioError("--dask", address, f"{DASK_ADDRESS}; SCHEME one of {', '.join(DASK_SCHEMES)}")
     if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ScenarioError("--dask", address, f"{DASK_ADDRESS}; PORT 1-65535")
+
+
+DASK_CONNECT_TIMEOUT_S = 5.0      # `--dask-connect-timeout`'s default: a scheduler on a LAN answers in milliseconds
+TCP_SCHEMES = ("tcp", "tls", "ws", "wss")   # those a TCP connection reaches (ucx does not)
+
+
+def probe_dask_address(address: str, timeout_s: float = DASK_CONNECT_TIMEOUT_S) -> None:
+    """Refuse a --dask address where nothing accepts a TCP connection within `timeout_s`, before any work (s27walk
+    round 2: an address where nothing answered was refused only on connecting, after the screen, after Dask's own
+    30 s). A service that accepts but is not Dask's scheduler is still refused on connecting (_run_dask)."""
+    scheme, sep, rest = address.rpartition("://")
+    if address == "local" or (sep and scheme not in TCP_SCHEMES):
+        return
+    host, _, port = rest.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        why = f"no answer within {timeout_s:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        raise ScenarioError("--dask", address, f"'local' or the address of a running Dask scheduler, e.g. tcp://HOST:8786 "
+                            f"(nothing accepts a connection there: {why}; --dask-connect-timeout S waits longer)") from None
 
 
 def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> Iterator:

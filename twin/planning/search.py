@@ -281,12 +281,23 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
         evaluated=len(ordered), feasible=len(feasible), simulated=len(simulated), num_meeting_deadline=len(meeting),
         infeasible_by_reason=dict(reasons.most_common()),
         best=best, fastest=fastest, pareto=tuple(front(simulated)), screen_error=screen_error(ordered),
-        no_answer=no_answer(spec, len(ordered), len(feasible), len(simulated), reasons, best, fastest),
+        no_answer=no_answer(spec, len(ordered), len(feasible), len(simulated), reasons, best, fastest,
+                            cheapest_in_time(simulated, spec.days)),
         rows=tuple(ordered))
 
 
-def no_answer(spec, evaluated: int, feasible: int, simulated: int, reasons: Counter, best, fastest) -> str:
-    """Why a search has no answer ('' where it has one): the text `twin plan` prints after "infeasible: "."""
+def cheapest_in_time(simulated: list[PlanRow], days: float) -> PlanRow | None:
+    """The cheapest simulated plan within the deadline, whatever the budget (None where none is, or none has a price):
+    what a budget that no plan meets asks next, how much the deadline costs at the least (s27walk)."""
+    priced = [r for r in simulated if _meets(r, days, None) and r.cost_usd_goodput is not None]
+    return min(priced, key=_price_key) if priced else None
+
+
+def no_answer(spec, evaluated: int, feasible: int, simulated: int, reasons: Counter, best, fastest,
+              cheapest: PlanRow | None = None) -> str:
+    """Why a search has no answer ('' where it has one): the text `twin plan` prints after "infeasible: ". Where a
+    budget is missed, the cheapest plan within the deadline is named beside the fastest (until s27walk only the
+    fastest was, the figure a deadline question wants, not a budget one)."""
     if feasible == 0:
         return f"none of the {evaluated:,} candidates can run: " + "; ".join(f"{k} ({v:,})" for k, v in reasons.most_common())
     if best is not None:
@@ -294,6 +305,11 @@ def no_answer(spec, evaluated: int, feasible: int, simulated: int, reasons: Coun
     budget = f" for at most ${spec.budget_usd:,.0f}" if spec.budget_usd is not None else ""
     slowest = (f"; the fastest takes {fastest.wall_days_goodput:.1f} days with failures ({fastest.label}; "
                f"{fastest.wall_days:.1f} compute days)" if fastest else "")
+    if spec.budget_usd is not None:
+        slowest += (f"; the cheapest within {spec.days:g} day{'' if spec.days == 1 else 's'} costs "
+                    f"${cheapest.cost_usd_goodput:,.0f} with failures ({cheapest.label}; "
+                    f"{cheapest.wall_days_goodput:.1f} days)" if cheapest is not None else
+                    f"; none is within {spec.days:g} day{'' if spec.days == 1 else 's'} at any cost")
     return (f"none of the {simulated:,} simulated plans trains {short_count(spec.tokens)} tokens within "
             f"{spec.days:g} day{'' if spec.days == 1 else 's'}{budget}{slowest}")
 

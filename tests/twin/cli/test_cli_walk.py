@@ -99,3 +99,98 @@ def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
     assert main(["plan", *TINY, "--tokens", "1e9", "--days", "30", "--gpu", "h100", "--num-gpus", "8", "--pp", "1,2",
                  "--quiet"]) == 0
     assert f"\n({LABEL_LEGEND})\n" in capsys.readouterr().out
+
+
+def test_argparse_refusals_are_one_named_line(capsys):
+    """s27walk round 2: argparse's own refusals (`twin serve --requests 1e9`) printed the usage (3-4 lines) above
+    "twin serve: error: argument --requests: invalid int value: '1e9'"; now one line, as a scenario's: flag, value,
+    what is allowed, exit 2. --help still prints the usage."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    import pytest
+    fuzz = sys.modules.get("fuzz_cli_loader")   # the fuzzer's pattern of a named refusal (as test_scenario_loader_fuzz)
+    if fuzz is None:
+        spec = importlib.util.spec_from_file_location("fuzz_cli_loader", Path(__file__).resolve().parents[3] / "benchmarks" / "fuzz_cli.py")
+        fuzz = sys.modules["fuzz_cli_loader"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fuzz)
+    NAMED = fuzz.NAMED
+    cases = {("serve", "--requests", "1e9"): "error: --requests: got '1e9'; allowed: an integer (N)",
+             ("plan", "--days", "x"): "error: --days: got 'x'; allowed: a number (DAYS)",
+             ("step", "--schedule", "bogus"): "error: --schedule: got 'bogus'; allowed: 1f1b, zb1p",
+             ("plan", "--bogus"): "error: arguments in twin plan: got '--bogus'; allowed: the options and arguments of `twin plan --help`",
+             ("serve", "--requests"): "error: --requests: got no value; allowed: an integer (N)",
+             ("frob",): "error: command: got 'frob'; allowed: model, step,",
+             (): "error: command: got nothing; allowed: model, step,",
+             ("step", "--quiet=3"): "error: --quiet: got '3'; allowed: no value (a switch)",
+             ("sweep", "--grid", "plan.pp=1", "--random", "2", "--lhs", "2"): "error: --lhs: got it with --random; allowed: one of"}
+    for argv, start in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        lines = err.strip("\n").split("\n")
+        assert exc.value.code == 2 and not out and len(lines) == 1 and lines[0].startswith(start), (argv, err)
+        assert NAMED.match(lines[0]), lines[0]
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("usage: twin serve")
+
+
+def test_a_dask_address_where_nothing_answers_is_refused_before_the_screen(capsys, monkeypatch):
+    """s27walk round 2: `twin plan --dask tcp://HOST:PORT` where nothing listens screened every candidate, then
+    waited Dask's 30 s connect timeout; now a TCP connect within --dask-connect-timeout (default 5 s) first."""
+    import socket
+
+    import twin.planning.search as search
+    from twin.planning import executor
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()   # a port nothing listens on: refused at once
+    monkeypatch.setattr(search, "_screen_batch", lambda *a: (_ for _ in ()).throw(AssertionError("screened")))
+    argv = ["plan", "--tokens", "1e12", "--days", "30", "--quiet", "--dask", f"tcp://127.0.0.1:{port}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --dask: got 'tcp://127.0.0.1:{port}'; allowed: 'local' or the address of a running "
+                          "Dask scheduler, e.g. tcp://HOST:8786 (nothing accepts a connection there: ") and err.count("\n") == 1, err
+    assert main([*argv, "--dask-connect-timeout", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --dask-connect-timeout: got 0")
+
+    def silent(addr, timeout):
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(executor.socket, "create_connection", silent)   # a host that drops the packets
+    assert main([*argv, "--dask-connect-timeout", "0.5"]) == 2
+    assert "(nothing accepts a connection there: no answer within 0.5 s; --dask-connect-timeout S waits longer)" in \
+        capsys.readouterr().err
+
+
+LLAMA70B = 'name = "llama70b"\n[model]\nname = "llama3-70b"\n[cluster]\ngpu = "h100"\nnum_gpus = 1024\n[plan]\ntp = 8\npp = 4\n'
+
+
+def test_another_model_is_told_which_fields_it_took_from_deepseek_v3s_defaults(tmp_path, capsys):
+    """s27walk round 2: a llama scenario without a schedule, a GEMM precision or a batch ran DualPipe, FP8 blockwise
+    GEMMs and V3's 15,360 sequences without a word (the loader's defaults are V3's). Now said on stderr, in --json and
+    in the plan report; what the scenario sets, V3's own scenario and --set values are not listed; nothing moves."""
+    f = tmp_path / "llama.toml"
+    f.write_text(LLAMA70B)
+    assumed = {"plan.schedule": "dualpipe", "plan.gemm_precision": "fp8", "plan.fp8_recipe": "blockwise",
+               "plan.recompute": "selective", "workload.global_batch_seqs": 15360}
+    assert main(["step", str(f), "--quiet", "--json", str(tmp_path / "s.json")]) == 0
+    err = capsys.readouterr().err
+    assert "note: assumed from DeepSeek-V3's defaults, not set for this model: plan.schedule = 'dualpipe', " in err, err
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["assumed_from_deepseek_v3"] == assumed and data["scenario"]["plan"]["schedule"] == "dualpipe"
+    assert main(["step", str(f), "--quiet", "--set", "plan.schedule=1f1b", "--set", "plan.gemm_precision=bf16",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    left = json.loads((tmp_path / "s.json").read_text())["assumed_from_deepseek_v3"]
+    assert left == {"plan.recompute": "selective", "workload.global_batch_seqs": 15360}, left
+    capsys.readouterr()
+    assert main(["step", "--quiet", "--json", str(tmp_path / "v3.json")]) == 0   # V3's own scenario: nothing assumed
+    assert "assumed" not in capsys.readouterr().err and "assumed_from_deepseek_v3" not in (tmp_path / "v3.json").read_text()
+    assert main(["step", "--quiet", "--set", "model.name=mixtral-8x7b", "--set", "plan.ep=8"]) == 0   # V3's file, another model
+    assert "plan.pp = 16, plan.schedule = 'dualpipe'" in capsys.readouterr().err
+    assert main(["plan", str(f), "--tokens", "2e11", "--days", "60", "--tp", "8", "--pp", "4", "--workers", "1", "--quiet",
+                 "--out", str(tmp_path / "p"), "--json", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["assumed_from_deepseek_v3"] == assumed
+    assert "Assumed from DeepSeek-V3&#x27;s defaults, not set for this model (and not varied by the search): " \
+           "plan.schedule = dualpipe" in (tmp_path / "p" / "report.html").read_text()
