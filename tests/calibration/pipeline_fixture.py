@@ -12,6 +12,7 @@ import pandas as pd
 
 from calibration import pipeline as pipe
 from calibration.predict import gpu_spec
+from calibration.records import records_root_scope
 from twin.costs.profile import fitted_profile
 
 STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs",
@@ -37,7 +38,10 @@ def write(folder: Path, configs: list[dict], gpu: str = "h100", stretch: dict | 
     steps, ops = [], []
     for cfg in configs:
         k = (stretch or {}).get(cfg["schedule"], 1.0)
-        result, pred, _ = pipe.simulate_row(pd.Series(cfg), spec, prof)
+        # predicted under the records root validate(folder.parent) reads (records_root_scope), so the
+        # fixture's unstretched ops are exactly what validate predicts for them
+        with records_root_scope(folder.parent):
+            result, pred, _ = pipe.simulate_row(pd.Series(cfg), spec, prof)
         for rep in range(reps):
             for d in range(int(cfg["dp"])):
                 for i, (rank, label, start, end) in enumerate(result.op_spans):
