@@ -42,7 +42,6 @@ W = 2, 4, 8 and the 405B TP8 linears' GEMMs whole and as the chunk GEMMs the fus
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
@@ -291,7 +291,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
     ap.add_argument("--gpus", type=int, default=2, help="the records folder <gpu>x<gpus> (2: s9tt's; 4: s10atp's 4-GPU rows)")

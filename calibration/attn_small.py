@@ -65,7 +65,6 @@ kernels 2.90% / 8.40%, attention 2.68% / 7.07% -> 3.38% / 12.64%.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -412,7 +411,7 @@ def format_report(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.attn_small", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.attn_small", description=__doc__.splitlines()[0])
     ap.add_argument("campaign", type=Path, help="the campaign's folder (attention.csv, attention_layout.csv)")
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--candidates", default="A,B")

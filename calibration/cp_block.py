@@ -32,7 +32,6 @@ from the slowest rank's kernel table (the rank of the longest forward + backward
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
@@ -245,7 +245,7 @@ def format_table(table: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(BLOCK_DIR))
     ap.add_argument("--gpu", default="h200", help="the records' GPU (catalog and profile name: h100, h200)")
     ap.add_argument("--sustained", action="store_true", help="the training step's sustained-load profile")

@@ -24,7 +24,6 @@ prediction (calibration.parallel_blocks.predict_cp_row).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -191,7 +190,7 @@ def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profi
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
     ap.add_argument("records", type=Path)
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--folder", type=Path, default=None)

@@ -32,7 +32,6 @@ would have timed it (the median of the steps after 3 warm-ups).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.split import split
@@ -268,7 +268,7 @@ def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with decode_gemm.csv)")
     ap.add_argument("--update", action="store_true",
                     help="write the batched GEMM curves and cuBLAS kernel tables into the committed profiles")

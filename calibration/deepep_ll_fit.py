@@ -14,7 +14,6 @@ prints the fit as twin/data/serving_claims.toml's [deepep_ll_sm] holds it, with 
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def within(residuals: dict, rel: float = 0.15, abs_s: float = 2e-6) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m calibration.deepep_ll_fit", description=__doc__.split("\n\n")[0])
+    p = entry.OneLineParser(prog="python -m calibration.deepep_ll_fit", description=__doc__.split("\n\n")[0])
     p.add_argument("csv", type=Path)
     args = p.parse_args(argv)
     with entry.user_inputs("CSV", args.csv, "a DeepEP low-latency records CSV (real/bench/deepep_ll.py)"):

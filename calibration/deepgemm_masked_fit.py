@@ -12,13 +12,13 @@ Run: python -m calibration.deepgemm_masked_fit [--write]
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
 
+from calibration import entry
 from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.core import atomic
 from twin.core.specs import get_gpu
@@ -130,7 +130,7 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     ap.add_argument("--torch", action="store_true", help="print the torch rows beside the twin's torch cost")
     a = ap.parse_args(argv)

@@ -25,7 +25,6 @@ real/ ran, in the twin's op vocabulary).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import csv_exists, read_csv
@@ -319,7 +319,7 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.dense_block", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.dense_block", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
     ap.add_argument("--json", action="store_true")

@@ -20,13 +20,13 @@ the SDPA call alone at dropout 0.1 and 0 per backend (calibration/measurements/<
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import csv_exists, read_csv
@@ -158,7 +158,7 @@ def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.dense_dropout", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.dense_dropout", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
     ap.add_argument("--json", action="store_true")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from calibration import records as rec
 from calibration.records_io import csv_exists
+from twin.core.arg_errors import OneLineParser
 
 EXIT_INVALID = 2
 # a file error's own text, cut so that one line stays one line
@@ -37,11 +38,12 @@ RECORDS_HELP = ("records root to read in place of calibration/measurements (<gpu
                 "it (calibration.records.records_root)")
 
 
-class JudgeParser(argparse.ArgumentParser):
+class JudgeParser(OneLineParser):
     """A script's parser with `--records DIR` (s27walk round 2: the judges run through `__main__` read
     calibration/measurements whatever the user wanted judged). DIR becomes the records root of the process
     (calibration.records.records_root) before the script's own arguments are read (a GPU name is one of DIR's). A
-    script with its own --records keeps it."""
+    script with its own --records keeps it. Its refusals are one line, exit 2 (OneLineParser, s27walk round 3: argparse's
+    own printed the usage above the error); --help is argparse's."""
 
     def parse_known_args(self, args=None, namespace=None):
         if "--records" not in self._option_string_actions:

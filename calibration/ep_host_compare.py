@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import calibration.pipeline as pipe
+from calibration import entry
 from calibration import records as rec
 from calibration.ep_host import (CONFIG_KEYS, GROUPS, backward_calls, between_syncs, forward_segments,
                                  forward_summary, load, measured_groups, sync_split, twin_forward, twin_groups)
@@ -53,7 +54,7 @@ def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.ep_host_compare", description=__doc__,
+    ap = entry.OneLineParser(prog="python -m calibration.ep_host_compare", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--records", type=Path, default=None, help="committed records folder: the twin's side")

@@ -22,7 +22,6 @@ optimizer, the host between ops); with each op list's host and GPU seconds and i
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -211,7 +210,7 @@ def op_kernels(events: pd.DataFrame, kind: str = "BW") -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=entry.folder)
     ap.add_argument("--gpu", default="h100")
     args = ap.parse_args(argv)

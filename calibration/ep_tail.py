@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration.records_io import csv_exists, read_csv, resolve_csv
 
 CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches"]
@@ -228,7 +229,7 @@ def load(folder: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.ep_tail", description=__doc__,
+    ap = entry.OneLineParser(prog="python -m calibration.ep_tail", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--kind", default="F", help="op kind to decompose (F, BW, ...)")

@@ -20,7 +20,6 @@ Writes the "curve_fits" key of twin/data/gemm_alignment.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import gemm_align_fit as gf
 from twin.core import atomic
 from twin.costs import compute
@@ -227,7 +227,7 @@ def fit_gpu(gpu: str) -> dict | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s curve_fits")
     ap.add_argument("--judge", action="store_true", help="score the s24align3 held-out rows (table as written)")
     args = ap.parse_args(argv)

@@ -16,7 +16,6 @@ the twin's absolute time). Writes twin/data/gemm_alignment.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import prereg
 from calibration.records_io import csv_exists, read_csv
 from twin.core import atomic
@@ -190,7 +190,7 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMEN
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     args = ap.parse_args(argv)
     fits = {g: f for g in GPUS if (f := fit_gpu(g)) is not None}

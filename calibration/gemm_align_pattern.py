@@ -14,13 +14,13 @@ Writes the "pattern_fits" key of twin/data/gemm_alignment.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import gemm_align_fit as gf
 from twin.core import atomic
 from twin.costs import compute
@@ -123,7 +123,7 @@ def held_out_twin(gpu: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_pattern", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_pattern", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s pattern_fits")
     args = ap.parse_args(argv)
     fits = {g: f for g in gf.GPUS if (f := fit_gpu(g)) is not None}

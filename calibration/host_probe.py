@@ -21,13 +21,13 @@ over every round and over each record's median round (as committed records are c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration.layer_gaps import host_rates_of
 from calibration.predict import gpu_spec, predict_s
 from calibration.records import _case_name
@@ -184,7 +184,7 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.host_probe", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.host_probe", description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh, or an s8mla run's folder "
                                             "(round<i>/ inside: one probe block a round)")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))

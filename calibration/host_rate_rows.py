@@ -14,7 +14,6 @@ layer cases: the lowest held-out P90 any (fwd, bwd) pair reaches, chosen with he
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import entry
 from calibration import records as rec
 from calibration.attn_small import figures, gpu_root, meets
 from calibration.fit import PROFILES_DIR
@@ -133,7 +133,7 @@ def format_report(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.host_rate_rows", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.host_rate_rows", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the result as JSON here")
     ap.add_argument("--no-bound", action="store_true", help="skip the rate-only bound scan")
     ap.add_argument("--before", help="today's figures as JSON ({gpu: {kind: [median, p90]}}), to skip recomputing them")

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import prereg_pp4
@@ -424,7 +425,7 @@ def format_fresh(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.idle_terms", description=__doc__,
+    ap = entry.OneLineParser(prog="python -m calibration.idle_terms", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replay", help="seen records: the twin's idle and the replay's beside the measured")

@@ -168,7 +168,6 @@ beside the host clock: whether the forward ends host-bound), the rule stated bef
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -177,6 +176,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import mla_traces
 from calibration import records as rec
 from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
@@ -735,7 +735,7 @@ def _eager_terms(gpu: str, profile, df: pd.DataFrame | None, root: Path | str, p
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
     ap.add_argument("--per-op", action="store_true",
                     help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")

@@ -37,13 +37,13 @@ item at a fixed place), and the median over rounds moves at most one rank for on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import host_probe
 from calibration import records as rec
 from calibration.layer_gaps import aten_op_counts, host_rates_of, measured_host_s_per_op
@@ -244,7 +244,7 @@ def load_run(path: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
     ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")

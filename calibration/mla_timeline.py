@@ -17,11 +17,11 @@ twin, idle at the call's start / middle / end, a replay at the unprofiled host s
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
+from calibration import entry
 from calibration.mla_traces import load_events
 from calibration.records_io import csv_exists, open_csv
 
@@ -74,7 +74,7 @@ def summarize_folder(folder: Path | str) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     args = ap.parse_args(argv)
     rows = summarize_folder(args.folder)

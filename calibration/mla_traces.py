@@ -29,7 +29,6 @@ if the profiler's slowdown were even over the host's work.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.predict import gpu_spec, mla_layer_ops
 from calibration.split import is_held_out
@@ -308,7 +308,7 @@ def _fmt_row(d: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
+    ap = entry.OneLineParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) with s10mla_traces/ (default: all)")
     ap.add_argument("--json", action="store_true", help="print the decomposition as JSON")
     args = ap.parse_args(argv)

@@ -21,7 +21,6 @@ curves scaled by the twin's over the measured sustained ratio of the row's own m
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -237,7 +236,7 @@ def rows_with_block_ratio(held: pd.DataFrame) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--rows", action="store_true", help="the rule's diagnostics on the published rows")

@@ -29,7 +29,6 @@ only when the measurements do. Never fitted to a published throughput.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -427,7 +426,7 @@ def print_activity(path: Path, limit_w: float) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.power_cap",
+    ap = entry.OneLineParser(prog="python -m calibration.power_cap",
                                  description="kernels' sustained power and clock, and their speed under a lower power limit")
     ap.add_argument("records", type=Path, nargs="?", help="a sustained.csv file, or a folder holding one")
     ap.add_argument("--duty", type=Path, help="a duty_sweep.csv (campaign s14tt): fit the law, check it, the rule's criteria")

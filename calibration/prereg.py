@@ -38,7 +38,6 @@ judged per GPU and per bench (prefill, decode) separately.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import subprocess
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import host_input
 from calibration import op_host_rate
 from calibration import pipeline as pipe
@@ -1057,7 +1057,7 @@ def format_step_table(section: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid",
                                        "write-occ-grid", "compare-occ", "write-op-factors", "compare-op-rate"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",

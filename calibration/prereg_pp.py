@@ -26,13 +26,13 @@ Judgements (docs/notes/s20ppnew.md, written before the run):
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import records as rec
@@ -167,7 +167,7 @@ def format_table(sec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.prereg_pp", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.prereg_pp", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     ap.add_argument("--out", type=Path, default=PREDICTIONS_FILE)

@@ -32,7 +32,6 @@ Judgements (docs/notes/s21pp4_rule.md, written before the run), per GPU kind ove
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import records as rec
@@ -258,7 +258,7 @@ def format_table(sec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.prereg_pp4", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.prereg_pp4", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     ap.add_argument("--out", type=Path, default=PREDICTIONS_FILE)

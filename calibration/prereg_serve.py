@@ -55,7 +55,6 @@ of the GPU folder: no engine fit and no serve_load validation folder reads it).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -66,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.prereg import PREREG_DIR, write_registered
 from calibration.records_io import csv_exists, read_csv
@@ -477,7 +477,7 @@ def format_section(section: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default=NAME)
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")

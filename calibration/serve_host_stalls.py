@@ -25,13 +25,13 @@ with a switch off and on (criterion 4).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import prereg_serve as ps
 from calibration import records as rec
 from calibration import serve_switch_compare as sscm
@@ -195,7 +195,7 @@ def format_rows(rows: list[dict], verdict: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.serve_host_stalls", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.serve_host_stalls", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="write the predictions file (refuses to overwrite one)")
     ap.add_argument("--committed", choices=sorted(SWITCHES), help="criterion 4: the committed sets with this switch off and on")
     args = ap.parse_args(argv)

@@ -15,7 +15,6 @@ A diagnosis, no model change (docs/notes/s24v3pre.md). Three figures per fit mod
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration.records_io import csv_exists, open_csv
@@ -179,7 +179,7 @@ def compare(costs: IterationCosts, prompts: int, tokens: int, meas: dict) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=rec.MEASUREMENTS_DIR)
     ap.add_argument("--kernels", action="store_true", help="list the measured kernels by region and operator")
     ap.add_argument("--models", default="v3-slice-2l,qwen3moe-mla-slice")

@@ -42,7 +42,6 @@ layer's idle time and span).
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import csv
 import gzip
@@ -53,6 +52,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from calibration import entry
 from twin.core import atomic
 from twin.core.intervals import covered_length
 from twin.core.paths import shown_path
@@ -286,7 +286,7 @@ def format_table(result: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("derive", help="per-layer, per-micro-batch kernel-group times from a local copy of a trace")
     d.add_argument("trace", help="prefill.json or decode.json (or .json.gz) from deepseek-ai/profile-data")

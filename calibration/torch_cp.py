@@ -23,7 +23,6 @@ fwd_bwd; predicted as their kernel by the same curve.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.fit import PROFILES_DIR, profile_files
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv, read_csvs
@@ -292,7 +292,7 @@ def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.torch_cp",
+    ap = entry.OneLineParser(prog="python -m calibration.torch_cp",
                                  description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
     ap.add_argument("folder", type=Path, help="a torch_cp_scaling records folder (s10cp.sh's OUTDIR/s10cp)")
     ap.add_argument("--gpu", default="h100")

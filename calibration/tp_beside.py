@@ -21,13 +21,13 @@ All rows are held out: nothing here is fitted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute, tp_overlap
@@ -71,7 +71,7 @@ def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.tp_beside", description=__doc__.split("\n\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.tp_beside", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100x2")
     ap.add_argument("--root", default=str(rec.MEASUREMENTS_DIR))
     ap.add_argument("--json", action="store_true")

@@ -12,11 +12,11 @@ tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_B
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
+from calibration import entry
 from calibration.records_io import GZ, PACKABLE_SUFFIXES, XZ, pack_problem, pack_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
+    ap = entry.OneLineParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
     ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
                     help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
     ap.add_argument("--pack-tracked", action="store_true",
