@@ -563,6 +563,10 @@ def cmd_sweep(args) -> int:
     sc = _from_dict(args, raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
     check_keys(axes, sc.kind)
+    # the fields taken from V3's defaults (s27walk round 3: said by step, replay and plan, not by sweep); the swept
+    # keys are left out: each point sets them
+    swept = tuple(name for table, _, name in (a.key.partition(".") for a in axes) if table in ("plan", "workload"))
+    _note_v3_defaults(args, v3_defaults_assumed(_given(args.scenario, args.set or []), sc, swept))
     question = _sweep_question(args, sc)
     mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
     pts = points(axes, mode, n, args.seed)
@@ -584,7 +588,7 @@ def cmd_sweep(args) -> int:
                f"{result.num_points - evaluated:,} resumed)"
                + (f"\n{best_line(to_json(result))}" if result.num_ok else "")
                + f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
-    _write_json(args.json, result)
+    _write_json(args.json, _with_assumed(args, result))
     _resolved_beside(args.json, sc)   # none beside a sweep's --json F until s23walk
     if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
         print(f"error: {result.num_error:,} of {result.num_points:,} points raised an error (status 'error' in "

@@ -90,6 +90,18 @@ def test_a_sweep_prints_its_best_point(tmp_path, capsys):
     assert re.search(r"^best: plan\.pp=[12]: step time \(s\) [\d.]+ \(tokens/s per GPU [\d,.]+", out, re.M), out
 
 
+def test_a_sweep_of_another_model_is_told_which_fields_it_took_from_deepseek_v3s_defaults(tmp_path, capsys):
+    """s27walk round 3: `twin sweep` of another model said nothing of V3's defaults it ran under (step, replay and plan
+    did since round 2): the stderr note and --json's key now, the swept axes left out (each point sets them)."""
+    assert main(["sweep", *TINY, "--grid", "plan.schedule=1f1b,zb1p", "--out", str(tmp_path / "sw"), "--quiet",
+                 "--workers", "1", "--json", str(tmp_path / "sw.json")]) == 0
+    err = capsys.readouterr().err
+    assumed = json.loads((tmp_path / "sw.json").read_text())["assumed_from_deepseek_v3"]
+    assert "plan.schedule" not in assumed and "plan.pp" not in assumed, assumed   # swept; set by --set
+    assert {"plan.gemm_precision": "fp8", "plan.recompute": "selective"}.items() <= assumed.items(), assumed
+    assert "note: assumed from DeepSeek-V3's defaults, not set for this model: " in err and "plan.schedule" not in err, err
+
+
 def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
     """W6f: "512xh100 TP1 PP4 V1 EP8 CP1 ZeRO1 mb1 1f1b SMdef selective fp8": "SMdef" and "mb1" were nowhere
     explained, on the terminal or in the report."""
