@@ -371,6 +371,10 @@ def build_page(result: dict, scenario, gantt_step=None) -> Page:
                "describe this run, so the twin is compared with them; they are compared against, never fitted.")
     else:
         p.para(why_not_compared(result, scenario))
+    if result.get("assumed_from_deepseek_v3"):   # s27walk round 3: said by stderr and --json, not here, until then
+        p.para("Assumed from DeepSeek-V3's defaults, not set for this model: "
+               + ", ".join(f"{k} = {v}" for k, v in result["assumed_from_deepseek_v3"].items())
+               + ". Set them in the scenario to run otherwise.")
     p.section("Headline (with the P10–P90 band)").table(["quantity", "twin", "P10–P90"], _headline(result))
     p.section("Stages").table(*_stage_table(result, compared))
     p.section("Published figures" if compared else "Published figures, for context only")
@@ -435,10 +439,14 @@ def prepare(scenario) -> None:
     _EARLY_GANTT[_gantt_key(step)] = pg.png(plot_gantt(step), crop=False)
 
 
-def write_report(replay: ReplayResult, scenario, out_dir) -> Path:
+def write_report(replay: ReplayResult, scenario, out_dir, assumed: dict | None = None) -> Path:
     """Write the report into `out_dir` (report.html, report.md, result.json, scenario.resolved.toml,
-    results.csv, the plots); nothing there changes until all are complete. Returns `out_dir`."""
+    results.csv, the plots); nothing there changes until all are complete. Returns `out_dir`. `assumed`: the
+    scenario's fields taken from DeepSeek-V3's defaults (twin.core.scenario.v3_defaults_assumed), a line of the page
+    and result.json's "assumed_from_deepseek_v3" (as `twin replay --json`) where there are any."""
     result = to_json(replay)
+    if assumed:
+        result = {**result, "assumed_from_deepseek_v3": to_json(assumed)}
     page = build_page(result, scenario, replay.gantt_step)
     pg.write_report_dir(out_dir, page, result, scenario, files={STAGES_CSV: write_csv(result)})
     return Path(out_dir)

@@ -253,7 +253,7 @@ def cmd_replay(args) -> int:
                   warm="reports.replay_report.prepare", warm_args=(sc,)) as report:
         result = replay(sc, progress=not args.quiet)
         if report is not None:
-            report.call(result, sc, args.out)
+            report.call(result, sc, args.out, getattr(args, "v3_assumed", None))
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, _with_assumed(args, result))
     _resolved_beside(args.json, sc)

@@ -24,6 +24,9 @@ def test_replay_json_file_has_its_resolved_scenario_beside(tmp_path):
     resolved = tmp_path / "elsewhere" / "run.scenario.resolved.toml"
     assert load_scenario(resolved, kind=TRAINING).cluster.gpu == "h200"
     assert (tmp_path / "report" / "scenario.resolved.toml").is_file()
+    # s27walk round 3: the report says what this tiny model took from DeepSeek-V3's defaults (stderr and --json did)
+    assert ("Assumed from DeepSeek-V3&#x27;s defaults, not set for this model: plan.schedule = dualpipe, "
+            in (tmp_path / "report" / "report.html").read_text())
 
 
 def test_stdout_json_writes_no_file(tmp_path, monkeypatch, capsys):
