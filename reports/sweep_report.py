@@ -104,6 +104,10 @@ def build_page(result: dict) -> Page:
                + (f", {r['num_error']:,} failed with an error (a re-run tries them again)" if r["num_error"] else "")
                + f"; {r['evaluated_now']:,} computed by this run, the rest resumed.")
     p = Page("Sweep", verdict)
+    if r.get("assumed_from_deepseek_v3"):   # s27walk round 3: another model swept under V3's layout without a word
+        p.para("Assumed from DeepSeek-V3's defaults, not set for this model (and not swept): "
+               + ", ".join(f"{k} = {v}" for k, v in r["assumed_from_deepseek_v3"].items())
+               + ". Set them in the scenario to sweep otherwise.")
     p.section("Axes").table(["scenario key", "values"], [[k, ", ".join(map(str, v)) if isinstance(v, list) else f"{v['low']} to {v['high']}"]
                                                          for k, v in r["axes"].items()])
     head, ok = best_points(rows)
@@ -124,8 +128,12 @@ def build_page(result: dict) -> Page:
     return p
 
 
-def write_sweep_report(result, scenario, out_dir) -> list[Path]:
+def write_sweep_report(result, scenario, out_dir, assumed: dict | None = None) -> list[Path]:
+    """`assumed`: the base scenario's fields taken from DeepSeek-V3's defaults (scenario.v3_defaults_assumed), a line
+    of the page and result.json's "assumed_from_deepseek_v3" (as `twin sweep --json`) where there are any."""
     data = to_json(result)
+    if assumed:
+        data = {**data, "assumed_from_deepseek_v3": to_json(assumed)}
     rows = [table.flatten(x) for x in data["rows"]]
     columns = table.columns_of(rows, ("candidate_id", *data["axes"], "status", "reason"))
     return pg.write_report_dir(out_dir, build_page(data), data, scenario,

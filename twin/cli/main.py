@@ -581,7 +581,7 @@ def cmd_sweep(args) -> int:
         evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask, question=question,
                               progress=not args.quiet)
     result = result_of(axes, mode, pts, raw, done, evaluated, question)
-    write_sweep_report(result, sc, out)
+    write_sweep_report(result, sc, out, args.v3_assumed)
     errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
     _say(args, f"{result.num_points:,} points ({mode}{_repeats_note(axes, n, result.num_points)}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
                f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "

@@ -100,6 +100,8 @@ def test_a_sweep_of_another_model_is_told_which_fields_it_took_from_deepseek_v3s
     assert "plan.schedule" not in assumed and "plan.pp" not in assumed, assumed   # swept; set by --set
     assert {"plan.gemm_precision": "fp8", "plan.recompute": "selective"}.items() <= assumed.items(), assumed
     assert "note: assumed from DeepSeek-V3's defaults, not set for this model: " in err and "plan.schedule" not in err, err
+    assert "Assumed from DeepSeek-V3&#x27;s defaults, not set for this model (and not swept): plan.gemm_precision = fp8" \
+        in (tmp_path / "sw" / "report.html").read_text()
 
 
 def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
