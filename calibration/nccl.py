@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--update", action="store_true",
                     help="write the fit into the committed profile (its collectives and provenance only)")
     args = ap.parse_args(argv)
-    root = rec.MEASUREMENTS_DIR
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     gpus = args.gpu or sorted(p.name[:-2] for p in root.glob("*x2") if csv_exists(p / "nccl.csv"))
     for gpu in gpus:
         folder = root / COLLECTIVES_FOLDER.format(gpu=gpu)

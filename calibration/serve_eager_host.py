@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
     args = ap.parse_args(argv)
-    root = rec.MEASUREMENTS_DIR
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not read_fit(root):
         print(f"no fitting records under {root}/<gpu>/{NAME}/fit/", file=sys.stderr)
         return 2

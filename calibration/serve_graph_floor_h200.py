@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    root = Path(rec.MEASUREMENTS_DIR)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not slh.fit_cards(root):
         print(f"no fitting records under {root}/<gpu>/{slh.NAME}/fit/<model>/", file=sys.stderr)
         return 2

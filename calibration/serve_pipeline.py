@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement)")
     ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
     args = ap.parse_args(argv)
-    root = Path(rec.MEASUREMENTS_DIR)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.part == "fit":
         _print_fit(root)
         return 0

@@ -396,7 +396,7 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     argv = [args.command] if args.command else []
-    root = Path(rec.MEASUREMENTS_DIR)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if argv[:1] == ["constants"]:
         _print_constants(root)
         return 0

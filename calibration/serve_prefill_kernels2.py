@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    root = Path(rec.MEASUREMENTS_DIR)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set G records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2

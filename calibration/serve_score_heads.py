@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="one part (see above); default: both settings, the verdict, every check that changed side")
     part = ap.parse_args(argv).part
     argv = [part] if part else []
-    root = rec.MEASUREMENTS_DIR
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if argv[:1] == ["start"]:
         _print_start(root)
         return 0

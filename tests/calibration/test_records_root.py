@@ -70,3 +70,16 @@ def test_a_judge_run_through_main_reads_the_records_root_it_is_given(tmp_path, m
     with pytest.raises(SystemExit):   # a GPU the root does not hold is refused as one of its GPUs
         bwd_grouped.main(["h200", "--records", str(tmp_path)])
     assert "got 'h200'; allowed: one of h100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, what", [("serve_graph_ops", "fit"), ("serve_graph_floor", "fit"),
+                                          ("serve_graph_floor_h200", "guards"), ("serve_load_host", "fit")])
+def test_a_serving_judge_reads_its_fitting_runs_under_the_records_root(module, what, tmp_path, monkeypatch, capsys):
+    """The serving judges' main() took calibration/measurements as their root whatever --records said: given an
+    empty root they judged the committed runs. Now they look under the root given, find no fitting run, exit 2."""
+    import importlib
+
+    monkeypatch.setattr(rec, "_ROOT", rec._ROOT)   # the run sets the process's root: restored after the test
+    (tmp_path / "h200").mkdir()
+    assert importlib.import_module(f"calibration.{module}").main(["--records", str(tmp_path), what]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
