@@ -8,6 +8,7 @@ recover `profile` and validation must score it near zero error.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,36 @@ def assert_complete_held_out_set(name: str, models, runs_per_model: int, gpu: st
         assert len(runs) == runs_per_model and all(r["split"] == "holdout" and r["model"] == model for r in runs)
         assert all(r["num_completed"] == r["num_requests"] and r["truncated"] == "0" for r in runs)
         assert all(r["gpu_name"] == gpu_name and r["torch_version"] and r["nccl_version"] for r in runs)
+
+
+def assert_graph_guards_recomputed(judgement: dict, judged: str, guard_labels) -> None:
+    """A serving-graph judgement's guards (s27serve rounds 1-3) recomputed from its own rows: K2 per seen set within
+    the margin, K1 pooled, K3 on the committed sets, and the verdict as their conjunction."""
+    from calibration import serve_start_sync as ssy   # lazy: the serving judges are heavy to import
+
+    m = ssy.SET_MARGIN_CHECKS
+    assert set(judgement["seen_sets"]) == set(guard_labels)
+    for label, (a, b) in judgement["seen_sets"].items():
+        assert judgement["criteria"][f"K2_set_{label}_within_{m}"] == (b[0] >= a[0] - m)
+    (a, b) = judgement["pooled"]
+    assert judgement["criteria"]["K1_pooled_no_fewer"] == (b[0] >= a[0])
+    assert judgement["criteria"]["K1_pooled_median_no_higher"] == (b[1] <= a[1])
+    summ = {k: (v["in_force"], v[judged]) for k, v in judgement["summary"].items()}
+    k3 = ssy.committed_criteria({k: a for k, (a, _) in summ.items()}, {k: b for k, (_, b) in summ.items()})
+    assert {k: v for k, v in judgement["criteria"].items() if k.startswith("K3")} == k3
+    assert judgement["incomplete"] == []
+    assert judgement["passes"] == all(judgement["criteria"].values())
+    assert judgement["adopt"] == (judged if judgement["passes"] else None)
+
+
+def assert_live_row_is_committed(judgement: dict, set_name: str, model: str, run: str) -> None:
+    """One fresh run replayed live under the twin in force equals its committed row of the judgement."""
+    from calibration import serve_eager_host as seh   # lazy: as above
+    from calibration.serve_load_validation import FIGURES   # lazy: as above
+
+    live = seh.set_rows(set_name, (model,), run_ids={run})
+    assert len(live) == 1
+    stored = next(r for r in judgement["J"]["None"] if r["run_id"] == run)
+    for f in FIGURES:
+        a, b = live[0][f"{f}_rel_error"], stored[f"{f}_rel_error"]
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9), f

@@ -7,17 +7,14 @@ counts, one run replayed live under the twin in force against its stored row, an
 figures."""
 
 import json
-import math
 
 import pytest
 
 from calibration import records as rec
-from calibration import serve_eager_host as seh
 from calibration import serve_graph_floor as sgf
-from calibration import serve_start_sync as ssy
 from calibration.records_io import read_csv
-from calibration.serve_load_validation import FIGURES
-from tests.calibration.conftest import assert_complete_held_out_set
+from tests.calibration.conftest import (assert_complete_held_out_set, assert_graph_guards_recomputed,
+                                        assert_live_row_is_committed)
 from twin.serving import timing
 
 JUDGEMENT = sgf.FIT_FILE.parent / "s27serve2_judgement.json"
@@ -48,29 +45,12 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     j = {k.replace("I1_", "J1_").replace("I2_", "J2_"): v
          for k, v in sgf.slh.fresh_criteria(off, on, runs=sgf.FRESH_RUNS, models=sgf.FRESH_MODELS)["criteria"].items()}
     assert {k: v for k, v in judgement["criteria"].items() if k.startswith("J")} == j
-    m = ssy.SET_MARGIN_CHECKS
-    assert set(judgement["seen_sets"]) == set(sgf.GUARD_LABELS)
-    for label, (a, b) in judgement["seen_sets"].items():
-        assert judgement["criteria"][f"K2_set_{label}_within_{m}"] == (b[0] >= a[0] - m)
-    (a, b) = judgement["pooled"]
-    assert judgement["criteria"]["K1_pooled_no_fewer"] == (b[0] >= a[0])
-    assert judgement["criteria"]["K1_pooled_median_no_higher"] == (b[1] <= a[1])
-    summ = {k: (v["in_force"], v[sgf.JUDGED]) for k, v in judgement["summary"].items()}
-    k3 = ssy.committed_criteria({k: a for k, (a, _) in summ.items()}, {k: b for k, (_, b) in summ.items()})
-    assert {k: v for k, v in judgement["criteria"].items() if k.startswith("K3")} == k3
-    assert judgement["incomplete"] == []
-    assert judgement["passes"] == all(judgement["criteria"].values())
-    assert judgement["adopt"] == (sgf.JUDGED if judgement["passes"] else None)
+    assert_graph_guards_recomputed(judgement, sgf.JUDGED, sgf.GUARD_LABELS)
 
 
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     run = "n27k-mixtral-poisson-r11-k"
-    live = seh.set_rows(sgf.NAME, ("mixtral-mla-slice",), run_ids={run})   # the twin in force, as judged
-    assert len(live) == 1
-    stored = next(r for r in judgement["J"]["None"] if r["run_id"] == run)
-    for f in FIGURES:
-        a, b = live[0][f"{f}_rel_error"], stored[f"{f}_rel_error"]
-        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9), f
+    assert_live_row_is_committed(judgement, sgf.NAME, "mixtral-mla-slice", run)   # the twin in force, as judged
 
 
 def test_the_candidate_stays_off():
