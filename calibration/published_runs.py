@@ -59,6 +59,18 @@ MEMORY_ROW_TARGET = 0.15   # counted memory against a published figure: a yardst
 ADOPT_ALLOCATOR_RESERVED_PEAK = False
 ALLOCATORS = ("expandable", "default")   # expandable_segments on / off (calibration.allocator_reserve.SETTINGS)
 
+# Megatron-LM's README rows (source 'megatron') do not publish their micro-batch; each assumes one sequence (a
+# pipelined 175B example's). Candidate (docs/notes/s28mlm_rule.md): the micro-batch of the table's predecessor in
+# the same README section, the SC21 weak-scaling figure, whose launch script is in the repository
+# (examples/academic_paper_scripts/sc21/run_table_1.sh @ f2e5db4, sequence 2,048 by CONFIG.sh), taken in tokens
+# for the SC21 layout of the same TP and the largest PP not above the row's (sc21_micro_batch_seqs).
+ADOPT_MLM_SC21_MICRO_BATCH = False
+SC21_SEQ_LEN = 2048
+# (TP, PP) -> --micro-batch-size (sequences of SC21_SEQ_LEN), run_table_1.sh @ f2e5db4: 1.7B, 3.6B, 7.5B, 18B,
+# 39B, 76B, 145B, 310B, 530B, 1T
+SC21_MICRO_BATCH_SEQS = {(1, 1): 16, (2, 1): 16, (4, 1): 16, (8, 1): 8, (8, 2): 4, (8, 4): 2, (8, 8): 2,
+                         (8, 16): 1, (8, 35): 1, (8, 64): 1}
+
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "palm", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
@@ -104,6 +116,8 @@ def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], d
         run = PublishedRun(**{**raw, "plan": {**defaults, **raw["plan"]},
                               "not_modelled": tuple(raw.get("not_modelled", ())),
                               "assumed": tuple(raw.get("assumed", ()))})
+        if ADOPT_MLM_SC21_MICRO_BATCH and run.source == "megatron":
+            run = with_sc21_micro_batch(run)
         if run.allocator not in (None, *ALLOCATORS):
             raise ValueError(f"{path}: run {run.id}: allocator {run.allocator!r} not among {ALLOCATORS}")
         if run.source not in sources or run.metric not in METRICS or run.flop_basis not in FLOP_BASES:
@@ -114,6 +128,37 @@ def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], d
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate run ids")
     return tuple(runs), sources
+
+
+def sc21_micro_batch_seqs(tp: int, pp: int, seq_len: int, seqs_per_dp_rank: int, interleaved: bool) -> int:
+    """The micro-batch (sequences of seq_len) the SC21 script's layout of the same TP and the largest PP not
+    above `pp` runs, in tokens: max(1, MBS x 2,048 // seq_len), lowered to the largest value that splits the
+    sequences a DP rank holds a step into whole micro-batches (a multiple of PP where interleaved).
+    Worked examples (seq 4,096): TP 8 PP 1, 4 sequences a rank -> 18B's 8 x 2,048 = 4 sequences; TP 8 PP 2,
+    8 a rank -> 39B's 4 x 2,048 = 2 (4 micro-batches, a multiple of 2); TP 8 PP 6 -> PP 4's (76B) 2 x 2,048 = 1;
+    TP 1 PP 1, 4 a rank -> 1.7B's 16 x 2,048 = 8, capped at 4."""
+    layouts = [p for (t, p) in SC21_MICRO_BATCH_SEQS if t == tp and p <= pp]
+    if not layouts:
+        raise ValueError(f"no SC21 layout at tp {tp} with pp <= {pp}: allowed tp/pp {sorted(SC21_MICRO_BATCH_SEQS)}")
+    mbs = min(max(1, SC21_MICRO_BATCH_SEQS[(tp, max(layouts))] * SC21_SEQ_LEN // seq_len), seqs_per_dp_rank)
+    while mbs > 1 and (seqs_per_dp_rank % mbs or (interleaved and (seqs_per_dp_rank // mbs) % pp)):
+        mbs -= 1
+    return mbs
+
+
+def with_sc21_micro_batch(run: PublishedRun) -> PublishedRun:
+    """A Megatron row with its micro-batch read by sc21_micro_batch_seqs (its `assumed` says so where it moves)."""
+    plan = run.plan
+    tp, pp = plan.get("tp", 1), plan.get("pp", 1)
+    dp = run.num_gpus // (tp * pp * plan.get("cp", 1))
+    mbs = sc21_micro_batch_seqs(tp, pp, run.seq_len, run.global_batch_seqs // dp,
+                                plan.get("schedule") == "interleaved-1f1b")
+    if mbs == plan.get("micro_batch_seqs", 1):
+        return run   # the reading agrees with the row's own assumption: nothing to change
+    note = (f"micro_batch_seqs = {mbs} (unpublished; s28mlm: the SC21 weak-scaling script's micro-batch in tokens, "
+            "examples/academic_paper_scripts/sc21/run_table_1.sh @ f2e5db4, the table's predecessor in the README)")
+    assumed = tuple(a for a in run.assumed if not a.startswith("micro_batch_seqs")) + (note,)
+    return dataclasses.replace(run, plan={**plan, "micro_batch_seqs": mbs}, assumed=assumed)
 
 
 def plan_field_names() -> set[str]:
