@@ -64,7 +64,7 @@ ALLOCATORS = ("expandable", "default")   # expandable_segments on / off (calibra
 # the same README section, the SC21 weak-scaling figure, whose launch script is in the repository
 # (examples/academic_paper_scripts/sc21/run_table_1.sh @ f2e5db4, sequence 2,048 by CONFIG.sh), taken in tokens
 # for the SC21 layout of the same TP and the largest PP not above the row's (sc21_micro_batch_seqs).
-ADOPT_MLM_SC21_MICRO_BATCH = False
+ADOPT_MLM_SC21_MICRO_BATCH = True
 SC21_SEQ_LEN = 2048
 # (TP, PP) -> --micro-batch-size (sequences of SC21_SEQ_LEN), run_table_1.sh @ f2e5db4: 1.7B, 3.6B, 7.5B, 18B,
 # 39B, 76B, 145B, 310B, 530B, 1T

@@ -288,12 +288,16 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # s27mlm (docs/notes/s27mlm.md, no figure moves): no Megatron input mis-read; ADOPT_TE_RING_EXCESS (TE's ring
 # all-gathers at torch's fused-op floor) not adopted: with it 119B +13.5%, 462B +11.3%, strong-96 +10.4%,
 # 32B -25.9%, 70B -9.6%, median 9.58%.
+# s28mlm (docs/notes/s28mlm_rule.md, ADOPT_MLM_SC21_MICRO_BATCH adopted): the Megatron rows' unpublished
+# micro-batch read in tokens from the SC21 weak-scaling script, the table's predecessor: 1.7B / 7.1B / 16B /
+# 32B at four sequences, 70B at two: 1.7B +9.9% -> +11.8% (out), 7.1B +5.7% -> +9.7%, 16B -4.0% -> +6.4%,
+# 32B -24.7% -> +4.9% (in), 70B -7.7% -> -5.7%. Median 7.67% -> 7.12%, 18 of 31 within 10% both ways.
 NOT_MET = {
     "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.314,
     "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
     "tt-405b-4d-cp2-64k": 0.145, "tt-405b-4d-cp8-256k": -0.102,
-    "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
+    "mlm-gpt-1.7b": 0.118, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.261,
 }
@@ -305,8 +309,9 @@ NOT_MET = {
 # policy: 9.3% (9.28%), 17 within 10%; s26mem round 2 (the memory outside the allocator reserved,
 # docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%;
 # s27cp (the compiled ring attention's ranks meeting at their own graphs' collectives, docs/notes/
-# s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%)
-MEDIAN_NOT_MET = 0.077
+# s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%); s28mlm (Megatron's micro-batch
+# from the SC21 script): 7.1% (7.12%), 18 within 10%
+MEDIAN_NOT_MET = 0.071
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
