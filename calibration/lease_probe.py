@@ -325,6 +325,50 @@ def components(run: Path, rate_s: float | None = None) -> dict:
     return out
 
 
+# --- `twin validate`'s section ----------------------------------------------------------------------------------------
+
+DELIVERY_GLOB = "s28pp4_*"    # calibration/measurements/h200x4/s28pp4_<stamp>/<part>/
+
+
+def delivery(root: Path | str = rec.MEASUREMENTS_DIR) -> str | None:
+    """The delivery's folder name under `<root>/h200x4` (the first, by name), or None."""
+    found = sorted(p.name for p in (Path(root) / f"{GPU}x{NUM_GPUS}").glob(DELIVERY_GLOB) if p.is_dir())
+    return found[0] if found else None
+
+
+def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
+    """The registered predictions (balanced routing, before the run) beside the delivery's records, as prereg_pp4
+    judges its deliveries: base's registered column, and the judgement file's figures (the run's routing) where
+    it exists."""
+    sub = delivery(root)
+    if not csv_exists(path) or sub is None:
+        return {**prereg_pp4.compared(pd.DataFrame(), pd.DataFrame(), sub or "s28pp4"), "judgement": None}
+    reg = read_csv(path)
+    preds = reg.rename(columns={"predicted_base_s": "predicted_s",
+                                **{c: c[len("base_"):] for c in reg.columns if c.startswith("base_predicted_idle")}})
+    sec = prereg_pp4.compared(preds, prereg_pp4.measured(root, sub), sub)
+    judged = json.loads(JUDGEMENT_FILE.read_text()) if JUDGEMENT_FILE.exists() else None
+    sec["judgement"] = None if judged is None else {"run": judged["run"], "verdict": judged["verdict"]}
+    return sec
+
+
+def format_section(sec: dict) -> str:
+    lines = [prereg_pp4.format_table(sec).replace("Pre-registered four-GPU pipeline steps",
+                                                   "s28pp4 four-GPU pipeline steps, base registered")]
+    j = sec.get("judgement")
+    if j:
+        v = j["verdict"]
+        for name in ("base",) + CANDIDATES:
+            c = v.get(name) or {}
+            if "ep_median" in c:
+                lines.append(f"  s28pp4 judged {name} (run's routing): pp2ep2 {c['ep_median']:.1%} / {c['ep_p90']:.1%}, "
+                             f"all {c['median']:.1%} / {c['p90']:.1%}, idle {c['idle_within']} of {c['idle_ranks']}, "
+                             f"misordered {c['misordered']}")
+        lines.append(f"  s28pp4 probe {v['probe_rate_s'] * 1e6:.2f} us a launch; adopted: {v['adopt'] or 'none'}"
+                     if v.get("probe_rate_s") else f"  s28pp4 probe: none; adopted: {v['adopt'] or 'none'}")
+    return "\n".join(lines)
+
+
 # --- the command line -----------------------------------------------------------------------------------------------
 
 def _parser():
