@@ -272,6 +272,14 @@ def judgement(run: Path) -> dict:
             "verdict": v}
 
 
+def rows_of(judged: dict) -> pd.DataFrame:
+    """A judgement file's rows as judge_rows gives them (JSON's string keys of the idle dicts back to ranks)."""
+    t = pd.DataFrame(judged["rows"])
+    for col in [c for c in t.columns if c == "measured_idle_s" or c.startswith("idle_")]:
+        t[col] = [{int(k): v for k, v in (d or {}).items()} for d in t[col]]
+    return t
+
+
 def format_judgement(out: dict) -> str:
     t = pd.DataFrame(out["rows"])
     cols = ["part", "schedule", "pp", "ep", "num_microbatches", "time_s"] + [f"rel_error_{n}" for n in SETTINGS

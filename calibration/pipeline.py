@@ -443,8 +443,11 @@ EP_FWD_POOLED_HOST_S: dict[str, float] = {"h100x2": 30.4319e-6, "h100x4": 29.987
 # configuration the committed 4-GPU leases' fitting forwards come from: calibration.lease_probe); a host dict
 # carrying EP_FWD_LEASE_KEY (only calibration.lease_probe adds it, for a probed run) gives every EP forward that
 # rate, as a probed clock is given. No committed folder's host dict carries it.
+# Judged on a fresh 4xH200 lease (calibration/s28pp4_judgement.json; 24 pp2ep2 rows, median / P90 |error|): base
+# 11.65 / 17.05%, F4 5.10 / 7.39%, P 2.66 / 4.81% (the probe: 30.62 us a launch); both pass R1-R4 and G, the rule
+# adopts the one with the lower P90: P (ADOPT_EP_FORWARD_LEASE True); F4 stays False.
 ADOPT_EP_FORWARD_HOST_X4 = False
-ADOPT_EP_FORWARD_LEASE = False
+ADOPT_EP_FORWARD_LEASE = True    # adopted by its rule (s28pp4: docs/notes/s28pp4_rule.md, result there)
 EP_FWD_LEASE_KEY = "fwd_ep_lease"
 
 

@@ -20,8 +20,9 @@ def cache():
     return c
 
 
-def test_both_switches_are_off_as_committed():
-    assert pipe.ADOPT_EP_FORWARD_HOST_X4 is False and pipe.ADOPT_EP_FORWARD_LEASE is False
+def test_the_switches_are_as_the_rule_decided():
+    """s28pp4's outcome: P adopted, F4 not (at most one)."""
+    assert pipe.ADOPT_EP_FORWARD_HOST_X4 is False and pipe.ADOPT_EP_FORWARD_LEASE is True
 
 
 def test_f4_adds_the_pool_to_four_gpu_inputs_only(cache):
