@@ -19,7 +19,8 @@ Non-EP rows (pp4) are priced identically under every setting (a control).
     python -m calibration.lease_probe rate RUN_FOLDER     the probe's rate (P's input)
     python -m calibration.lease_probe judge RUN_FOLDER    every row under each setting, idle, ranking, the verdict
     python -m calibration.lease_probe record OUT.json RUN_FOLDER   the judgement file (JUDGEMENT_FILE)
-    python -m calibration.lease_probe components RUN_FOLDER   the per-component residual (marked part)
+    python -m calibration.lease_probe components RUN_FOLDER [--json calibration/s28pp4_components.json]
+                                                          item 4: where the remaining miss sits
 """
 
 from __future__ import annotations
@@ -303,34 +304,90 @@ def format_judgement(out: dict) -> str:
 
 # --- item 4: the per-component residual -----------------------------------------------------------------------------
 
-def components(run: Path, rate_s: float | None = None) -> dict:
-    """Where a pp2ep2 forward's time goes, measured against the twin (the marked part: real/ep.py's host marks,
-    1F1B at 8): per op kind, the measured median span and host interval against the twin's op seconds under base
-    (and P at `rate_s`); per forward, the marks' intervals (counts exchange, the .tolist() waits, token all-to-alls)
-    summed by label. Diagnostic, after the verdict."""
+COMPONENTS_FILE = Path(__file__).resolve().parent / "s28pp4_components.json"
+
+
+def op_residuals(run: Path, rate_s: float) -> list[dict]:
+    """Per judged part, layout and op kind (F, B, W, BW, FB), over every rank's timed compute ops: the measured
+    median device span and the twin's span of the same op under base and under P at `rate_s` (step_replay.op_table's
+    pairing: idle_terms.twin_row on prereg_pp4's path, balanced routing), and the median host lead at the op's end
+    (near 0: host-paced)."""
+    from calibration import step_replay   # lazy: only the diagnostic reads the replay's tables
+    sub = Path(run).name
+    out = {}
+    for name in ("base", "P"):
+        inputs = {GPU: inputs_of(name, rate_s if name == "P" else None)}
+        with setting(name):
+            out[name] = step_replay.op_table(Path(run).parents[1], (sub,), inputs, GPU)
+    rows = []
+    for b, p in zip(out["base"], out["P"]):
+        if b["model"] == PROBE[0]:
+            continue
+        rows.append({"model": b["model"], "seq_len": b["seq_len"], "layout": b["layout"], "kind": b["kind"],
+                     "ops": b["ops"], "measured_s": b["device_s"], "base_s": b["twin_s"], "P_s": p["twin_s"],
+                     "lead_end_s": b["lead_end_s"]})
+    return rows
+
+
+def twin_forward_split(rate_s: float, model: str = "qwen3moe-mla-slice", seq: int = 2048) -> dict:
+    """The twin's forward of a pp2ep2 first stage (4 of 8 layers, one sequence) under P at `rate_s`: launches and
+    their host seconds, the EP calls' and syncs' host seconds (their terms), its device seconds (the GPU's work
+    alone) - the split the marked forward is compared with."""
+    profile, accumulate, host, _ = inputs_of("P", rate_s)
+    host = pipe.ep_forward_at(host, rate_s)
+    spec = pipe._spec_of({"model": model, "num_layers": 8})
+    stages = pipe.stage_layers(spec.num_layers, 2)
+    ops = pipe.stage_ops(spec, stages[0], True, False, 1, seq, "bf16", pipe.gpu_spec(GPU), profile, 2, 0.0,
+                         accumulate, host)
+    launches = [h for h, _ in ops.f if h is not None and not getattr((h, _), "term", "")]
+    terms: dict[str, float] = {}
+    n_launch, launch_s, device_s = 0, 0.0, 0.0
+    for op in ops.f:
+        h, g = op[0], op[1]
+        term = getattr(op, "term", "")
+        if term:
+            terms[term] = terms.get(term, 0.0) + (h or 0.0)
+        elif h is not None:
+            n_launch += 1
+            launch_s += h
+        device_s += g or 0.0
+    del launches
+    return {"model": model, "seq_len": seq, "rate_s": rate_s, "launches": n_launch, "launch_s": launch_s,
+            "terms_s": terms, "device_s": device_s}
+
+
+def marked_forward(run: Path) -> dict:
+    """The marked part's forwards (real/ep.py's host marks; 1F1B at 8, qwen3moe-mla-slice seq 2048), medians over
+    ranks, steps and micro-batches, ms: calibration.ep_host's split of each forward's host interval (issue,
+    collective calls, .tolist() waits) and per MoE layer (layer 0, the later layers' median)."""
+    from calibration import ep_host   # lazy: the marks' reader, only for this diagnostic
     d = Path(run) / MARKS_PART / "marks_host"
-    if not csv_exists(d / "pipeline_step.csv"):
-        return {}
-    steps = read_csv(d / "pipeline_step.csv")
-    ops = read_csv(d / "pipeline_ops.csv")
-    routing = read_csv(d / "pipeline_routing.csv") if csv_exists(d / "pipeline_routing.csv") else None
-    s = steps[steps["bench"] == "pipeline_step"].iloc[0]
-    row = {"gpu": GPU, **{k: s[k] for k in efh.STEP_KEYS}}
-    mine = pipe.ops_of(pd.Series(row), ops)
-    out = {"config": {k: (int(v) if isinstance(v, (np.integer,)) else v) for k, v in row.items()},
-           "measured_step_s": float(s["time_s"]), "ops": {}}
-    for kind, g in mine.groupby("kind"):
-        span = (g["end_s"] - g["start_s"]).median()
-        host = (g["host_end_s"] - g["host_start_s"]).median() if "host_end_s" in g else math.nan
-        out["ops"][str(kind)] = {"n": int(len(g)), "span_s": float(span), "host_s": float(host)}
-    for name in ("base", "P") if rate_s else ("base",):
-        pred = predict([row], name, rate_s, routing).iloc[0]
-        out[f"predicted_{name}_s"] = float(pred["predicted_s"])
-    marks_path = d / "ep_host_marks.csv"
-    if csv_exists(marks_path):
-        m = read_csv(marks_path)
-        out["marks"] = {str(k): int(v) for k, v in m["label"].value_counts().items()}
-    return out
+    marks, ops = ep_host.load(d)
+    seg = ep_host.forward_segments(marks, ops)
+    summ = ep_host.forward_summary(seg).iloc[0]
+    groups = ep_host.measured_groups(seg)
+    first = groups[groups["layer"] == groups["layer"].min()].drop(columns=list(ep_host.OP_KEYS) + ["split", "layer"])
+    later = groups[groups["layer"] > groups["layer"].min()].drop(columns=list(ep_host.OP_KEYS) + ["split", "layer"])
+    span = (ops[ops["kind"] == "F"]["end_s"] - ops[ops["kind"] == "F"]["start_s"]).median()
+    return {"forward_device_span_s": float(span), "forward_host_s": float(summ["host"]),
+            **{f"{c}_s": float(summ[c]) for c in ep_host.CLASSES if c in summ},
+            "layer0_s": {k: float(v) for k, v in first.median().items() if not pd.isna(v)},
+            "later_layer_s": {k: float(v) for k, v in later.median().items() if not pd.isna(v)}}
+
+
+def components(run: Path, rate_s: float) -> dict:
+    """Item 4 (after the verdict, diagnostic): where the remaining miss sits. `ops`: op_residuals; `configs`: each
+    pp2ep2 configuration's measured step span against the twin's schedule replayed step by step with that step's
+    own op spans (`configs`: step_replay.config_checks under P: a residual there is the schedule's, not an op's; the tail; the
+    twin's makespan against the replay's and the share of that gap the forwards or the backwards recover); `forward`: the marked forward
+    against the twin's forward split under P."""
+    from calibration import step_replay   # lazy: as op_residuals
+    sub = Path(run).name
+    with setting("P"):
+        rows = step_replay.config_rows(Path(run).parents[1], (sub,), {GPU: inputs_of("P", rate_s)}, GPU)
+    rows = [r for r in rows if r["model"] != PROBE[0] and int(r["ep"]) > 1]
+    return {"run": sub, "rate_s": rate_s, "ops": op_residuals(run, rate_s), "configs": rows,
+            "forward": {"marked": marked_forward(run), "twin_P": twin_forward_split(rate_s)}}
 
 
 # --- `twin validate`'s section ----------------------------------------------------------------------------------------
@@ -361,20 +418,26 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FI
 
 
 def format_section(sec: dict) -> str:
-    lines = [prereg_pp4.format_table(sec).replace("Pre-registered four-GPU pipeline steps",
-                                                   "s28pp4 four-GPU pipeline steps, base registered")]
+    """The judgement file's figures first (every setting at the run's routing; the adopted one named), then the
+    registration's base rows beside the records (prereg_pp4's table)."""
+    table = prereg_pp4.format_table(sec).replace("prereg-pp4", "s28pp4 base").splitlines()
+    head = table[0].replace("Pre-registered four-GPU pipeline steps", "s28pp4 four-GPU pipeline steps on a fresh lease")
+    lines = [head]
     j = sec.get("judgement")
     if j:
         v = j["verdict"]
+        probe = f"{v['probe_rate_s'] * 1e6:.2f} us a launch" if v.get("probe_rate_s") else "none"
+        lines.append(f"  s28pp4 judged at the run's routing (the lease's probe {probe}; adopted: {v['adopt'] or 'none'}):")
         for name in ("base",) + CANDIDATES:
             c = v.get(name) or {}
             if "ep_median" in c:
-                lines.append(f"  s28pp4 judged {name} (run's routing): pp2ep2 {c['ep_median']:.1%} / {c['ep_p90']:.1%}, "
-                             f"all {c['median']:.1%} / {c['p90']:.1%}, idle {c['idle_within']} of {c['idle_ranks']}, "
-                             f"misordered {c['misordered']}")
-        lines.append(f"  s28pp4 probe {v['probe_rate_s'] * 1e6:.2f} us a launch; adopted: {v['adopt'] or 'none'}"
-                     if v.get("probe_rate_s") else f"  s28pp4 probe: none; adopted: {v['adopt'] or 'none'}")
-    return "\n".join(lines)
+                tag = " (adopted)" if name == v["adopt"] else ""
+                lines.append(f"    {name}{tag}: pp2ep2 median |err| {c['ep_median']:.1%}, P90 {c['ep_p90']:.1%}; all "
+                             f"{c['median']:.1%} / {c['p90']:.1%}; idle {c['idle_within']} of {c['idle_ranks']} "
+                             f"rank-rows within; misordered {c['misordered']}")
+        if len(table) > 1:
+            lines.append("  registered before the run, base (balanced routing):")
+    return "\n".join(lines + table[1:])
 
 
 # --- the command line -----------------------------------------------------------------------------------------------
@@ -392,6 +455,7 @@ def _parser():
     w.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
     c = sub.add_parser("components", help="the per-component residual of the marked part")
     c.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    c.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the record (COMPONENTS_FILE)")
     return ap
 
 
@@ -405,7 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe_rate(args.run), indent=1))
         return 0
     if args.command == "components":
-        print(json.dumps(components(args.run, probe_rate(args.run)["rate_s"]), indent=1))
+        from calibration.step_replay import _rounded   # lazy: the record's rounding, only here
+        out = components(args.run, probe_rate(args.run)["rate_s"])
+        text = json.dumps(_rounded({"command": " ".join(["python -m calibration.lease_probe components",
+                                                          args.run.as_posix()] + (["--json", str(args.json)]
+                                                                                  if args.json else [])),
+                                    **out}), indent=1, default=float)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
         return 0
     if args.command == "record":
         dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
