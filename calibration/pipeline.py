@@ -435,6 +435,20 @@ EP_FWD_POOLED_KEY = "fwd_ep_pooled"
 # these equal to the file, and the file to one part recomputed live)
 EP_FWD_POOLED_HOST_S: dict[str, float] = {"h100x2": 30.4319e-6, "h100x4": 29.9877e-6, "h200x2": 31.2360e-6,
                                            "h200x4": 26.7235e-6}
+# s28pp4 (docs/notes/s28pp4_rule.md, committed before its fresh 4xH200 run): two candidates for the four-GPU EP
+# forward's host rate, both False until that rule says adopt.
+# F4 (ADOPT_EP_FORWARD_HOST_X4): F's pool for four-GPU runs only (prereg.two_gpu_inputs with num_gpus 4 adds
+# EP_FWD_POOLED_KEY; two-GPU pricing, which F lost in s27epfwd's judgement, stays at its folder's rate).
+# P (ADOPT_EP_FORWARD_LEASE): the run's own lease's rate, solved from a probe taken at the run's start (the
+# configuration the committed 4-GPU leases' fitting forwards come from: calibration.lease_probe); a host dict
+# carrying EP_FWD_LEASE_KEY (only calibration.lease_probe adds it, for a probed run) gives every EP forward that
+# rate, as a probed clock is given. No committed folder's host dict carries it.
+# Judged on a fresh 4xH200 lease (calibration/s28pp4_judgement.json; 24 pp2ep2 rows, median / P90 |error|): base
+# 11.65 / 17.05%, F4 5.10 / 7.39%, P 2.66 / 4.81% (the probe: 30.62 us a launch); both pass R1-R4 and G, the rule
+# adopts the one with the lower P90: P (ADOPT_EP_FORWARD_LEASE True); F4 stays False.
+ADOPT_EP_FORWARD_HOST_X4 = False
+ADOPT_EP_FORWARD_LEASE = True    # adopted by its rule (s28pp4: docs/notes/s28pp4_rule.md, result there)
+EP_FWD_LEASE_KEY = "fwd_ep_lease"
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -1201,8 +1215,10 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
         host = {**host, "fwd": host["fwd_ep"]}
     if host and pp == 1 and ep > 1 and (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and EP_FWD_PROBE_KEY in host:
         host = {**host, "fwd": host[EP_FWD_PROBE_KEY]}
-    if host and ep > 1 and ADOPT_EP_FORWARD_HOST and EP_FWD_POOLED_KEY in host:    # s27epfwd: any pp
-        host = ep_forward_pooled(host)
+    if host and ep > 1 and (ADOPT_EP_FORWARD_HOST or ADOPT_EP_FORWARD_HOST_X4) and EP_FWD_POOLED_KEY in host:
+        host = ep_forward_pooled(host)    # s27epfwd (any pp); s28pp4's F4 (the key only on four-GPU inputs)
+    if host and ep > 1 and ADOPT_EP_FORWARD_LEASE and EP_FWD_LEASE_KEY in host:    # s28pp4's P: the probed lease
+        host = ep_forward_at(host, host[EP_FWD_LEASE_KEY])
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
                         accumulate_frac=fracs[s], accumulate=accumulate, host=host, ep_rows=ep_rows)
@@ -1252,8 +1268,12 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
 def ep_forward_pooled(host: dict) -> dict:
     """`host` with every forward rate ("fwd", each "fwd@<role>" and "fwd_fb@<role>") at its EP_FWD_POOLED_KEY rate
     (s27epfwd, ADOPT_EP_FORWARD_HOST): an EP stage's forward issues at the pooled leases' rate whatever its role."""
-    rate = host[EP_FWD_POOLED_KEY]
-    return {**{k: v for k, v in host.items() if not k.startswith(("fwd@", f"{FB_FORWARD}@"))}, "fwd": rate}
+    return ep_forward_at(host, host[EP_FWD_POOLED_KEY])
+
+
+def ep_forward_at(host: dict, rate_s: float) -> dict:
+    """`host` with every forward rate ("fwd", each "fwd@<role>" and "fwd_fb@<role>") at `rate_s` seconds a launch."""
+    return {**{k: v for k, v in host.items() if not k.startswith(("fwd@", f"{FB_FORWARD}@"))}, "fwd": rate_s}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:

@@ -180,7 +180,8 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: 
     steps, ops = pipe.load(folder)
     hold_s = pipe.measured_hold_before_last_w_s(steps, ops) if pipe.ADOPT_SEND_HOLD_BEFORE_LAST_W else 0.0
     pooled_s = pipe.EP_FWD_POOLED_HOST_S.get(f"{gpu}x{num_gpus}")
-    if pipe.ADOPT_EP_FORWARD_HOST and host and pooled_s is not None:   # s27epfwd: the leases' EP forward rate
+    pooled_on = pipe.ADOPT_EP_FORWARD_HOST or (pipe.ADOPT_EP_FORWARD_HOST_X4 and num_gpus == 4)   # s28pp4: F4
+    if pooled_on and host and pooled_s is not None:   # s27epfwd: the leases' EP forward rate
         host = {**host, pipe.EP_FWD_POOLED_KEY: pooled_s}
     return profile, accumulate, host, hold_s
 
