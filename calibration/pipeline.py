@@ -449,6 +449,11 @@ EP_FWD_POOLED_HOST_S: dict[str, float] = {"h100x2": 30.4319e-6, "h100x4": 29.987
 ADOPT_EP_FORWARD_HOST_X4 = False
 ADOPT_EP_FORWARD_LEASE = True    # adopted by its rule (s28pp4: docs/notes/s28pp4_rule.md, result there)
 EP_FWD_LEASE_KEY = "fwd_ep_lease"
+# s28pp42 (docs/notes/s28pp42_rule.md, committed before its fresh 2xH200 run): P on two GPUs. The probe there is the
+# `h200x2` folder's own EP2 fitting configuration (v2-lite-slice 8 layers, seq 4096, EP2 at 1 and 4 micro-batches),
+# its rate s28pp4's statistic; calibration.lease_probe2.probed_inputs adds EP_FWD_LEASE_KEY to a two-GPU host dict
+# only while this is True (False until that rule says adopt: a probed two-GPU run is priced at the folder's rate).
+ADOPT_EP_FORWARD_LEASE_X2 = False
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a

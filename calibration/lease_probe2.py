@@ -1,0 +1,297 @@
+"""s28pp42 (issue 13, docs/notes/s28pp42_rule.md): P on two GPUs. s28pp4 adopted P (pipeline.ADOPT_EP_FORWARD_LEASE:
+a probed run's EP forwards at the lease's own solved rate) on a fresh 4xH200 lease; this judges the same statistic
+on a fresh 2xH200 lease, blind, against base (the committed `h200x2` folder's rate, 27.95 us a launch).
+
+The probe is the configuration the `h200x2` folder's own fitting EP2 forwards come from (v2-lite-slice 8 layers, seq
+4096, EP2 at 1 and 4 micro-batches, split fit), run first on the same two GPUs; P's rate = the median, over its
+fitting EP forwards (every rank, count and timed step; at least MIN_PROBE_OPS), of each op's solved seconds a launch
+(lease_probe's statistic: pipeline._solved_rates with the folder's EP terms and device gap). Settings, each pricing
+every judged row before it runs (prereg.two_gpu_inputs with num_gpus 2; the run's routing records):
+  base  every switch as committed (the EP forward at the folder's `fwd`);
+  P     the host dict carrying EP_FWD_LEASE_KEY at the probe's rate (simulate_row: every EP forward at it).
+pp2 rows (ep 1) are priced identically under both (the control). pipeline.ADOPT_EP_FORWARD_LEASE_X2 (False until the
+rule says adopt) decides what probed_inputs gives a probed two-GPU run.
+
+    python -m calibration.lease_probe2 register            the registered predictions (before the run; clean tree)
+    python -m calibration.lease_probe2 rate RUN_FOLDER     the probe's rate (P's input)
+    python -m calibration.lease_probe2 judge RUN_FOLDER [--gpu h200]    every row under each setting, the verdict
+    python -m calibration.lease_probe2 record OUT.json RUN_FOLDER [--gpu h200]   the judgement file
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import calibration.pipeline as pipe
+from calibration import entry, prereg
+from calibration import ep_forward_host as efh
+from calibration import lease_probe as lp
+from calibration import records as rec
+from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
+from calibration.records_io import csv_exists, read_csv
+
+GPU = "h200"
+NUM_GPUS = 2
+# real/campaigns/s28pp42.sh's PARTS (tests/real/test_real_campaign_s28pp42.py holds them equal)
+PROBE_PART = "probe"
+PROBE = ("v2-lite-slice", 8, 4096, (1, 4))
+# part, model, layers, seq len: EP2 (pp 1, ep 2) at EP_COUNTS, every row judged
+CASES = (("qwen3-6l2k5", "qwen3moe-mla-slice", 6, 2560), ("qwen2-3l3k", "qwen2moe-mla-slice", 3, 3072),
+         ("qwen3g-5l1k5", "qwen3moe-slice", 5, 1536), ("bench-6l1k5", "bench-small", 6, 1536),
+         ("mixtral-3l1k5", "mixtral-mla-slice", 3, 1536))
+EP_COUNTS = (1, 2, 4, 8)
+# the control: pp 2, ep 1, every schedule at PP_COUNTS (priced the same under every setting)
+CONTROL = ("qwen2-pp2", "qwen2moe-mla-slice", 8, 2560)
+PP_COUNTS = (4, 8)
+SCHEDULES = ("1f1b", "zb1p", "dualpipev", "dualpipe")
+SETTINGS = ("base", "P")
+MIN_PROBE_OPS = 16            # fewer solved probe forwards: P is not judged
+MIN_EP_ROWS = 12              # fewer EP2 rows delivered: not judged
+P_GRID_S = (20e-6, 25e-6, 30e-6, 35e-6, 40e-6, 45e-6)   # P registered as a function of the probe's rate
+PREDICTIONS_FILE = prereg.PREREG_DIR / "s28pp42_predictions.csv"
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28pp42_judgement.json"
+# the rule's numbers (docs/notes/s28pp42_rule.md)
+MARGIN = 0.005                # R1: P's median and P90 |error| over the EP2 rows at most this above base's
+TARGET_MEDIAN, TARGET_P90 = 0.05, 0.10
+
+
+def case_rows(gpu: str = GPU) -> list[dict]:
+    """Every judged row (real/pipeline/bench.py's fields), in the campaign's order: the EP2 parts, then the control."""
+    base = {"gpu": gpu, "num_gpus": NUM_GPUS, "micro_batch_seqs": 1, "precision": "bf16"}
+    rows = [{"part": part, **base, "bench": "ep_step", "model": model, "schedule": "1f1b", "pp": 1, "ep": 2, "dp": 2,
+             "num_microbatches": n, "seq_len": seq, "num_layers": layers}
+            for part, model, layers, seq in CASES for n in EP_COUNTS]
+    part, model, layers, seq = CONTROL
+    rows += [{"part": part, **base, "bench": "pipeline_step", "model": model, "schedule": s, "pp": 2, "ep": 1, "dp": 1,
+              "num_microbatches": n, "seq_len": seq, "num_layers": layers} for n in PP_COUNTS for s in SCHEDULES]
+    return rows
+
+
+def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR,
+              cache: dict | None = None) -> tuple:
+    """The committed `<gpu>x2` inputs a setting prices with (P: the host dict carrying the probe's rate)."""
+    cache = {} if cache is None else cache
+    if gpu not in cache:
+        cache[gpu] = prereg.two_gpu_inputs(gpu, root, NUM_GPUS)
+    profile, accumulate, host, hold = cache[gpu]
+    if name == "P":
+        if rate_s is None:
+            raise ValueError("P needs the probe's rate")
+        host = {**(host or {}), pipe.EP_FWD_LEASE_KEY: float(rate_s)}
+    return profile, accumulate, host, hold
+
+
+def probed_inputs(rate_s: float | None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
+    """A probed two-GPU run's pricing inputs: P's where pipeline.ADOPT_EP_FORWARD_LEASE_X2 (and a rate), else base's."""
+    use = pipe.ADOPT_EP_FORWARD_LEASE_X2 and rate_s is not None
+    return inputs_of("P" if use else "base", rate_s if use else None, gpu, root)
+
+
+def predict(rows: list[dict], name: str, rate_s: float | None = None, routing: pd.DataFrame | None = None,
+            gpu: str = GPU, cache: dict | None = None) -> pd.DataFrame:
+    """The twin's step seconds (and each pipeline rank's idle) of `rows` under setting `name`."""
+    inputs = inputs_of(name, rate_s, gpu, cache=cache)
+    clean = [{k: v for k, v in r.items() if k != "part"} for r in rows]
+    return prereg.predict_ep(clean, num_gpus=NUM_GPUS, routing=routing, inputs={gpu: inputs})
+
+
+def registered() -> pd.DataFrame:
+    """The registration: each judged row under base and under P at each rate of P_GRID_S (balanced routing)."""
+    rows = case_rows()
+    cache: dict = {}
+    out = pd.DataFrame(rows)
+    base = predict(rows, "base", cache=cache)
+    out["predicted_base_s"] = base["predicted_s"].to_numpy()
+    for r in P_GRID_S:
+        out[f"predicted_P{r * 1e6:.0f}us_s"] = predict(rows, "P", r, cache=cache)["predicted_s"].to_numpy()
+    return out
+
+
+# --- the probe ------------------------------------------------------------------------------------------------------
+
+def probe_rate(folder: Path, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR,
+               cache: dict | None = None) -> dict:
+    """{rate_s (None under MIN_PROBE_OPS solved forwards), ops, by_rank_s, by_count_s} of a probe folder (the run's
+    `probe` part): each fitting EP forward's solved seconds a launch with base's inputs."""
+    folder = Path(folder)
+    if not csv_exists(folder / "pipeline_ops.csv"):
+        return {"rate_s": None, "ops": 0, "by_rank_s": {}, "by_count_s": {}}
+    inputs = inputs_of("base", gpu=gpu, root=root, cache=cache)
+    h = efh.fitting_forwards(folder)
+    rates = _rates_of(h, folder, inputs, gpu)
+    out = {"rate_s": float(np.median(rates)) if len(rates) >= MIN_PROBE_OPS else None, "ops": len(rates),
+           "by_rank_s": {}, "by_count_s": {}}
+    for col, key in (("rank", "by_rank_s"), ("num_microbatches", "by_count_s")):
+        for v, g in h.groupby(col):
+            r = _rates_of(g, folder, inputs, gpu)
+            if r:
+                out[key][str(v)] = float(np.median(r))
+    return out
+
+
+def _rates_of(h: pd.DataFrame, folder: Path, inputs: tuple, gpu: str) -> list[float]:
+    if h.empty:
+        return []
+    profile, accumulate, host, _ = inputs
+    terms = {k: v for k, v in (host or {}).items() if k in pipe.EP_TERM_KEYS}
+    return pipe._solved_rates(h, Path(folder), gpu, profile, accumulate, (host or {}).get("device_gap", 0.0),
+                              terms).get("fwd", [])
+
+
+# --- the judgement --------------------------------------------------------------------------------------------------
+
+def judge_rows(run: Path, rate_s: float | None, gpu: str = GPU, parts: tuple | None = None) -> pd.DataFrame:
+    """Every timed row of the judged parts (CASES and CONTROL; `parts` another list of part folders, for a mock)
+    priced under each setting (P only with a probe rate) at the run's routing."""
+    cache: dict = {}
+    names = [c[0] for c in CASES] + [CONTROL[0]] if parts is None else list(parts)
+    out = []
+    for part in names:
+        d = Path(run) / part
+        if not csv_exists(d / "pipeline_step.csv"):
+            continue
+        steps = read_csv(d / "pipeline_step.csv")
+        steps = steps[steps["bench"].isin(["ep_step", "pipeline_step"]) & (steps["time_s"] > 0)]
+        routing = read_csv(d / "pipeline_routing.csv") if csv_exists(d / "pipeline_routing.csv") else None
+        ops = read_csv(d / "pipeline_ops.csv") if csv_exists(d / "pipeline_ops.csv") else None
+        for _, s in steps.iterrows():
+            row = {"gpu": gpu, **{k: s[k] for k in efh.STEP_KEYS}}
+            r = {"part": Path(part).name, **{k: s[k] for k in ("bench", "model", "schedule", "pp", "ep",
+                                                               "num_microbatches", "seq_len", "num_layers")},
+                 "gpu_name": str(s["gpu_name"]), "measured_s": float(s["time_s"])}
+            for name in SETTINGS:
+                if name == "P" and rate_s is None:
+                    continue
+                pred = predict([row], name, rate_s if name == "P" else None, routing, gpu, cache).iloc[0]
+                r[f"predicted_{name}_s"] = float(pred["predicted_s"])
+                r[f"rel_error_{name}"] = r[f"predicted_{name}_s"] / r["measured_s"] - 1.0
+                if name == "base" and s["bench"] == "pipeline_step" and ops is not None:
+                    idle = {int(str(k)[len("predicted_idle_r"):-2]): float(v) for k, v in pred.items()
+                            if str(k).startswith("predicted_idle_r") and not pd.isna(v)}
+                    meas = pipe.measured_idle_s(pipe.ops_of(pd.Series(row), ops))
+                    within = [abs(idle[int(k) % len(idle)] - m) <= max(IDLE_TOL * m, IDLE_FLOOR_OF_STEP * r["measured_s"])
+                              for k, m in meas.items()] if idle else []
+                    r["idle_ranks"], r["idle_within"] = len(within), int(sum(within))
+            out.append(r)
+    return pd.DataFrame(out)
+
+
+def verdict(t: pd.DataFrame, probe: dict) -> dict:
+    """The rule's clauses (docs/notes/s28pp42_rule.md) on one delivery's rows and the decision (G judged apart)."""
+    ep = t[t["bench"] == "ep_step"] if len(t) else t
+    ctrl = t[t["bench"] == "pipeline_step"] if len(t) else t
+    bmed, bp90 = lp._stats(ep["rel_error_base"]) if len(ep) else (math.nan, math.nan)
+    out = {"ep_rows": int(len(ep)), "control_rows": int(len(ctrl)), "probe_rate_s": probe.get("rate_s"),
+           "probe_ops": probe.get("ops"),
+           "base": {"median": bmed, "p90": bp90, "t": bool(bmed <= TARGET_MEDIAN and bp90 <= TARGET_P90)},
+           "judged": bool(len(ep) >= MIN_EP_ROWS and probe.get("rate_s") is not None)}
+    if len(ctrl):
+        out["base"]["control_median"], out["base"]["control_p90"] = lp._stats(ctrl["rel_error_base"])
+        if "idle_ranks" in ctrl:
+            out["base"]["idle_within"], out["base"]["idle_ranks"] = (int(ctrl["idle_within"].sum()),
+                                                                     int(ctrl["idle_ranks"].sum()))
+    if "rel_error_P" not in t:
+        out["P"] = {"judged": False, "pass": False, "why": "no probe rate"}
+        out["adopt"] = False
+        return out
+    med, p90 = lp._stats(ep["rel_error_P"])
+    c = {"judged": out["judged"], "median": med, "p90": p90,
+         "r1": bool(med <= bmed + MARGIN and p90 <= bp90 + MARGIN),
+         "r2": bool(med <= TARGET_MEDIAN and p90 <= TARGET_P90),
+         "r3": bool((ctrl["predicted_P_s"] == ctrl["predicted_base_s"]).all()),
+         "signed_mean": float(ep["rel_error_P"].mean()), "base_signed_mean": float(ep["rel_error_base"].mean())}
+    c["pass"] = bool(c["judged"] and c["r1"] and c["r2"] and c["r3"])
+    out["P"] = c
+    out["adopt"] = c["pass"]
+    return out
+
+
+def judgement(run: Path, gpu: str = GPU) -> dict:
+    probe = probe_rate(Path(run) / PROBE_PART, gpu)
+    t = judge_rows(Path(run), probe["rate_s"], gpu)
+    v = verdict(t, probe)
+    records = [{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in r.items()}
+               for r in t.to_dict(orient="records")]
+    return {"gpu": gpu, "num_gpus": NUM_GPUS, "run": Path(run).name, "settings": list(SETTINGS), "probe": probe,
+            "rows": records, "verdict": v}
+
+
+def format_judgement(out: dict) -> str:
+    t = pd.DataFrame(out["rows"])
+    lines = []
+    if len(t):
+        cols = ["part", "bench", "schedule", "num_microbatches", "measured_s"] + [
+            f"rel_error_{n}" for n in SETTINGS if f"rel_error_{n}" in t] + [c for c in ("idle_within", "idle_ranks")
+                                                                            if c in t]
+        lines.append(t[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    v, p = out["verdict"], out["probe"]
+    lines.append(f"probe: {p['ops']} forwards, rate " + (f"{p['rate_s'] * 1e6:.2f} us" if p["rate_s"] else "none")
+                 + f" (by rank {({k: round(x * 1e6, 2) for k, x in p['by_rank_s'].items()})}, by count "
+                 f"{({k: round(x * 1e6, 2) for k, x in p['by_count_s'].items()})})")
+    b = v["base"]
+    lines.append(f"EP2 rows {v['ep_rows']}: base {b['median']:.2%} / {b['p90']:.2%} (T {b['t']})")
+    c = v["P"]
+    if "median" in c:
+        lines.append(f"P: {c['median']:.2%} / {c['p90']:.2%} (signed mean {c['signed_mean']:+.2%}, base "
+                     f"{c['base_signed_mean']:+.2%}); R1 {c['r1']} R2 (T) {c['r2']} R3 {c['r3']}: pass {c['pass']}")
+    if "control_median" in b:
+        lines.append(f"control (pp2, {v['control_rows']} rows): {b['control_median']:.2%} / {b['control_p90']:.2%}, "
+                     f"idle {b.get('idle_within')} of {b.get('idle_ranks')} rank-rows within")
+    lines.append(f"judged: {v['judged']}; adopt P on two GPUs: {v['adopt']}")
+    return "\n".join(lines)
+
+
+# --- the command line -----------------------------------------------------------------------------------------------
+
+def _parser():
+    ap = entry.parser("calibration.lease_probe2", __doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("register", help="write the registered predictions (refuses a dirty tree or an existing file)")
+    r = sub.add_parser("rate", help="the probe's rate of a delivery")
+    r.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    j = sub.add_parser("judge", help="a delivery's rows under each setting, and the verdict")
+    j.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    w = sub.add_parser("record", help="write the judgement of a delivery to OUT.json")
+    w.add_argument("out", type=Path, metavar="OUT.json")
+    w.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    for p in (r, j, w):
+        p.add_argument("--gpu", type=entry.gpu_name, default=GPU, help="the delivery's card (h200; h100: a 2xH100 pair)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "register":
+        df = prereg.write_registered(PREDICTIONS_FILE, registered)
+        print(df.to_string(index=False))
+        return 0
+    if args.command == "rate":
+        print(json.dumps(probe_rate(args.run / PROBE_PART, args.gpu), indent=1))
+        return 0
+    if args.command == "record":
+        dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
+        if dirty:
+            print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
+                  "commit of the code that computed it", file=sys.stderr)
+            return 2
+    out = judgement(args.run, args.gpu)
+    print(format_judgement(out))
+    if args.command == "record":
+        commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
+        cmd = " ".join(["python -m calibration.lease_probe2 record", str(args.out), args.run.as_posix()]
+                       + ([f"--gpu {args.gpu}"] if args.gpu != GPU else []))
+        args.out.write_text(json.dumps({"command": cmd, "code_commit": commit, **out}, indent=1, default=float)
+                            + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
