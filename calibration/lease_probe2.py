@@ -9,10 +9,13 @@ fitting EP forwards (every rank, count and timed step; at least MIN_PROBE_OPS), 
 every judged row before it runs (prereg.two_gpu_inputs with num_gpus 2; the run's routing records):
   base  every switch as committed (the EP forward at the folder's `fwd`);
   P     the host dict carrying EP_FWD_LEASE_KEY at the probe's rate (simulate_row: every EP forward at it).
-pp2 rows (ep 1) are priced identically under both (the control). pipeline.ADOPT_EP_FORWARD_LEASE_X2 (False until the
-rule says adopt) decides what probed_inputs gives a probed two-GPU run.
+  Q     (amendment A1) P, and the forwards of rows without EP (pp2) at the probe's rate too
+        (pipeline.ADOPT_FORWARD_LEASE_ALL): judged on the pp2 control rows.
+pp2 rows (ep 1) are priced identically under base and P (the control). pipeline.ADOPT_EP_FORWARD_LEASE_X2 (False until
+the rule says adopt) decides what probed_inputs gives a probed two-GPU run.
 
     python -m calibration.lease_probe2 register            the registered predictions (before the run; clean tree)
+    python -m calibration.lease_probe2 register-q          Q's registered predictions of the control rows (A1)
     python -m calibration.lease_probe2 rate RUN_FOLDER     the probe's rate (P's input)
     python -m calibration.lease_probe2 judge RUN_FOLDER [--gpu h200]    every row under each setting, the verdict
     python -m calibration.lease_probe2 record OUT.json RUN_FOLDER [--gpu h200]   the judgement file
@@ -20,6 +23,7 @@ rule says adopt) decides what probed_inputs gives a probed two-GPU run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -51,14 +55,17 @@ EP_COUNTS = (1, 2, 4, 8)
 CONTROL = ("qwen2-pp2", "qwen2moe-mla-slice", 8, 2560)
 PP_COUNTS = (4, 8)
 SCHEDULES = ("1f1b", "zb1p", "dualpipev", "dualpipe")
-SETTINGS = ("base", "P")
+SETTINGS = ("base", "P", "Q")
 MIN_PROBE_OPS = 16            # fewer solved probe forwards: P is not judged
 MIN_EP_ROWS = 12              # fewer EP2 rows delivered: not judged
 P_GRID_S = (20e-6, 25e-6, 30e-6, 35e-6, 40e-6, 45e-6)   # P registered as a function of the probe's rate
 PREDICTIONS_FILE = prereg.PREREG_DIR / "s28pp42_predictions.csv"
+Q_PREDICTIONS_FILE = prereg.PREREG_DIR / "s28pp42_q_predictions.csv"
+MIN_CONTROL_ROWS = 6          # fewer pp2 rows delivered: Q not judged
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28pp42_judgement.json"
 # the rule's numbers (docs/notes/s28pp42_rule.md)
 MARGIN = 0.005                # R1: P's median and P90 |error| over the EP2 rows at most this above base's
+Q_GAIN = 0.005                # Q1: Q's median |error| over the control rows at least this below base's
 TARGET_MEDIAN, TARGET_P90 = 0.05, 0.10
 
 
@@ -74,6 +81,17 @@ def case_rows(gpu: str = GPU) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def setting(name: str):
+    """Q's switch on for `name` Q (base and P: as committed, off), restored after."""
+    before = pipe.ADOPT_FORWARD_LEASE_ALL
+    pipe.ADOPT_FORWARD_LEASE_ALL = name == "Q"
+    try:
+        yield
+    finally:
+        pipe.ADOPT_FORWARD_LEASE_ALL = before
+
+
 def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR,
               cache: dict | None = None) -> tuple:
     """The committed `<gpu>x2` inputs a setting prices with (P: the host dict carrying the probe's rate)."""
@@ -81,11 +99,27 @@ def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path
     if gpu not in cache:
         cache[gpu] = prereg.two_gpu_inputs(gpu, root, NUM_GPUS)
     profile, accumulate, host, hold = cache[gpu]
-    if name == "P":
+    if name in ("P", "Q"):
         if rate_s is None:
-            raise ValueError("P needs the probe's rate")
+            raise ValueError(f"{name} needs the probe's rate")
+        ref_key = f"{gpu}:ref"
+        if ref_key not in cache:
+            cache[ref_key] = folder_rate_s(gpu, root, cache[gpu])
         host = {**(host or {}), pipe.EP_FWD_LEASE_KEY: float(rate_s)}
+        if cache[ref_key] is not None:
+            host[pipe.EP_FWD_LEASE_REF_KEY] = cache[ref_key]
     return profile, accumulate, host, hold
+
+
+def folder_rate_s(gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR, inputs: tuple | None = None) -> float | None:
+    """The probe's statistic of the committed `<gpu>x2` folder's own fitting EP forwards (its pipeline_ops at the
+    folder's root: the probe's configuration on the folder's lease; Q's reference), or None."""
+    folder = Path(root) / f"{gpu}x{NUM_GPUS}"
+    if not csv_exists(folder / "pipeline_ops.csv"):
+        return None
+    inputs = prereg.two_gpu_inputs(gpu, root, NUM_GPUS) if inputs is None else inputs
+    rates = efh.part_rates_s(folder, gpu, inputs)
+    return float(np.median(rates)) if len(rates) >= MIN_PROBE_OPS else None
 
 
 def probed_inputs(rate_s: float | None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
@@ -99,7 +133,8 @@ def predict(rows: list[dict], name: str, rate_s: float | None = None, routing: p
     """The twin's step seconds (and each pipeline rank's idle) of `rows` under setting `name`."""
     inputs = inputs_of(name, rate_s, gpu, cache=cache)
     clean = [{k: v for k, v in r.items() if k != "part"} for r in rows]
-    return prereg.predict_ep(clean, num_gpus=NUM_GPUS, routing=routing, inputs={gpu: inputs})
+    with setting(name):
+        return prereg.predict_ep(clean, num_gpus=NUM_GPUS, routing=routing, inputs={gpu: inputs})
 
 
 def registered() -> pd.DataFrame:
@@ -111,6 +146,24 @@ def registered() -> pd.DataFrame:
     out["predicted_base_s"] = base["predicted_s"].to_numpy()
     for r in P_GRID_S:
         out[f"predicted_P{r * 1e6:.0f}us_s"] = predict(rows, "P", r, cache=cache)["predicted_s"].to_numpy()
+    return out
+
+
+def registered_q() -> pd.DataFrame:
+    """Q's registration (amendment A1): each control row under base and under Q at each rate of P_GRID_S, with each
+    pipeline rank's predicted idle (balanced routing; ep 1 rows read none)."""
+    rows = [r for r in case_rows() if r["ep"] == 1]
+    cache: dict = {}
+    out = pd.DataFrame(rows)
+    base = predict(rows, "base", cache=cache)
+    out["predicted_base_s"] = base["predicted_s"].to_numpy()
+    for c in [c for c in base.columns if str(c).startswith("predicted_idle_r")]:
+        out[f"base_{c}"] = base[c].to_numpy()
+    for r in P_GRID_S:
+        q = predict(rows, "Q", r, cache=cache)
+        out[f"predicted_Q{r * 1e6:.0f}us_s"] = q["predicted_s"].to_numpy()
+        for c in [c for c in q.columns if str(c).startswith("predicted_idle_r")]:
+            out[f"Q{r * 1e6:.0f}us_{c}"] = q[c].to_numpy()
     return out
 
 
@@ -167,18 +220,19 @@ def judge_rows(run: Path, rate_s: float | None, gpu: str = GPU, parts: tuple | N
                                                                "num_microbatches", "seq_len", "num_layers")},
                  "gpu_name": str(s["gpu_name"]), "measured_s": float(s["time_s"])}
             for name in SETTINGS:
-                if name == "P" and rate_s is None:
+                if name != "base" and rate_s is None:
                     continue
-                pred = predict([row], name, rate_s if name == "P" else None, routing, gpu, cache).iloc[0]
+                pred = predict([row], name, rate_s if name != "base" else None, routing, gpu, cache).iloc[0]
                 r[f"predicted_{name}_s"] = float(pred["predicted_s"])
                 r[f"rel_error_{name}"] = r[f"predicted_{name}_s"] / r["measured_s"] - 1.0
-                if name == "base" and s["bench"] == "pipeline_step" and ops is not None:
+                if name in ("base", "Q") and s["bench"] == "pipeline_step" and ops is not None:
                     idle = {int(str(k)[len("predicted_idle_r"):-2]): float(v) for k, v in pred.items()
                             if str(k).startswith("predicted_idle_r") and not pd.isna(v)}
                     meas = pipe.measured_idle_s(pipe.ops_of(pd.Series(row), ops))
                     within = [abs(idle[int(k) % len(idle)] - m) <= max(IDLE_TOL * m, IDLE_FLOOR_OF_STEP * r["measured_s"])
                               for k, m in meas.items()] if idle else []
-                    r["idle_ranks"], r["idle_within"] = len(within), int(sum(within))
+                    tag = "" if name == "base" else f"_{name}"
+                    r[f"idle_ranks{tag}"], r[f"idle_within{tag}"] = len(within), int(sum(within))
             out.append(r)
     return pd.DataFrame(out)
 
@@ -210,6 +264,21 @@ def verdict(t: pd.DataFrame, probe: dict) -> dict:
     c["pass"] = bool(c["judged"] and c["r1"] and c["r2"] and c["r3"])
     out["P"] = c
     out["adopt"] = c["pass"]
+    if "rel_error_Q" in t and len(ctrl):
+        qmed, qp90 = lp._stats(ctrl["rel_error_Q"])
+        bcm, bcp = out["base"]["control_median"], out["base"]["control_p90"]
+        q = {"judged": bool(probe.get("rate_s") is not None and len(ctrl) >= MIN_CONTROL_ROWS), "median": qmed,
+             "p90": qp90, "signed_mean": float(ctrl["rel_error_Q"].mean()),
+             "idle_within": int(ctrl["idle_within_Q"].sum()) if "idle_within_Q" in ctrl else None,
+             "idle_ranks": int(ctrl["idle_ranks_Q"].sum()) if "idle_ranks_Q" in ctrl else None,
+             "q1": bool(qmed <= bcm - Q_GAIN and qp90 <= bcp),
+             "q3": bool((ep["predicted_Q_s"] == ep["predicted_P_s"]).all())}
+        q["q2"] = bool(q["idle_within"] is not None and q["idle_within"] >= out["base"].get("idle_within", 0))
+        q["pass"] = bool(q["judged"] and q["q1"] and q["q2"] and q["q3"])
+        out["Q"] = q
+    else:
+        out["Q"] = {"judged": False, "pass": False, "why": "no probe rate or no control rows"}
+    out["adopt_q"] = out["Q"]["pass"]
     return out
 
 
@@ -228,8 +297,8 @@ def format_judgement(out: dict) -> str:
     lines = []
     if len(t):
         cols = ["part", "bench", "schedule", "num_microbatches", "measured_s"] + [
-            f"rel_error_{n}" for n in SETTINGS if f"rel_error_{n}" in t] + [c for c in ("idle_within", "idle_ranks")
-                                                                            if c in t]
+            f"rel_error_{n}" for n in SETTINGS if f"rel_error_{n}" in t] + [c for c in ("idle_within", "idle_ranks",
+                                                                                      "idle_within_Q") if c in t]
         lines.append(t[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     v, p = out["verdict"], out["probe"]
     lines.append(f"probe: {p['ops']} forwards, rate " + (f"{p['rate_s'] * 1e6:.2f} us" if p["rate_s"] else "none")
@@ -241,10 +310,14 @@ def format_judgement(out: dict) -> str:
     if "median" in c:
         lines.append(f"P: {c['median']:.2%} / {c['p90']:.2%} (signed mean {c['signed_mean']:+.2%}, base "
                      f"{c['base_signed_mean']:+.2%}); R1 {c['r1']} R2 (T) {c['r2']} R3 {c['r3']}: pass {c['pass']}")
+    q = v.get("Q", {})
+    if "median" in q:
+        lines.append(f"Q (control rows): {q['median']:.2%} / {q['p90']:.2%} (signed mean {q['signed_mean']:+.2%}), idle "
+                     f"{q['idle_within']} of {q['idle_ranks']}; Q1 {q['q1']} Q2 {q['q2']} Q3 {q['q3']}: pass {q['pass']}")
     if "control_median" in b:
         lines.append(f"control (pp2, {v['control_rows']} rows): {b['control_median']:.2%} / {b['control_p90']:.2%}, "
                      f"idle {b.get('idle_within')} of {b.get('idle_ranks')} rank-rows within")
-    lines.append(f"judged: {v['judged']}; adopt P on two GPUs: {v['adopt']}")
+    lines.append(f"judged: {v['judged']}; adopt P on two GPUs: {v['adopt']}; adopt Q: {v.get('adopt_q')}")
     return "\n".join(lines)
 
 
@@ -254,6 +327,7 @@ def _parser():
     ap = entry.parser("calibration.lease_probe2", __doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("register", help="write the registered predictions (refuses a dirty tree or an existing file)")
+    sub.add_parser("register-q", help="write Q's registered predictions of the control rows (amendment A1)")
     r = sub.add_parser("rate", help="the probe's rate of a delivery")
     r.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
     j = sub.add_parser("judge", help="a delivery's rows under each setting, and the verdict")
@@ -271,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "register":
         df = prereg.write_registered(PREDICTIONS_FILE, registered)
         print(df.to_string(index=False))
+        return 0
+    if args.command == "register-q":
+        df = prereg.write_registered(Q_PREDICTIONS_FILE, registered_q)
+        print(df[[c for c in df.columns if "idle" not in c]].to_string(index=False))
         return 0
     if args.command == "rate":
         print(json.dumps(probe_rate(args.run / PROBE_PART, args.gpu), indent=1))

@@ -454,6 +454,12 @@ EP_FWD_LEASE_KEY = "fwd_ep_lease"
 # its rate s28pp4's statistic; calibration.lease_probe2.probed_inputs adds EP_FWD_LEASE_KEY to a two-GPU host dict
 # only while this is True (False until that rule says adopt: a probed two-GPU run is priced at the folder's rate).
 ADOPT_EP_FORWARD_LEASE_X2 = False
+# s28pp42's Q (same rule, amendment A1, committed before the run): a probed run's forwards without EP (pp-only
+# rows: pp2 on two GPUs, pp4 on four) at the folder's own rates (`fwd`, `fwd@<role>`, `fwd_fb@<role>`) times
+# the lease's ratio: the probe's rate over EP_FWD_LEASE_REF_KEY, the same statistic of the folder's own fitting
+# forwards of the probe's configuration (its lease against the probed one). False until that rule says adopt.
+ADOPT_FORWARD_LEASE_ALL = False
+EP_FWD_LEASE_REF_KEY = "fwd_ep_lease_ref"
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -1224,6 +1230,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
         host = ep_forward_pooled(host)    # s27epfwd (any pp); s28pp4's F4 (the key only on four-GPU inputs)
     if host and ep > 1 and ADOPT_EP_FORWARD_LEASE and EP_FWD_LEASE_KEY in host:    # s28pp4's P: the probed lease
         host = ep_forward_at(host, host[EP_FWD_LEASE_KEY])
+    elif host and ADOPT_FORWARD_LEASE_ALL and EP_FWD_LEASE_KEY in host and EP_FWD_LEASE_REF_KEY in host:
+        host = forward_scaled(host, host[EP_FWD_LEASE_KEY] / host[EP_FWD_LEASE_REF_KEY])    # s28pp42's Q (ep 1)
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
                         accumulate_frac=fracs[s], accumulate=accumulate, host=host, ep_rows=ep_rows)
@@ -1274,6 +1282,11 @@ def ep_forward_pooled(host: dict) -> dict:
     """`host` with every forward rate ("fwd", each "fwd@<role>" and "fwd_fb@<role>") at its EP_FWD_POOLED_KEY rate
     (s27epfwd, ADOPT_EP_FORWARD_HOST): an EP stage's forward issues at the pooled leases' rate whatever its role."""
     return ep_forward_at(host, host[EP_FWD_POOLED_KEY])
+
+
+def forward_scaled(host: dict, ratio: float) -> dict:
+    """`host` with every forward rate ("fwd", each "fwd@<role>" and "fwd_fb@<role>") times `ratio`."""
+    return {k: (v * ratio if k == "fwd" or k.startswith(("fwd@", f"{FB_FORWARD}@")) else v) for k, v in host.items()}
 
 
 def ep_forward_at(host: dict, rate_s: float) -> dict:
