@@ -19,6 +19,9 @@ the rule says adopt) decides what probed_inputs gives a probed two-GPU run.
     python -m calibration.lease_probe2 rate RUN_FOLDER     the probe's rate (P's input)
     python -m calibration.lease_probe2 judge RUN_FOLDER [--gpu h200]    every row under each setting, the verdict
     python -m calibration.lease_probe2 record OUT.json RUN_FOLDER [--gpu h200]   the judgement file
+    python -m calibration.lease_probe2 attribute RUN4 [--json calibration/s28pp42_attribution.json]
+                                      item 1 on a four-GPU delivery (s28pp4's): the ops paired one by one, and
+                                      which op kind's measured spans recover the idle target
 """
 
 from __future__ import annotations
@@ -321,6 +324,83 @@ def format_judgement(out: dict) -> str:
     return "\n".join(lines)
 
 
+# --- item 1: the EP backward's B ops and the idle target, on a four-GPU delivery (diagnostic) ----------------------
+
+ATTRIBUTION_FILE = Path(__file__).resolve().parent / "s28pp42_attribution.json"
+KIND_SETS = (("none", ()), ("F", ("F",)), ("FB", ("FB",)), ("F+FB", ("F", "FB")), ("B", ("B",)), ("BW", ("BW",)),
+             ("W", ("W",)), ("B+BW+W", ("B", "BW", "W")), ("all", None))
+
+
+def config_attribution(row: dict, ops: pd.DataFrame, routing: pd.DataFrame | None, inputs: tuple) -> dict:
+    """One four-GPU configuration under s28pp4's P (its run's routing): each op paired with the twin's (twin / measured
+    - 1 per op, by kind) and, per KIND_SETS entry, the rank-rows whose idle the twin's schedule puts within when that
+    set of kinds runs at its measured median spans (the rest at the twin's; idle_terms.simulate_durations)."""
+    from calibration import idle_terms as it   # lazy: only this diagnostic replays schedules
+    from calibration.whole_step import gpu_spec   # lazy: as above
+    from twin.core.specs import get_model   # lazy: as above
+    profile, accumulate, host, hold = inputs
+    sr = pd.Series(row)
+    rows = pipe.ep_layer_rows(pd.DataFrame() if routing is None else routing, sr, get_model(row["model"]).top_k)
+    with lp.setting("P"):
+        res, _, det = pipe.simulate_row(sr, gpu_spec(row["gpu"]), profile, accumulate, host, None, rows, hold)
+    sched, pp = it.schedule_of(row), int(row["pp"])
+    meas, twin = it.measured_op_s(sr, ops), it.twin_op_s(res)
+    idle_m = pipe.measured_idle_s(pipe.ops_of(sr, ops))
+    within = {}
+    for name, kinds in KIND_SETS:
+        if name == "none":
+            idle = list(res.idle_s)
+        else:
+            dur = {k: meas[k] if (kinds is None or str(sched.programs[k[0]][k[1]].kind) in kinds) else v
+                   for k, v in twin.items()}
+            idle = list(it.simulate_durations(row, det, dur, hold, fb_half=True).idle_s)
+        within[name] = int(sum(abs(idle[int(g) % pp] - m) <= max(IDLE_TOL * m, IDLE_FLOOR_OF_STEP * row["time_s"])
+                               for g, m in idle_m.items()))
+    paired: dict[str, list] = {}
+    for k, v in twin.items():
+        if k in meas and meas[k] > 0:
+            paired.setdefault(str(sched.programs[k[0]][k[1]].kind), []).append(v / meas[k] - 1.0)
+    return {"rank_rows": len(idle_m), "within": within, "paired": paired,
+            "pooled": {kind: (float(np.median([twin[k] for k in twin if str(sched.programs[k[0]][k[1]].kind) == kind]))
+                              / float(np.median([meas[k] for k in meas if str(sched.programs[k[0]][k[1]].kind) == kind]))
+                              - 1.0) for kind in paired}}
+
+
+def attribution(run: Path, gpu: str = GPU) -> dict:
+    """Item 1 over every judged part of a four-GPU lease_probe delivery (s28pp4's), under P at its probe's rate:
+    per part and layout the paired op errors' medians and the pooled-median comparison; the idle rank-rows within per
+    KIND_SETS entry, per layout."""
+    from calibration import idle_terms as it   # lazy: as config_attribution
+    rate = lp.probe_rate(Path(run))["rate_s"]
+    inputs = lp.inputs_of("P", rate)
+    parts, idle, configs = [], {}, []
+    for part, *_ in lp.CASES:
+        d = Path(run) / part
+        steps, ops = read_csv(d / "pipeline_step.csv"), read_csv(d / "pipeline_ops.csv")
+        routing = read_csv(d / "pipeline_routing.csv") if csv_exists(d / "pipeline_routing.csv") else None
+        by_layout: dict[str, dict] = {}
+        for _, s in steps[steps["bench"] == "pipeline_step"].iterrows():
+            row = {**{k: s[k] for k in it.ROW_KEYS}, "gpu": gpu, "time_s": float(s["time_s"])}
+            a = config_attribution(row, ops, routing, inputs)
+            layout = f"pp{int(row['pp'])}ep{int(row['ep'])}"
+            configs.append({"part": part, "layout": layout, "schedule": row["schedule"],
+                            "num_microbatches": int(row["num_microbatches"]), "within": a["within"]})
+            acc = by_layout.setdefault(layout, {"paired": {}, "pooled": {}})
+            for kind, v in a["paired"].items():
+                acc["paired"].setdefault(kind, []).extend(v)
+                acc["pooled"].setdefault(kind, []).append(a["pooled"][kind])
+            tot = idle.setdefault(layout, {"rank_rows": 0, **{n: 0 for n, _ in KIND_SETS}})
+            tot["rank_rows"] += a["rank_rows"]
+            for n, c in a["within"].items():
+                tot[n] += c
+        for layout, acc in by_layout.items():
+            parts.append({"part": part, "layout": layout,
+                          "paired_median": {k: float(np.median(v)) for k, v in acc["paired"].items()},
+                          "paired_ops": {k: len(v) for k, v in acc["paired"].items()},
+                          "config_pooled_median": {k: float(np.median(v)) for k, v in acc["pooled"].items()}})
+    return {"run": Path(run).name, "rate_s": rate, "ops": parts, "idle_within": idle, "configs": configs}
+
+
 # --- the command line -----------------------------------------------------------------------------------------------
 
 def _parser():
@@ -335,6 +415,9 @@ def _parser():
     w = sub.add_parser("record", help="write the judgement of a delivery to OUT.json")
     w.add_argument("out", type=Path, metavar="OUT.json")
     w.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    a = sub.add_parser("attribute", help="item 1 on a four-GPU delivery (s28pp4's)")
+    a.add_argument("run", type=entry.folder, metavar="RUN4")
+    a.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the record (ATTRIBUTION_FILE)")
     for p in (r, j, w):
         p.add_argument("--gpu", type=entry.gpu_name, default=GPU, help="the delivery's card (h200; h100: a 2xH100 pair)")
     return ap
@@ -349,6 +432,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "register-q":
         df = prereg.write_registered(Q_PREDICTIONS_FILE, registered_q)
         print(df[[c for c in df.columns if "idle" not in c]].to_string(index=False))
+        return 0
+    if args.command == "attribute":
+        from calibration.step_replay import _rounded   # lazy: the record's rounding, only here
+        out = attribution(args.run)
+        cmd = " ".join(["python -m calibration.lease_probe2 attribute", args.run.as_posix()]
+                       + (["--json", str(args.json)] if args.json else []))
+        text = json.dumps(_rounded({"command": cmd, **out}), indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
         return 0
     if args.command == "rate":
         print(json.dumps(probe_rate(args.run / PROBE_PART, args.gpu), indent=1))
