@@ -324,6 +324,56 @@ def format_judgement(out: dict) -> str:
     return "\n".join(lines)
 
 
+# --- `twin validate`'s section ------------------------------------------------------------------------------------------
+
+DELIVERY_GLOB = "s28pp42_*"    # calibration/measurements/h200x2/s28pp42_<stamp>/<part>/
+
+
+def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """The registration's base predictions (balanced routing, before the run) against the delivery's measured steps,
+    and the judgement file's figures (the run's routing; each setting's verdict) where they exist."""
+    found = sorted(p for p in (Path(root) / f"{GPU}x{NUM_GPUS}").glob(DELIVERY_GLOB) if p.is_dir())
+    out: dict = {"run": found[0].name if found else None, "rows": [], "judgement": None}
+    if not found or not csv_exists(PREDICTIONS_FILE):
+        return out
+    reg = read_csv(PREDICTIONS_FILE)
+    for part in sorted({str(x) for x in reg["part"]}):
+        if not csv_exists(found[0] / part / "pipeline_step.csv"):
+            continue
+        steps = read_csv(found[0] / part / "pipeline_step.csv")
+        mine = reg[reg["part"] == part]
+        for _, s in steps[steps["time_s"] > 0].iterrows():
+            m = mine[(mine["schedule"] == s["schedule"]) & (mine["num_microbatches"] == s["num_microbatches"])]
+            if len(m):
+                out["rows"].append({"part": part, "bench": str(s["bench"]), "schedule": str(s["schedule"]),
+                                    "num_microbatches": int(s["num_microbatches"]), "measured_s": float(s["time_s"]),
+                                    "registered_base_s": float(m["predicted_base_s"].iloc[0])})
+    if JUDGEMENT_FILE.exists():
+        judged = json.loads(JUDGEMENT_FILE.read_text())
+        out["judgement"] = {"run": judged["run"], "verdict": judged["verdict"]}
+    return out
+
+
+def format_section(sec: dict) -> str:
+    lines = [f"s28pp42 two-GPU EP2 steps on a fresh lease, P on two GPUs ({sec.get('run') or 'no delivery'}):"]
+    j = sec.get("judgement")
+    if j:
+        v = j["verdict"]
+        b, p, q = v["base"], v["P"], v.get("Q", {})
+        lines.append(f"  judged at the run's routing (probe {v['probe_rate_s'] * 1e6:.2f} us a launch): EP2 {v['ep_rows']} "
+                     f"rows base {b['median']:.1%} / {b['p90']:.1%}, P {p['median']:.1%} / {p['p90']:.1%} "
+                     f"(adopted: {'P' if v['adopt'] else 'none'}); pp2 control base {b.get('control_median', 0):.1%} / "
+                     f"{b.get('control_p90', 0):.1%}, Q {q.get('median', 0):.1%} / {q.get('p90', 0):.1%} "
+                     f"(adopted: {'Q' if v.get('adopt_q') else 'none'})")
+    if sec.get("rows"):
+        t = pd.DataFrame(sec["rows"])
+        for bench, g in t.groupby("bench", sort=False):
+            e = (g["registered_base_s"] / g["measured_s"] - 1.0).abs()
+            lines.append(f"  registered before the run, base (balanced routing), {bench} {len(g)} rows: median |err| "
+                         f"{e.median():.1%}, P90 {np.percentile(e, 90):.1%}")
+    return "\n".join(lines)
+
+
 # --- item 1: the EP backward's B ops and the idle target, on a four-GPU delivery (diagnostic) ----------------------
 
 ATTRIBUTION_FILE = Path(__file__).resolve().parent / "s28pp42_attribution.json"
