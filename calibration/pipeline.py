@@ -453,11 +453,14 @@ EP_FWD_LEASE_KEY = "fwd_ep_lease"
 # `h200x2` folder's own EP2 fitting configuration (v2-lite-slice 8 layers, seq 4096, EP2 at 1 and 4 micro-batches),
 # its rate s28pp4's statistic; calibration.lease_probe2.probed_inputs adds EP_FWD_LEASE_KEY to a two-GPU host dict
 # only while this is True (False until that rule says adopt: a probed two-GPU run is priced at the folder's rate).
+# Judged on a fresh 2xH200 lease (calibration/s28pp42_judgement.json; probe 24.90 us): 20 EP2 rows base 3.40 / 8.07%,
+# P2 3.34 / 11.90% (median / P90 |error|): R1 and R2 fail, not adopted.
 ADOPT_EP_FORWARD_LEASE_X2 = False
 # s28pp42's Q (same rule, amendment A1, committed before the run): a probed run's forwards without EP (pp-only
 # rows: pp2 on two GPUs, pp4 on four) at the folder's own rates (`fwd`, `fwd@<role>`, `fwd_fb@<role>`) times
 # the lease's ratio: the probe's rate over EP_FWD_LEASE_REF_KEY, the same statistic of the folder's own fitting
 # forwards of the probe's configuration (its lease against the probed one). False until that rule says adopt.
+# Judged on the same delivery's 8 pp2 control rows: base 0.54 / 2.07%, Q 1.14 / 2.14% (Q1 fails): not adopted.
 ADOPT_FORWARD_LEASE_ALL = False
 EP_FWD_LEASE_REF_KEY = "fwd_ep_lease_ref"
 
