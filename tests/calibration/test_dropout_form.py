@@ -1,0 +1,94 @@
+"""s28mlm2 (docs/notes/s28mlm2_rule.md): attention dropout as a cost per drawn probability
+(twin.costs.compute.ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY) and its judge (calibration.dropout_form)."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from calibration import dense_dropout, dropout_form
+from calibration.predict import gpu_spec
+from twin.costs import compute
+from twin.costs.flops import Op, OpKind
+from twin.costs.profile import fitted_profile, load_profile, profile_from_json
+
+CALL = dict(batch=4, seq_len=4096, heads=16, qk_dim=128, v_dim=128, causal=True)
+
+
+def _op(dropout: float) -> Op:
+    return Op("attn_core", OpKind.ATTENTION, "attn", dropout=dropout, **CALL)
+
+
+@pytest.mark.parametrize("direction", ["fwd", "bwd"])
+def test_the_switch_adds_the_draws_in_place_of_the_factor(monkeypatch, direction):
+    prof, gpu = fitted_profile("h100"), gpu_spec("h100")
+    c = prof.attention_dropout_prob_s["cudnn"][direction]
+    base = compute.attention_time_s(_op(0.0), direction, gpu, prof)
+    monkeypatch.setattr(compute, "ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY", False)
+    off = compute.attention_time_s(_op(0.1), direction, gpu, prof)
+    r = prof.attention_dropout["cudnn"][direction]
+    assert off - prof.launch_s == pytest.approx((base - prof.launch_s) * r, rel=1e-9)
+    monkeypatch.setattr(compute, "ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY", True)
+    on = compute.attention_time_s(_op(0.1), direction, gpu, prof)
+    n = 4 * 16 * 4096 * 4096 / 2
+    assert compute.attention_probabilities(_op(0.1)) == pytest.approx(n)
+    assert on == pytest.approx(base + n * c, rel=1e-9)
+    # FA2 has no per-probability term: it keeps its factor with the switch on
+    fa2 = prof.with_attention_kernel("fa2")
+    assert compute.attention_time_s(_op(0.1), direction, gpu, fa2) - fa2.launch_s == pytest.approx(
+        (compute.attention_time_s(_op(0.0), direction, gpu, fa2) - fa2.launch_s) * fa2.attention_dropout["fa2"][direction])
+
+
+def test_the_simulation_profile_runs_the_draws_at_the_attention_clock():
+    fit, sim = fitted_profile("h100"), load_profile("h100")
+    ratio = min(1.0, fit.sustained["attention"])
+    for d in ("fwd", "bwd"):
+        assert sim.attention_dropout_prob_s["cudnn"][d] == pytest.approx(fit.attention_dropout_prob_s["cudnn"][d] / ratio)
+
+
+def test_the_profile_term_is_the_records_and_agrees_with_the_factor_at_its_call():
+    prof = fitted_profile("h100")
+    assert prof.attention_dropout_prob_s == dense_dropout.attention_dropout_prob_terms("h100")
+    df = dense_dropout.load("h100")
+    fit = df[(df["split"] == "fit") & (df["block"] == "attention") & (df["sdpa_backend"] == "cudnn")]
+    n = dense_dropout.probabilities(fit.iloc[0])
+    t0 = float(fit[(fit["bench"] == "attn_fwd") & (fit["attention_dropout"] == 0)]["time_s"].median())
+    c, r = prof.attention_dropout_prob_s["cudnn"]["fwd"], prof.attention_dropout["cudnn"]["fwd"]
+    assert t0 + n * c == pytest.approx(t0 * r, rel=1e-9)   # the two forms meet at the call they are taken from
+
+
+def _rows(law: str) -> pd.DataFrame:
+    """Synthetic campaign rows: t0 from a call's size with a faster rate at more head-rows; dropout by `law`."""
+    rows = []
+    for heads, batch, split in ((16, 1, "fit"), (16, 4, "holdout"), (7, 2, "holdout")):
+        n = batch * heads * 4096 * 4096 / 2
+        for bench, k in (("attn_fwd", 1.0), ("attn_fwd_bwd", 3.5)):
+            t0 = k * n * 1e-12 * (1.5 if batch * heads < 20 else 1.0)
+            for p in (0.0, 0.1):
+                t = t0 if p == 0 else (t0 + n * 1.3e-12 * k if law == "add" else t0 * 1.9)
+                rows += [dict(block="attention", num_heads=heads, batch=batch, seq_len=4096, bench=bench,
+                              attention_dropout=p, split=split, time_s=t, sdpa_backend="cudnn", sdpa_ran="cudnn")] * 2
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("law,verdict", [("add", "adopt"), ("mul", "not adopted")])
+def test_the_judge_tells_the_two_laws_apart(law, verdict):
+    res = dropout_form.judge(_rows(law))
+    assert res["a"]["n"] == res["m"]["n"] == 4
+    best = "a" if law == "add" else "m"
+    assert res[best]["median_abs"] == pytest.approx(0.0, abs=1e-12)
+    assert res["verdict_forms"] == verdict
+
+
+def test_a_missing_held_out_call_is_not_judged_a_pass():
+    df = _rows("add")
+    df = df[~((df["num_heads"] == 7) & (df["bench"] == "attn_fwd_bwd") & (df["attention_dropout"] > 0))]
+    res = dropout_form.judge(df)
+    assert not res["criteria"]["all_held_out_present"] and res["verdict_forms"] == "not adopted"
+
+
+def test_the_profile_field_round_trips():
+    prof = fitted_profile("h100")
+    again = profile_from_json(prof.to_json())
+    assert again.attention_dropout_prob_s == prof.attention_dropout_prob_s
+    assert dataclasses.replace(prof, attention_dropout_prob_s={}).to_json().get("attention_dropout_prob_s") is None
