@@ -25,8 +25,12 @@ import pandas as pd
 from calibration import entry
 from calibration.dense_dropout import attention_dropout_terms, probabilities
 from calibration.records import MEASUREMENTS_DIR
+from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
+from twin.costs import compute
+from twin.costs.flops import Op, OpKind
+from twin.costs.profile import fitted_profile
 
 FRESH = "s28mlm2"
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28mlm2_judgement.json"
@@ -108,16 +112,88 @@ def judge(df: pd.DataFrame) -> dict:
                 sb[f"{bench} p{p}"] = {"sbhd_s": float(r["time_s"]), "bshd_s": b,
                                        "ratio": float(r["time_s"]) / b if b else None}
     out["sbhd_vs_bshd"] = sb
-    out["committed_h100_factor"] = attention_dropout_terms("h100").get("cudnn", {})
+    out["committed_h100_factor"] = h100 = attention_dropout_terms("h100").get("cudnn", {})
+    out["committed_factor_on_this_card"] = committed_factor_errors(calls, h100)
     return out
+
+
+def committed_factor_errors(calls: pd.DataFrame, factor: dict) -> list[dict]:
+    """Report only: the twin's committed factors (forward; backward = the input-gradient pass) applied to each
+    bshd call's own measured times without dropout (forward t0_f; backward t0_fb - t0_f), against its measured
+    times with dropout: what the twin charges for dropout at each call, its curve's error aside."""
+    if not factor:
+        return []
+    out = []
+    bshd = calls[calls["block"] == "attention"]
+    for (heads, batch), _ in bshd.groupby(["num_heads", "batch"]):
+        h, b = int(heads), int(batch)
+        f0, f1 = (_t(calls, "attention", h, b, "attn_fwd", p) for p in (0.0, P_ON))
+        fb0, fb1 = (_t(calls, "attention", h, b, "attn_fwd_bwd", p) for p in (0.0, P_ON))
+        if None in (f0, f1, fb0, fb1):
+            continue
+        fwd = f0 * factor["fwd"]
+        fb = fwd + (fb0 - f0) * factor["bwd"]
+        out.append({"heads": h, "batch": b, "fwd_error": fwd / f1 - 1, "fwd_bwd_error": fb / fb1 - 1})
+    return out
+
+
+def curve_errors(df: pd.DataFrame, gpu: str) -> list[dict]:
+    """Report only: the card's fitted profile (cuDNN curves, no dropout) against each bshd call's measured times at
+    dropout 0 (forward; forward + input gradient)."""
+    prof, spec = fitted_profile(gpu), gpu_spec(gpu)
+    calls = call_times(df)
+    out = []
+    for (heads, batch, seq), _ in calls[calls["block"] == "attention"].groupby(["num_heads", "batch", "seq_len"]):
+        op = Op("attn_core", OpKind.ATTENTION, "attn", batch=int(batch), seq_len=int(seq), heads=int(heads),
+                qk_dim=128, v_dim=128, causal=True)
+        f, b = (compute.attention_time_s(op, d, spec, prof) for d in ("fwd", "bwd"))
+        f0 = _t(calls, "attention", int(heads), int(batch), "attn_fwd", 0.0)
+        fb0 = _t(calls, "attention", int(heads), int(batch), "attn_fwd_bwd", 0.0)
+        if f0 and fb0:
+            out.append({"heads": int(heads), "batch": int(batch), "fwd_error": f / f0 - 1, "fwd_bwd_error": (f + b) / fb0 - 1})
+    return out
+
+
+def with_kernel_sums(df: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
+    """Each record's GPU kernel seconds (dense_dropout_kernels.csv: its one profiled repetition, written right after
+    the record's own row, so the i-th run of kernel rows of one (bench, dropout, model) is the i-th record) in
+    `time_s`, the event-timed figure kept as `timed_s`: the call's kernels without the host's launch gaps."""
+    seg, cur, idx = [], None, -1
+    for key in zip(kernels["bench"], kernels["attention_dropout"], kernels["model"]):
+        if key != cur:
+            idx, cur = idx + 1, key
+        seg.append(idx)
+    sums = kernels.assign(rec=seg).groupby("rec")["time_s"].sum()
+    if len(sums) != len(df):
+        raise ValueError(f"dense_dropout_kernels.csv: {len(sums)} profiled records for {len(df)} rows")
+    return df.assign(timed_s=df["time_s"].values, time_s=sums.values)
 
 
 def judge_card(folder: Path) -> dict:
     df = load(folder)
     card = str(df["gpu_name"].iloc[0]) if len(df) else ""
+    gpu = next((g for g in ("h200", "h100") if g.upper() in card.upper()), None)
     return {"folder": f"{Path(folder).parent.name}/{Path(folder).name}", "gpu_name": card,
             "sm_clock_mhz_median": float(pd.to_numeric(df["sm_clock_mhz"], errors="coerce").median()),
-            "rows": int(len(df)), **judge(df)}
+            "rows": int(len(df)), **judge(df),
+            "card_curve_no_dropout": {"profile": gpu, "calls": curve_errors(df, gpu) if gpu else []},
+            "kernels": kernel_level(folder)}
+
+
+def kernel_level(folder: Path) -> dict:
+    """Report only (seen after the verdict): the same judgement on each record's profiled kernel seconds instead of
+    its event-timed seconds (which carry the host's launch gaps: ~0.05 ms on a 0.15 ms forward, ~0.25 ms on a
+    batch-1 forward+backward)."""
+    raw = read_csv(Path(folder) / "dense_dropout.csv")
+    kernels = read_csv(Path(folder) / "dense_dropout_kernels.csv")
+    df = with_kernel_sums(raw, kernels)
+    df = df[df["sdpa_ran"] == "cudnn"] if (df["sdpa_backend"] == "cudnn").any() else df
+    res = judge(df)
+    res.pop("committed_h100_factor", None)
+    card = str(df["gpu_name"].iloc[0]) if len(df) else ""
+    gpu = next((g for g in ("h200", "h100") if g.upper() in card.upper()), None)
+    res["card_curve_no_dropout"] = {"profile": gpu, "calls": curve_errors(df, gpu) if gpu else []}
+    return res
 
 
 def show(res: dict) -> None:
@@ -138,6 +214,24 @@ def show(res: dict) -> None:
     for k, v in res["sbhd_vs_bshd"].items():
         print(f"  sbhd/bshd {k}: {v['sbhd_s'] * 1e3:.3f} / {v['bshd_s'] * 1e3:.3f} ms = {v['ratio']:.3f}")
     print(f"  committed H100 cuDNN factor (batch 1 x 16 heads): {res['committed_h100_factor']}")
+    print("  the committed factors on this card's calls (report only): heads batch  fwd err  fwd+bwd err")
+    for r in res["committed_factor_on_this_card"]:
+        print(f"  {r['heads']:5d} {r['batch']:5d} {r['fwd_error']:+8.1%} {r['fwd_bwd_error']:+8.1%}")
+    c = res["card_curve_no_dropout"]
+    print(f"  the {c['profile']} fitted curve against the calls without dropout (report only): heads batch  fwd  fwd+bwd")
+    for r in c["calls"]:
+        print(f"  {r['heads']:5d} {r['batch']:5d} {r['fwd_error']:+8.1%} {r['fwd_bwd_error']:+8.1%}")
+    k = res.get("kernels")
+    if k:
+        print("  on the profiled kernel seconds (report only):")
+        for bench in BENCHES:
+            print(f"    fit {bench}: factor {k['fit_call'][bench]['factor']:.3f}")
+        for form in ("m", "a"):
+            print(f"    {form.upper()}: median |error| {k[form]['median_abs']:.1%}, P90 {k[form]['p90_abs']:.1%}")
+        print("    the committed factors on the kernels: " + ", ".join(
+            f"{r['heads']}x{r['batch']} {r['fwd_error']:+.1%}/{r['fwd_bwd_error']:+.1%}" for r in k["committed_factor_on_this_card"]))
+        print(f"    the {k['card_curve_no_dropout']['profile']} fitted curve on the kernels without dropout: " + ", ".join(
+            f"{r['heads']}x{r['batch']} {r['fwd_error']:+.1%}/{r['fwd_bwd_error']:+.1%}" for r in k["card_curve_no_dropout"]["calls"]))
 
 
 def main(argv=None) -> int:
