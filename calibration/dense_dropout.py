@@ -33,7 +33,7 @@ from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
 from twin.core.specs import ModelSpec
 from twin.costs import compute
-from twin.costs.flops import OpKind, attention_ops, hidden_dropout_ops
+from twin.costs.flops import OpKind, attention_ops, attention_pairs, hidden_dropout_ops
 from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 DROPOUT_FILE = "dense_dropout.csv"
@@ -71,6 +71,44 @@ def attention_ratios(df: pd.DataFrame, backend: str, model: str | None = None) -
         if None not in (f0, f1, b0, b1) and b0 > f0:
             out = {"fwd": f1 / f0, "bwd": (b1 - f1) / (b0 - f0)}
     return out
+
+
+PROB_MODEL = "megatron-gpt-1.7b"   # the fitting split's one call (batch 1 x 16 heads x 4,096)
+
+
+def probabilities(row) -> float:
+    """The attention probabilities of a record's SDPA call (twin.costs.compute.attention_probabilities:
+    batch x heads x causal query-key pairs)."""
+    return float(row["batch"]) * float(row["num_heads"]) * attention_pairs(int(row["seq_len"]), True)
+
+
+def attention_prob_costs(df: pd.DataFrame, backend: str, model: str | None = None) -> dict:
+    """{"fwd": c, "bwd": c} of one forced SDPA backend: the seconds dropout adds per drawn probability
+    (s28mlm2's candidate form, Profile.attention_dropout_prob_s), from the same rows as attention_ratios:
+    forward (attn_fwd at p - at 0) / n, backward ((fwd_bwd - fwd) at p - at 0) / n; empty otherwise."""
+    a = df[(df["block"] == "attention") & (df["sdpa_backend"] == backend) & (df["sdpa_ran"] == backend)]
+    if model:
+        a = a[a["model"] == model]
+    if not len(a) or a[["batch", "num_heads", "seq_len"]].drop_duplicates().shape[0] != 1:
+        return {}   # one call's rows only (a factor and a cost agree at the call they are taken from)
+    n = probabilities(a.iloc[0])
+    out = {}
+    for p_on in sorted(set(a["attention_dropout"]) - {0.0})[:1]:
+        f0, f1 = _t(a, bench="attn_fwd", attention_dropout=0.0), _t(a, bench="attn_fwd", attention_dropout=p_on)
+        b0, b1 = _t(a, bench="attn_fwd_bwd", attention_dropout=0.0), _t(a, bench="attn_fwd_bwd", attention_dropout=p_on)
+        if None not in (f0, f1, b0, b1) and b0 > f0:
+            out = {"fwd": (f1 - f0) / n, "bwd": ((b1 - f1) - (b0 - f0)) / n}
+    return out
+
+
+def attention_dropout_prob_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, model: str = PROB_MODEL) -> dict:
+    """Profile.attention_dropout_prob_s from the fitting split's attention rows of `model`'s call (the 1.7B
+    call the factor is taken at), cuDNN only (the kernel s28mlm2's rule judges): {"cudnn": {fwd, bwd}}."""
+    df = load(gpu, root)
+    if df is None:
+        return {}
+    fit = df[df["split"] == "fit"]
+    return {"cudnn": r} if (r := attention_prob_costs(fit, "cudnn", model)) else {}
 
 
 def attention_dropout_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
@@ -141,17 +179,20 @@ def check(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None
 
 
 def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
-    """Set the committed profile's `attention_dropout` from the records, every other key as it is
-    (placed after partials_reduce_eff / before provenance, as Profile.to_json does)."""
+    """Set the committed profile's `attention_dropout` (and `attention_dropout_prob_s`, s28mlm2) from the
+    records, every other key as it is (placed after partials_reduce_eff / before provenance, as
+    Profile.to_json does)."""
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     data = json.loads(path.read_text())
-    terms = attention_dropout_terms(gpu, root)
+    terms, probs = attention_dropout_terms(gpu, root), attention_dropout_prob_terms(gpu, root)
     out = {}
     for key, value in data.items():
-        if key == "attention_dropout":
+        if key in ("attention_dropout", "attention_dropout_prob_s"):
             continue
         if key == "provenance" and terms:
             out["attention_dropout"] = terms
+            if probs:
+                out["attention_dropout_prob_s"] = probs
         out[key] = value
     write_text(path, json.dumps(out, indent=1, sort_keys=False) + "\n")
     return terms
@@ -172,6 +213,7 @@ def main(argv=None) -> int:
         print(f"{args.gpu}: attention_dropout {write_profile_terms(args.gpu, args.root)}")
     df = load(args.gpu, args.root)
     res = {"gpu": args.gpu, "attention_dropout_fit": attention_dropout_terms(args.gpu, args.root),
+           "attention_dropout_prob_fit": attention_dropout_prob_terms(args.gpu, args.root),
            "attention_ratios_per_model": {f"{m} {b}": attention_ratios(df, b, m)
                                           for m in sorted(set(df["model"])) for b in ("flash", "cudnn", "efficient")},
            "blocks": check(args.gpu, args.root)}

@@ -40,7 +40,7 @@ from calibration import gemm_in_layer, sm_reserve
 from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
-from calibration.dense_dropout import attention_dropout_terms
+from calibration.dense_dropout import attention_dropout_prob_terms, attention_dropout_terms
 from calibration.grouped_clock import time_weighted_median
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
@@ -840,7 +840,8 @@ def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable
     on_part("fp8_stack")
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
                                attention_kernels=attention_kernel_terms(gpu, root),
-                               attention_dropout=attention_dropout_terms(gpu, root))
+                               attention_dropout=attention_dropout_terms(gpu, root),
+                               attention_dropout_prob_s=attention_dropout_prob_terms(gpu, root))
     prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     on_part("eager")
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)

@@ -13,6 +13,12 @@ BF16 (real/dense.py GPTBlock). Per case, rows flushed one by one (a run cut shor
              (and memory-efficient last);
   dropadd_fwd_bwd / add_fwd_bwd  one hidden dropout + residual add (Megatron's bias_dropout_add, here
              unfused: F.dropout then +) on the block's (tokens x hidden) tensor beside the add alone.
+`--calls` (s28mlm2, docs/notes/s28mlm2_rule.md) runs instead the cuDNN SDPA call alone (attn_fwd,
+attn_fwd_bwd; dropout_p 0 and 0.1 back to back per call) at Megatron's per-rank calls under the
+SC21 micro-batch: 16 heads (1.7B TP1, 7.1B TP2) at batch 1, 2, 4, 8; 12 heads (16B TP4) and 7 heads
+(32B TP8) at batch 1, 2, 4; seq 4096, head dim 128, causal. Split: 16 heads x batch 1 fits, the rest
+is held out. 15 timed repetitions a row; `--passes N` runs the list N times. Then (report only) the 16-head batch-4 call in Megatron's layout (block
+'attention_sbhd': q, k, v as views of one (S, B, H, 3, D) QKV output, as TE's 'sbhd' input).
 `sdpa_ran` is the attention op the profiler saw in one profiled repetition of each config (cudnn,
 flash, efficient or math): a backend that cannot take dropout shows as 'not run' in the log, and
 'auto' records which backend torch chose. Split: the 1.7B rows fit, the 7.1B TP2 rows held out.
@@ -64,6 +70,30 @@ def cases(quick: bool) -> list[Case]:
                  "holdout")]
 
 
+# (model, tp, hidden, heads, batches): Megatron-LM README table rows' per-rank attention calls
+# (twin/data/models.toml: 1.7B 16 heads, 7.1B 32, 16B 48, 32B 56; head dim 128)
+CALLS = (("megatron-gpt-1.7b", 1, 2048, 16, (1, 2, 4, 8)), ("megatron-gpt-16b", 4, 6144, 48, (1, 2, 4)),
+         ("megatron-gpt-32b", 8, 7168, 56, (1, 2, 4)))
+SBHD_CALL = ("megatron-gpt-1.7b", 1, 2048, 16, 4)
+
+
+def call_cases(quick: bool) -> list[Case]:
+    """--calls: one Case per (model slice, batch); 16 heads at batch 1 fits, the rest held out."""
+    if quick:
+        return [Case("tiny-gpt", 1, slice_of("gpt", 64, 4, 4, 16, 256, 256, 1), b, 64, "fit" if b == 1 else "holdout")
+                for b in (1, 2)]
+    return [Case(model, tp, slice_of("gpt", hidden, heads, heads, 128, 4 * hidden, GPT_VOCAB, tp), b, 4096,
+                 "fit" if (heads // tp, b) == (16, 1) else "holdout")
+            for model, tp, hidden, heads, batches in CALLS for b in batches]
+
+
+def sbhd_case(quick: bool) -> Case:
+    if quick:
+        return Case("tiny-gpt", 1, slice_of("gpt", 64, 4, 4, 16, 256, 256, 1), 2, 64, "holdout")
+    model, tp, hidden, heads, b = SBHD_CALL
+    return Case(model, tp, slice_of("gpt", hidden, heads, heads, 128, 4 * hidden, GPT_VOCAB, tp), b, 4096, "holdout")
+
+
 def sdpa_op_ran(names: list[str]) -> str:
     """The SDPA implementation among a profile's op names (aten::_scaled_dot_product_<impl>...)."""
     for key, label in (("cudnn_attention", "cudnn"), ("flash_attention", "flash"),
@@ -98,10 +128,10 @@ def profiled(fn, dev) -> tuple[str, dict[str, tuple[int, float]]]:
 
 
 class Bench:
-    def __init__(self, rec: Recorder, dev, tel: Telemetry, quick: bool, budget_s: float):
+    def __init__(self, rec: Recorder, dev, tel: Telemetry, quick: bool, budget_s: float, reps: int = 5):
         self.rec, self.dev, self.tel = rec, dev, tel
         self.t0, self.budget_s = time.perf_counter(), budget_s
-        self.reps, self.warmup = (2, 1) if quick else (5, 3)
+        self.reps, self.warmup = (2, 1) if quick else (reps, 3)
 
     def over(self) -> bool:
         return time.perf_counter() - self.t0 > self.budget_s
@@ -169,6 +199,24 @@ def run_attention(b: Bench, case: Case, p: float, backend: str):
                  backend, 3.5 * fl)
 
 
+def run_attention_sbhd(b: Bench, case: Case, p: float, backend: str):
+    """The SDPA call on q, k, v viewed out of one (S, B, H, 3, D) tensor (Megatron's fused QKV output,
+    split per head as TE's 'sbhd' format takes it), permuted to (B, H, S, D) without a copy."""
+    dev, s = b.dev, case.shape
+    qkv = torch.randn(case.seq_len, case.batch, s.num_heads, 3, s.head_dim, device=dev, dtype=torch.bfloat16,
+                      requires_grad=True)
+    g = torch.randn(case.batch, s.num_heads, case.seq_len, s.head_dim, device=dev, dtype=torch.bfloat16)
+
+    def call():
+        q, k, v = (t.permute(1, 2, 0, 3) for t in qkv.unbind(3))
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+    fl = attn_fwd_flops(case)
+    with _backend(backend):
+        b.record("attn_fwd", "attention_sbhd", case, call, p, 0.0, backend, fl)
+        b.record("attn_fwd_bwd", "attention_sbhd", case, lambda: torch.autograd.grad(call(), [qkv], g), p, 0.0,
+                 backend, 3.5 * fl)
+
+
 def run_dropadd(b: Bench, case: Case, p: float):
     """One hidden dropout + residual add on (tokens x hidden), forward and backward (p 0: the add
     alone). Bytes: BF16 x, residual, out (+ a 1-byte mask written) forward; grad in, grad out
@@ -209,7 +257,14 @@ def plan(case: Case) -> list[tuple]:
     return out + [("attention", 0.0, "efficient"), ("attention", d, "efficient")]
 
 
-def run(out: Path, quick: bool, budget_s: float) -> int:
+def call_plan(quick: bool) -> list[tuple]:
+    """--calls: (case, what, *args), dropout 0 then 0.1 per call, the sbhd layout last."""
+    d, be = MEGATRON_DROPOUT, "auto" if quick else "cudnn"   # quick: a CPU has no cuDNN SDPA
+    out = [(c, "attention", p, be) for c in call_cases(quick) for p in (0.0, d)]
+    return out + [(sbhd_case(quick), "attention_sbhd", p, be) for p in (0.0, d)]
+
+
+def run(out: Path, quick: bool, budget_s: float, calls: bool = False, passes: int = 1) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     tel = Telemetry(0)
@@ -218,24 +273,25 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
                num_gpus=1, section="dense_dropout", budget_s=budget_s)
     (out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     rec = Recorder(out, env)
-    b = Bench(rec, dev, tel, quick, budget_s)
+    b = Bench(rec, dev, tel, quick, budget_s, reps=15 if calls else 5)
     failures, not_run = [], []
-    runners = {"block": run_block, "attention": run_attention, "dropadd": run_dropadd}
-    for case in cases(quick):
-        for what, *args in plan(case):
-            if b.over():
-                log(f"budget spent: {case.model} {what} {args} and after not run")
-                break
-            try:
-                runners[what](b, case, *args)
-            except RuntimeError as e:   # a backend without a kernel (cuDNN on a CPU, or under dropout): say so
-                msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-                if "out of memory" in msg:
-                    failures.append(f"{case.model} {what} {args}: {msg}")
-                else:
-                    not_run.append(f"{case.model} {what} {args}: {msg}")
-                log(f"{case.model} {what} {args}: not run ({msg})")
-            free_memory()
+    runners = {"block": run_block, "attention": run_attention, "dropadd": run_dropadd,
+               "attention_sbhd": run_attention_sbhd}
+    work = call_plan(quick) * passes if calls else [(case, *cfg) for case in cases(quick) for cfg in plan(case)]
+    for case, what, *args in work:
+        if b.over():
+            log(f"budget spent: {case.model} {what} {args} and after not run")
+            break
+        try:
+            runners[what](b, case, *args)
+        except RuntimeError as e:   # a backend without a kernel (cuDNN on a CPU, or under dropout): say so
+            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if "out of memory" in msg:
+                failures.append(f"{case.model} {what} {args}: {msg}")
+            else:
+                not_run.append(f"{case.model} {what} {args}: {msg}")
+            log(f"{case.model} {what} {args}: not run ({msg})")
+        free_memory()
     rec.close()
     env.update(failures=failures, not_run=not_run, elapsed_s=time.perf_counter() - b.t0)
     (out / "env.json").write_text(json.dumps(env, indent=2, default=str))
@@ -248,8 +304,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--quick", action="store_true", help="tiny shapes: a CPU dry run")
     ap.add_argument("--budget-s", type=float, default=70.0, help="time budget of all configs together")
+    ap.add_argument("--calls", action="store_true", help="s28mlm2: the cuDNN SDPA call alone at Megatron's per-rank calls")
+    ap.add_argument("--passes", type=int, default=1, help="--calls: the whole list this many times (rows per pass)")
     args = ap.parse_args(argv)
-    return run(args.out, args.quick, args.budget_s)
+    return run(args.out, args.quick, args.budget_s, args.calls, args.passes)
 
 
 if __name__ == "__main__":

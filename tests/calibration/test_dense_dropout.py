@@ -50,8 +50,12 @@ def test_write_profile_terms_keeps_every_other_key(tmp_path):
     (prof_dir / "h100.json").write_text(json.dumps({"gpu": "h100", "eager": {}, "provenance": {"x": 1}}))
     terms = dd.write_profile_terms("h100", tmp_path, prof_dir)
     data = json.loads((prof_dir / "h100.json").read_text())
-    assert list(data) == ["gpu", "eager", "attention_dropout", "provenance"]
+    assert list(data) == ["gpu", "eager", "attention_dropout", "attention_dropout_prob_s", "provenance"]
     assert data["attention_dropout"] == terms and terms["cudnn"]["fwd"] == pytest.approx(1.2)
+    # s28mlm2: the same rows as seconds a drawn probability (16 heads x 4096^2 / 2 causal pairs)
+    n = 16 * 4096 * 4096 / 2
+    assert data["attention_dropout_prob_s"]["cudnn"]["fwd"] == pytest.approx(0.2e-3 / n)
+    assert data["attention_dropout_prob_s"]["cudnn"]["bwd"] == pytest.approx(((4.6e-3 - 1.2e-3) - (4e-3 - 1e-3)) / n)
 
 
 def test_block_check_sets_the_measured_cost_beside_the_twins(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
-                              gemm_bytes)
+                              attention_flops, gemm_bytes)
 from twin.costs.gemm_alignment import (align_class, alignment_factor, curve_rate_flops_per_s, operand_alignments,
                                       pattern_factor)
 from twin.costs.profile import GemmCurve, Profile
@@ -331,7 +331,9 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     length. On the one-GPU non-causal calls of PyTorch's CP (h100x2/cp_chunks.csv, flash, q x kv at
     4K-64K) indexing by the longer of the two lengths predicts the clean rows within 7%, by the
     query length alone 4096 x 8192 at +18% and 8192 x 16384 at +12%. With dropout (op.dropout > 0)
-    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown). A call
+    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown); under
+    ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY, where the profile holds a per-probability cost for the kernel,
+    that cost times the call's probabilities is added instead (s28mlm2). A call
     of few head-rows (batch x heads x queries) also pays the curve's tail term (SeqCurve.rows_half)."""
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
@@ -339,8 +341,26 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     # head-rows per SM decide the causal tail: on a fraction of the SMs a call hides it as a larger one would
     eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len / max(sm_frac, 1e-3))
     dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
+    per_prob = profile.attention_dropout_prob_cost_s(direction) if op.dropout > 0 else None
+    drawn_s = 0.0
+    if ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY and per_prob is not None:   # s28mlm2: the draws added, no factor
+        dropout, drawn_s = 1.0, attention_probabilities(op) * per_prob / sm_frac
     shape = fa2_shape_factor(op, profile)
-    return shape * dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
+    compute_s = shape * dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac)
+    return compute_s + drawn_s + profile.launch_s
+
+
+# s28mlm2's candidate (docs/notes/s28mlm2_rule.md): dropout inside an attention kernel costed as the Philox draws,
+# one a probability, at Profile.attention_dropout_prob_s seconds each, added to the call without dropout, instead of
+# one time factor measured at one call (Profile.attention_dropout). Off until the rule says adopt.
+ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY = False
+
+
+def attention_probabilities(op: Op) -> float:
+    """The attention probabilities a call computes (batch x heads x query-key pairs, causal halved): its
+    forward FLOPs over 2 (qk_dim + v_dim)."""
+    return attention_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim, op.causal, op.kv_len) / (
+        2.0 * (op.qk_dim + op.v_dim))
 
 
 def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:

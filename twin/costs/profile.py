@@ -283,6 +283,11 @@ class Profile:
     # {"cudnn"|"fa2": {"fwd": time ratio, "bwd": time ratio}}, measured (calibration.dense_dropout,
     # real/bench/dense_dropout.py's SDPA rows at p 0.1 and 0); a kernel without an entry: 1 (not costed)
     attention_dropout: dict = field(default_factory=dict)
+    # s28mlm2's candidate (twin.costs.compute.ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY): dropout inside an
+    # attention kernel as seconds per drawn probability added to the call without dropout, per kernel and
+    # direction ({"cudnn": {"fwd": s, "bwd": s}}), from the same rows as attention_dropout
+    # (calibration.dense_dropout.attention_dropout_prob_terms); read by nothing while the switch is off
+    attention_dropout_prob_s: dict = field(default_factory=dict)
     # the kernel the attention curves now describe ('cudnn' as fitted; with_attention_kernel sets it)
     attention_curves_kernel: str = "cudnn"
     # the SM clock the GEMM curves describe, per precision family ("bf16", "fp8": MHz): the clock GEMMs
@@ -306,6 +311,12 @@ class Profile:
     def alone(self) -> "Profile":
         """The profile for kernels timed alone (the primitive records): no in-layer factors."""
         return dataclasses.replace(self, in_layer={}) if self.in_layer else self
+
+    def attention_dropout_prob_cost_s(self, direction: str) -> float | None:
+        """Seconds a drawn dropout probability adds to the attention kernel the curves describe, in
+        'fwd' or 'bwd' (None where unmeasured: the kernel keeps its slowdown factor)."""
+        c = self.attention_dropout_prob_s.get(self.attention_curves_kernel, {}).get(direction)
+        return None if c is None else float(c)
 
     def attention_dropout_slowdown(self, direction: str) -> float:
         """Time with dropout over time without, of the attention kernel the curves describe, in
@@ -427,6 +438,8 @@ class Profile:
             **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
             **({"partials_reduce_eff": dict(self.partials_reduce_eff)} if self.partials_reduce_eff else {}),
             **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
+            **({"attention_dropout_prob_s": json.loads(json.dumps(self.attention_dropout_prob_s))}
+               if self.attention_dropout_prob_s else {}),
             **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
             **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
             **({"in_layer": dict(self.in_layer)} if self.in_layer else {}),
@@ -450,6 +463,9 @@ class Profile:
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
             batched_gemm={p: g(c) for p, c in self.batched_gemm.items()},
             attention={d: dataclasses.replace(c, e_max=c.e_max * attention) for d, c in self.attention.items()},
+            # the per-probability dropout term runs inside the attention kernel, at its clock
+            attention_dropout_prob_s={k: {d: c / attention for d, c in v.items()}
+                                      for k, v in self.attention_dropout_prob_s.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
             partials_reduce_eff={w: min(1.0, e * memory) for w, e in self.partials_reduce_eff.items()},
@@ -506,6 +522,8 @@ def profile_from_json(data: dict) -> Profile:
         eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
         partials_reduce_eff={str(int(w)): float(e) for w, e in data.get("partials_reduce_eff", {}).items()},
         attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
+        attention_dropout_prob_s={k: {d: float(r) for d, r in v.items()}
+                                  for k, v in data.get("attention_dropout_prob_s", {}).items()},
         gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
         bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
         in_layer={k: float(v) for k, v in data.get("in_layer", {}).items()},
