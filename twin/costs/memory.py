@@ -112,7 +112,9 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     return parts
 
 
-# Candidate of docs/notes/s28tt_rule.md (default off until the rule's campaign judges it): under torch.compile
+# Adopted (docs/notes/s28tt_rule.md: C1 and C2 hold, campaign s28tt, one H200, calibration/s28tt_judgement.json:
+# four compiled 8B blocks keep 55,424.06 B a token a block against 55,424 counted, eager 63,616.06 against 63,616):
+# under torch.compile
 # of each block (plan.kernels 'fused_blocks', torchtitan's apply_compile after apply_ac) per-op SAC keeps only
 # what the backward reads. Eager SAC's dispatch mode
 # (torch.utils.checkpoint _CachingTorchDispatchMode) stores every MUST_SAVE op's output whether or not the
@@ -120,7 +122,7 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
 # saves only tensors the backward graph reads (CPU trace, torch 2.13, aot_eager / min-cut / inductor alike:
 # the FFN down projection's output is not saved). The linears whose output goes only into the residual add
 # (whose backward reads neither operand) keep nothing.
-ADOPT_COMPILED_SAC_NEEDED_ONLY = False
+ADOPT_COMPILED_SAC_NEEDED_ONLY = True
 RESIDUAL_ONLY_GEMMS = ("o_proj", "ffn_down", "shared_down")
 
 
