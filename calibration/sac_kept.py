@@ -14,17 +14,32 @@ Usage: python -m calibration.sac_kept [--json FILE]   (e.g. calibration/s28tt_ju
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from calibration import entry, published_runs
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import MEASUREMENTS_DIR, records_root
 from calibration.records_io import csv_exists, read_csv
 from twin.costs import flops, memory
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, OpKind
 
 JUDGEMENT = Path(__file__).resolve().parent / "s28tt_judgement.json"
-RECORDS = tuple(MEASUREMENTS_DIR / gpu / "s28tt" / "sac_attention_memory.csv" for gpu in ("h200", "h100"))
-S27MLM2 = tuple(MEASUREMENTS_DIR / gpu / "s27mlm2" / "fsdp_memory.csv" for gpu in ("h200x2", "h100x2"))
+RECORDS = tuple(Path(gpu) / "s28tt" / "sac_attention_memory.csv" for gpu in ("h200", "h100"))
+S27MLM2 = tuple(Path(gpu) / "s27mlm2" / "fsdp_memory.csv" for gpu in ("h200x2", "h100x2"))
+
+
+def _under_root(paths) -> Path | None:
+    """The first of `paths` (relative to the records root in use: calibration/measurements, or --records DIR)
+    that exists."""
+    return next((records_root() / p for p in paths if csv_exists(records_root() / p)), None)
+
+
+def _shown(path: Path) -> str:
+    """A record's path as the judgement shows it: from the repository root where it lies in the tree."""
+    try:
+        return str(path.resolve().relative_to(MEASUREMENTS_DIR.parent.parent))
+    except ValueError:
+        return str(path)
 D_TOL = 64.0     # B a token a block (rule: small philox tensors round to 512 B)
 C1_TOL = 256.0   # B a token a block (rule: an extra small tensor Inductor may keep)
 # the fields of a published row that are not memory (G1: none may move)
@@ -70,7 +85,7 @@ def predictions(c: dict) -> dict:
 
 def d0_s27mlm2(c: dict) -> dict | None:
     """The s27mlm2 record's per-block bytes a token: (after loss - step start) of 32 blocks less 16, steady steps."""
-    path = next((p for p in S27MLM2 if csv_exists(p)), None)
+    path = _under_root(S27MLM2)
     if path is None:
         return None
     df = read_csv(path)
@@ -78,7 +93,7 @@ def d0_s27mlm2(c: dict) -> dict | None:
     kept = (df["after_loss_allocated_bytes"] - df["start_allocated_bytes"]).groupby(df["layers"]).median()
     tokens = int(df["seq_len"].iloc[0] * df["local_batch"].iloc[0])
     per = float((kept[32] - kept[16]) / 16 / tokens)
-    return {"record": str(path.resolve().relative_to(MEASUREMENTS_DIR.parent.parent)), "tokens": tokens,
+    return {"record": _shown(path), "tokens": tokens,
             "kept_per_block_per_token": per, "twin_listed": c["listed"], "twin_not_listed": c["not_listed"],
             "gap_to_twin": c["listed"] - per, "equals_not_listed": abs(per - c["not_listed"]) <= D_TOL}
 
@@ -86,7 +101,7 @@ def d0_s27mlm2(c: dict) -> dict | None:
 def record_path(path: Path | str | None = None) -> Path | None:
     if path is not None:
         return Path(path)
-    return next((p for p in RECORDS if csv_exists(p)), None)
+    return _under_root(RECORDS)
 
 
 def parts(path: Path | str | None = None) -> dict:
@@ -159,19 +174,14 @@ def judge(path: Path | str | None = None) -> dict:
     want = predictions(c)
     got = parts(path)
     if not got:
-        raise SystemExit("calibration.sac_kept: no s28tt record (calibration/measurements/<gpu>/s28tt/"
-                         "sac_attention_memory.csv)")
+        raise SystemExit(f"calibration.sac_kept: no s28tt record under {records_root()} (<gpu>/s28tt/"
+                         "sac_attention_memory.csv, gpu h200 or h100)")
     d = {mode: {"predicted": want[mode], "measured": (got.get(mode) or {}).get("median"),
                 "holds": within(got.get(mode), want[mode], D_TOL)} for mode in ("default", "flash", "cudnn", "cudnn_saved")}
     d_choice = (got.get("default") or {}).get("sdp_choice", "")
     c1 = within(got.get("flash_compile"), want["flash_compile"], C1_TOL)
     c2 = within(got.get("flash"), want["flash"], D_TOL)
-    rec = record_path(path)
-    try:
-        rec = rec.resolve().relative_to(MEASUREMENTS_DIR.parent.parent)   # no machine path in the judgement
-    except ValueError:
-        pass
-    return {"rule": "docs/notes/s28tt_rule.md", "record": str(rec), "twin_counts": c, "parts": got,
+    return {"rule": "docs/notes/s28tt_rule.md", "record": _shown(record_path(path)), "twin_counts": c, "parts": got,
             "D0": d0_s27mlm2(c),
             "D": {"parts": d, "default_sdp_choice": d_choice,
                   "holds": bool(all(v["holds"] for v in d.values()) and d_choice == "cudnn")},
@@ -184,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.sac_kept", __doc__)
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")
     args = ap.parse_args(argv)
+    if record_path() is None:
+        print(f"calibration.sac_kept: no s28tt record under {records_root()} (<gpu>/s28tt/sac_attention_memory.csv, "
+              "gpu h200 or h100)", file=sys.stderr)
+        return entry.EXIT_INVALID
     out = judge()
     text = json.dumps(out, indent=1, sort_keys=True, default=float)
     if args.json:

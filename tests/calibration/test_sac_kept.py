@@ -51,3 +51,11 @@ def test_only_the_compiled_rows_memory_moved():
     for r in p["memory_moved"].values():   # 8,192 B x 16,384 tokens x 32 blocks
         assert r["off_bytes"] - r["on_bytes"] == pytest.approx(8192 * 16384 * 32)
     assert p["summary_on"] == p["summary_off"]   # no throughput summary moves
+
+
+def test_an_empty_records_root_is_refused(tmp_path, monkeypatch, capsys):
+    from calibration import records as rec
+    monkeypatch.setattr(rec, "_ROOT", rec._ROOT)   # the run sets the process's root: restored after the test
+    (tmp_path / "h200").mkdir()
+    assert sk.main(["--records", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
