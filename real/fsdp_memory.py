@@ -11,7 +11,10 @@ tensors. This runs the step those rows ran, at FSDP 2 on two GPUs, and records b
 - FSDP2 as apply_fsdp: fully_shard each block (reshard_after_forward except the last block), then
   the root; MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32); FP32 parameters;
 - per-op selective AC as _apply_ac_to_transformer_block ('op': save every aten.mm output but each
-  second, SDPA's outputs; ptd checkpoint_wrapper, preserve_rng_state False);
+  second, SDPA's outputs; ptd checkpoint_wrapper, preserve_rng_state False). 9dec370's list names SDPA's
+  flash and memory-efficient ops only; torch 2.11 on Hopper runs cuDNN's attention, which it does not name, so
+  here the attention is recomputed and its output and log-sum-exp (8,320 B a token a block at the 8B) are not
+  kept, unlike the rows' December 2024 flash kernel (s28tt: docs/notes/s28tt.md, real.sac_attention_memory);
 - train.py's step: zero_grad, forward, cross_entropy(pred.flatten(0, 1).float(), ...), `del pred`,
   backward, clip_grad_norm_(max_norm 1, foreach), AdamW (lr 3e-4, foreach: optimizer.fused False by
   default);

@@ -442,7 +442,7 @@ MEMORY_NOT_MET = {
     "tt-405b-4d-cp2-64k": -0.175, "tt-405b-4d-cp4-128k": -0.181, "tt-405b-4d-cp8-256k": -0.245,
     "tt-70b-fsdp32-tp8": -0.205, "tt-70b-fsdp32-tp8-async": -0.154, "tt-8b-cp1-32k": -0.192,
     "tt-8b-cp2-64k": -0.183, "tt-8b-cp4-128k": -0.169, "tt-8b-cp8-256k": -0.15, "tt-8b-fsdp128": -0.151,
-    "tt-8b-fsdp8": -0.182,
+    "tt-8b-fsdp8": -0.182, "tt-8b-fsdp8-compile": -0.177, "tt-8b-fsdp8-compile-fp8": -0.175,
 }
 
 

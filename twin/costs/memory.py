@@ -112,12 +112,28 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     return parts
 
 
+# Adopted (docs/notes/s28tt_rule.md: C1 and C2 hold, campaign s28tt, one H200, calibration/s28tt_judgement.json:
+# four compiled 8B blocks keep 55,424.06 B a token a block against 55,424 counted, eager 63,616.06 against 63,616):
+# under torch.compile
+# of each block (plan.kernels 'fused_blocks', torchtitan's apply_compile after apply_ac) per-op SAC keeps only
+# what the backward reads. Eager SAC's dispatch mode
+# (torch.utils.checkpoint _CachingTorchDispatchMode) stores every MUST_SAVE op's output whether or not the
+# backward needs it; a compiled block's SAC is applied by AOT autograd's partitioner to the joint graph, which
+# saves only tensors the backward graph reads (CPU trace, torch 2.13, aot_eager / min-cut / inductor alike:
+# the FFN down projection's output is not saved). The linears whose output goes only into the residual add
+# (whose backward reads neither operand) keep nothing.
+ADOPT_COMPILED_SAC_NEEDED_ONLY = True
+RESIDUAL_ONLY_GEMMS = ("o_proj", "ffn_down", "shared_down")
+
+
 def _op_sac_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, parts: dict) -> dict:
     """plan.recompute 'selective_op' (torchtitan's per-op policy, flops.op_sac_recompute): the
     block input, the attention output and its softmax statistics, and the BF16 outputs of the
     linears the policy saves (per TP rank; the replicated router's on every rank). An MoE block's
     routed experts are grouped GEMMs, all recomputed; its router and shared experts count as
-    linears."""
+    linears. Under ADOPT_COMPILED_SAC_NEEDED_ONLY a compiled block ('fused_blocks') keeps nothing of the linears
+    whose output only the residual add reads (RESIDUAL_ONLY_GEMMS)."""
+    needed_only = ADOPT_COMPILED_SAC_NEEDED_ONLY and plan.kernels == "fused_blocks"
     tp = plan.tp
     ops = attention_ops(m, 1, 1, tp)
     if dense_layer:
@@ -131,7 +147,7 @@ def _op_sac_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, parts: di
     again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp) if op.kind == OpKind.GEMM}
     for op in ops:
         if op.kind == OpKind.GEMM:
-            kept = (op.n - again.get(id(op), 0)) * BF16_BYTES
+            kept = 0.0 if needed_only and op.name in RESIDUAL_ONLY_GEMMS else (op.n - again.get(id(op), 0)) * BF16_BYTES
             parts["latent" if op.name == "router" else "heads"] += kept
         elif op.kind == OpKind.ATTENTION:
             parts["heads"] += op.heads * op.v_dim * BF16_BYTES + op.heads * FP32_BYTES
