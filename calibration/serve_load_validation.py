@@ -36,6 +36,7 @@ from calibration.records_io import csv_exists, open_csv
 
 FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
 SPREAD_SEEDS = 8   # replays per run when iterations are drawn from the measured spread
+SPREAD_SEED_BASE = 0   # their first traffic seed (0: seeds 0..7; s28serve's seed_noise moves it to measure the draw's noise)
 TARGETS = {"output_tokens_per_s": 0.05, "ttft_p50_s": 0.10, "tpot_p50_s": 0.10, "ttft_p99_s": 0.20, "tpot_p99_s": 0.20}
 
 
@@ -301,7 +302,7 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs = []
     with sharing_grids():   # the seeds' replays of one scenario: each iteration-time grid point computed once
-        for seed in range(seeds):
+        for seed in range(SPREAD_SEED_BASE, SPREAD_SEED_BASE + seeds):
             one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
             figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
                                                  run_batch_sizes=run_batch_sizes, prompts_before=prompts_before).per_request()))

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Session s28serve (issue 15; docs/notes/s28serve_rule.md, committed before this ran): set M, fresh held-out load runs
-# on one GPU that judge candidate W (calibration.serve_timing_instrument: the --timing instrument priced where a record
-# was run with it, and the per-operator floor of a CUDA-graph decode replay in the H200 table). About 180 s (hard caps
-# 6 x 45 s).
+# on one GPU that judge round 3's candidate V-H200 again (calibration.serve_floor_rejudge: the per-operator floor of a
+# CUDA-graph decode replay in the H200 table), and a --timing repeat of two of its plans (evidence: what real/serve's
+# per-iteration instrument costs the load figures). About 180 s (hard caps 6 x 45 s).
 #   real/campaigns/s28serve.sh OUTDIR
-# Parts set:* (judged): real/serve plans gpu1-s28m-{bench,v2lite,v3s1l,qwen3moe} (real/serve/plans.py S28M_PLANS:
+# Parts set:* (judged): real/serve plans gpu1-s28m-{bench,v2lite,v3s1l,mixtral} (real/serve/plans.py S28M_PLANS:
 #   Poisson 9/s and a closed loop of 3, prompts uniform 176-592, outputs 56-216, 3.5 s of load), WITHOUT --timing (the
 #   engine's own figures) -> OUTDIR/s28serve/<model>/serve_{load,requests,iterations}.csv + env.json.
-# Parts timing:* (judged, J3): bench-small's and v2-lite-slice's plans again WITH --timing (each right after its
-#   untimed twin) -> OUTDIR/s28serve/timing/<model>/...
+# Parts timing:* (evidence, never judged): bench-small's and v2-lite-slice's plans again WITH --timing (each right
+#   after its untimed twin) -> OUTDIR/s28serve/timing/<model>/...
 # Every part: the s21srvnew engine, the host probe around every run, one GPU (the first the caller gives; a larger host
 # runs it on that GPU alone). Also OUTDIR/s28serve/host.txt (nproc, lscpu, nvidia-smi clocks, topology) and log.txt.
 # Every row carries GPU name, clocks, torch / CUDA / NCCL versions. Exits 0 doing nothing without a GPU.
@@ -25,7 +25,7 @@ if [ "${S28SERVE_TINY:-0}" = 1 ]; then
 else
   DEVICE=auto; PART_S=45
   PARTS="set:gpu1-s28m-bench timing:gpu1-s28m-bench set:gpu1-s28m-v2lite timing:gpu1-s28m-v2lite"
-  PARTS="$PARTS set:gpu1-s28m-v3s1l set:gpu1-s28m-qwen3moe"
+  PARTS="$PARTS set:gpu1-s28m-v3s1l set:gpu1-s28m-mixtral"
 fi
 {
   echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null

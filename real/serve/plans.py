@@ -504,15 +504,15 @@ S27L_PLANS = {f"gpu1-s27l-{short}": _s21_plan(m, runs=(
     warm_tokens=S27L_WARM_TOKENS, prefix="n27l") for k, (m, short) in enumerate(S27K_MODELS.items())}
 
 # s28serve (docs/notes/s28serve_rule.md, committed before these ran): set M, fresh held-out records on one GPU that judge
-# candidate W (calibration.serve_timing_instrument: the --timing instrument priced where a record was run with it, and
-# the per-operator floor in the H200 table): bench-small, v2-lite-slice, v3-slice-1l and qwen3moe-mla-slice at Poisson
-# 9/s and a closed loop of 3 (no run of any model had these), prompts uniform 176-592 and outputs 56-216 tokens (no load
-# record holds these lengths), seeds 181-188, 3.5 s of load a run, the first run warmed to 816 flat tokens, run names n28m-*; recorded without
-# --timing, and bench-small's and v2-lite-slice's plans once more with it (real/campaigns/s28serve.sh's timing parts).
+# round 3's V-H200 again (calibration.serve_floor_rejudge: the per-operator floor in the H200 table): bench-small,
+# v2-lite-slice, v3-slice-1l and mixtral-mla-slice at Poisson 9/s and a closed loop of 3 (no run of any model had
+# these), prompts uniform 176-592 and outputs 56-216 tokens (no load record holds these lengths), seeds 181-188, 3.5 s
+# of load a run, the first run warmed to 816 flat tokens, run names n28m-*; recorded without --timing, and
+# bench-small's and v2-lite-slice's plans once more with it (real/campaigns/s28serve.sh's timing parts: evidence).
 S28M_IN, S28M_OUT = "uniform:176-592", "uniform:56-216"
 S28M_WARM_TOKENS = 816
 S28M_LOAD_S = 3.5   # 1 s above the earlier sets' 2.5 s: some 30 requests at 9/s
-S28M_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "qwen3moe-mla-slice": "qwen3moe"}
+S28M_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
 S28M_PLANS = {f"gpu1-s28m-{short}": _s21_plan(m, runs=(
     RunSpec("poisson-r9-m", "poisson", S28M_IN, S28M_OUT, rate_per_s=9.0, seed=181 + 2 * k),
     RunSpec("closed-c3-m", "closed", S28M_IN, S28M_OUT, concurrency=3, seed=182 + 2 * k)),

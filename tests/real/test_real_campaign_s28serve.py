@@ -1,12 +1,12 @@
 """real/campaigns/s28serve.sh (docs/notes/s28serve_rule.md): set M's fresh held-out parts (plans gpu1-s28m-*), judged,
-recorded without --timing, and two of them again with --timing (judged: J3). Without a GPU it runs nothing; the set-M
+recorded without --timing, and two of them again with --timing (evidence). Without a GPU it runs nothing; the set-M
 plans are configurations no record holds."""
 
 import os
 import subprocess
 from pathlib import Path
 
-from calibration import serve_timing_instrument as sti
+from calibration import serve_floor_rejudge as sti
 from real.serve.plans import PLANS, S28M_IN, S28M_MODELS, S28M_OUT, S28M_PLANS, S28M_WARM_TOKENS
 from tests.campaigns import FORKED_PY
 from tests.real.test_real_campaign_s26start2 import _engine, _seen
@@ -22,7 +22,7 @@ def test_s28serve_campaign_without_a_gpu_runs_nothing(tmp_path):
     log = (tmp_path / "s28serve" / "log.txt").read_text()
     assert "skipped: no GPU" in log and "s28serve end" in log
     assert ("parts set:gpu1-s28m-bench timing:gpu1-s28m-bench set:gpu1-s28m-v2lite timing:gpu1-s28m-v2lite "
-            "set:gpu1-s28m-v3s1l set:gpu1-s28m-qwen3moe") in log
+            "set:gpu1-s28m-v3s1l set:gpu1-s28m-mixtral") in log
     assert (tmp_path / "s28serve" / "host.txt").exists()
 
 
@@ -35,8 +35,10 @@ def test_s28serve_untimed_parts_without_timing_the_timed_with_it_bounded():
 
 def test_s28m_plans_are_fresh_configurations_and_the_judge_reads_them():
     seeds, lengths, loads = _seen("gpu1-s28m-")
-    assert tuple(S28M_MODELS) == sti.UNTIMED_MODELS and set(sti.TIMED_MODELS) <= set(S28M_MODELS)
-    assert 2 * (len(S28M_PLANS) + len(sti.TIMED_MODELS)) == sti.FRESH_RUNS
+    assert tuple(S28M_MODELS) == sti.FRESH_MODELS and set(sti.TIMED_MODELS) <= set(S28M_MODELS)
+    assert 2 * len(S28M_PLANS) == sti.FRESH_RUNS
+    text = SCRIPT.read_text()
+    assert all(f"timing:gpu1-s28m-{S28M_MODELS[m]}" in text for m in sti.TIMED_MODELS)
     for model, short in S28M_MODELS.items():
         plan = PLANS[f"gpu1-s28m-{short}"]
         _engine(plan)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from calibration import prereg_serve as ps
-from calibration import serve_timing_instrument as sti
+from calibration import serve_floor_rejudge as sti
 from calibration.serve_load_validation import scenario_for, timed_run_ids
 from twin.serving import timing
 
