@@ -478,8 +478,11 @@ ADOPT_GRAPH_DECODE_OPS = False
 # graph pricing for the model they were fitted on (ENGINE_FIT_MODEL: iteration_s holds its captured forward's floor)
 # and charges another model graph_op_floor_s x (its captured operators - the fit model's): a 4-layer forward's replay
 # pays more, a 1-layer one's less (as ADOPT_LAYER_SCALED_ENGINE does for the eager launch terms). Off, or on a table
-# without the term: as before.
-ADOPT_GRAPH_OP_FLOOR = False
+# without the term: as before. (s27serve round 3) the term in the H200 one-GPU table only (V-H200); (s28serve,
+# docs/notes/s28serve_rule.md) V-H200 judged on set M and adopted: on, and `real-serve-h200-ep1` alone carries
+# graph_op_floor_s (twin/data/serve_engines.toml). H100 runs, EP tables, eager iterations and the fit model's replays
+# price as before.
+ADOPT_GRAPH_OP_FLOOR = True
 ENGINE_FIT_MODEL = "v3-slice-2l"
 
 # (s28serve, docs/notes/s28serve_rule.md, committed before its judging records) real/serve run with `--timing` runs its
