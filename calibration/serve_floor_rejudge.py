@@ -102,6 +102,11 @@ def tables(root: Path | str = rec.MEASUREMENTS_DIR, parts=("floor",)) -> dict[st
     return out
 
 
+def as_judged():
+    """The twin in force as this rule judged it: the floor off (it is the candidate; adopted since, on by default)."""
+    return mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False)
+
+
 def setting(terms: dict | None):
     """The twin in force (None) or the switches on where `terms` carry their terms (V-H200's floor, the instrument)."""
     stack = ExitStack()
@@ -145,7 +150,7 @@ def timed_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, list[dict]]
     """Set M's --timing repeat (evidence, no criterion) under the twin in force, V-H200, the instrument alone and both."""
     out = {}
     for name, parts in EVIDENCE.items():
-        with setting(tables(root, parts) if parts else None):
+        with as_judged(), setting(tables(root, parts) if parts else None):
             out[name] = seh.set_rows(NAME, TIMED_FOLDERS, root)
     return out
 
@@ -155,9 +160,10 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
     """serve_graph_ops.judge with V-H200: set M (`fresh`), sets A-L, the committed sets (criteria J1, J2, K1-K3, K1's
     median within `margin`); set M's --timing repeat beside it (evidence)."""
     terms = terms or tables(root)
-    out = sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(terms), seen=seen_rows,
-                    guard=lambda off, on: guard_criteria(off, on, margin), fresh_runs=FRESH_RUNS, judged=JUDGED)
-    out["timed"] = timed_rows(root) if fresh else {}
+    with as_judged():
+        out = sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(terms), seen=seen_rows,
+                        guard=lambda off, on: guard_criteria(off, on, margin), fresh_runs=FRESH_RUNS, judged=JUDGED)
+        out["timed"] = timed_rows(root) if fresh else {}
     return out
 
 
@@ -167,7 +173,7 @@ def guard_parts(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     settings = {name: tables(root, parts) if parts else None for name, parts in EVIDENCE.items()}
     rows = {}
     for name, terms in settings.items():
-        with setting(terms):
+        with as_judged(), setting(terms):
             rows[name] = seen_rows(root)
     out = {}
     for label, names in GUARD_LABELS.items():
@@ -185,7 +191,7 @@ def seed_noise(root: Path | str = rec.MEASUREMENTS_DIR, bases=SEED_BASES) -> dic
     left = {n for label in POOL_LEFT_OUT for n in GUARD_LABELS[label]}
     out = {}
     for base in (0, *bases):
-        with mock.patch.object(slv, "SPREAD_SEED_BASE", base):
+        with mock.patch.object(slv, "SPREAD_SEED_BASE", base), as_judged():
             out[base] = seh.checks([r for r in sgfh.seen_rows(root) if r["registration"] not in left])
     return {"pooled": out, "median_move": max(abs(out[b][1] - out[0][1]) for b in bases),
             "checks_move": max(abs(out[b][0] - out[0][0]) for b in bases)}
