@@ -151,8 +151,9 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
           guards: bool = True, tables: dict | None = None) -> dict:
     """serve_graph_ops.judge with V: set K (`fresh`), sets A-J, the committed sets; criteria K-named as J1/J2 there."""
     tables = tables or floor_fit(root)
-    return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(tables), seen=seen_rows,
-                     guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
+        return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(tables), seen=seen_rows,
+                         guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
 def main(argv: list[str] | None = None) -> int:
