@@ -57,7 +57,12 @@ POOL_LEFT_OUT = ("I", "J")   # K1 pools sets A-H; I and J shaped V
 def floor_rows(root: Path | str, gpu: str, folders=None, split: str = "fit") -> list[dict]:
     """Every graph-replayed decode iteration of the card's fitting runs (or of `folders`' runs of `split`, a
     diagnostic): the model, its captured operators beyond the fit model's, duration_s and the twin in force's duration
-    (iteration_s less the loop) at the run's host probe."""
+    (iteration_s less the loop) at the run's host probe, priced without the floor (adopted since s28serve)."""
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # the residual is the floor's: priced without it
+        return _floor_rows(root, gpu, folders, split)
+
+
+def _floor_rows(root: Path | str, gpu: str, folders, split: str) -> list[dict]:
     out = []
     for d in (slh.fit_folders(root, gpu) if folders is None else folders):
         with open_csv(d / "serve_load.csv") as f:
@@ -146,8 +151,9 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
           guards: bool = True, tables: dict | None = None) -> dict:
     """serve_graph_ops.judge with V: set K (`fresh`), sets A-J, the committed sets; criteria K-named as J1/J2 there."""
     tables = tables or floor_fit(root)
-    return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(tables), seen=seen_rows,
-                     guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
+        return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(tables), seen=seen_rows,
+                         guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
 def main(argv: list[str] | None = None) -> int:

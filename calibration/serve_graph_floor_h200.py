@@ -24,6 +24,7 @@ from calibration import serve_eager_host as seh
 from calibration import serve_graph_floor as sgf
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_host as slh
+from twin.serving import timing
 
 NAME = "s27serve3"
 FRESH_MODELS = sgf.FRESH_MODELS   # set L (S27L_PLANS): the same four models as set K
@@ -55,8 +56,9 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
           guards: bool = True, terms: dict | None = None) -> dict:
     """serve_graph_ops.judge with V-H200: set L (`fresh`), sets A-K, the committed sets (criteria named J1/J2, K1-K3)."""
     terms = terms or tables(root)
-    return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: sgf.setting(terms), seen=seen_rows,
-                     guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
+        return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: sgf.setting(terms), seen=seen_rows,
+                         guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_
                                           fit_exponent, iterations_file, load_runs, probe_folders, prompts_run_before,
                                           references, run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
-                                               session_engine_name, sessions, sizes_run_before)
+                                               session_engine_name, sessions, sizes_run_before, timed_run_ids)
 from twin.core.specs import serve_engines
 from twin.serving import timing
 
@@ -96,6 +96,7 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     reqs = read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
     its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)
+    timed = timed_run_ids(its)   # the runs recorded with --timing (ADOPT_TIMING_INSTRUMENT)
     sess = sessions(runs)
 
     def engine_of(run: dict) -> tuple[str, float]:
@@ -109,6 +110,7 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
         if run.get("split") not in splits or (run_ids is not None and run["run_id"] not in run_ids):
             continue
         r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
+        r = {**r, "engine_timing": run["run_id"] in timed}
         engine = engine_of(run)[0]
         pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine,
                            prompts_before.get(run["run_id"], 0))

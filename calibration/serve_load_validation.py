@@ -36,6 +36,7 @@ from calibration.records_io import csv_exists, open_csv
 
 FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
 SPREAD_SEEDS = 8   # replays per run when iterations are drawn from the measured spread
+SPREAD_SEED_BASE = 0   # their first traffic seed (0: seeds 0..7; s28serve's seed_noise moves it to measure the draw's noise)
 TARGETS = {"output_tokens_per_s": 0.05, "ttft_p50_s": 0.10, "tpot_p50_s": 0.10, "ttft_p99_s": 0.20, "tpot_p99_s": 0.20}
 
 
@@ -85,6 +86,14 @@ def record_host_stalls(run: dict) -> dict:
     return {"host_stall_rate_per_s": rate, "host_stall_sizes_s": [float(x) for x in sizes]}
 
 
+def timed_run_ids(iterations: list[dict]) -> frozenset[str]:
+    """The runs whose engine ran with real/serve --timing: their per-iteration rows carry the instrument's columns
+    (host_s, the host's time to the launch, and gpu_s, the CUDA-event time; empty or nan without it; on a CPU dry run
+    host_s alone) (twin.serving.timing.ADOPT_TIMING_INSTRUMENT)."""
+    return frozenset(r["run_id"] for r in iterations
+                     if any(str(r.get(k, "")).strip().lower() not in ("", "nan", "none") for k in ("host_s", "gpu_s")))
+
+
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
     """The serving scenario of one serve_load row (scenario_tables_for's tables, validated)."""
     return from_dict(scenario_tables_for(run, engine_costs, spread, engine), f"serve_load.csv run {run['run_id']}", SERVING)
@@ -122,6 +131,7 @@ def scenario_tables_for(run: dict, engine_costs: bool = True, spread: bool = Tru
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
                   "kv_page_size": int(run["page_size"]), "engine_costs": name, "iteration_spread": spread,
                   "host_launch_s": record_host_launch_s(run),
+                  "engine_timing": bool(run.get("engine_timing", False)),
                   **record_host_stalls(run),
                   "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
@@ -292,7 +302,7 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs = []
     with sharing_grids():   # the seeds' replays of one scenario: each iteration-time grid point computed once
-        for seed in range(seeds):
+        for seed in range(SPREAD_SEED_BASE, SPREAD_SEED_BASE + seeds):
             one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
             figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
                                                  run_batch_sizes=run_batch_sizes, prompts_before=prompts_before).per_request()))
@@ -314,10 +324,13 @@ def validate_load(records_dir: str | Path, spread: bool = True, prompts_before: 
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
     its_path = d / "serve_iterations.csv"
-    before = sizes_run_before(runs, _read(its_path) if csv_exists(its_path) else [])
+    its = _read(its_path) if csv_exists(its_path) else []
+    before = sizes_run_before(runs, its)
+    timed = timed_run_ids(its)
     sess = sessions(runs)
     out = []
     for run in runs:
+        run = {**run, "engine_timing": run["run_id"] in timed}
         # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
         # the engine as fitted on the run's session when the folder holds several (EP)
         pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],

@@ -503,6 +503,21 @@ S27L_PLANS = {f"gpu1-s27l-{short}": _s21_plan(m, runs=(
     RunSpec("closed-c5-l", "closed", S27L_IN, S27L_OUT, concurrency=5, seed=172 + 2 * k)),
     warm_tokens=S27L_WARM_TOKENS, prefix="n27l") for k, (m, short) in enumerate(S27K_MODELS.items())}
 
+# s28serve (docs/notes/s28serve_rule.md, committed before these ran): set M, fresh held-out records on one GPU that judge
+# round 3's V-H200 again (calibration.serve_floor_rejudge: the per-operator floor in the H200 table): bench-small,
+# v2-lite-slice, v3-slice-1l and mixtral-mla-slice at Poisson 9/s and a closed loop of 3 (no run of any model had
+# these), prompts uniform 176-592 and outputs 56-216 tokens (no load record holds these lengths), seeds 181-188, 3.5 s
+# of load a run, the first run warmed to 816 flat tokens, run names n28m-*; recorded without --timing, and
+# bench-small's and v2-lite-slice's plans once more with it (real/campaigns/s28serve.sh's timing parts: evidence).
+S28M_IN, S28M_OUT = "uniform:176-592", "uniform:56-216"
+S28M_WARM_TOKENS = 816
+S28M_LOAD_S = 3.5   # 1 s above the earlier sets' 2.5 s: some 30 requests at 9/s
+S28M_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
+S28M_PLANS = {f"gpu1-s28m-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r9-m", "poisson", S28M_IN, S28M_OUT, rate_per_s=9.0, seed=181 + 2 * k),
+    RunSpec("closed-c3-m", "closed", S28M_IN, S28M_OUT, concurrency=3, seed=182 + 2 * k)),
+    warm_tokens=S28M_WARM_TOKENS, load_s=S28M_LOAD_S, prefix="n28m") for k, (m, short) in enumerate(S28M_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -551,4 +566,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
+         **S28M_PLANS,
          "tiny-new": TINY_NEW}

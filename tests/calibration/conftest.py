@@ -144,12 +144,17 @@ def assert_graph_guards_recomputed(judgement: dict, judged: str, guard_labels) -
     assert judgement["adopt"] == (judged if judgement["passes"] else None)
 
 
-def assert_live_row_is_committed(judgement: dict, set_name: str, model: str, run: str) -> None:
-    """One fresh run replayed live under the twin in force equals its committed row of the judgement."""
+def assert_live_row_is_committed(judgement: dict, set_name: str, model: str, run: str, floor: bool = False) -> None:
+    """One fresh run replayed live under the twin in force as judged equals its committed row of the judgement
+    (`floor`: timing.ADOPT_GRAPH_OP_FLOOR, adopted by s28serve; every judgement up to s28serve's ran with it off)."""
+    from unittest import mock
+
     from calibration import serve_eager_host as seh   # lazy: as above
     from calibration.serve_load_validation import FIGURES   # lazy: as above
+    from twin.serving import timing
 
-    live = seh.set_rows(set_name, (model,), run_ids={run})
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", floor):
+        live = seh.set_rows(set_name, (model,), run_ids={run})
     assert len(live) == 1
     stored = next(r for r in judgement["J"]["None"] if r["run_id"] == run)
     for f in FIGURES:

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_the_committed_judgement_is_its_criteria(judgement):
 
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     run = "n26i-bench-poisson-r26-i"
-    with ssy.setting(None):   # the committed twin as judged (every switch off), whatever the defaults
+    with ssy.setting(None), mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # as judged: every switch off
         live = seh.set_rows(slh.NAME, ("bench-small",), run_ids={run})
     assert len(live) == 1
     stored = next(r for r in judgement["I"]["None"] if r["run_id"] == run)

@@ -7,6 +7,7 @@ under the committed twin against its stored row, and the strict xfail printing t
 import json
 import math
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_the_committed_judgement_is_its_criteria(judgement):
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     """The cheapest run of set H (one model, the committed twin) replayed now equals its committed row: the judgement
     cannot go stale against the code."""
-    with sss.setting(None):   # the committed twin as judged (every switch off), whatever the defaults
+    with sss.setting(None), mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # as judged: every switch off
         live = seh.set_rows(sss.NAME, ("qwen2moe-mla-slice",), run_ids={"n26s-qwen2moe-poisson-r14-h"})
     assert len(live) == 1
     stored = next(r for r in judgement["H"]["None"] if r["run_id"] == "n26s-qwen2moe-poisson-r14-h")

@@ -53,8 +53,10 @@ def test_one_run_replayed_live_is_its_committed_row(judgement):
     assert_live_row_is_committed(judgement, sgf.NAME, "mixtral-mla-slice", run)   # the twin in force, as judged
 
 
-def test_the_candidate_stays_off():
-    assert timing.ADOPT_GRAPH_OP_FLOOR is False
+def test_the_candidate_in_both_tables_stays_unadopted():
+    """V (the term in both one-GPU tables) was not adopted; its H200-only form was, by s28serve (the switch on, the
+    H100 table without the term: docs/notes/s28serve_rule.md)."""
+    assert timing.ADOPT_GRAPH_OP_FLOOR is True and timing.engine_costs("real-serve-h100-ep1")[sgf.TERM] == 0.0
 
 
 @pytest.mark.xfail(strict=True, reason="s27serve round 2: candidate V not adopted (K2 on set E; "

@@ -120,7 +120,7 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
                 "launch_floor_row_s", "launch_floor_decode_s", "eager_op_s", "sync_s", "start_s",
                 "start_prompt_only_s", "start_s_per_token", "graph_host_s", "graph_op_s", "graph_row_s",
-                "graph_op_floor_s")
+                "graph_op_floor_s", "timing_loop_s")
 # (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per
 # chunk; (s24eager) per prompt token and per decode row (the engine's per-token and per-row Python: token, position and
 # slot lists, a decode row's page-table row) and the decode rows' attention path (per layer, where decode rows run)
@@ -130,7 +130,7 @@ LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launc
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
                      "post_prompt_s", "eager_op_s", "sync_s", "start_s", "start_prompt_only_s", "start_s_per_token",
-                     "graph_host_s", *LAUNCH_FLOOR_TERMS)
+                     "graph_host_s", "timing_loop_s", *LAUNCH_FLOOR_TERMS)
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -478,9 +478,31 @@ ADOPT_GRAPH_DECODE_OPS = False
 # graph pricing for the model they were fitted on (ENGINE_FIT_MODEL: iteration_s holds its captured forward's floor)
 # and charges another model graph_op_floor_s x (its captured operators - the fit model's): a 4-layer forward's replay
 # pays more, a 1-layer one's less (as ADOPT_LAYER_SCALED_ENGINE does for the eager launch terms). Off, or on a table
-# without the term: as before.
-ADOPT_GRAPH_OP_FLOOR = False
+# without the term: as before. (s27serve round 3) the term in the H200 one-GPU table only (V-H200); (s28serve,
+# docs/notes/s28serve_rule.md) V-H200 judged on set M and adopted: on, and `real-serve-h200-ep1` alone carries
+# graph_op_floor_s (twin/data/serve_engines.toml). H100 runs, EP tables, eager iterations and the fit model's replays
+# price as before.
+ADOPT_GRAPH_OP_FLOOR = True
 ENGINE_FIT_MODEL = "v3-slice-2l"
+
+# (s28serve, docs/notes/s28serve_rule.md, committed before its judging records) real/serve run with `--timing` runs its
+# per-iteration instrument (Engine._time: CUDA-event elapsed time, CPU id and MHz, NVML's SM clock and throttle reasons)
+# after each iteration's end, before the next starts: the loop gap between iterations is 40-140 us in the load records
+# recorded with it (sets D-I, the fitting runs h200/s26start2/fit) against the tables' loop_s of 9-16 us (fitted on
+# runs recorded without it). It is the instrument, not the engine: a scenario says whether its engine ran with it
+# (serve.engine_timing, set by calibration.serve_load_validation from a record's per-iteration timing columns), and
+# under the switch such a scenario's iterations pay the table's `timing_loop_s` (host-scaled) on top of loop_s. A
+# scenario without --timing (every `twin serve` one, the committed runs, sets J-L) or a table without the term: as before.
+ADOPT_TIMING_INSTRUMENT = False
+
+
+def timed_engine(engine: dict, engine_timing: bool) -> dict:
+    """The table's terms with the instrument's loop time added to loop_s where the engine ran with --timing
+    (ADOPT_TIMING_INSTRUMENT, the table's timing_loop_s); `engine` itself otherwise."""
+    extra = engine.get("timing_loop_s", 0.0)
+    if not (ADOPT_TIMING_INSTRUMENT and engine_timing and extra > 0.0):
+        return engine
+    return {**engine, "loop_s": engine.get("loop_s", 0.0) + extra}
 
 
 def graph_ops(ops: dict[str, float], m: ModelSpec) -> float:
@@ -544,10 +566,12 @@ class IterationCosts:
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
-        self.engine = head_scaled_engine(layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s),
+        # (ADOPT_TIMING_INSTRUMENT) with the instrument's loop time where the engine ran with --timing
+        table = timed_engine(engine_costs(s.engine_costs), s.engine_timing)
+        self.engine = head_scaled_engine(layer_scaled_engine(scaled_engine(table, s.host_launch_s),
                                                              m.num_layers), m.num_heads, m.num_layers)
         # a graph-replayed iteration's terms (ADOPT_GRAPH_DECODE_HOST_UNSCALED; the same dict when off)
-        self.graph_engine = graph_engine(self.engine, layer_scaled_engine(engine_costs(s.engine_costs), m.num_layers))
+        self.graph_engine = graph_engine(self.engine, layer_scaled_engine(table, m.num_layers))
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
         f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0

@@ -1,8 +1,11 @@
 """timing.ADOPT_GRAPH_DECODE_OPS (docs/notes/s27serve_rule.md): a CUDA-graph decode replay priced by its host work, its
 kernels, a floor per captured operator and a term per padded row, in place of the table's iteration_s. Off nothing
-moves; on, eager iterations, tables without the terms and EP tables never move; the replay costs what the terms say."""
+moves; on, eager iterations, tables without the terms and EP tables never move; the replay costs what the terms say.
+Rounds 2-3's floor (ADOPT_GRAPH_OP_FLOOR) was adopted by s28serve (docs/notes/s28serve_rule.md): the mechanism tests
+below run against the twin they were judged on (the floor off, an autouse fixture); the adopted state at the end."""
 
 import dataclasses
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,6 +19,14 @@ from twin.serving.pipeline import eager_ops
 
 TABLE = "real-serve-h200-ep1"
 TERMS = {"graph_host_s": 0.3e-3, "graph_op_s": 0.3e-6, "graph_row_s": 40e-6}
+FLOOR_DEFAULT = timing.ADOPT_GRAPH_OP_FLOOR   # the default as committed (the fixture below turns it off)
+
+
+@pytest.fixture(autouse=True)
+def _floor_off():
+    """The twin as rounds 1-3 judged it: the per-operator floor off (adopted since s28serve)."""
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):
+        yield
 
 
 def _costs(model: str, table: str = TABLE, ep: int | None = None) -> timing.IterationCosts:
@@ -94,7 +105,7 @@ FLOOR = {t: {"graph_op_floor_s": 0.5e-6} for t in ("real-serve-h100-ep1", TABLE)
 
 
 def test_the_floor_moves_a_replay_by_its_operators_beyond_the_fit_model_only():
-    assert timing.fit_model_graph_ops() == 403 and timing.ADOPT_GRAPH_OP_FLOOR is False
+    assert timing.fit_model_graph_ops() == 403
     models = ("v3-slice-2l", "bench-small", "v3-slice-1l")
     base = {m: _prices(_costs(m)) for m in models}
     ep2 = _prices(_costs("v3-slice-2l", "real-serve-h100-ep2", ep=2))
@@ -129,3 +140,22 @@ def test_v_h200_moves_the_h200_table_and_leaves_every_h100_run():
     assert on[h100] == base[h100]                                   # no term in the H100 table: as in force
     assert on[TABLE][0] == pytest.approx(base[TABLE][0] + 0.5e-6 * 444, rel=1e-12) and on[TABLE][1:] == base[TABLE][1:]
     assert set(sgh.GUARD_LABELS) == set("ABCDEFGHIJK") and sgh.POOL_LEFT_OUT == ("I", "J", "K")
+
+
+# ---- s28serve: V-H200 adopted (docs/notes/s28serve_rule.md) -------------------------------------------------------------
+
+def test_the_floor_is_adopted_in_the_h200_table_alone_with_round_2s_term():
+    from calibration import serve_graph_floor as sgf_   # the committed fit (calibration/s27serve2_fit.json)
+    import json
+    fit = json.loads(sgf_.FIT_FILE.read_text())["tables"][TABLE]["graph_op_floor_s"]
+    assert FLOOR_DEFAULT is True
+    assert timing.engine_costs(TABLE)["graph_op_floor_s"] == fit == pytest.approx(495.0e-9, rel=1e-3)
+    assert all(timing.engine_costs(t)["graph_op_floor_s"] == 0.0
+               for t in ("real-serve-h100-ep1", "real-serve-h100-ep2", "real-serve-h200-ep2"))
+    base = {m: _prices(_costs(m)) for m in ("v3-slice-2l", "bench-small")}
+    h100 = _prices(_costs("bench-small", "real-serve-h100-ep1"))
+    with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", True):   # the default, as adopted
+        assert _prices(_costs("v3-slice-2l")) == base["v3-slice-2l"]             # the fit model: as before
+        on = _prices(_costs("bench-small"))
+        assert _prices(_costs("bench-small", "real-serve-h100-ep1")) == h100     # the H100 table: as before
+    assert on[0] == pytest.approx(base["bench-small"][0] + fit * 444, rel=1e-12) and on[1:] == base["bench-small"][1:]
