@@ -268,7 +268,7 @@ def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
 
 
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with decode_gemm.csv)")
     ap.add_argument("--update", action="store_true",
                     help="write the batched GEMM curves and cuBLAS kernel tables into the committed profiles")

@@ -425,8 +425,8 @@ def format_fresh(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.idle_terms", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = entry.JudgeParser(prog="python -m calibration.idle_terms", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replay", help="seen records: the twin's idle and the replay's beside the measured")
     rp.add_argument("subdirs", nargs="*", default=list(SEEN_SUBDIRS))

@@ -735,7 +735,7 @@ def _eager_terms(gpu: str, profile, df: pd.DataFrame | None, root: Path | str, p
 
 
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
     ap.add_argument("--per-op", action="store_true",
                     help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")

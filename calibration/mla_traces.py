@@ -308,7 +308,7 @@ def _fmt_row(d: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) with s10mla_traces/ (default: all)")
     ap.add_argument("--json", action="store_true", help="print the decomposition as JSON")
     args = ap.parse_args(argv)

@@ -149,7 +149,7 @@ def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_
 
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.op_host_rate", __doc__).parse_args(argv)
-    rows = step_rate_per_twin_op()
+    rows = step_rate_per_twin_op(root=rec.records_root())
     print(rows.groupby("model")[["kernels", "twin_ops", "per_kernel", "per_twin_op"]].median().to_string(
         float_format=lambda x: f"{x:.3g}"))
     print(rows.pivot_table(index="run", columns="model", values="per_twin_op", aggfunc="median").to_string(

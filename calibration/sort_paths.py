@@ -103,10 +103,10 @@ def _ep_layer_rows(path: Path, gpu: str) -> list[dict]:
             for _, r in df.iterrows()]
 
 
-def _one_gpu_rows(gpu: str) -> list[dict]:
+def _one_gpu_rows(gpu: str, root: Path) -> list[dict]:
     out = []
     for family in ("moe_layer", "model"):
-        path = rec.MEASUREMENTS_DIR / gpu / f"{family}.csv"
+        path = Path(root) / gpu / f"{family}.csv"
         if not csv_exists(path):
             continue
         df = read_csv(path)
@@ -140,7 +140,7 @@ def sort_counts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
             for path in sorted(gpu_dir.rglob("ep.csv*")):
                 rows += _ep_layer_rows(path, gpu_dir.name)
         else:
-            rows += _one_gpu_rows(gpu_dir.name)
+            rows += _one_gpu_rows(gpu_dir.name, root)
     return pd.DataFrame(rows)
 
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(gpu, bench, len(g), "off median/P90 %.2f / %.2f%%" % abs_summary(g["rel_error_off"]),
                           "on %.2f / %.2f%%" % abs_summary(g["rel_error_on"]))
             return 0
-        print(sorts_near_cliff(sort_counts()).to_string(index=False))
+        print(sorts_near_cliff(sort_counts(rec.records_root())).to_string(index=False))
     return 0
 
 

@@ -213,7 +213,7 @@ def format_rows(rows: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.step_protocol", __doc__).parse_args(argv)
-    rows = committed_rows()
+    rows = committed_rows(rec.records_root())
     if rows.empty:
         print("no s21host2b records")
         return 0
