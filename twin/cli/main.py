@@ -173,12 +173,14 @@ def cmd_step(args) -> int:
     except InfeasiblePlan as exc:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
+        _resolved_beside(args.json, sc)   # none beside a step's --json F until s28prod
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         print(STEP_PLAN_HINT, file=sys.stderr)
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
     _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
     _write_json(args.json, _with_assumed(args, out))
+    _resolved_beside(args.json, sc)
     return 0
 
 
