@@ -256,3 +256,12 @@ def test_a_dask_scheduler_lost_mid_run_ends_in_one_line_naming_it(monkeypatch):
     assert "\n" not in text and text.startswith("--dask: got 'tcp://127.0.0.1:8786'; allowed: a Dask cluster that runs "
                                                 "the whole job (it stopped after 1 of 3 tasks: FutureCancelledError: ")
     assert "scheduler-connection-lost" in text and text.endswith("a re-run resumes")
+
+
+def test_a_model_override_is_named_as_the_set_that_gave_it(capsys):
+    """s28prod: `twin model deepseek-v3 --set model.num_layers=nan` was refused as "model.num_layers in
+    twin/data/models.toml: got nan", a value the catalog never held; now the --set that gave it, as every scenario
+    command names an override (W4b)."""
+    assert main(["model", "deepseek-v3", "--set", "model.num_layers=nan"]) == 2
+    assert capsys.readouterr().err == ("error: model.num_layers (--set model.num_layers=nan): got nan; allowed: integer >= 1 "
+                                       "and <= 1,000\n")
