@@ -73,11 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
         if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
             return cli.refuse("set L", root, f"{NAME}/<model>/")
-        out = judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms)
-        sgo.print_judgement(out, JUDGED, "A-H")
-        if args.json:
-            cli.write_json(args.json, sgo.judgement_record(out, terms, JUDGED))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms),
+                             lambda out: sgo.print_judgement(out, JUDGED, "A-H"),
+                             lambda out: sgo.judgement_record(out, terms, JUDGED))
 
 
 if __name__ == "__main__":

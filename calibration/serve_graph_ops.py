@@ -260,11 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
         if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
             return cli.refuse("set J", root, f"{NAME}/<model>/")
-        out = judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables)
-        print_judgement(out)
-        if args.json:
-            cli.write_json(args.json, judgement_record(out, tables))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables),
+                             print_judgement, lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

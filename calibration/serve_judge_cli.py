@@ -4,7 +4,7 @@ Until s28prod each serving judge (serve_eager_host, serve_load_host, serve_graph
 serve_graph_floor_h200, serve_start_sync, serve_pipeline, serve_prefill_kernels, serve_prefill_kernels2) built these
 options, its refusal of a records root without its records and its --json write by hand, copies of each other (the
 before-stop review's duplication findings). Here once: `parser`, `refuse` (one line naming the root, exit 2),
-`write_json` (atomic: a stopped run leaves the earlier record whole). A judge runs its body inside
+`judgement` (print, then --json), `write_json` (atomic: a stopped run leaves the earlier record whole). A judge runs its body inside
 `calibration.entry.records_given(args)`, so records missing or garbled under a --records root end in one line naming
 the root, exit 2, not a traceback (s28prod: `serve_start_sync fit` on a root without s24eager's fitting rows).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from calibration import entry
@@ -47,6 +48,15 @@ def refuse(what: str, root: Path | str, layout: str) -> int:
     one line of stderr; the exit status of bad input (2)."""
     print(f"no {what} records under {root}/<gpu>/{layout}", file=sys.stderr)
     return entry.EXIT_INVALID
+
+
+def judgement(args: argparse.Namespace, out: dict, show: Callable[[dict], None], record: Callable[[dict], dict]) -> int:
+    """A judge's last step: print the judgement `out` (`show`), write `record(out)` to --json FILE where one is given;
+    exit status 0."""
+    show(out)
+    if args.json:
+        write_json(args.json, record(out))
+    return 0
 
 
 def write_json(path: Path | str, doc: dict) -> None:

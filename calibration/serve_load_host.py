@@ -316,11 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli.refuse("set I", root, f"{NAME}/<model>/")
         tables = load_host_fit(root)
         _print_fit(tables)
-        out = judge(root, committed_sets=not args.no_committed, tables=tables)
-        print_judgement(out)
-        if args.json:
-            cli.write_json(args.json, judgement_record(out, tables))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, tables=tables), print_judgement,
+                             lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

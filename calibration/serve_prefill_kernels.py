@@ -412,11 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not fresh_rows(root):
             return cli.refuse("set F", root, f"{NAME}/<model>/")
-        out = judge(root, committed_sets=not args.no_committed, guards=not args.no_guards)
-        print_judgement(out)
-        if args.json:
-            cli.write_json(args.json, judgement_record(out))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, guards=not args.no_guards),
+                             print_judgement, judgement_record)
 
 
 RECORD_KEYS = ("run_id", "model", "gpu")

@@ -251,11 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     with entry.records_given(args):
         if not seh.set_rows(NAME, FRESH_MODELS, root):
             return cli.refuse("set G", root, f"{NAME}/<model>/")
-        out = judge(root, committed_sets=not args.no_committed)
-        print_judgement(out)
-        if args.json:
-            cli.write_json(args.json, judgement_record(out))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed), print_judgement, judgement_record)
 
 
 if __name__ == "__main__":

@@ -444,12 +444,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.what == "judge" and not seh.set_rows(NAME, FRESH_MODELS, root):
             return cli.refuse("set H", root, f"{NAME}/<model>/")
-        out = judge(root, committed_sets=not args.no_committed,
-                    fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ()))
-        print_judgement(out)
-        if args.json:
-            cli.write_json(args.json, judgement_record(out))
-        return 0
+        return cli.judgement(args, judge(root, committed_sets=not args.no_committed,
+                                         fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ())),
+                             print_judgement, judgement_record)
 
 
 if __name__ == "__main__":
