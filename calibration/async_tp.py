@@ -290,6 +290,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")

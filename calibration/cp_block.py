@@ -245,6 +245,7 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="the cp_block records (default: <records root>/h200x4/cp_block)")

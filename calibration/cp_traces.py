@@ -189,6 +189,7 @@ def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profi
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
     ap.add_argument("records", type=Path)

@@ -129,6 +129,7 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
     return out
 
 
+@entry.script
 def main(argv=None) -> None:
     ap = entry.JudgeParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")

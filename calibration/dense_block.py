@@ -319,6 +319,7 @@ def format_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.dense_block", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")

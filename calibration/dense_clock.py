@@ -228,6 +228,7 @@ def format_cases(t: pd.DataFrame) -> str:
         index=False, float_format=lambda x: f"{x:.3f}")
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.dense_clock", __doc__)
     ap.add_argument("--gpu", default="h100")

@@ -158,6 +158,7 @@ def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_
     return terms
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.dense_dropout", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from calibration import records as rec
@@ -115,10 +116,24 @@ def gpu_name(text: str) -> str:
     return text
 
 
-def records_given(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
-    """`user_inputs` for the records root --records named (JudgeParser): records missing or garbled under it print one
-    line naming the root, exit 2; under the committed records (no --records) an error stays a bug's traceback."""
-    return user_inputs("--records", getattr(args, RECORDS_DEST, None), RECORDS_EXPECTED)
+def script(main: Callable[..., int | None]) -> Callable[..., int | None]:
+    """The `main` of a `python -m calibration.<script>` (a decorator): under a records root the user named (--records
+    DIR, JudgeParser), a record missing or garbled there (OSError, ValueError, KeyError, IndexError) ends in one line
+    naming the root, exit 2, as `user_inputs` refuses a file; under the committed records (no --records) an error stays
+    a bug's traceback. s28prod: given a root without its records, 13 scripts ended in their reader's traceback
+    (serve_start_sync fit's ValueError, host_rate_rows' FileNotFoundError, cp_block's 'No objects to concatenate')."""
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            root = rec.records_root()
+            if root == rec.MEASUREMENTS_DIR:
+                raise
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:REASON_CHARS]
+            print(f"error: --records: got {root}; allowed: {RECORDS_EXPECTED} ({reason})", file=sys.stderr)
+            raise SystemExit(EXIT_INVALID) from None
+    return run
 
 
 @contextlib.contextmanager

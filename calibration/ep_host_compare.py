@@ -54,6 +54,7 @@ def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.ep_host_compare", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

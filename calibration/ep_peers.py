@@ -93,6 +93,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.ep_peers", __doc__).parse_args(argv)
     print(format_table(committed(rec.records_root())))

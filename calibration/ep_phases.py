@@ -209,6 +209,7 @@ def op_kernels(events: pd.DataFrame, kind: str = "BW") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv: list[str]) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=entry.folder)

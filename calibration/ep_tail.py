@@ -228,6 +228,7 @@ def load(folder: Path) -> pd.DataFrame:
     return ev
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.ep_tail", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

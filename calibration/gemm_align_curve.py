@@ -226,6 +226,7 @@ def fit_gpu(gpu: str) -> dict | None:
     return fit
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s curve_fits")

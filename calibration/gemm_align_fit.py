@@ -189,6 +189,7 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMEN
         setattr(compute, switch, saved)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")

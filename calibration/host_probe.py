@@ -183,6 +183,7 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
     return {"tracking": tracking, "adopted": adopted, "cases": cases}
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.host_probe", description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh, or an s8mla run's folder "

@@ -132,6 +132,7 @@ def format_report(out: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.host_rate_rows", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the result as JSON here")

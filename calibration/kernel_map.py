@@ -142,6 +142,7 @@ def write_toml(maps: dict[str, tuple[dict, int]], path: Path = OUT) -> None:
     atomic.write_text(path, "\n".join(lines))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.kernel_map", __doc__).parse_args(argv)   # --help before the rewrite below
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements

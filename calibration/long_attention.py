@@ -154,6 +154,7 @@ def committed_profile(gpu: str) -> Profile:
     return profile_from_json(json.loads(path.read_text()))
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.long_attention", description=__doc__.split("\n")[0])
     ap.add_argument("folder", help="a campaign s24long output folder (long_attn.csv)")

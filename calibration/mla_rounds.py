@@ -243,6 +243,7 @@ def load_run(path: Path) -> pd.DataFrame:
     return host_probe.load_paired(path) if csv_exists(path) else host_probe.paired_from_rounds(path)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")

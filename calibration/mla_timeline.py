@@ -73,6 +73,7 @@ def summarize_folder(folder: Path | str) -> list[dict]:
     return rows
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)

@@ -235,6 +235,7 @@ def rows_with_block_ratio(held: pd.DataFrame) -> list[dict]:
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)

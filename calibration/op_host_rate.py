@@ -147,6 +147,7 @@ def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.op_host_rate", __doc__).parse_args(argv)
     rows = step_rate_per_twin_op(root=rec.records_root())

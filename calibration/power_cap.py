@@ -425,6 +425,7 @@ def print_activity(path: Path, limit_w: float) -> int:
     return 0
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.power_cap",
                            description="kernels' sustained power and clock, and their speed under a lower power limit")

@@ -1056,6 +1056,7 @@ def format_step_table(section: dict) -> str:
     return "\n".join(lines + format_sync_lines(section))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid",

@@ -166,6 +166,7 @@ def format_table(sec: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.prereg_pp", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])

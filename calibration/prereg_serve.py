@@ -476,6 +476,7 @@ def format_section(section: dict) -> list[str]:
     return lines
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])

@@ -67,6 +67,7 @@ def judge(path: Path | str, rule: str = "s26mem3") -> dict:
             "c1": checks, "c1_holds": all(checks.values())}
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.runtime_memory", __doc__)
     ap.add_argument("csv", nargs="?", type=entry.csv_file, help="a runtime_memory.csv (default: the committed one)")

@@ -170,6 +170,7 @@ def repeat_levels(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(list(dict.fromkeys(rows.run_id))).fillna({"n_seen": 0, "n_new": 0})
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     ap = entry.parser("calibration.serve_clock_idle", __doc__)
     ap.add_argument("names", nargs="*", type=entry.records_folder, metavar="FOLDER",

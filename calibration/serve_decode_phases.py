@@ -211,6 +211,7 @@ def hostprobe_phases(path: Path) -> pd.DataFrame:
         windows=len(win), slow_windows=int(slow.sum()))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_decode_phases", __doc__).parse_args(argv)
     pd.set_option("display.width", 200)

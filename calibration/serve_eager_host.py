@@ -391,17 +391,13 @@ def print_committed(out: dict) -> None:
     print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_eager_host", __doc__, ("fit",),
                      "fit: the fitting records only (default: the judgement too)", default=None, dest="part")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if not read_fit(root):
-            return cli.refuse("fitting", root, f"{NAME}/fit/")
-        return _run(args, root, argv)
-
-
-def _run(args, root: Path, argv: list[str] | None) -> int:
+    if not read_fit(root):
+        return cli.refuse("fitting", root, f"{NAME}/fit/")
     _print_fit(root)
     _print_load_host(root)
     if args.part == "fit":

@@ -1447,11 +1447,12 @@ def fitted_tables() -> dict[str, dict]:
     return results
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.serve_engine_fit", __doc__).parse_args(argv)   # --help before the rewrite below
     results = fitted_tables()
     if not results:   # s28prod: empty tables were written over the committed ones
-        print(f"error: no fitting load runs under {rec.MEASUREMENTS_DIR}; {OUT.name} left as it is", file=sys.stderr)
+        print(f"error: no fitting load runs under {rec.records_root()}; {OUT.name} left as it is", file=sys.stderr)
         return 2
     for k, t in results.items():
         print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))

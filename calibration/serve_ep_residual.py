@@ -164,6 +164,7 @@ def _corr(a: pd.Series, b: pd.Series) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() >= 3 and b[ok].std() > 0 and a[ok].std() > 0 else math.nan
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_ep_residual", __doc__).parse_args(argv)
     pd.set_option("display.width", 160)

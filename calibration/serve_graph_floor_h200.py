@@ -59,23 +59,23 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
                      guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_graph_floor_h200", __doc__, ("judge", "guards"),
                      "guards: sets A-K and the committed sets under V-H200 (no set L); judge: set L, the guards and the "
                      "verdict")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if not slh.fit_cards(root):
-            return cli.refuse("fitting", root, f"{slh.NAME}/fit/<model>/")
-        terms = tables(root)
-        v = terms[sgf.FIT_TABLE]
-        print(f"{sgf.TERM} {v[sgf.TERM] * 1e9:.1f} ns an operator in {sgf.FIT_TABLE} only (fitting runs on {v['card']})")
-        fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
-        if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
-            return cli.refuse("set L", root, f"{NAME}/<model>/")
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms),
-                             lambda out: sgo.print_judgement(out, JUDGED, "A-H"),
-                             lambda out: sgo.judgement_record(out, terms, JUDGED))
+    if not slh.fit_cards(root):
+        return cli.refuse("fitting", root, f"{slh.NAME}/fit/<model>/")
+    terms = tables(root)
+    v = terms[sgf.FIT_TABLE]
+    print(f"{sgf.TERM} {v[sgf.TERM] * 1e9:.1f} ns an operator in {sgf.FIT_TABLE} only (fitting runs on {v['card']})")
+    fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
+    if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
+        return cli.refuse("set L", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms),
+                         lambda out: sgo.print_judgement(out, JUDGED, "A-H"),
+                         lambda out: sgo.judgement_record(out, terms, JUDGED))
 
 
 if __name__ == "__main__":

@@ -239,29 +239,29 @@ def _print_fit(tables: dict) -> None:
               f"({v['rows_left_out']} of {v['rows']} left out above {TRIM_RATIO:g}x the first fit)")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_graph_ops", __doc__, ("judge", "fit", "guards"),
                      "fit: the terms from the fitting runs alone; guards: sets A-I and the committed sets under them (no "
                      "set J); judge: set J, the guards and the verdict",
                      json_help="write the fit (fit) or the judgement (judge, guards)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if not slh.fit_cards(root):
-            return cli.refuse("fitting", root, f"{FIT_NAME}/fit/<model>/")
-        tables = graph_fit(root)
-        _print_fit(tables)
-        if args.what == "fit":
-            for m, v in by_model(root, tables).items():
-                print(f"  {m}: median predicted / measured duration, committed {v['committed']:.3f}, U {v['U']:.3f}")
-            if args.json:
-                cli.write_json(args.json, {"source": "calibration.serve_graph_ops fit: the fitting load runs "
-                                           f"<gpu>/{FIT_NAME}/fit/<model> (docs/notes/s27serve_rule.md)", "tables": tables})
-            return 0
-        fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
-        if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
-            return cli.refuse("set J", root, f"{NAME}/<model>/")
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables),
-                             print_judgement, lambda out: judgement_record(out, tables))
+    if not slh.fit_cards(root):
+        return cli.refuse("fitting", root, f"{FIT_NAME}/fit/<model>/")
+    tables = graph_fit(root)
+    _print_fit(tables)
+    if args.what == "fit":
+        for m, v in by_model(root, tables).items():
+            print(f"  {m}: median predicted / measured duration, committed {v['committed']:.3f}, U {v['U']:.3f}")
+        if args.json:
+            cli.write_json(args.json, {"source": "calibration.serve_graph_ops fit: the fitting load runs "
+                                       f"<gpu>/{FIT_NAME}/fit/<model> (docs/notes/s27serve_rule.md)", "tables": tables})
+        return 0
+    fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
+    if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
+        return cli.refuse("set J", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables),
+                         print_judgement, lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

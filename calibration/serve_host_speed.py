@@ -159,6 +159,7 @@ def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | Non
     return out
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_host_speed", __doc__).parse_args(argv)
     scales = all_scales(rec.records_root())

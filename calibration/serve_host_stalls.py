@@ -194,6 +194,7 @@ def format_rows(rows: list[dict], verdict: dict) -> list[str]:
     return lines
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.serve_host_stalls", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="write the predictions file (refuses to overwrite one)")

@@ -45,6 +45,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_idle_probe", __doc__)
     ap.add_argument("--gpu", default="h200")

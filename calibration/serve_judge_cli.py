@@ -4,9 +4,9 @@ Until s28prod each serving judge (serve_eager_host, serve_load_host, serve_graph
 serve_graph_floor_h200, serve_start_sync, serve_pipeline, serve_prefill_kernels, serve_prefill_kernels2) built these
 options, its refusal of a records root without its records and its --json write by hand, copies of each other (the
 before-stop review's duplication findings). Here once: `parser`, `refuse` (one line naming the root, exit 2),
-`judgement` (print, then --json), `write_json` (atomic: a stopped run leaves the earlier record whole). A judge runs its body inside
-`calibration.entry.records_given(args)`, so records missing or garbled under a --records root end in one line naming
-the root, exit 2, not a traceback (s28prod: `serve_start_sync fit` on a root without s24eager's fitting rows).
+`judgement` (print, then --json), `write_json` (atomic: a stopped run leaves the earlier record whole). Records missing
+or garbled under a --records root end in one line naming the root, exit 2, as in every script (calibration.entry.script:
+`serve_start_sync fit` on a root without s24eager's fitting rows ended in a ValueError traceback until s28prod).
 """
 
 from __future__ import annotations

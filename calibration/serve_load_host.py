@@ -298,26 +298,26 @@ def _print_fit(tables: dict) -> None:
                 f" iterations ({v['rows_left_out']} of {v['rows']} left out above {TRIM_RATIO:g}x the first fit)")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_load_host", __doc__, ("judge", "fit"),
                      "fit: the host terms from the fitting runs alone; judge: set I and the guards under them",
                      json_help="write the fit (fit) or the judgement (judge)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if not fit_cards(root):
-            return cli.refuse("fitting", root, f"{NAME}/fit/<model>/")
-        if args.what == "fit":
-            doc = fit_record(root)
-            _print_fit(doc["tables"])
-            if args.json:
-                cli.write_json(args.json, doc)
-            return 0
-        if not seh.set_rows(NAME, FRESH_MODELS, root):
-            return cli.refuse("set I", root, f"{NAME}/<model>/")
-        tables = load_host_fit(root)
-        _print_fit(tables)
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, tables=tables), print_judgement,
-                             lambda out: judgement_record(out, tables))
+    if not fit_cards(root):
+        return cli.refuse("fitting", root, f"{NAME}/fit/<model>/")
+    if args.what == "fit":
+        doc = fit_record(root)
+        _print_fit(doc["tables"])
+        if args.json:
+            cli.write_json(args.json, doc)
+        return 0
+    if not seh.set_rows(NAME, FRESH_MODELS, root):
+        return cli.refuse("set I", root, f"{NAME}/<model>/")
+    tables = load_host_fit(root)
+    _print_fit(tables)
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, tables=tables), print_judgement,
+                         lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

@@ -193,15 +193,11 @@ def _by_figure(off: list[dict], on: list[dict]) -> str:
     return ", ".join(f"{k.removesuffix('_s')} {seh.checks(off, (k,))[0]} -> {seh.checks(on, (k,))[0]}" for k in FIGURES)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_pipeline", __doc__, ("fit",),
                      "fit: the fitting records only (default: the judgement)", default=None, dest="part", json_help=None)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        return _run(args, root)
-
-
-def _run(args, root: Path) -> int:
     if args.part == "fit":
         _print_fit(root)
         return 0

@@ -391,29 +391,29 @@ def _parser():
     return ap
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if args.command == "constants":
-            _print_constants(root)
-            return 0
-        if args.command == "fit":
-            _print_fit_check(root)
-            return 0
-        if args.command == "kernels":
-            for r in fresh_kernel_check(root):
-                print(f"{r['model']} {r['prompts']}x{r['tokens']}: measured {r['measured_s'] * 1e3:.2f} ms, committed "
-                      f"{r['off_s'] / r['measured_s'] - 1:+.1%}, engine terms {r['on_s'] / r['measured_s'] - 1:+.1%}")
-            return 0
-        if args.command == "refit":
-            for table, t in write_refit(root).items():
-                print(f"{table}: " + ", ".join(f"{k} {v:.4g}" for k, v in t.items() if k != "spread"))
-            return 0
-        if not fresh_rows(root):
-            return cli.refuse("set F", root, f"{NAME}/<model>/")
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed, guards=not args.no_guards),
-                             print_judgement, judgement_record)
+    if args.command == "constants":
+        _print_constants(root)
+        return 0
+    if args.command == "fit":
+        _print_fit_check(root)
+        return 0
+    if args.command == "kernels":
+        for r in fresh_kernel_check(root):
+            print(f"{r['model']} {r['prompts']}x{r['tokens']}: measured {r['measured_s'] * 1e3:.2f} ms, committed "
+                  f"{r['off_s'] / r['measured_s'] - 1:+.1%}, engine terms {r['on_s'] / r['measured_s'] - 1:+.1%}")
+        return 0
+    if args.command == "refit":
+        for table, t in write_refit(root).items():
+            print(f"{table}: " + ", ".join(f"{k} {v:.4g}" for k, v in t.items() if k != "spread"))
+        return 0
+    if not fresh_rows(root):
+        return cli.refuse("set F", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, guards=not args.no_guards),
+                         print_judgement, judgement_record)
 
 
 RECORD_KEYS = ("run_id", "model", "gpu")

@@ -245,13 +245,13 @@ def judgement_record(out: dict) -> dict:
             "adopt": out["adopt"]}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_prefill_kernels2", __doc__)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if not seh.set_rows(NAME, FRESH_MODELS, root):
-            return cli.refuse("set G", root, f"{NAME}/<model>/")
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed), print_judgement, judgement_record)
+    if not seh.set_rows(NAME, FRESH_MODELS, root):
+        return cli.refuse("set G", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed), print_judgement, judgement_record)
 
 
 if __name__ == "__main__":

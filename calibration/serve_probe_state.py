@@ -161,6 +161,7 @@ def formulations(levels: pd.DataFrame, tables: dict | None = None) -> pd.DataFra
     return pd.concat(out, ignore_index=True)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_probe_state", __doc__).parse_args(argv)
     pd.set_option("display.width", 250)

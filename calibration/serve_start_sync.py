@@ -427,26 +427,26 @@ def judgement_record(out: dict) -> dict:
             "adopt": out["adopt"]}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv, "calibration.serve_start_sync", __doc__, ("judge", "fit", "idle", "loadhost", "guards"),
                      "judge: set H and the guards; fit / idle: the fitting checks; loadhost: a diagnosis; guards: sets "
                      "A-G and the committed sets only (before set H exists)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    with entry.records_given(args):
-        if args.what == "fit":
-            _print_fit(root)
-            return 0
-        if args.what == "idle":
-            _print_idle(root)
-            return 0
-        if args.what == "loadhost":
-            _print_load_host(root)
-            return 0
-        if args.what == "judge" and not seh.set_rows(NAME, FRESH_MODELS, root):
-            return cli.refuse("set H", root, f"{NAME}/<model>/")
-        return cli.judgement(args, judge(root, committed_sets=not args.no_committed,
-                                         fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ())),
-                             print_judgement, judgement_record)
+    if args.what == "fit":
+        _print_fit(root)
+        return 0
+    if args.what == "idle":
+        _print_idle(root)
+        return 0
+    if args.what == "loadhost":
+        _print_load_host(root)
+        return 0
+    if args.what == "judge" and not seh.set_rows(NAME, FRESH_MODELS, root):
+        return cli.refuse("set H", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed,
+                                     fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ())),
+                         print_judgement, judgement_record)
 
 
 if __name__ == "__main__":

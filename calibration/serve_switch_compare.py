@@ -110,6 +110,7 @@ def _switch(text: str) -> str:
     return text
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     ap = entry.parser("calibration.serve_switch_compare", __doc__)
     ap.add_argument("switch", nargs="?", type=_switch, default="ADOPT_MEASURED_NEW_SIZE", metavar="ADOPT_NAME",

@@ -178,6 +178,7 @@ def compare(costs: IterationCosts, prompts: int, tokens: int, meas: dict) -> lis
     return [(p, got.get(p, 0.0), twin.get(p, 0.0)) for p in PART_OPS]
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")

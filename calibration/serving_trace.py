@@ -285,6 +285,7 @@ def format_table(result: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

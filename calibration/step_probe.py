@@ -138,6 +138,7 @@ def verdict(table: pd.DataFrame) -> dict:
     return out
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.step_probe", __doc__).parse_args(argv)
     data = all_hosts(rec.records_root())

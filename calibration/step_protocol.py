@@ -211,6 +211,7 @@ def format_rows(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.step_protocol", __doc__).parse_args(argv)
     rows = committed_rows(rec.records_root())

@@ -291,6 +291,7 @@ def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.torch_cp",
                            description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")

@@ -70,6 +70,7 @@ def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
     return rows
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.tp_beside", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100x2")

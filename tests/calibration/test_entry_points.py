@@ -181,7 +181,8 @@ def test_every_script_reads_the_records_root_records_names(name, records_roots, 
     through their own paths or defaults): every script takes --records DIR (calibration.entry.JudgeParser, one place);
     a folder holding no folder is refused before any work, one line naming it, exit 2; and given a records root of
     empty <gpu>/ folders, the script asks for no record of calibration/measurements (a read_scope that allows none
-    sees every record it asks for; the pre-registered predictions aside) and rewrites no package data."""
+    sees every record it asks for; the pre-registered predictions aside), rewrites no package data and ends in an exit
+    status, not a reader's traceback (calibration.entry.script)."""
     from calibration import records_io
 
     monkeypatch.setattr(rec, "_ROOT", rec._ROOT)   # a run sets the process's root: restored after the test
@@ -202,3 +203,5 @@ def test_every_script_reads_the_records_root_records_names(name, records_roots, 
     assert rec.records_root() == root
     assert _package_data() == before, f"{name} rewrote package data from an empty records root (exit {status})"
     assert not committed, f"{name} (exit {status}) read committed records under --records: {committed[:5]}"
+    # what it did not find ends in an exit status (one line naming the root: calibration.entry.script), no traceback
+    assert status is None or isinstance(status, int), f"{name}: {status}"
