@@ -191,8 +191,8 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
                 done += 1
                 yield result
         # the scheduler (or the connection to it) went away mid-run, or a task killed worker after worker: Dask's
-        # traceback until s28prod (a point's own exception is a row: it never reaches here)
+        # traceback until s28prod (a sweep point's own exception is its row and never reaches here)
         except (concurrent.futures.CancelledError, OSError, KilledWorker) as exc:
             why = " ".join(f"{type(exc).__name__}: {exc}".split())[:REASON_CHARS]
             raise ScenarioError("--dask", address, f"a Dask cluster that runs the whole job (it stopped after {done} of "
-                                f"{len(items)} tasks: {why}); twin sweep keeps the rows done and a re-run resumes") from None
+                                f"{len(items)} tasks: {why}); with --out, the rows done are kept and a re-run into it resumes") from None

@@ -215,7 +215,7 @@ def test_another_model_is_told_which_fields_it_took_from_deepseek_v3s_defaults(t
 def test_a_dask_scheduler_lost_mid_run_ends_in_one_line_naming_it(monkeypatch):
     """s28prod: a Dask scheduler that went away mid-sweep (its LocalCluster closed, the host gone) ended `twin sweep
     --dask tcp://...` in Dask's FutureCancelledError traceback, exit 1; now the --dask refusal in one line, exit 2,
-    saying how far it got (the sweep's journal keeps the rows done: a re-run resumes). A stand-in client: the second
+    saying how far it got (sweep's and plan's journals in --out keep the rows done: a re-run resumes). A stand-in client: the second
     task's future is cancelled as Dask cancels them when the connection to the scheduler is lost."""
     import dask.distributed
     from distributed.client import FutureCancelledError
@@ -255,7 +255,7 @@ def test_a_dask_scheduler_lost_mid_run_ends_in_one_line_naming_it(monkeypatch):
     text = str(exc.value)
     assert "\n" not in text and text.startswith("--dask: got 'tcp://127.0.0.1:8786'; allowed: a Dask cluster that runs "
                                                 "the whole job (it stopped after 1 of 3 tasks: FutureCancelledError: ")
-    assert "scheduler-connection-lost" in text and text.endswith("a re-run resumes")
+    assert "scheduler-connection-lost" in text and text.endswith("a re-run into it resumes")
 
 
 def test_a_model_override_is_named_as_the_set_that_gave_it(capsys):
