@@ -319,7 +319,7 @@ def main(argv=None) -> int:
     for gpu in gpus:
         prof = profile_from_json(json.loads((Path(str(PROFILES)) / f"{gpu}.json").read_text()))
         result[gpu] = {"calls": decomposition(gpu, prof, root),
-                       "call_edges": call_edges(gpu, (prof.eager or {}).get("host_s", {}))}
+                       "call_edges": call_edges(gpu, (prof.eager or {}).get("host_s", {}), root)}
     if args.json:
         print(json.dumps(result, indent=1, default=str))
         return 0

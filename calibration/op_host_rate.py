@@ -48,7 +48,7 @@ def fitting_reps(host_dispatch: pd.DataFrame, steps: pd.DataFrame, gpu: str, rad
     """The run's fitting repetitions (host_dispatch `infer` rows of split fit, their probed serve_steps rows) with
     `net` (kernels as step_host.fit_step_ratio counts them) and `host_over_ratio_probe` (rep host_s / (the run's
     ratio x the rep's probe))."""
-    radix = radix_sort_kernels(gpu) if radix is None else radix
+    radix = radix_sort_kernels(gpu, rec.records_root()) if radix is None else radix   # the records root in use
     hd = host_dispatch.assign(net=net_kernels(host_dispatch)
                               - (radix_kernels_of_rows(host_dispatch, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & (hd["phase"] == "infer") & (hd["net"] > 0)][step_host.LAYER_KEY + ["net"]]
