@@ -146,11 +146,13 @@ _ARGS = {"attn_small": ["FOLDER"], "cp_traces": ["FOLDER"], "deepep_ll_fit": ["C
 # fit_inputs, which restores a manifest's records from the committed tree and its history into --out
 _COMMITTED_ON_PURPOSE = {"fit_inputs"}
 _PREREG = rec.MEASUREMENTS_DIR / "prereg"
-_PACKAGE_DATA = (ROOT / "twin" / "data", ROOT / "calibration")
 
 
 def _package_data() -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for top in _PACKAGE_DATA for p in sorted(top.glob("*.json")) + sorted(top.glob("*.toml"))}
+    """twin/data's files (profiles and tables, ~0.7 MB) and calibration's judgement JSONs, by path."""
+    files = [p for p in (ROOT / "twin" / "data").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files += sorted((ROOT / "calibration").glob("*.json"))
+    return {str(p): p.read_bytes() for p in files}
 
 
 @pytest.fixture(scope="module")
