@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.records import MEASUREMENTS_DIR
+from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 
 # the committed record (all parts, both ranks): the campaign's card decides the folder
-RECORDS = tuple(MEASUREMENTS_DIR / gpu / "s27mlm2" / "fsdp_memory.csv" for gpu in ("h200x2", "h100x2"))
+RECORDS = tuple(Path(gpu) / "s27mlm2" / "fsdp_memory.csv" for gpu in ("h200x2", "h100x2"))   # under the records root
 GIB = 2 ** 30
 STEADY_FIRST_STEP = 2     # step 1 allocates the optimizer's state
 SETTINGS = {"expandable": "expandable_segments:True", "default": "expandable_segments:False"}
@@ -28,7 +28,9 @@ RECORD_OVERRIDE: Path | None = None   # a record judged in place of the committe
 
 
 def committed_record() -> Path | None:
-    return next((p for p in RECORDS if csv_exists(p)), None)
+    """The first of RECORDS under the records root in use (calibration.records.records_root: calibration/measurements,
+    or --records DIR)."""
+    return next((p for p in (rec.records_root() / r for r in RECORDS) if csv_exists(p)), None)
 
 
 def steady_rows(path: Path | str | None = None):

@@ -290,15 +290,17 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
-    ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
+    ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")
     ap.add_argument("--gpus", type=int, default=2, help="the records folder <gpu>x<gpus> (2: s9tt's; 4: s10atp's 4-GPU rows)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--update", action="store_true",
                     help="write the measured partials_reduce_eff into the committed profile twin/data/profiles/<gpu>.json")
     args = ap.parse_args(argv)
+    args.root = Path(args.root) if args.root else rec.records_root()
     path = Path(args.root) / f"{args.gpu}x{args.gpus}" / RECORDS_FILE
     if not csv_exists(path):
         print(f"error: no records at {path} (real/campaigns/s9tt.sh, s10atp.sh write them)", file=sys.stderr)

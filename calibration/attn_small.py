@@ -410,8 +410,9 @@ def format_report(out: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.attn_small", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.attn_small", description=__doc__.splitlines()[0])
     ap.add_argument("campaign", type=Path, help="the campaign's folder (attention.csv, attention_layout.csv)")
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--candidates", default="A,B")

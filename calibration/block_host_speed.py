@@ -104,18 +104,20 @@ def _line(tag: str, s: dict) -> str:
     return f"{tag}: within 10% {s['within']}/{s['rows']}, median {s['median']:.1%}, P90 {s['p90']:.1%}"
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.block_host_speed", __doc__).parse_args(argv)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     figures, round2 = {}, {}
     for gpu in GPUS:
         prof, _ = load_fitted_profile(gpu, None)
         if not prof.collectives:
-            prof = dataclasses.replace(prof, collectives=collectives_terms(gpu)[0])
-        rows = blocks.load_block_rows(rec.MEASUREMENTS_DIR / f"{gpu}x2")
+            prof = dataclasses.replace(prof, collectives=collectives_terms(gpu, root)[0])
+        rows = blocks.load_block_rows(root / f"{gpu}x2")
         if blocks.reference_probe_s(rows) is None:
             print(f"{gpu}: no probed records (nothing to compare)")
             continue
-        figures[gpu], round2[gpu] = folder_figures(gpu, prof), round2_figures(gpu, prof)
+        figures[gpu], round2[gpu] = folder_figures(gpu, prof, root), round2_figures(gpu, prof, root)
         f = figures[gpu]
         print(_line(f"{gpu} held-out TP2/CP2, P off", f[False]))
         print(_line(f"{gpu} held-out TP2/CP2, P on ", f[True]))

@@ -193,6 +193,7 @@ def _line(label: str, s: dict) -> str:
                                      for g, (n, m, p, ok) in s.items())
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     """The judged run (s25host2) by default; a later run's registration (s25host2_b) as the one argument: reported."""
     ap = entry.parser("calibration.bracket_judge", __doc__)

@@ -173,6 +173,7 @@ def _layout_factors(gpu_name: str, root: Path, profiles: Path | None) -> dict:
     return {L: float(np.median(t[f"{L}_vs_fwd"].dropna())) for L in BACKWARD_LAYOUTS}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.bwd_grouped", __doc__)
     ap.add_argument("gpus", nargs="*", type=entry.gpu_name, default=["h100", "h200"], metavar="GPU",

@@ -167,6 +167,7 @@ def static_power_w(gpu: str = "h100") -> float:
     return float(p.loc[p["config"] == "idle", "power_w"].median())
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.copy_load", __doc__)
     ap.add_argument("csv", type=entry.csv_file, metavar="COPY_LOAD_CSV", help="a copy_load.csv of campaign s15ttpw")

@@ -42,6 +42,7 @@ import pandas as pd
 from calibration import entry
 from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
+from calibration import records as rec
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
 from calibration.torch_cp import load_scaling
@@ -244,18 +245,19 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
-    ap.add_argument("--folder", default=str(BLOCK_DIR))
+    ap = entry.JudgeParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
+    ap.add_argument("--folder", help="the cp_block records (default: <records root>/h200x4/cp_block)")
     ap.add_argument("--gpu", default="h200", help="the records' GPU (catalog and profile name: h100, h200)")
     ap.add_argument("--sustained", action="store_true", help="the training step's sustained-load profile")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fa2-in-block", action="store_true", help="FA2 inside the dense_block records' blocks over alone")
     args = ap.parse_args(argv)
     if args.fa2_in_block:
-        print(fa2_in_block_over_alone(args.gpu).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(fa2_in_block_over_alone(args.gpu, rec.records_root()).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
-    table = compare(args.folder, args.gpu, args.sustained)
+    table = compare(args.folder or rec.records_root() / BLOCK_DIR.relative_to(MEASUREMENTS_DIR), args.gpu, args.sustained)
     print(json.dumps(table, indent=1) if args.json else format_table(table))
     return 0
 

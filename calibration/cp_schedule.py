@@ -38,7 +38,7 @@ import re
 import sys
 from pathlib import Path
 
-from calibration.entry import parser
+from calibration.entry import parser, script
 
 PHASES = ("fwd", "bwd")
 ISSUE_PREFIX, WAIT_OP = "_c10d_functional::", "_c10d_functional::wait_tensor"
@@ -288,6 +288,7 @@ def format_judgement(j: dict) -> str:
     return "\n".join(lines)
 
 
+@script
 def main(argv=None) -> int:
     ap = parser("calibration.cp_schedule", __doc__)
     ap.add_argument("folder", type=Path, help="a folder of one CP degree's per-rank Chrome traces")

@@ -189,8 +189,9 @@ def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profi
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
     ap.add_argument("records", type=Path)
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--folder", type=Path, default=None)
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     with entry.user_inputs("RECORDS", a.records, "a cp_traces records folder as real/bench/cp_traces.py writes it"):
         prof, _ = load_fitted_profile(a.gpu, None)
-        df = comparison(a.records, a.folder or rec.MEASUREMENTS_DIR / f"{a.gpu}x2", a.gpu, prof)
+        df = comparison(a.records, a.folder or rec.records_root() / f"{a.gpu}x2", a.gpu, prof)
         if a.fit_only:
             df = df[df["split"] == "fit"]
         cols = [c for c in df.columns if c.endswith("_s") or c in (*CASE_KEYS, "split")]

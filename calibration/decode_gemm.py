@@ -267,31 +267,33 @@ def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.decode_gemm", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with decode_gemm.csv)")
     ap.add_argument("--update", action="store_true",
                     help="write the batched GEMM curves and cuBLAS kernel tables into the committed profiles")
     args = ap.parse_args(argv)
     profiles_dir = Path(str(PROFILES))
-    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(rec.MEASUREMENTS_DIR / g / FAMILY)]
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(root / g / FAMILY)]
     for gpu in gpus:
         path = profiles_dir / f"{gpu}.json"
         data = json.loads(path.read_text())
         prof = profile_from_json(data)
-        terms = decode_terms(gpu, prof)
+        terms = decode_terms(gpu, prof, root)
         new = with_decode_terms(prof, terms)
         print(f"{gpu} eager_decode: {json.dumps(terms['eager_decode'].get('elementwise_eff', {}))}")
         for key, c in terms["batched_gemm"].items():
             print(f"{gpu} {key}: e_max {c.e_max:.3f} m_half {c.m_half:.1f} n_half {c.n_half:.1f} "
                   f"k_half {c.k_half:.1f} wave_tile {c.wave_tile}")
-        errs = held_out_errors(gpu, new)
+        errs = held_out_errors(gpu, new, root)
         if errs:
             for part in ("fit", "held_out"):
                 s = errs[part]
                 print(f"{gpu} {part}: n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
                       f"P90 {s['p90_abs_rel_error']:.1%}")
-        for r in drift_rounds(gpu):
+        for r in drift_rounds(gpu, root):
             print(f"{gpu} drift B={r['batch']:3d} round {r['round']:2d} {r['condition']:12} "
                   f"{r['time_s'] * 1e3:6.3f} ms (host {r['host_s'] * 1e3:6.3f} ms, CPU {r['host_cpu_s'] * 1e3:6.3f} ms) SM {r['sm_clock_mhz']:5.0f} MHz "
                   f"{r['power_w']:4.0f} W CPU {r['cpu_clock_mhz']:5.0f} MHz P{r['pstates']}")

@@ -74,8 +74,9 @@ def within(residuals: dict, rel: float = 0.15, abs_s: float = 2e-6) -> bool:
     return all(abs(d) <= max(rel * s, abs_s) for pts in residuals.values() for _, s, d in pts)
 
 
+@entry.script
 def main(argv=None) -> int:
-    p = entry.OneLineParser(prog="python -m calibration.deepep_ll_fit", description=__doc__.split("\n\n")[0])
+    p = entry.JudgeParser(prog="python -m calibration.deepep_ll_fit", description=__doc__.split("\n\n")[0])
     p.add_argument("csv", type=Path)
     args = p.parse_args(argv)
     with entry.user_inputs("CSV", args.csv, "a DeepEP low-latency records CSV (real/bench/deepep_ll.py)"):

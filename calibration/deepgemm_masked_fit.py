@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration import entry
+from calibration import records as rec
 from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.core import atomic
 from twin.core.specs import get_gpu
@@ -26,7 +27,6 @@ from twin.costs import compute
 from twin.costs.masked_gemm import PARAM_NAMES, MaskedGemmParams, masked_gemm_time_s
 from twin.costs.profile import load_profile
 
-MEASUREMENTS = Path(__file__).resolve().parent / "measurements"
 TABLE = Path(__file__).resolve().parents[1] / "twin" / "data" / "deepgemm_masked.json"
 RECORDS = "deepgemm_masked.csv"
 GPUS = ("h100", "h200")
@@ -43,7 +43,7 @@ def is_fit_row(row) -> bool:
 
 def kernel_rows(gpu: str, timing: str):
     """The DeepGEMM rows of one GPU and timing that measured a time, as dicts."""
-    path = MEASUREMENTS / gpu / RECORDS
+    path = rec.records_root() / gpu / RECORDS
     if not csv_exists(path):
         return []
     df = read_csv(path, keep_default_na=False)
@@ -103,7 +103,7 @@ def fit_all() -> dict:
                 "params": {n: getattr(p, n) for n in PARAM_NAMES},
                 "fit": summary(errors(fit_rows, spec, p)), "held_out": summary(errors(held, spec, p)),
                 "records": f"calibration/measurements/{gpu}/{RECORDS}",
-                "records_sha256": csv_sha256(MEASUREMENTS / gpu / RECORDS)}
+                "records_sha256": csv_sha256(rec.records_root() / gpu / RECORDS)}
     return out
 
 
@@ -111,7 +111,7 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
     """Diagnostic (not a criterion): the twin's torch grouped FP8 cost (compute.grouped_gemm_time_s, the
     profile's 'fp8' grouped curve and row tile) against the torch._scaled_grouped_mm rows measured beside
     the masked kernel, and the masked kernel's measured time at the same groups and rows."""
-    path = MEASUREMENTS / gpu / RECORDS
+    path = rec.records_root() / gpu / RECORDS
     if not csv_exists(path):
         return []
     df = read_csv(path, keep_default_na=False)
@@ -129,8 +129,9 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
     return out
 
 
+@entry.script
 def main(argv=None) -> None:
-    ap = entry.OneLineParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     ap.add_argument("--torch", action="store_true", help="print the torch rows beside the twin's torch cost")
     a = ap.parse_args(argv)

@@ -36,6 +36,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration.predict import gpu_spec
+from calibration import records as rec
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import GPUSpec, ModelSpec
@@ -318,14 +319,16 @@ def format_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.dense_block", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.dense_block", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
-    ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
+    ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-profile", action="store_true",
                     help="set the committed profile's attention_kernels and eager_elementwise_eff from the records")
     args = ap.parse_args(argv)
+    args.root = Path(args.root) if args.root else rec.records_root()
     if not csv_exists(args.root / args.gpu / BLOCK_FILE):
         print(f"no {BLOCK_FILE} under {args.root / args.gpu}: run real/campaigns/s8dense.sh on that GPU first",
               file=sys.stderr)

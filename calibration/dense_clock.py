@@ -228,16 +228,18 @@ def format_cases(t: pd.DataFrame) -> str:
         index=False, float_format=lambda x: f"{x:.3f}")
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.dense_clock", __doc__)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--write", action="store_true", help="write sustained_vs_curve into the h100 and h200 profiles")
     args = ap.parse_args(argv)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.write:
         for gpu in ("h100", "h200"):
-            print(gpu, "sustained_vs_curve", write_vs_curve(gpu))
-    print(args.gpu, "sustained_vs_curve", vs_curve_terms(args.gpu))
-    out = judge(args.gpu)
+            print(gpu, "sustained_vs_curve", write_vs_curve(gpu, root))
+    print(args.gpu, "sustained_vs_curve", vs_curve_terms(args.gpu, root))
+    out = judge(args.gpu, root)
     if not out:
         print(f"no {RECORDS} for {args.gpu}")
         return 0
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
         print(kind, json.dumps(out[kind]))
     print("mlp_step GEMM kernels: twin error off / on", out["mlp_step"])
     print("criteria", out["criteria"])
-    second = round2(args.gpu)
+    second = round2(args.gpu, root)
     if second:
         print("round 2:", second["gpu_name"])
         print(format_cases(second["cases"]))

@@ -28,6 +28,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration.predict import gpu_spec
+from calibration import records as rec
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
@@ -198,13 +199,15 @@ def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_
     return terms
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.dense_dropout", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.dense_dropout", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
-    ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
+    ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-profile", action="store_true", help="set the committed profile's attention_dropout")
     args = ap.parse_args(argv)
+    args.root = Path(args.root) if args.root else rec.records_root()
     if load(args.gpu, args.root) is None:
         print(f"no {DROPOUT_FILE} under {args.root / args.gpu}: run real/campaigns/s11drop.sh on that GPU first",
               file=sys.stderr)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from calibration import records as rec
@@ -38,6 +39,13 @@ RECORDS_HELP = ("records root to read in place of calibration/measurements (<gpu
                 "it (calibration.records.records_root)")
 
 
+# the parsed --records DIR's name in a script's arguments (None: the committed records); not `records`, which two
+# scripts' positional file argument is called (cp_traces, power_cap)
+RECORDS_DEST = "records_root"
+RECORDS_EXPECTED = ("a records root holding what this script reads (<gpu>/ folders and files named as under "
+                    "calibration/measurements)")
+
+
 class JudgeParser(OneLineParser):
     """A script's parser with `--records DIR` (s27walk round 2: the judges run through `__main__` read
     calibration/measurements whatever the user wanted judged). DIR becomes the records root of the process
@@ -47,11 +55,11 @@ class JudgeParser(OneLineParser):
 
     def parse_known_args(self, args=None, namespace=None):
         if "--records" not in self._option_string_actions:
-            self.add_argument("--records", type=folder, metavar="DIR", help=RECORDS_HELP)
+            self.add_argument("--records", type=records_root_folder, metavar="DIR", dest=RECORDS_DEST, help=RECORDS_HELP)
             pre = argparse.ArgumentParser(add_help=False)
-            pre.add_argument("--records", type=folder)
+            pre.add_argument("--records", type=records_root_folder, dest=RECORDS_DEST)
             pre.error = self.error
-            given = pre.parse_known_args(args)[0].records
+            given = getattr(pre.parse_known_args(args)[0], RECORDS_DEST)
             if given is not None:
                 rec.set_records_root(given)
         return super().parse_known_args(args, namespace)
@@ -69,6 +77,16 @@ def folder(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an existing folder of records")
+    return path
+
+
+def records_root_folder(text: str) -> Path:
+    """An argparse type: a records root, a folder that holds at least one folder (a `<gpu>/`); an empty one is a
+    mistyped or unfilled path whose every reader would find nothing (s28prod: serve_start_sync's fit ended in a
+    ValueError traceback there)."""
+    path = folder(text)
+    if not any(p.is_dir() for p in path.iterdir()):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {RECORDS_EXPECTED} (it holds no folder)")
     return path
 
 
@@ -96,6 +114,26 @@ def gpu_name(text: str) -> str:
     if text not in gpus:
         raise argparse.ArgumentTypeError(f"got {text!r}; allowed: one of {', '.join(gpus)}")
     return text
+
+
+def script(main: Callable[..., int | None]) -> Callable[..., int | None]:
+    """The `main` of a `python -m calibration.<script>` (a decorator): under a records root the user named (--records
+    DIR, JudgeParser), a record missing or garbled there (OSError, ValueError, KeyError, IndexError) ends in one line
+    naming the root, exit 2, as `user_inputs` refuses a file; under the committed records (no --records) an error stays
+    a bug's traceback. s28prod: given a root without its records, 13 scripts ended in their reader's traceback
+    (serve_start_sync fit's ValueError, host_rate_rows' FileNotFoundError, cp_block's 'No objects to concatenate')."""
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            root = rec.records_root()
+            if root == rec.MEASUREMENTS_DIR:
+                raise
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:REASON_CHARS]
+            print(f"error: --records: got {root}; allowed: {RECORDS_EXPECTED} ({reason})", file=sys.stderr)
+            raise SystemExit(EXIT_INVALID) from None
+    return run
 
 
 @contextlib.contextmanager

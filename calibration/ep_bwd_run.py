@@ -138,6 +138,7 @@ def run_table(run: Path, gpu: str, inputs: tuple | None = None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.ep_bwd_run", __doc__)
     ap.add_argument("run", type=entry.records_folder, metavar="RUN_FOLDER", help="an s24bwd3 run: <gpu>x2/s24bwd3_<stamp>")

@@ -163,6 +163,7 @@ def format_table(sec: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.ep_fresh", __doc__)
     ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="a folder with ep.csv")

@@ -1,6 +1,6 @@
 """Where an EP step's host time goes, mark by mark, against the twin's issue model (issue 13, s13ep).
 
-(`python -m calibration.ep_host_compare MARKS_FOLDER --records FOLDER --gpu GPU` prints it beside
+(`python -m calibration.ep_host_compare MARKS_FOLDER --records ROOT --gpu GPU` prints it beside
 the twin's forward.)
 
 MARKS_FOLDER: a `real.pipeline --host-marks` folder (marks_host/ or marks_events/): ep_host_marks.csv

@@ -1,11 +1,12 @@
 """An EP step's forward host time, mark by mark, beside the twin's forward (issue 13, s13ep).
 
-    python -m calibration.ep_host_compare MARKS_FOLDER [--records FOLDER] [--gpu h200] [--json]
+    python -m calibration.ep_host_compare MARKS_FOLDER [--records ROOT] [--gpu h200] [--json]
 
 MARKS_FOLDER: a `real.pipeline --host-marks` folder (marks_host/ or marks_events/); the split of each
 forward's host interval is calibration.ep_host's (issue, collective calls, .tolist() waits; with
-CUDA events the waits' local / all-to-all+peer / return). `--records`: the committed records folder
-whose host rates, collectives and profile the twin takes: the same configuration's forward op list
+CUDA events the waits' local / all-to-all+peer / return). `--records ROOT` (a records root, as every script's:
+calibration/measurements for the committed records; until s28prod the <gpu>x2 folder itself): its <gpu>x2 folder
+is the one whose host rates, collectives and profile the twin takes: the same configuration's forward op list
 (calibration.pipeline.stage_ops) replayed from level (ep_host.twin_forward). Prints per
 configuration the medians over ranks, steps and forwards (ms), and the backward's all-to-all calls.
 """
@@ -53,11 +54,11 @@ def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.ep_host_compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = entry.JudgeParser(prog="python -m calibration.ep_host_compare", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--records", type=Path, default=None, help="committed records folder: the twin's side")
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fit-only", action="store_true", help="the fitting split's configurations only")
@@ -86,9 +87,9 @@ def main(argv=None) -> int:
             hit = med[(med["num_microbatches"] == r["num_microbatches"]) & (med["split"] == r["split"])]
             if len(hit):
                 r["backward"] = hit.iloc[0][["host", "calls", "call_s"]].astype(float).to_dict()
-    if args.records is not None:
+    if getattr(args, entry.RECORDS_DEST) is not None:   # --records DIR: the twin's side from that records root
         for r in rows:
-            r["twin"] = twin_forward_of(args.records, args.gpu, r)
+            r["twin"] = twin_forward_of(rec.records_root() / f"{args.gpu}x2", args.gpu, r)
     if args.json:
         print(json.dumps(rows, indent=1, default=float))
         return 0

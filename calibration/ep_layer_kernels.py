@@ -132,6 +132,7 @@ def _flag(text: str) -> tuple[str, bool]:
     return name, value == "1"
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.ep_layer_kernels", __doc__)
     ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="an s14epl folder (ep.csv, ep_kernels.csv)")
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(folder: Path, gpu_name: str) -> int:
     profile, _ = load_fitted_profile(gpu_name, rec.load_records(gpu_name), PROFILES_DIR)
-    profile = ws.with_measured_collectives(profile, rec.MEASUREMENTS_DIR / f"{gpu_name}x2")
+    profile = ws.with_measured_collectives(profile, rec.records_root() / f"{gpu_name}x2")
     gpu = gpu_spec(gpu_name)
     ep = read_csv(folder / "ep.csv")
     print("== ep rows (split fit): measured / twin ms")

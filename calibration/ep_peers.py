@@ -93,9 +93,10 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.ep_peers", __doc__).parse_args(argv)
-    print(format_table(committed()))
+    print(format_table(committed(rec.records_root())))
     return 0
 
 

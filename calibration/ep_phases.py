@@ -209,8 +209,9 @@ def op_kernels(events: pd.DataFrame, kind: str = "BW") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv: list[str]) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=entry.folder)
     ap.add_argument("--gpu", default="h100")
     args = ap.parse_args(argv)

@@ -226,6 +226,7 @@ def ep_guard_lines() -> list[str]:
     return out
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.ep_postsync", __doc__)
     ap.add_argument("run", type=entry.records_folder, metavar="RUN_FOLDER")

@@ -322,6 +322,7 @@ def _parser():
     return ap
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "guards":

@@ -240,6 +240,7 @@ def _parser():
     return ap
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     argv = [args.command, *{"cub": lambda: [str(args.sweep)], "guards": lambda: [str(args.off), str(args.on)],

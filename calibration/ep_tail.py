@@ -228,9 +228,10 @@ def load(folder: Path) -> pd.DataFrame:
     return ev
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.ep_tail", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = entry.JudgeParser(prog="python -m calibration.ep_tail", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--kind", default="F", help="op kind to decompose (F, BW, ...)")
     ap.add_argument("--json", action="store_true")

@@ -140,6 +140,7 @@ def refit_json(manifest: dict, records_dir: Path | str, gpus: list[str]) -> dict
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.fit_inputs", __doc__)
     ap.add_argument("--out", required=True, type=Path, help="the records folder to write (created)")

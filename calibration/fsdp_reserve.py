@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 from calibration import allocator_reserve, entry, published_runs
+from calibration import records as rec
 from calibration.allocator_reserve import GIB, part_fractions, setting_fractions, steady_rows
 from twin.core.scenario import from_dict
 from twin.costs import memory
@@ -81,8 +82,8 @@ def judge(path: Path | str | None = None) -> dict:
     """The rule's checks from the committed record (or `path`) and the published comparison each way."""
     df = steady_rows(path)
     if df is None:
-        raise SystemExit("calibration.fsdp_reserve: no committed s27mlm2 record (calibration/measurements/"
-                         "h200x2/s27mlm2/fsdp_memory.csv)")
+        raise FileNotFoundError(f"no s27mlm2 record under {rec.records_root()} (one of "
+                                f"{', '.join(r.as_posix() for r in allocator_reserve.RECORDS)})")
     gpu = "h200" if "H200" in str(df["gpu_name"].iloc[0]) else "h100"
     parts = part_fractions(df)
     a = check_a(parts, gpu)
@@ -108,6 +109,7 @@ def judge(path: Path | str | None = None) -> dict:
                   "adopt": bool(any(s["B1"] for s in settings.values()) and b2 and b3)}}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.fsdp_reserve", __doc__)
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")

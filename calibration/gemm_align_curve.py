@@ -226,8 +226,9 @@ def fit_gpu(gpu: str) -> dict | None:
     return fit
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s curve_fits")
     ap.add_argument("--judge", action="store_true", help="score the s24align3 held-out rows (table as written)")
     args = ap.parse_args(argv)

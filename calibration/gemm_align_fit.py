@@ -25,6 +25,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration import prereg
+from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from twin.core import atomic
 from twin.costs import compute
@@ -32,7 +33,6 @@ from twin.costs.gemm_alignment import align_class
 from twin.costs.profile import load_profile
 from twin.core.specs import get_gpu
 
-MEASUREMENTS = Path(__file__).resolve().parent / "measurements"
 TABLE = Path(__file__).resolve().parents[1] / "twin" / "data" / "gemm_alignment.json"
 RECORDS = Path("s23align") / "gemm_align.csv"
 GPUS = ("h100", "h200")
@@ -53,7 +53,7 @@ def records(gpu: str, relpath: Path = RECORDS, neighbours: dict | None = None) -
     (`neighbours`: layer -> its neighbour's layer, NEIGHBOUR where None; `relpath`: the campaign's
     records under the GPU's folder)."""
     neighbours = NEIGHBOUR if neighbours is None else neighbours
-    path = MEASUREMENTS / gpu / relpath
+    path = rec.records_root() / gpu / relpath   # calibration/measurements, or --records DIR
     if not csv_exists(path):
         return pd.DataFrame()
     df = read_csv(path, keep_default_na=False)
@@ -189,8 +189,9 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMEN
         setattr(compute, switch, saved)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     args = ap.parse_args(argv)
     fits = {g: f for g in GPUS if (f := fit_gpu(g)) is not None}

@@ -122,8 +122,9 @@ def held_out_twin(gpu: str) -> dict:
     return twin_errors(with_patterns(held), gpu) if not held.empty else {}
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.gemm_align_pattern", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.gemm_align_pattern", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s pattern_fits")
     args = ap.parse_args(argv)
     fits = {g: f for g in gf.GPUS if (f := fit_gpu(g)) is not None}

@@ -101,6 +101,7 @@ def read_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return read_csv(folder / "gl_layer.csv"), read_csv(folder / "gl_ops.csv")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.gemm_in_layer", __doc__)
     ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="an s14gl folder (gl_layer.csv, gl_ops.csv)")

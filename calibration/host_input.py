@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from calibration import records as rec
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
 from calibration.predict import FixedHost, PerOpHost
 from calibration.whole_step import decode_cache_lens, decode_ops, prefill_ops, serve_window_s
@@ -53,7 +54,7 @@ def fit_probe_ratio(host_dispatch: pd.DataFrame, probes: pd.DataFrame, gpu: str,
     host_dispatch rows of split `fit`, phase `infer`, with a probe and kernels); NaN without such rows.
     `radix`: the radix-sort kernels a MoE layer launches from one dispatch (layer_gaps.radix_sort_kernels
     of the GPU's committed records, as the profile's infer rate counts them)."""
-    radix = radix_sort_kernels(gpu) if radix is None else radix
+    radix = radix_sort_kernels(gpu, rec.records_root()) if radix is None else radix   # the records root in use
     hd = host_dispatch.assign(net=net_kernels(host_dispatch)
                               - (radix_kernels_of_rows(host_dispatch, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & (hd["phase"] == "infer") & (hd["net"] > 0) & (hd["host_s"] > 0)]

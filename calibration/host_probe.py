@@ -183,8 +183,9 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
     return {"tracking": tracking, "adopted": adopted, "cases": cases}
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.host_probe", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.host_probe", description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh, or an s8mla run's folder "
                                             "(round<i>/ inside: one probe block a round)")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))

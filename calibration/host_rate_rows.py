@@ -132,8 +132,9 @@ def format_report(out: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.host_rate_rows", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.host_rate_rows", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the result as JSON here")
     ap.add_argument("--no-bound", action="store_true", help="skip the rate-only bound scan")
     ap.add_argument("--before", help="today's figures as JSON ({gpu: {kind: [median, p90]}}), to skip recomputing them")

@@ -129,7 +129,7 @@ def twin_row(row, gpu: str, inputs: dict) -> tuple[PipelineResult, float, dict, 
     """(simulation, step seconds, details, send hold) of a four-GPU row on prereg_pp4's path
     (prereg.predict_ep: balanced routing, the host inputs of `<gpu>x4`); `inputs` caches those."""
     if gpu not in inputs:
-        inputs[gpu] = prereg.two_gpu_inputs(gpu, rec.MEASUREMENTS_DIR, prereg_pp4.NUM_GPUS)
+        inputs[gpu] = prereg.two_gpu_inputs(gpu, rec.records_root(), prereg_pp4.NUM_GPUS)
     profile, accumulate, host, hold_s = inputs[gpu]
     result, step_s, details = pipe.simulate_row(pd.Series(row), gpu_spec(gpu), profile, accumulate, host, None,
                                                 {}, hold_s)
@@ -424,9 +424,10 @@ def format_fresh(res: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.idle_terms", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = entry.JudgeParser(prog="python -m calibration.idle_terms", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replay", help="seen records: the twin's idle and the replay's beside the measured")
     rp.add_argument("subdirs", nargs="*", default=list(SEEN_SUBDIRS))
@@ -442,15 +443,15 @@ def main(argv=None) -> int:
         for s in args.subdirs:
             print(f"{args.gpu}x4/{s}:")
             which = frozenset(x for x in args.only.split(",") if x) or None
-            print(format_replay(replay_rows(rec.MEASUREMENTS_DIR / f"{args.gpu}x4" / s, args.gpu, inputs, which)))
+            print(format_replay(replay_rows(rec.records_root() / f"{args.gpu}x4" / s, args.gpu, inputs, which)))
     elif args.cmd == "ratios":
-        for key, table in sorted(seen_ratios(inputs=inputs).items()):
+        for key, table in sorted(seen_ratios(rec.records_root(), inputs=inputs).items()):
             print(key, {f"{k}/{r}{'/first' if f else ''}": round(v, 3) for (k, r, f), v in sorted(table.items())})
     elif args.cmd == "write":
         df = prereg.write_registered(PREDICTIONS_FILE, lambda: registered_predictions(inputs))
         print(f"{PREDICTIONS_FILE}: {len(df)} rows")
     else:
-        res = fresh(inputs=inputs)
+        res = fresh(rec.records_root(), inputs=inputs)
         print(format_fresh(res))
         if args.json is not None and res.get("records"):
             args.json.write_text(dump_record(judgement_record(res, inputs)) + "\n")

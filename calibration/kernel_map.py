@@ -20,6 +20,7 @@ none (the per-size cuBLASLt look-ups), pooled over the three orders, median: FIR
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,15 +142,22 @@ def write_toml(maps: dict[str, tuple[dict, int]], path: Path = OUT) -> None:
     atomic.write_text(path, "\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.script
+def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.kernel_map", __doc__).parse_args(argv)   # --help before the rewrite below
-    maps = {gpu: segments(call_kernels(gpu)) for gpu in available_maps()}
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    maps = {gpu: segments(call_kernels(gpu, root)) for gpu in available_maps(root)}
+    if not maps:   # s28prod: an empty map was written over the committed one
+        print(f"error: no kernel map records ({', '.join(map(str, MAPS.values()))}) under {root}; "
+              f"{OUT.name} left as it is", file=sys.stderr)
+        return 2
     write_toml(maps)
     for gpu, (segs, n) in maps.items():
         print(f"{gpu}: {len(segs)} flat weights, {n} kernels, {sum(map(len, segs.values()))} segments")
-    print(f"first launch {first_launch_s() * 1e3:.3f} ms per kernel; exact new size's look-ups {lookup_s() * 1e3:.3f} ms"
-          f" -> {OUT}")
+    print(f"first launch {first_launch_s(root) * 1e3:.3f} ms per kernel; exact new size's look-ups "
+          f"{lookup_s(root) * 1e3:.3f} ms -> {OUT}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,9 +50,10 @@ def write_toml(starts: dict[str, list[int]], path: Path = OUT) -> None:
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.kernel_regions", __doc__).parse_args(argv)   # --help before the rewrite below
-    starts = region_starts()
+    starts = region_starts(rec.records_root())   # --records DIR (calibration.entry) or calibration/measurements
     write_toml(starts)
     print(f"{len(starts)} weights, {sum(map(len, starts.values()))} region starts -> {OUT}")
 

@@ -734,8 +734,9 @@ def _eager_terms(gpu: str, profile, df: pd.DataFrame | None, root: Path | str, p
                       "fitting split's moe_layer/mla_layer records"}
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
     ap.add_argument("--per-op", action="store_true",
                     help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")
@@ -747,26 +748,27 @@ def main(argv=None) -> int:
                     help="write the measured eager terms into the committed profiles (twin/data/profiles)")
     args = ap.parse_args(argv)
     profiles_dir = Path(str(PROFILES))
-    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(rec.MEASUREMENTS_DIR / g / "kernels.csv")]
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(root / g / "kernels.csv")]
     for gpu in gpus:
         path = profiles_dir / f"{gpu}.json"
         data = json.loads(path.read_text())
         prof = profile_from_json(data)
         df = rec.load_records(gpu)
-        terms = eager_terms(gpu, prof, df, per_op=args.per_op or ADOPT_HOST_PER_OP,
+        terms = eager_terms(gpu, prof, df, root, per_op=args.per_op or ADOPT_HOST_PER_OP,
                             call_edges=args.call_edges or ADOPT_CALL_EDGES, loop_edges=args.loop_edges)
         new = dataclasses.replace(prof, eager=terms)
         print(f"{gpu}: {json.dumps(terms, indent=1)}")
         print(f"{'config':46} {'prec':6} {'meas ms':>8} {'kern ms':>8} {'idle ms':>8} {'calls':>5} {'named':>5} "
               f"{'named err':>9} {'now err':>8}")
-        for d in decomposition(gpu, new, df):
+        for d in decomposition(gpu, new, df, root):
             print(f"{d['config']:46} {d['precision'][:6]:6} {d['measured_s'] * 1e3:8.3f} {d['kernel_s'] * 1e3:8.3f} "
                   f"{d['idle_s'] * 1e3:8.3f} {d['kernel_calls']:5.0f} {d['named_ops']:5d} "
                   f"{d['twin_named_window_s'] / d['measured_s'] - 1:+9.3f} {d['rel_error']:+8.3f}"
                   f"{'  held out' if d['held_out'] else ''}")
         print(f"{'MLA record (host_dispatch row of the same shape)':46} {'prec':6} {'meas ms':>8} {'host ms':>8} "
               f"{'kern ms':>8} {'kern':>5} {'twin host':>9} {'twin gpu':>9} {'ops':>4} {'err':>7}")
-        for d in host_decomposition(gpu, new, df):
+        for d in host_decomposition(gpu, new, df, root):
             print(f"{d['config']:46} {d['precision'][:6]:6} {d['measured_s'] * 1e3:8.3f} {d['host_s'] * 1e3:8.3f} "
                   f"{d['kernel_s'] * 1e3:8.3f} {d['kernels']:5.0f} {d['twin_host_s'] * 1e3:9.3f} "
                   f"{d['twin_gpu_s'] * 1e3:9.3f} "

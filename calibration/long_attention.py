@@ -154,8 +154,9 @@ def committed_profile(gpu: str) -> Profile:
     return profile_from_json(json.loads(path.read_text()))
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.long_attention", description=__doc__.split("\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.long_attention", description=__doc__.split("\n")[0])
     ap.add_argument("folder", help="a campaign s24long output folder (long_attn.csv)")
     ap.add_argument("--gpu", default="h100")
     args = ap.parse_args(argv)

@@ -243,8 +243,9 @@ def load_run(path: Path) -> pd.DataFrame:
     return host_probe.load_paired(path) if csv_exists(path) else host_probe.paired_from_rounds(path)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
     ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     prof = fitted_profile(args.gpu)
     run = load_run(args.path)
-    counts = committed_op_counts(args.root or rec.MEASUREMENTS_DIR, args.gpu) if args.per_op else None
+    counts = committed_op_counts(args.root or rec.records_root(), args.gpu) if args.per_op else None
     if args.per_op:
         print("per-operator backward host rates (fastest rounds): " + ", ".join(
             f"{k} {v * 1e6:.2f} us" for k, v in sorted(run_host_per_op(run).items())) + f"; operators {counts}")

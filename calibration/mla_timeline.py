@@ -73,8 +73,9 @@ def summarize_folder(folder: Path | str) -> list[dict]:
     return rows
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     args = ap.parse_args(argv)
     rows = summarize_folder(args.folder)

@@ -307,17 +307,19 @@ def _fmt_row(d: dict) -> list[str]:
     return lines
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
+    ap = entry.JudgeParser(prog="python -m calibration.mla_traces", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) with s10mla_traces/ (default: all)")
     ap.add_argument("--json", action="store_true", help="print the decomposition as JSON")
     args = ap.parse_args(argv)
-    gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / TRACE_DIR).is_dir()]
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if (root / g / TRACE_DIR).is_dir()]
     result = {}
     for gpu in gpus:
         prof = profile_from_json(json.loads((Path(str(PROFILES)) / f"{gpu}.json").read_text()))
-        result[gpu] = {"calls": decomposition(gpu, prof),
-                       "call_edges": call_edges(gpu, (prof.eager or {}).get("host_s", {}))}
+        result[gpu] = {"calls": decomposition(gpu, prof, root),
+                       "call_edges": call_edges(gpu, (prof.eager or {}).get("host_s", {}), root)}
     if args.json:
         print(json.dumps(result, indent=1, default=str))
         return 0

@@ -235,8 +235,9 @@ def rows_with_block_ratio(held: pd.DataFrame) -> list[dict]:
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--rows", action="store_true", help="the rule's diagnostics on the published rows")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from calibration.entry import OneLineParser
+from calibration.entry import JudgeParser, script
 from calibration import records as rec
 from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.costs.profile import PROFILES
@@ -164,9 +164,10 @@ def format_summary(name: str, summary: dict) -> str:
     return f"NCCL {name} held-out |error| median (max) over {max(v['rows'] for v in summary.values())} sizes: {ops}"
 
 
+@script
 def main(argv=None) -> int:
-    ap = OneLineParser(prog="python -m calibration.nccl", description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
-                                             "and its held-out error")
+    ap = JudgeParser(prog="python -m calibration.nccl", description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
+                       "and its held-out error")
     ap.add_argument("--gpu", action="append", help="GPU (default: every one with a <gpu>x2/nccl.csv)")
     ap.add_argument("--update", action="store_true",
                     help="write the fit into the committed profile (its collectives and provenance only)")

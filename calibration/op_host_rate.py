@@ -48,7 +48,7 @@ def fitting_reps(host_dispatch: pd.DataFrame, steps: pd.DataFrame, gpu: str, rad
     """The run's fitting repetitions (host_dispatch `infer` rows of split fit, their probed serve_steps rows) with
     `net` (kernels as step_host.fit_step_ratio counts them) and `host_over_ratio_probe` (rep host_s / (the run's
     ratio x the rep's probe))."""
-    radix = radix_sort_kernels(gpu) if radix is None else radix
+    radix = radix_sort_kernels(gpu, rec.records_root()) if radix is None else radix   # the records root in use
     hd = host_dispatch.assign(net=net_kernels(host_dispatch)
                               - (radix_kernels_of_rows(host_dispatch, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & (hd["phase"] == "infer") & (hd["net"] > 0)][step_host.LAYER_KEY + ["net"]]
@@ -147,9 +147,10 @@ def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_
     return pd.DataFrame(out)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.op_host_rate", __doc__).parse_args(argv)
-    rows = step_rate_per_twin_op()
+    rows = step_rate_per_twin_op(root=rec.records_root())
     print(rows.groupby("model")[["kernels", "twin_ops", "per_kernel", "per_twin_op"]].median().to_string(
         float_format=lambda x: f"{x:.3g}"))
     print(rows.pivot_table(index="run", columns="model", values="per_twin_op", aggfunc="median").to_string(

@@ -51,7 +51,7 @@ from calibration import idle_terms as it
 from calibration import prereg
 from calibration import prereg_pp4
 from calibration import records as rec
-from calibration.entry import parser
+from calibration.entry import parser, script
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration import pipeline as pipe
 from calibration.records_io import glob_csv, read_csv
@@ -511,6 +511,7 @@ def print_fresh(res: dict, paces_label: str) -> None:
         print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
 
 
+@script
 def main(argv=None) -> int:
     ap = parser("calibration.pipe_op_terms", __doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -425,9 +425,10 @@ def print_activity(path: Path, limit_w: float) -> int:
     return 0
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.power_cap",
-                                 description="kernels' sustained power and clock, and their speed under a lower power limit")
+    ap = entry.JudgeParser(prog="python -m calibration.power_cap",
+                           description="kernels' sustained power and clock, and their speed under a lower power limit")
     ap.add_argument("records", type=Path, nargs="?", help="a sustained.csv file, or a folder holding one")
     ap.add_argument("--duty", type=Path, help="a duty_sweep.csv (campaign s14tt): fit the law, check it, the rule's criteria")
     ap.add_argument("--limit-w", type=float, default=500.0, help="the power limit to derive (torchtitan's 500 W)")

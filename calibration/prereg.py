@@ -1057,8 +1057,9 @@ def format_step_table(section: dict) -> str:
     return "\n".join(lines + format_sync_lines(section))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid",
                                        "write-occ-grid", "compare-occ", "write-op-factors", "compare-op-rate"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",

@@ -257,8 +257,9 @@ def format_table(sec: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.prereg_pp4", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.prereg_pp4", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     ap.add_argument("--out", type=Path, default=PREDICTIONS_FILE)

@@ -476,8 +476,9 @@ def format_section(section: dict) -> list[str]:
     return lines
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default=NAME)
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")

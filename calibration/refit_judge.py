@@ -187,6 +187,7 @@ def judge(before: dict, after: dict, committed_profiles: Path, candidate_profile
     return out
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.refit_judge", __doc__)
     ap.add_argument("--before", type=Path, required=True, help="`twin validate --json` of the committed profiles")

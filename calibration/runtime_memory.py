@@ -14,20 +14,21 @@ import math
 from pathlib import Path
 
 from calibration import entry
-from calibration.records import MEASUREMENTS_DIR
+from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 
 # real.runtime_memory's stages, in the order each rank records them
 STAGES = ("nvml_before_cuda", "context", "block_fwd_bwd", "nccl_world", "nccl_groups", "nccl_p2p", "steady")
 # the committed record: the campaign's card decides the folder (h200x2 or h100x2)
-RECORDS = tuple(MEASUREMENTS_DIR / gpu / "runtime_memory.csv" for gpu in ("h200x2", "h100x2"))
+RECORDS = tuple(Path(gpu) / "runtime_memory.csv" for gpu in ("h200x2", "h100x2"))   # under the records root
 GIB = 2 ** 30
 EMPTY_GPU_BYTES = GIB            # C1: NVML's used memory before the process's context
 CUDART_NVML_AGREE_BYTES = 256 * 2 ** 20   # C1: the two readings of used memory at `steady`
 
 
 def committed_record() -> Path | None:
-    return next((p for p in RECORDS if csv_exists(p)), None)
+    """The first of RECORDS under the records root in use (calibration.records.records_root)."""
+    return next((p for p in (rec.records_root() / r for r in RECORDS) if csv_exists(p)), None)
 
 
 def judge(path: Path | str, rule: str = "s26mem3") -> dict:
@@ -66,6 +67,7 @@ def judge(path: Path | str, rule: str = "s26mem3") -> dict:
             "c1": checks, "c1_holds": all(checks.values())}
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.runtime_memory", __doc__)
     ap.add_argument("csv", nargs="?", type=entry.csv_file, help="a runtime_memory.csv (default: the committed one)")

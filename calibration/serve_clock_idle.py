@@ -170,6 +170,7 @@ def repeat_levels(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(list(dict.fromkeys(rows.run_id))).fillna({"n_seen": 0, "n_new": 0})
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     ap = entry.parser("calibration.serve_clock_idle", __doc__)
     ap.add_argument("names", nargs="*", type=entry.records_folder, metavar="FOLDER",
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = serve_engines()
     for name in args.names:
         with entry.user_inputs("FOLDER", name, "a serving records folder (serve_load.csv, serve_iterations.csv)"):
-            rows = prompt_rows(Path(rec.MEASUREMENTS_DIR) / name, tables)
+            rows = prompt_rows(rec.records_root() / name, tables)
         clocks = rows.sm_clock_mhz.value_counts(dropna=False).to_dict()
         print(f"== {name}: {len(rows)} fit prompt iterations; sampled SM clock (MHz: count) {clocks}")
         for label, t in by_bins(rows).items():

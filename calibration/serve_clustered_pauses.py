@@ -88,6 +88,7 @@ def verdict(rows: list[dict]) -> dict:
     return {c: ps.rule_verdict(named, "committed", c) for c in ("clustered", "host_stalls")}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_clustered_pauses", __doc__)
     ap.add_argument("sets", nargs="+", type=entry.folder, metavar="SET_DIR",

@@ -211,11 +211,12 @@ def hostprobe_phases(path: Path) -> pd.DataFrame:
         windows=len(win), slow_windows=int(slow.sum()))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_decode_phases", __doc__).parse_args(argv)
     pd.set_option("display.width", 200)
     for name in ("h100x2", "h200x2"):
-        folder = rec.MEASUREMENTS_DIR / name
+        folder = rec.records_root() / name
         if not csv_exists(folder / "serve_iterations.csv"):
             continue
         its = read_csv(folder / "serve_iterations.csv")
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     fit_levels, fit_phases = [], []
     for sub in H100X2_FIT_FOLDERS:
         fast_host = sub in H100X2_FAST_HOST_FOLDERS
-        folder = rec.MEASUREMENTS_DIR / sub
+        folder = rec.records_root() / sub
         load = read_csv(folder / "serve_load.csv")
         fit = set(load.run_id[(load.split == "fit") & ~load.run_id.str.endswith("-slow")])   # dosed hosts left out
         its = read_csv(folder / "serve_iterations.csv")
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     print(floor_by_workload(pd.concat(fit_levels)).round(5).to_string(index=False))
     print("== 2xH100 fit runs (<= 16 rows a rank): decode level over the session's fast reference, long / short prompts")
     print(long_over_short(pd.concat(fit_phases)).round(3).to_string(index=False))
-    probe = rec.MEASUREMENTS_DIR / "h100x2" / "s9srv" / "ep"
+    probe = rec.records_root() / "h100x2" / "s9srv" / "ep"
     for rank in (0, 1):
         path = probe / f"hostprobe_ep_r{rank}.csv"
         if csv_exists(path):

@@ -42,12 +42,14 @@ import numpy as np
 from scipy.optimize import nnls
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import csv_exists, open_csv
 from calibration.serve_host_speed import before_t, replay, tables_with
 from calibration.serve_load_validation import FIGURES, TARGETS
+from twin.core import atomic
 from twin.serving import timing
 from twin.core.specs import get_model
 from twin.serving.timing import ENGINE_FIT_LAYERS, engine_costs, host_scale
@@ -389,16 +391,13 @@ def print_committed(out: dict) -> None:
     print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_eager_host", __doc__)
-    ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement too)")
-    ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
-    args = ap.parse_args(argv)
+    args = cli.parse(argv, "calibration.serve_eager_host", __doc__, ("fit",),
+                     "fit: the fitting records only (default: the judgement too)", default=None, dest="part")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not read_fit(root):
-        print(f"no fitting records under {root}/<gpu>/{NAME}/fit/", file=sys.stderr)
-        return 2
+        return cli.refuse("fitting", root, f"{NAME}/fit/")
     _print_fit(root)
     _print_load_host(root)
     if args.part == "fit":
@@ -422,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(ssh.changed_sides(out["rows"][False]["guard"], out["rows"][True]["guard"])))
     if args.json:
         command = " ".join(["python -m calibration.serve_eager_host"] + list(sys.argv[1:] if argv is None else argv))
-        args.json.write_text(judgement_text(judgement_record(out, command)))
+        atomic.write_text(args.json, judgement_text(judgement_record(out, command)))
     return 0
 
 

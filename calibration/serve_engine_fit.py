@@ -72,6 +72,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1415,8 +1416,9 @@ def fitted_tables() -> dict[str, dict]:
     (and kept session tables), then the host-speed references fitted against those tables' host terms
     (the committed tables where they are the same)."""
     results = {}
+    root = rec.records_root()   # calibration/measurements, or --records DIR
     for name in FOLDERS:
-        folder = Path(rec.MEASUREMENTS_DIR) / name
+        folder = root / name
         r = fit_folder(folder)
         if r is None:
             continue
@@ -1435,7 +1437,7 @@ def fitted_tables() -> dict[str, dict]:
     # or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS
     # moves them, else the committed tables' (the fit's own, as written)
     committed = serve_engines()
-    host = references(tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
+    host = references(root, tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
                       if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS else None)
     for key, r in results.items():
         if "@" not in key:
@@ -1445,15 +1447,20 @@ def fitted_tables() -> dict[str, dict]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.script
+def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.serve_engine_fit", __doc__).parse_args(argv)   # --help before the rewrite below
     results = fitted_tables()
+    if not results:   # s28prod: empty tables were written over the committed ones
+        print(f"error: no fitting load runs under {rec.records_root()}; {OUT.name} left as it is", file=sys.stderr)
+        return 2
     for k, t in results.items():
         print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))
               + f"; {t['fit_iterations']} iterations, median |error| {t['fit_median_abs_rel_error']:.1%}")
     write_toml(results)
     print(f"wrote {OUT}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

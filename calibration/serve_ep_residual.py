@@ -164,11 +164,12 @@ def _corr(a: pd.Series, b: pd.Series) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() >= 3 and b[ok].std() > 0 and a[ok].std() > 0 else math.nan
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_ep_residual", __doc__).parse_args(argv)
     pd.set_option("display.width", 160)
     for name in ("h100x2", "h200x2"):
-        folder = rec.MEASUREMENTS_DIR / name
+        folder = rec.records_root() / name
         if not csv_exists(folder / "serve_iterations.csv"):
             continue
         print(f"== {name}: median measured / predicted by kind of iteration")
@@ -177,11 +178,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {name}: decode windows of {WINDOW_S} s: slow share {win.slow.mean():.0%}; medians slow / fast: "
               f"duration {win.duration_s[win.slow].median() / win.duration_s[~win.slow].median():.2f}x, loop gap "
               f"{win.gap_s[win.slow].median() / win.gap_s[~win.slow].median():.2f}x")
-    probe = rec.MEASUREMENTS_DIR / "h100x2" / "s9srv"
+    probe = rec.records_root() / "h100x2" / "s9srv"
     if probe.exists():
         print("== h100x2/s9srv hostprobe (columns: mode_rank)")
         print(pd.DataFrame(hostprobe_summary(probe)).round(4).to_string())
-    r2 = rec.MEASUREMENTS_DIR / "h100x2" / "s8srv_round2" / "serve_load.csv"
+    r2 = rec.records_root() / "h100x2" / "s8srv_round2" / "serve_load.csv"
     if csv_exists(r2):
         pairs = repeat_pairs(read_csv(r2))
         within = sum(int(pairs[f"{k}_within"].sum()) for k in FIGURES)

@@ -19,7 +19,6 @@ Hopper alike: not measured on an H100). No load set (A-K) enters.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -29,6 +28,7 @@ from unittest import mock
 import numpy as np
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
@@ -156,41 +156,34 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
                          guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_graph_floor", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "fit", "guards"), default="judge",
-                    help="fit: the term from the fitting runs alone; guards: sets A-J and the committed sets under it "
-                         "(no set K); judge: set K, the guards and the verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit (fit) or the judgement (judge, guards)")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_graph_floor", __doc__, ("judge", "fit", "guards"),
+                     "fit: the term from the fitting runs alone; guards: sets A-J and the committed sets under it (no set "
+                     "K); judge: set K, the guards and the verdict",
+                     json_help="write the fit (fit) or the judgement (judge, guards)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not slh.fit_cards(root):
-        print(f"no fitting records under {root}/<gpu>/{slh.NAME}/fit/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("fitting", root, f"{slh.NAME}/fit/<model>/")
     tables = floor_fit(root)
     v = tables[FIT_TABLE]
     print(f"{TERM} {v[TERM] * 1e9:.1f} ns an operator beyond the fit model's {timing.fit_model_graph_ops():.0f} "
-          f"(fitting runs on {v['card']}, {v['rows'] - v['rows_left_out']} graph iterations, {v['rows_left_out']} left "
-          f"out above {TRIM_RATIO:g}x); in-sample median |error| {v['in_force_median_abs_rel_error']:.1%} in force -> "
-          f"{v['fit_median_abs_rel_error']:.1%}")
+          f"(fitting runs on {v['card']}, {v['rows'] - v['rows_left_out']} graph iterations, {v['rows_left_out']} "
+          f"left out above {TRIM_RATIO:g}x); in-sample median |error| {v['in_force_median_abs_rel_error']:.1%} in "
+          f"force -> {v['fit_median_abs_rel_error']:.1%}")
     if args.what == "fit":
         for m, r in by_model(floor_rows(root, "h200"), v[TERM]).items():
             print(f"  {m}: mean predicted / measured duration in force {r['in_force']:.3f}, V {r[JUDGED]:.3f}")
         if args.json:
-            args.json.write_text(json.dumps({"source": "calibration.serve_graph_floor fit: the fitting load runs "
-                                             f"<gpu>/{slh.NAME}/fit/<model> (docs/notes/s27serve2_rule.md)",
-                                             "tables": tables}, indent=1, sort_keys=True) + "\n")
+            cli.write_json(args.json, {"source": "calibration.serve_graph_floor fit: the fitting load runs "
+                                       f"<gpu>/{slh.NAME}/fit/<model> (docs/notes/s27serve2_rule.md)", "tables": tables})
         return 0
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set K records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    if args.json:
-        args.json.write_text(json.dumps(sgo.judgement_record(out, tables, JUDGED), indent=1, sort_keys=True) + "\n")
-    return 0
+        return cli.refuse("set K", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables),
+                         lambda out: sgo.print_judgement(out, JUDGED, "A-H"),
+                         lambda out: sgo.judgement_record(out, tables, JUDGED))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ force). Judged on set L (h200/s27serve3/<model>, four models, 8 runs); guards on
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from unittest import mock
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_floor as sgf
@@ -61,30 +61,23 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
                          guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_graph_floor_h200", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "guards"), default="judge",
-                    help="guards: sets A-K and the committed sets under V-H200 (no set L); judge: set L, the guards and "
-                         "the verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_graph_floor_h200", __doc__, ("judge", "guards"),
+                     "guards: sets A-K and the committed sets under V-H200 (no set L); judge: set L, the guards and the "
+                     "verdict")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not slh.fit_cards(root):
-        print(f"no fitting records under {root}/<gpu>/{slh.NAME}/fit/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("fitting", root, f"{slh.NAME}/fit/<model>/")
     terms = tables(root)
     v = terms[sgf.FIT_TABLE]
     print(f"{sgf.TERM} {v[sgf.TERM] * 1e9:.1f} ns an operator in {sgf.FIT_TABLE} only (fitting runs on {v['card']})")
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set L records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    if args.json:
-        args.json.write_text(json.dumps(sgo.judgement_record(out, terms, JUDGED), indent=1, sort_keys=True) + "\n")
-    return 0
+        return cli.refuse("set L", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, fresh=fresh, terms=terms),
+                         lambda out: sgo.print_judgement(out, JUDGED, "A-H"),
+                         lambda out: sgo.judgement_record(out, terms, JUDGED))
 
 
 if __name__ == "__main__":

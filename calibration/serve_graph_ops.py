@@ -20,7 +20,6 @@ Each table at its own reference host (host_scale), the GPU terms shared. No load
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -31,6 +30,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_load_host as slh
@@ -239,38 +239,30 @@ def _print_fit(tables: dict) -> None:
               f"({v['rows_left_out']} of {v['rows']} left out above {TRIM_RATIO:g}x the first fit)")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_graph_ops", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "fit", "guards"), default="judge",
-                    help="fit: the terms from the fitting runs alone; guards: sets A-I and the committed sets under "
-                         "them (no set J); judge: set J, the guards and the verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit (fit) or the judgement (judge, guards)")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_graph_ops", __doc__, ("judge", "fit", "guards"),
+                     "fit: the terms from the fitting runs alone; guards: sets A-I and the committed sets under them (no "
+                     "set J); judge: set J, the guards and the verdict",
+                     json_help="write the fit (fit) or the judgement (judge, guards)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not slh.fit_cards(root):
-        print(f"no fitting records under {root}/<gpu>/{FIT_NAME}/fit/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("fitting", root, f"{FIT_NAME}/fit/<model>/")
     tables = graph_fit(root)
     _print_fit(tables)
     if args.what == "fit":
         for m, v in by_model(root, tables).items():
             print(f"  {m}: median predicted / measured duration, committed {v['committed']:.3f}, U {v['U']:.3f}")
         if args.json:
-            args.json.write_text(json.dumps({"source": "calibration.serve_graph_ops fit: the fitting load runs "
-                                             f"<gpu>/{FIT_NAME}/fit/<model> (docs/notes/s27serve_rule.md)",
-                                             "tables": tables}, indent=1, sort_keys=True) + "\n")
+            cli.write_json(args.json, {"source": "calibration.serve_graph_ops fit: the fitting load runs "
+                                       f"<gpu>/{FIT_NAME}/fit/<model> (docs/notes/s27serve_rule.md)", "tables": tables})
         return 0
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set J records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("set J", root, f"{NAME}/<model>/")
     with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
         out = judge(root, committed_sets=not args.no_committed, fresh=fresh, tables=tables)
-    print_judgement(out)
-    if args.json:
-        args.json.write_text(json.dumps(judgement_record(out, tables), indent=1, sort_keys=True) + "\n")
-    return 0
+    return cli.judgement(args, out, print_judgement, lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

@@ -161,9 +161,10 @@ def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | Non
     return out
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_host_speed", __doc__).parse_args(argv)
-    scales = all_scales()
+    scales = all_scales(rec.records_root())
     if scales.empty:
         print("no s13srv records (calibration/measurements/<folder>/s13srv/)")
         return
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     fit = fit_exponent(scales)
     print(f"beta {fit.get('beta', float('nan')):.3f} (tables {fit.get('tables')}), p_ref (us) "
           + ", ".join(f"{t} {p * 1e6:.2f}" for t, p in fit.get("p_ref", {}).items()))
-    res = compare()
+    res = compare(rec.records_root())
     for name, f in res["folders"].items():
         for v in ("A", "B"):
             for split in ("holdout", "fit"):

@@ -168,9 +168,9 @@ def committed_sets(switch: str) -> tuple[dict, dict, list[str]]:
     saved = getattr(module, switch)
     setattr(module, switch, False)
     try:
-        off = sscm.all_rows()
+        off = sscm.all_rows(rec.records_root())
         setattr(module, switch, True)
-        on = sscm.all_rows()
+        on = sscm.all_rows(rec.records_root())
     finally:
         setattr(module, switch, saved)
     return sscm.summary(off), sscm.summary(on), sscm.moved(off, on)
@@ -194,8 +194,9 @@ def format_rows(rows: list[dict], verdict: dict) -> list[str]:
     return lines
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.serve_host_stalls", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.serve_host_stalls", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="write the predictions file (refuses to overwrite one)")
     ap.add_argument("--committed", choices=sorted(SWITCHES), help="criterion 4: the committed sets with this switch off and on")
     args = ap.parse_args(argv)
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
         print("\n".join(lines))
         return 0
-    recs = ps.measured(reg=REG)
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    recs = ps.measured(root, REG)
     if recs.empty:
         print("no s23srvh records")
         return 0
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         for gpu in sorted(set(recs["gpu"]) - done):
             path = PREDICTIONS_FILE if not done else gpu_predictions_file(gpu)
             write_registered(path, lambda: predictions(recs[recs["gpu"] == gpu]))
-    rows, verdict = judged()
+    rows, verdict = judged(root)
     print("\n".join(format_rows(rows, verdict)))
     return 0
 

@@ -45,12 +45,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_idle_probe", __doc__)
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--name", default=NAME)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    df = load(rec.MEASUREMENTS_DIR, args.gpu, args.name)
+    df = load(rec.records_root(), args.gpu, args.name)
     if df.empty:
         print(f"--name: no idle probe records under {args.gpu}/{args.name}/idle/<model>/", file=sys.stderr)
         return 2

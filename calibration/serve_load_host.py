@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_pipeline as spl
@@ -297,33 +298,26 @@ def _print_fit(tables: dict) -> None:
                 f" iterations ({v['rows_left_out']} of {v['rows']} left out above {TRIM_RATIO:g}x the first fit)")
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_load_host", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "fit"), default="judge",
-                    help="fit: the host terms from the fitting runs alone; judge: set I and the guards under them")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit (fit) or the judgement (judge)")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_load_host", __doc__, ("judge", "fit"),
+                     "fit: the host terms from the fitting runs alone; judge: set I and the guards under them",
+                     json_help="write the fit (fit) or the judgement (judge)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not fit_cards(root):
-        print(f"no fitting records under {root}/<gpu>/{NAME}/fit/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("fitting", root, f"{NAME}/fit/<model>/")
     if args.what == "fit":
         doc = fit_record(root)
         _print_fit(doc["tables"])
         if args.json:
-            args.json.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            cli.write_json(args.json, doc)
         return 0
     if not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set I records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
+        return cli.refuse("set I", root, f"{NAME}/<model>/")
     tables = load_host_fit(root)
     _print_fit(tables)
-    out = judge(root, committed_sets=not args.no_committed, tables=tables)
-    print_judgement(out)
-    if args.json:
-        args.json.write_text(json.dumps(judgement_record(out, tables), indent=1, sort_keys=True) + "\n")
-    return 0
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, tables=tables), print_judgement,
+                         lambda out: judgement_record(out, tables))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from unittest import mock
 import numpy as np
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_score_heads as ssh
@@ -192,11 +193,10 @@ def _by_figure(off: list[dict], on: list[dict]) -> str:
     return ", ".join(f"{k.removesuffix('_s')} {seh.checks(off, (k,))[0]} -> {seh.checks(on, (k,))[0]}" for k in FIGURES)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_pipeline", __doc__)
-    ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement)")
-    ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
-    args = ap.parse_args(argv)
+    args = cli.parse(argv, "calibration.serve_pipeline", __doc__, ("fit",),
+                     "fit: the fitting records only (default: the judgement)", default=None, dest="part", json_help=None)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.part == "fit":
         _print_fit(root)

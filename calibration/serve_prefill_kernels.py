@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_engine_fit as sef
@@ -384,43 +385,35 @@ def print_judgement(out: dict) -> None:
 
 
 def _parser():
-    ap = entry.parser("calibration.serve_prefill_kernels", __doc__)
-    ap.add_argument("command", nargs="?", choices=("constants", "fit", "kernels", "refit"),
-                    help="a part only (default: the judgement of set F)")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (G2)")
+    ap = cli.parser("calibration.serve_prefill_kernels", __doc__, ("constants", "fit", "kernels", "refit"),
+                    "a part only (default: the judgement of set F)", default=None, dest="command")
     ap.add_argument("--no-guards", action="store_true", help="leave out the guard sets A-E")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
     return ap
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    argv = [args.command] if args.command else []
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
-    if argv[:1] == ["constants"]:
+    if args.command == "constants":
         _print_constants(root)
         return 0
-    if argv[:1] == ["fit"]:
+    if args.command == "fit":
         _print_fit_check(root)
         return 0
-    if argv[:1] == ["kernels"]:
+    if args.command == "kernels":
         for r in fresh_kernel_check(root):
             print(f"{r['model']} {r['prompts']}x{r['tokens']}: measured {r['measured_s'] * 1e3:.2f} ms, committed "
                   f"{r['off_s'] / r['measured_s'] - 1:+.1%}, engine terms {r['on_s'] / r['measured_s'] - 1:+.1%}")
         return 0
-    if argv[:1] == ["refit"]:
+    if args.command == "refit":
         for table, t in write_refit(root).items():
             print(f"{table}: " + ", ".join(f"{k} {v:.4g}" for k, v in t.items() if k != "spread"))
         return 0
     if not fresh_rows(root):
-        print(f"no set F records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, guards=not args.no_guards)
-    print_judgement(out)
-    if args.json:
-        path = args.json
-        path.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
-    return 0
+        return cli.refuse("set F", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed, guards=not args.no_guards),
+                         print_judgement, judgement_record)
 
 
 RECORD_KEYS = ("run_id", "model", "gpu")

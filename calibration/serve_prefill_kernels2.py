@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_engine_fit as sef
@@ -245,21 +245,13 @@ def judgement_record(out: dict) -> dict:
             "adopt": out["adopt"]}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_prefill_kernels2", __doc__)
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_prefill_kernels2", __doc__)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set G records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed)
-    print_judgement(out)
-    if args.json:
-        path = args.json
-        path.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
-    return 0
+        return cli.refuse("set G", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed), print_judgement, judgement_record)
 
 
 if __name__ == "__main__":

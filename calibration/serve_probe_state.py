@@ -161,10 +161,11 @@ def formulations(levels: pd.DataFrame, tables: dict | None = None) -> pd.DataFra
     return pd.concat(out, ignore_index=True)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     entry.parser("calibration.serve_probe_state", __doc__).parse_args(argv)
     pd.set_option("display.width", 250)
-    lv = all_levels()
+    lv = all_levels(rec.records_root())
     print("== within a host, the host factor each run showed against each probe reading (logs, demeaned per host)")
     print(probe_tracking(lv).round(3).to_string(index=False))
     print("== EP2 fit runs' decode-only iterations against the twin before its spread (level: measured / predicted)")

@@ -294,6 +294,7 @@ def _fmt(c: dict) -> list[str]:
             "    criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in c["criteria"].items())]
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_score_heads", __doc__)
     ap.add_argument("part", nargs="?", choices=["start", "overlap", "fresh", "floor"],

@@ -219,6 +219,7 @@ def cluster_shape(folders) -> dict:
             "cluster_mean_pauses": pauses / clusters, "cluster_spacing_s": span_s / inner if inner > 0 else 0.0}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_stall_causes", __doc__)
     ap.add_argument("sets", nargs="+", type=entry.folder, metavar="SET_DIR",

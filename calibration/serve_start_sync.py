@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import sys
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager
@@ -32,6 +31,7 @@ from unittest import mock
 import numpy as np
 
 from calibration import entry
+from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_pipeline as spl
@@ -427,14 +427,11 @@ def judgement_record(out: dict) -> dict:
             "adopt": out["adopt"]}
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.serve_start_sync", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "fit", "idle", "loadhost", "guards"), default="judge",
-                    help="judge: set H and the guards; fit / idle: the fitting checks; loadhost: a diagnosis; guards: sets A-G and the "
-                         "committed sets only (before set H exists)")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.parse(argv, "calibration.serve_start_sync", __doc__, ("judge", "fit", "idle", "loadhost", "guards"),
+                     "judge: set H and the guards; fit / idle: the fitting checks; loadhost: a diagnosis; guards: sets "
+                     "A-G and the committed sets only (before set H exists)")
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.what == "fit":
         _print_fit(root)
@@ -446,14 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         _print_load_host(root)
         return 0
     if args.what == "judge" and not seh.set_rows(NAME, FRESH_MODELS, root):
-        print(f"no set H records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed,
-                fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ()))
-    print_judgement(out)
-    if args.json:
-        args.json.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
-    return 0
+        return cli.refuse("set H", root, f"{NAME}/<model>/")
+    return cli.judgement(args, judge(root, committed_sets=not args.no_committed,
+                                     fresh=(NAME, FRESH_MODELS) if args.what == "judge" else (NAME, ())),
+                         print_judgement, judgement_record)
 
 
 if __name__ == "__main__":

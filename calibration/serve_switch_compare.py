@@ -87,7 +87,7 @@ def moved(off: dict, on: dict) -> list[str]:
 def compare(switch: str) -> tuple[dict, dict, list[str], dict]:
     """Both settings of sef.<switch>: (summary off, summary on, moved checks, the tables on)."""
     module = sef if hasattr(sef, switch) else slv   # s17srv2's switch sits with sizes_run_before
-    off_rows = all_rows()
+    off_rows = all_rows(rec.records_root())
     setattr(module, switch, True)
     try:
         tables_on = sef.fitted_tables()
@@ -96,7 +96,7 @@ def compare(switch: str) -> tuple[dict, dict, list[str], dict]:
     setattr(module, switch, True)   # the switch on while replaying (step caches key on it)
     try:
         with tables_with(tables_on):
-            on_rows = all_rows()
+            on_rows = all_rows(rec.records_root())
     finally:
         setattr(module, switch, False)
     return summary(off_rows), summary(on_rows), moved(off_rows, on_rows), tables_on
@@ -110,6 +110,7 @@ def _switch(text: str) -> str:
     return text
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> None:
     ap = entry.parser("calibration.serve_switch_compare", __doc__)
     ap.add_argument("switch", nargs="?", type=_switch, default="ADOPT_MEASURED_NEW_SIZE", metavar="ADOPT_NAME",

@@ -178,12 +178,14 @@ def compare(costs: IterationCosts, prompts: int, tokens: int, meas: dict) -> lis
     return [(p, got.get(p, 0.0), twin.get(p, 0.0)) for p in PART_OPS]
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
-    ap.add_argument("--root", type=Path, default=rec.MEASUREMENTS_DIR)
+    ap = entry.JudgeParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")
     ap.add_argument("--kernels", action="store_true", help="list the measured kernels by region and operator")
     ap.add_argument("--models", default="v3-slice-2l,qwen3moe-mla-slice")
     args = ap.parse_args(argv)
+    args.root = Path(args.root) if args.root else rec.records_root()
     steps = measured_steps(args.root)
     kernels = measured_kernels(args.root)
     for model in args.models.split(","):

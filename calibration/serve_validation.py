@@ -70,13 +70,14 @@ def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, promp
 
 
 def validate_measured(gpus=("h100", "h200")) -> list[dict]:
-    """Twin vs measured decode/prefill rows of calibration/measurements/<gpu>/model.csv.
+    """Twin vs measured decode/prefill rows of <records root>/<gpu>/model.csv (calibration.records.records_root:
+    calibration/measurements, or the folder --records names).
 
     decode: eager op sequence with host dispatch (calibration.whole_step.predict_model_row, the op
     list twin validate predicts these records with) - on these small slices mostly a host-overhead
     test, said so in the row. prefill: the twin's fused-stack prefill model on
     one GPU (ep = 1, BF16) and, for comparison, the same with the eager host floor."""
-    root = rec.MEASUREMENTS_DIR
+    root = rec.records_root()
     out = []
     for g in gpus:
         path = root / g / "model.csv"

@@ -285,8 +285,9 @@ def format_table(result: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("derive", help="per-layer, per-micro-batch kernel-group times from a local copy of a trace")
     d.add_argument("trace", help="prefill.json or decode.json (or .json.gz) from deepseek-ai/profile-data")

@@ -68,7 +68,7 @@ def near(elems: float, fraction: float = NEAR_FRACTION) -> bool:
     return abs(elems / SMALL_SORT_ELEMS - 1.0) <= fraction
 
 
-def _ep_step_rows(folder: Path, gpu: str) -> list[dict]:
+def _ep_step_rows(folder: Path, gpu: str, root: Path) -> list[dict]:
     steps = read_csv(folder / "pipeline_step.csv")
     if "ep" not in steps.columns:
         return []
@@ -83,7 +83,7 @@ def _ep_step_rows(folder: Path, gpu: str) -> list[dict]:
         n = float(int(r["micro_batch_seqs"]) * int(r["seq_len"]) * k)
         rows = ep_layer_rows(routing, r, k) if routing is not None else {}
         busiest = [float(v.sum()) for v in rows.values()]
-        out.append({"folder": str(folder.relative_to(rec.MEASUREMENTS_DIR)), "gpu": gpu, "bench": r["bench"],
+        out.append({"folder": str(folder.relative_to(root)), "gpu": gpu, "bench": r["bench"],
                     "model": r["model"], "config": f"{r['schedule']} pp{int(r['pp'])} ep{int(r['ep'])} "
                     f"n{int(r['num_microbatches'])} {int(r['micro_batch_seqs'])}x{int(r['seq_len'])}",
                     "split": r.get("split", ""), "token_sort_elems": n,
@@ -92,10 +92,10 @@ def _ep_step_rows(folder: Path, gpu: str) -> list[dict]:
     return out
 
 
-def _ep_layer_rows(path: Path, gpu: str) -> list[dict]:
+def _ep_layer_rows(path: Path, gpu: str, root: Path) -> list[dict]:
     df = read_csv(path)
     df = df[df["bench"].isin(["ep_dispatch", "ep_combine", "moe_layer_ep_fwd", "moe_layer_ep_bwd"])]
-    return [{"folder": str(path.parent.relative_to(rec.MEASUREMENTS_DIR)), "gpu": gpu, "bench": r["bench"],
+    return [{"folder": str(path.parent.relative_to(root)), "gpu": gpu, "bench": r["bench"],
              "model": "v3-slice-1l", "config": f"T{int(r['tokens_per_rank'])} E{int(r['num_experts'])} "
              f"K{int(r['top_k'])} skew{r['skew']}", "split": r.get("split", ""),
              "token_sort_elems": float(int(r["tokens_per_rank"]) * int(r["top_k"])),
@@ -103,10 +103,10 @@ def _ep_layer_rows(path: Path, gpu: str) -> list[dict]:
             for _, r in df.iterrows()]
 
 
-def _one_gpu_rows(gpu: str) -> list[dict]:
+def _one_gpu_rows(gpu: str, root: Path) -> list[dict]:
     out = []
     for family in ("moe_layer", "model"):
-        path = rec.MEASUREMENTS_DIR / gpu / f"{family}.csv"
+        path = Path(root) / gpu / f"{family}.csv"
         if not csv_exists(path):
             continue
         df = read_csv(path)
@@ -136,11 +136,11 @@ def sort_counts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     for gpu_dir in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name != "prereg"):
         if "x" in gpu_dir.name:
             for path in sorted(gpu_dir.rglob("pipeline_step.csv*")):
-                rows += _ep_step_rows(path.parent, gpu_dir.name)
+                rows += _ep_step_rows(path.parent, gpu_dir.name, Path(root))
             for path in sorted(gpu_dir.rglob("ep.csv*")):
-                rows += _ep_layer_rows(path, gpu_dir.name)
+                rows += _ep_layer_rows(path, gpu_dir.name, Path(root))
         else:
-            rows += _one_gpu_rows(gpu_dir.name)
+            rows += _one_gpu_rows(gpu_dir.name, root)
     return pd.DataFrame(rows)
 
 
@@ -196,6 +196,7 @@ def abs_summary(errors: pd.Series) -> tuple[float, float]:
     return float(a.median()), float(a.quantile(0.9))
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.sort_paths", __doc__)
     ap.add_argument("part", nargs="?", choices=["s1"], help="s1: the layer rows at the cliff, each GPU (default: the sorts near it)")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(gpu, bench, len(g), "off median/P90 %.2f / %.2f%%" % abs_summary(g["rel_error_off"]),
                           "on %.2f / %.2f%%" % abs_summary(g["rel_error_on"]))
             return 0
-        print(sorts_near_cliff(sort_counts()).to_string(index=False))
+        print(sorts_near_cliff(sort_counts(rec.records_root())).to_string(index=False))
     return 0
 
 

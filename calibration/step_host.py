@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from calibration import records as rec
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
 from calibration.whole_step import decode_ops
 from twin.core.specs import GPUSpec, get_model
@@ -42,7 +43,7 @@ RECORD_KEY = ["bench", "model", "batch", "prompt_len", "gen_len", "precision"]
 def fit_step_ratio(host_dispatch: pd.DataFrame, steps: pd.DataFrame, gpu: str, radix: dict | None = None) -> float:
     """The median over the fitting repetitions of (rep host_s / the row's net kernels / the rep's own probe);
     NaN without such repetitions. `radix` as host_input.fit_probe_ratio."""
-    radix = radix_sort_kernels(gpu) if radix is None else radix
+    radix = radix_sort_kernels(gpu, rec.records_root()) if radix is None else radix   # the records root in use
     hd = host_dispatch.assign(net=net_kernels(host_dispatch)
                               - (radix_kernels_of_rows(host_dispatch, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & (hd["phase"] == "infer") & (hd["net"] > 0)][LAYER_KEY + ["net"]]

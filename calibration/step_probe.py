@@ -138,9 +138,10 @@ def verdict(table: pd.DataFrame) -> dict:
     return out
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.step_probe", __doc__).parse_args(argv)
-    data = all_hosts()
+    data = all_hosts(rec.records_root())
     if data.empty or data["host"].nunique() < 2:
         print("s24probe: fewer than two hosts committed; nothing to choose")
         return 0
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(4).to_string())
     print(verdict(table))
-    each = each_hosts()
+    each = each_hosts(rec.records_root())
     if not each.empty:
         print("candidate 2 (per-step kinds), S = median over cases of std ln(host / probe):")
         print(each_scatter(each).round(4).to_string())

@@ -211,19 +211,21 @@ def format_rows(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.step_protocol", __doc__).parse_args(argv)
-    rows = committed_rows()
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    rows = committed_rows(root)
     if rows.empty:
         print("no s21host2b records")
         return 0
     print(format_rows(rows))
     print(run_summary(rows).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print("host time per profiled kernel over the probe's rate (decode, probed steps; median per run and model):")
-    print(host_rate_over_probe().to_string(float_format=lambda x: f"{x:.2f}"))
+    print(host_rate_over_probe(root).to_string(float_format=lambda x: f"{x:.2f}"))
     print("s22hostocc D3 (held-out prefill / decode rows, decode occupancy off / on):")
     for gpu in ("h100", "h200"):
-        for label, v in occupancy_validation(gpu).items():
+        for label, v in occupancy_validation(gpu, root).items():
             print(f"  {label}: {v['rows']} rows, median |err| {v['median_abs_rel_error']:.1%}, P90 {v['p90_abs_rel_error']:.1%}")
     print("H100 repeat (s21host2b_2120 / s21host2b_2119 - 1):")
     print(repeat_spread(rows, "s21host2b_2119", "s21host2b_2120").to_string(index=False, float_format=lambda x: f"{x:+.0%}"))

@@ -31,7 +31,7 @@ import pandas as pd
 from calibration import idle_terms as it
 from calibration import pipeline as pipe
 from calibration import records as rec
-from calibration.entry import parser
+from calibration.entry import parser, script
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
 from calibration.records_io import read_csv
@@ -307,6 +307,7 @@ def read_record(path: Path = RECORD_FILE) -> dict:
     return it.read_judgement(path)
 
 
+@script
 def main(argv=None) -> int:
     ap = parser("calibration.step_replay", __doc__)
     ap.add_argument("subdirs", nargs="*", default=list(DEFAULT_SUBDIRS),
@@ -317,16 +318,17 @@ def main(argv=None) -> int:
     if args.draws < 0:
         print(f"--draws {args.draws}: a count >= 0", file=sys.stderr)
         return 2
-    base = rec.MEASUREMENTS_DIR / f"{GPU}x{NUM_GPUS}"
+    root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
+    base = root / f"{GPU}x{NUM_GPUS}"
     for sub in args.subdirs:
         if not (base / sub).is_dir():
             print(f"subdir {sub!r}: not a set under calibration/measurements/{GPU}x{NUM_GPUS}/", file=sys.stderr)
             return 2
     inputs: dict = {}
-    rows = replay_rows(subdirs=tuple(args.subdirs), inputs=inputs, draws=args.draws)
-    table = op_table(subdirs=tuple(args.subdirs), inputs=inputs)
-    configs = config_rows(subdirs=tuple(args.subdirs), inputs=inputs)
-    forwards = forward_rows(inputs=inputs)
+    rows = replay_rows(root, subdirs=tuple(args.subdirs), inputs=inputs, draws=args.draws)
+    table = op_table(root, subdirs=tuple(args.subdirs), inputs=inputs)
+    configs = config_rows(root, subdirs=tuple(args.subdirs), inputs=inputs)
+    forwards = forward_rows(root, inputs=inputs)
     print(format_ops(table))
     print(format_configs(configs))
     with pd.option_context("display.width", 200):

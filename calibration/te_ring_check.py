@@ -107,6 +107,7 @@ def read_judgement(path: Path = JUDGEMENT) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.te_ring_check", __doc__)
     ap.add_argument("folder", type=entry.folder, help="a campaign s27mlm folder or the filed records")

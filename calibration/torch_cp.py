@@ -291,9 +291,10 @@ def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv=None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.torch_cp",
-                                 description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
+    ap = entry.JudgeParser(prog="python -m calibration.torch_cp",
+                           description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
     ap.add_argument("folder", type=Path, help="a torch_cp_scaling records folder (s10cp.sh's OUTDIR/s10cp)")
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--compiled", action="store_true", help="the torch.compile'd rows (real/campaigns/s10cpc.sh)")

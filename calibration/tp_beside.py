@@ -70,13 +70,15 @@ def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
     return rows
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.tp_beside", description=__doc__.split("\n\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.tp_beside", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100x2")
-    ap.add_argument("--root", default=str(rec.MEASUREMENTS_DIR))
+    ap.add_argument("--root", type=Path, help="the records root (default: --records DIR, else calibration/measurements)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", default=None, help="the twin profile's GPU (default: --gpu before its 'x')")
     args = ap.parse_args(argv)
+    args.root = Path(args.root) if args.root else rec.records_root()
     df = load(args.gpu, args.root)
     if df.empty:
         print(f"no tp_beside.csv rows under {args.root}/{args.gpu}", file=sys.stderr)

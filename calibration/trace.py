@@ -146,6 +146,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     entry.parser("calibration.trace", __doc__).parse_args(argv)
     print(format_table(compare()))

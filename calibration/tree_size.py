@@ -86,8 +86,9 @@ def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> lis
     return done
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.OneLineParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
+    ap = entry.JudgeParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
     ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
                     help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
     ap.add_argument("--pack-tracked", action="store_true",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from calibration import deepgemm_masked_fit as dmf
+from calibration import records as rec
 from calibration.records_io import read_csv
 from twin.costs.masked_gemm import PARAM_NAMES
 
@@ -58,7 +59,7 @@ def test_held_out_masked_rows_meet_the_ladders_targets(refit):
 
 def test_every_masked_kernel_config_computed_the_gemm():
     """Rule A2: each kernel config's first call against an FP32 product of the dequantized operands."""
-    df = read_csv(dmf.MEASUREMENTS / "h100" / dmf.RECORDS, keep_default_na=False)
+    df = read_csv(rec.MEASUREMENTS_DIR / "h100" / dmf.RECORDS, keep_default_na=False)
     checked = df[(df["kernel"] == dmf.KERNEL) & (df["rel_error"] != "")]
     configs = {(r["n"], r["groups"], r["block_m"], r["block_n"]) for r in df[df["kernel"] == dmf.KERNEL].to_dict("records")}
     assert {(r["n"], r["groups"], r["block_m"], r["block_n"]) for r in checked.to_dict("records")} == configs

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from calibration import entry
+from calibration import records as rec
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.stem for p in (ROOT / "calibration").glob("*.py")
                  if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8"))
@@ -122,3 +125,85 @@ def test_a_pre_registration_stopped_mid_write_leaves_no_file_to_block_the_next(t
     assert not path.exists() and not list(tmp_path.iterdir())
     written = prereg.write_registered(path, lambda: rows.iloc[:2].copy(), allow_dirty=True)
     assert path.read_text().splitlines()[0] == "case,predicted_s,code_commit,predicted_at_utc" and len(written) == 2
+
+
+# ---- --records DIR, every script (s28prod) ----------------------------------------------------------------------
+
+# the arguments a script needs before it reads anything (a folder or file of the user's: here empty ones)
+_ARGS = {"attn_small": ["FOLDER"], "cp_traces": ["FOLDER"], "deepep_ll_fit": ["CSV"], "ep_host_compare": ["FOLDER"],
+         "ep_phases": ["FOLDER"], "ep_tail": ["FOLDER"], "host_probe": ["CSV", "--gpu", "h100"],
+         "long_attention": ["FOLDER"], "mla_rounds": ["CSV", "--gpu", "h100"], "mla_timeline": ["FOLDER"],
+         "mlm_sustained": ["FOLDER"], "torch_cp": ["FOLDER"], "prereg": ["compare"], "prereg_pp": ["compare"],
+         "prereg_pp4": ["compare"], "prereg_serve": ["compare"], "idle_terms": ["replay"], "serving_trace": ["compare"],
+         "power_cap": ["CSV"], "copy_load": ["CSV"], "ep_bwd_run": ["FOLDER", "h100"], "ep_forward_host": ["judge"],
+         "ep_fresh": ["FOLDER"], "ep_layer_kernels": ["FOLDER", "h100"], "ep_pace_during": ["judge"],
+         "ep_postsync": ["FOLDER", "h100"], "ep_probe_rate": ["judge"], "ep_sort_host": ["judge"],
+         "gemm_in_layer": ["FOLDER"], "pipe_op_terms": ["guards"], "serve_clustered_pauses": ["FOLDER"],
+         "serve_stall_causes": ["FOLDER"], "te_ring_check": ["FOLDER"], "fit_inputs": ["--out", "OUT"],
+         "refit_judge": ["--before", "CSV", "--after", "CSV", "--candidate", "x"]}
+# read from calibration/measurements whatever --records says, on purpose: the pre-registered predictions (written
+# by the committed code before the records they predict existed: a fresh root's rows are judged against them), and
+# fit_inputs, which restores a manifest's records from the committed tree and its history into --out
+_COMMITTED_ON_PURPOSE = {"fit_inputs"}
+_PREREG = rec.MEASUREMENTS_DIR / "prereg"
+
+
+def _package_data() -> dict[str, bytes]:
+    """twin/data's files (profiles and tables, ~0.7 MB) and calibration's judgement JSONs, by path."""
+    files = [p for p in (ROOT / "twin" / "data").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files += sorted((ROOT / "calibration").glob("*.json"))
+    return {str(p): p.read_bytes() for p in files}
+
+
+@pytest.fixture(scope="module")
+def records_roots(tmp_path_factory):
+    """(an empty folder, a records root of empty <gpu>/ folders, {placeholder: a user's folder or file})."""
+    base = tmp_path_factory.mktemp("records_roots")
+    empty, root, folder = base / "empty", base / "root", base / "folder"
+    for path in (empty, folder):
+        path.mkdir()
+    for gpu in ("h100", "h200", "h100x2", "h200x2", "h100x4", "h200x4", "prereg"):
+        (root / gpu).mkdir(parents=True)
+    (folder / "x.csv").write_text("a,b\n1,2\n")
+    return empty, root, {"FOLDER": str(folder), "CSV": str(folder / "x.csv"), "OUT": str(base / "out")}
+
+
+def _run(module, argv: list[str]) -> object:
+    try:
+        return module.main(argv)
+    except SystemExit as exc:
+        return exc.code
+    except Exception as exc:   # noqa: BLE001 - a root without the script's records may end in its own error: reported
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_reads_the_records_root_records_names(name, records_roots, capsys, monkeypatch):
+    """s28prod (s27walk's leftover: 36 scripts took no --records; others took it and still read the committed tree
+    through their own paths or defaults): every script takes --records DIR (calibration.entry.JudgeParser, one place);
+    a folder holding no folder is refused before any work, one line naming it, exit 2; and given a records root of
+    empty <gpu>/ folders, the script asks for no record of calibration/measurements (a read_scope that allows none
+    sees every record it asks for; the pre-registered predictions aside), rewrites no package data and ends in an exit
+    status, not a reader's traceback (calibration.entry.script)."""
+    from calibration import records_io
+
+    monkeypatch.setattr(rec, "_ROOT", rec._ROOT)   # a run sets the process's root: restored after the test
+    empty, root, places = records_roots
+    module = importlib.import_module(f"calibration.{name}")
+    args = [places.get(a, a) for a in _ARGS.get(name, [])]
+    assert _run(module, [*args, "--records", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --records: got {str(empty)!r}; allowed: {entry.RECORDS_EXPECTED} (it holds no folder)\n", err
+    if name in _COMMITTED_ON_PURPOSE:
+        return
+    before = _package_data()
+    with records_io.read_scope(frozenset()) as scope:
+        status = _run(module, [*args, "--records", str(root)])
+    capsys.readouterr()
+    committed = sorted(Path(k).relative_to(rec.MEASUREMENTS_DIR).as_posix() for k in scope.refused
+                       if Path(k).is_relative_to(rec.MEASUREMENTS_DIR) and not Path(k).is_relative_to(_PREREG))
+    assert rec.records_root() == root
+    assert _package_data() == before, f"{name} rewrote package data from an empty records root (exit {status})"
+    assert not committed, f"{name} (exit {status}) read committed records under --records: {committed[:5]}"
+    # what it did not find ends in an exit status (one line naming the root: calibration.entry.script), no traceback
+    assert status is None or isinstance(status, int), f"{name}: {status}"

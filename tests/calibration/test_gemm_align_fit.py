@@ -10,6 +10,7 @@ import json
 import pytest
 
 from calibration import gemm_align_fit as gf
+from calibration import records as rec
 from real.bench import gemm_align as ga
 from twin.costs import compute
 from twin.costs.gemm_alignment import align_class
@@ -37,7 +38,7 @@ def _write(tmp_path, pass_extra=PASS_EXTRA):
 
 def test_fit_recovers_the_class_factors(tmp_path, monkeypatch):
     _write(tmp_path)
-    monkeypatch.setattr(gf, "MEASUREMENTS", tmp_path)
+    monkeypatch.setattr(rec, "_ROOT", tmp_path)   # the records root gf.records reads (records_root)
     df = gf.records("h100")
     assert set(df["precision"]) == {"bf16"} and df["ratio"].notna().all()
     fit = gf.fit_gpu("h100")
@@ -53,7 +54,7 @@ def test_fit_recovers_the_class_factors(tmp_path, monkeypatch):
 
 def test_per_pass_form_is_taken_only_past_the_margin(tmp_path, monkeypatch):
     _write(tmp_path, {"fwd": 1.0, "dgrad": 1.3, "wgrad": 0.8})
-    monkeypatch.setattr(gf, "MEASUREMENTS", tmp_path)
+    monkeypatch.setattr(rec, "_ROOT", tmp_path)   # the records root gf.records reads (records_root)
     fit = gf.fit_gpu("h100")
     assert fit["form"] == "class_pass"
     assert fit["factors"]["1/dgrad"] == pytest.approx(2.5 * 1.3) and fit["factors"]["2/wgrad"] == pytest.approx(1.6 * 0.8)

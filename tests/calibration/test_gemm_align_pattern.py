@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from calibration import gemm_align_fit as gf
+from calibration import records as rec
 from calibration import gemm_align_pattern as gp
 from real.bench import gemm_align as ga
 from twin.costs import compute
@@ -38,7 +39,7 @@ def _write(tmp_path, shape_set, folder):
 
 def test_fit_recovers_the_pattern_factors_and_scores_fresh_shapes(tmp_path, monkeypatch):
     _write(tmp_path, "s23align", "s23align")
-    monkeypatch.setattr(gf, "MEASUREMENTS", tmp_path)
+    monkeypatch.setattr(rec, "_ROOT", tmp_path)   # the records root gf.records reads (records_root)
     assert gp.fit_gpu("h100").get("held_out_ratio") is None      # no s23align2 records yet
     _write(tmp_path, "s23align2", "s23align2")
     fit = gp.fit_gpu("h100")

@@ -6,7 +6,7 @@ ep_kernels.csv whatever it was told. A few CPU-seconds."""
 
 import pytest
 
-from calibration import b_kernels, moe_skew
+from calibration import b_kernels, entry, moe_skew
 from calibration import records as rec
 from calibration.bwd_grouped import layout_factors
 from calibration.grouped_clock import gpu_clock_factors
@@ -72,14 +72,54 @@ def test_a_judge_run_through_main_reads_the_records_root_it_is_given(tmp_path, m
     assert "got 'h200'; allowed: one of h100" in capsys.readouterr().err
 
 
+def _exit_status(main, argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.mark.parametrize("module, what", [("serve_graph_ops", "fit"), ("serve_graph_floor", "fit"),
-                                          ("serve_graph_floor_h200", "guards"), ("serve_load_host", "fit")])
+                                          ("serve_graph_floor_h200", "guards"), ("serve_load_host", "fit"),
+                                          ("serve_start_sync", "fit"), ("serve_start_sync", "guards"),
+                                          ("serve_pipeline", "fit"), ("serve_prefill_kernels", "constants")])
 def test_a_serving_judge_reads_its_fitting_runs_under_the_records_root(module, what, tmp_path, monkeypatch, capsys):
     """The serving judges' main() took calibration/measurements as their root whatever --records said: given an
-    empty root they judged the committed runs. Now they look under the root given, find no fitting run, exit 2."""
+    empty root they judged the committed runs. Now they look under the root given, find no fitting run, exit 2 with
+    one line naming the root (s28prod: serve_start_sync and serve_pipeline ended in a ValueError traceback there)."""
     import importlib
 
     monkeypatch.setattr(rec, "_ROOT", rec._ROOT)   # the run sets the process's root: restored after the test
     (tmp_path / "h200").mkdir()
-    assert importlib.import_module(f"calibration.{module}").main(["--records", str(tmp_path), what]) == 2
-    assert str(tmp_path) in capsys.readouterr().err
+    assert _exit_status(importlib.import_module(f"calibration.{module}").main, ["--records", str(tmp_path), what]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_records_root_without_a_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """s28prod: a --records DIR that holds no <gpu>/ folder (a mistyped or unfilled path) is refused on parsing, one
+    line naming it, exit 2 (calibration.entry.records_root_folder), before a script reads anything."""
+    from calibration import serve_start_sync
+
+    monkeypatch.setattr(rec, "_ROOT", rec._ROOT)
+    with pytest.raises(SystemExit) as exc:
+        serve_start_sync.main(["fit", "--records", str(tmp_path)])
+    assert exc.value.code == 2 and rec.records_root() == rec.MEASUREMENTS_DIR
+    assert capsys.readouterr().err == (f"error: --records: got {str(tmp_path)!r}; allowed: {entry.RECORDS_EXPECTED} "
+                                       "(it holds no folder)\n")
+
+
+def test_the_serving_validation_reads_the_records_root_in_use(tmp_path):
+    """s28prod: serve_validation.validate_measured (the serve report's measured rows) read calibration/measurements
+    whatever root was in use; now the records root (records_root_scope, --records)."""
+    from calibration.records_io import open_csv
+    from calibration.serve_validation import validate_measured
+
+    with open_csv(rec.MEASUREMENTS_DIR / "h100" / "model.csv") as f:
+        lines = f.read().splitlines()
+    head, row = lines[0], next(r for r in lines[1:] if ",prefill," in f",{r},")
+    (tmp_path / "h100").mkdir()
+    (tmp_path / "h100" / "model.csv").write_text(f"{head}\n{row}\n")
+    with rec.records_root_scope(tmp_path):
+        rows = validate_measured()
+    assert len(rows) == 1 and rows[0]["bench"] == "prefill" and rows[0]["gpu"].startswith("h100"), rows

@@ -189,6 +189,16 @@ def test_a_scenario_link_checked_out_as_text_is_refused_naming_its_target(tmp_pa
         load_scenario(other, kind=SERVING)
 
 
+def test_a_scenario_saved_with_a_byte_order_mark_loads_as_without(tmp_path):
+    """s28prod: a scenario saved by an editor that writes UTF-8 with a byte-order mark (Windows Notepad's
+    'UTF-8 with BOM') was refused as "valid TOML (Invalid statement (at line 1, column 1))", a line that points
+    at nothing the user can see; the mark is not text, the loader now reads past it."""
+    src = ROOT / "scenarios" / "v3_on_h200.toml"
+    marked = tmp_path / "v3_on_h200.toml"
+    marked.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    assert load_scenario(marked) == load_scenario(src)
+
+
 def test_packaged_scenario_refuses_a_name_the_package_does_not_ship():
     with pytest.raises(ValueError, match="the package ships"):
         packaged_scenario("v3_plan")

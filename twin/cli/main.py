@@ -136,6 +136,9 @@ def _with_assumed(args, payload):
 
 # --- subcommands ---------------------------------------------------------------------------------
 
+MODELS_SOURCE = "twin/data/models.toml"   # `twin model`'s source: the catalog
+
+
 def cmd_model(args) -> int:
     if args.list or not args.name:
         print("\n".join(model_names()))
@@ -146,7 +149,10 @@ def cmd_model(args) -> int:
     raw = apply_overrides({"model": {"name": args.name}}, args.set or [])
     if args.name not in model_names():
         raise ScenarioError("NAME", args.name, "one of " + ", ".join(model_names()))
-    m = _load_model(raw["model"], "twin/data/models.toml")
+    try:
+        m = _load_model(raw["model"], MODELS_SOURCE)
+    except ScenarioError as exc:   # a --set value named as the catalog's until s28prod
+        raise blamed_on_overrides(exc, MODELS_SOURCE, list(args.set or [])) from None
     counts = param_counts(m)
     out = {
         "name": m.name,
@@ -173,12 +179,14 @@ def cmd_step(args) -> int:
     except InfeasiblePlan as exc:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
+        _resolved_beside(args.json, sc)   # none beside a step's --json F until s28prod
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         print(STEP_PLAN_HINT, file=sys.stderr)
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
     _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
     _write_json(args.json, _with_assumed(args, out))
+    _resolved_beside(args.json, sc)
     return 0
 
 

@@ -45,6 +45,9 @@ class OneLineParser(argparse.ArgumentParser):
         m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: not allowed with argument (\S+)", message)
         if m:
             return f"{m[1]}: got it with {m[2]}; allowed: one of {m[1]}, {m[2]}"
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: (got .*; allowed: .*)", message, re.S)
+        if m:   # a type's own refusal, already in these words (calibration.entry.folder, ...)
+            return f"{m[1]}: {m[2]}"
         m = re.fullmatch(r"unrecognized arguments: (.*)", message)
         if m:
             return f"arguments in {self.prog}: got {m[1]!r}; allowed: the options and arguments of `{self.prog} --help`"

@@ -613,7 +613,8 @@ def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
             data = fh.read(MAX_SCENARIO_BYTES + 1)
         if len(data) > MAX_SCENARIO_BYTES:
             raise ScenarioError("SCENARIO", str(path), f"a TOML file of at most {MAX_SCENARIO_BYTES:,} bytes (a scenario is a few KB)")
-        return parse_toml(data.decode("utf-8"), "SCENARIO", str(path)), str(p)
+        # utf-8-sig: a byte-order mark (editors saving "UTF-8 with BOM") is read past, not refused as TOML (s28prod)
+        return parse_toml(data.decode("utf-8-sig"), "SCENARIO", str(path)), str(p)
     except tomllib.TOMLDecodeError as exc:
         target = symlink_stub_target(data)
         if target is not None:

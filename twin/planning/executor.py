@@ -20,9 +20,11 @@ pickle and the run then waits forever (until s20ux).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from twin.core.errors import ScenarioError
 
 PARENT_POLL_S = 0.5   # how often a worker checks that its parent is still there
+REASON_CHARS = 240   # a lost Dask run's reason, cut so that its refusal stays one line
 _PR_SET_PDEATHSIG = 1
 
 
@@ -156,11 +159,16 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
     # 2), not a traceback (until s20ux)
     try:
         # lazy: dask is an optional extra that only `--dask` needs
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
     except ImportError as exc:
         raise ScenarioError("--dask", address, f"Dask distributed installed (pip install 'moe-twin[dask]'; {exc})") from None
 
     with contextlib.ExitStack() as stack:
+        # the client's own log of a lost scheduler (its reconnect attempts' tracebacks on stderr): the refusal below
+        # says it in one line
+        log = logging.getLogger("distributed.client")
+        stack.callback(log.setLevel, log.level)
+        log.setLevel(logging.CRITICAL)
         if address == "local":
             cluster = stack.enter_context(LocalCluster(n_workers=workers or min(2, default_workers()), threads_per_worker=1,
                                                        processes=True, host="127.0.0.1", dashboard_address=None))
@@ -176,5 +184,15 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
                 raise ScenarioError("--dask", address, f"'local' or the address of a running Dask scheduler, "
                                     f"e.g. tcp://HOST:8786 ({why})") from None
         futures = client.map(fn, items, pure=False)
-        for fut in as_completed(futures):
-            yield fut.result()
+        done = 0
+        try:
+            for fut in as_completed(futures):
+                result = fut.result()
+                done += 1
+                yield result
+        # the scheduler (or the connection to it) went away mid-run, or a task killed worker after worker: Dask's
+        # traceback until s28prod (a sweep point's own exception is its row and never reaches here)
+        except (concurrent.futures.CancelledError, OSError, KilledWorker) as exc:
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:REASON_CHARS]
+            raise ScenarioError("--dask", address, f"a Dask cluster that runs the whole job (it stopped after {done} of "
+                                f"{len(items)} tasks: {why}); with --out, the rows done are kept and a re-run into it resumes") from None

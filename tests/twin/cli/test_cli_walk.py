@@ -4,6 +4,8 @@ Each test failed before its fix; a few CPU-seconds in all."""
 import json
 import re
 
+import pytest
+
 from twin.cli.main import main
 from twin.core.scenario import load_scenario
 from twin.training.step import simulate_step
@@ -208,3 +210,58 @@ def test_another_model_is_told_which_fields_it_took_from_deepseek_v3s_defaults(t
     assert json.loads((tmp_path / "p.json").read_text())["assumed_from_deepseek_v3"] == assumed
     assert "Assumed from DeepSeek-V3&#x27;s defaults, not set for this model (and not varied by the search): " \
            "plan.schedule = dualpipe" in (tmp_path / "p" / "report.html").read_text()
+
+
+def test_a_dask_scheduler_lost_mid_run_ends_in_one_line_naming_it(monkeypatch):
+    """s28prod: a Dask scheduler that went away mid-sweep (its LocalCluster closed, the host gone) ended `twin sweep
+    --dask tcp://...` in Dask's FutureCancelledError traceback, exit 1; now the --dask refusal in one line, exit 2,
+    saying how far it got (sweep's and plan's journals in --out keep the rows done: a re-run resumes). A stand-in client: the second
+    task's future is cancelled as Dask cancels them when the connection to the scheduler is lost."""
+    import dask.distributed
+    from distributed.client import FutureCancelledError
+
+    from twin.core.errors import ScenarioError
+    from twin.planning import executor
+
+    class Future:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self):
+            if self.value == 2:
+                raise FutureCancelledError("task-2", "scheduler-connection-lost",
+                                           "Client lost the connection to the scheduler.\nPlease re-run your work.")
+            return self.value
+
+    class Client:
+        def __init__(self, address):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, items, pure):
+            return [Future(i) for i in items]
+
+    monkeypatch.setattr(dask.distributed, "Client", Client)
+    monkeypatch.setattr(dask.distributed, "as_completed", iter)
+    got = []
+    with pytest.raises(ScenarioError) as exc:
+        got.extend(executor.run(abs, [1, 2, 3], dask="tcp://127.0.0.1:8786"))
+    assert got == [1]
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith("--dask: got 'tcp://127.0.0.1:8786'; allowed: a Dask cluster that runs "
+                                                "the whole job (it stopped after 1 of 3 tasks: FutureCancelledError: ")
+    assert "scheduler-connection-lost" in text and text.endswith("a re-run into it resumes")
+
+
+def test_a_model_override_is_named_as_the_set_that_gave_it(capsys):
+    """s28prod: `twin model deepseek-v3 --set model.num_layers=nan` was refused as "model.num_layers in
+    twin/data/models.toml: got nan", a value the catalog never held; now the --set that gave it, as every scenario
+    command names an override (W4b)."""
+    assert main(["model", "deepseek-v3", "--set", "model.num_layers=nan"]) == 2
+    assert capsys.readouterr().err == ("error: model.num_layers (--set model.num_layers=nan): got nan; allowed: integer >= 1 "
+                                       "and <= 1,000\n")

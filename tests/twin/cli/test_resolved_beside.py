@@ -42,3 +42,14 @@ def test_sweep_json_file_has_its_resolved_scenario_beside(tmp_path):
     assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.schedule=1f1b,zb1p",
                  "--out", str(tmp_path / "sw"), "--json", str(tmp_path / "s.json"), "--set", "cluster.gpu=h200"]) == 0
     assert load_scenario(tmp_path / "s.scenario.resolved.toml", kind=TRAINING).cluster.gpu == "h200"
+
+
+def test_step_json_file_has_its_resolved_scenario_beside(tmp_path):
+    """s28prod: `twin step --json F` was the one output FILE without its resolved scenario beside it (the scenario
+    sat inside F only); infeasible (exit 3) as feasible."""
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY_RUN)
+    assert main(["step", str(scenario), "--quiet", "--json", str(tmp_path / "step.json"), "--set", "cluster.gpu=h200"]) == 0
+    assert load_scenario(tmp_path / "step.scenario.resolved.toml", kind=TRAINING).cluster.gpu == "h200"
+    assert main(["step", "--quiet", "--json", str(tmp_path / "oom.json"), "--set", "workload.seq_len=10000000"]) == 3
+    assert load_scenario(tmp_path / "oom.scenario.resolved.toml", kind=TRAINING).workload.seq_len == 10_000_000
