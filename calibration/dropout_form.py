@@ -24,7 +24,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration.dense_dropout import attention_dropout_terms, probabilities
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import records_root
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
@@ -40,9 +40,9 @@ BENCHES = ("attn_fwd", "attn_fwd_bwd")
 P_ON = 0.1
 
 
-def fresh_dirs(root: Path = MEASUREMENTS_DIR) -> list[Path]:
-    """Every committed <card>/s28mlm2/ folder holding the campaign's rows."""
-    return sorted(d for d in Path(root).glob(f"*/{FRESH}") if csv_exists(d / "dense_dropout.csv"))
+def fresh_dirs(root: Path | None = None) -> list[Path]:
+    """Every <card>/s28mlm2/ folder holding the campaign's rows under the records root in use (--records)."""
+    return sorted(d for d in Path(root or records_root()).glob(f"*/{FRESH}") if csv_exists(d / "dense_dropout.csv"))
 
 
 def load(folder: Path) -> pd.DataFrame:
@@ -234,6 +234,7 @@ def show(res: dict) -> None:
             f"{r['heads']}x{r['batch']} {r['fwd_error']:+.1%}/{r['fwd_bwd_error']:+.1%}" for r in k["card_curve_no_dropout"]["calls"]))
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.dropout_form", __doc__)
     ap.add_argument("--fresh", type=entry.folder, default=None, help="a folder of the campaign's rows (default: every "
