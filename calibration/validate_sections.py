@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, prereg_serve
+from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, prereg_serve, s28blind
 
 
 @dataclass(frozen=True)
@@ -48,5 +48,6 @@ JUDGED = (
            _lines(prereg_serve.format_section)),   # fresh seeds
     Judged("prereg_s22ttft", functools.partial(prereg_serve.validate_section, reg=prereg_serve.S22),
            _lines(prereg_serve.format_section)),   # new rates
+    Judged("prereg_s28blind", s28blind.section, s28blind.format_table),   # today's twin, blind: 1 and 2 GPUs, every kind
 )
 JUDGED_KEYS = tuple(j.key for j in JUDGED)
