@@ -102,7 +102,7 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     one = []
     for reg in (TRAIN, SERVE):
         sec = prereg.validate_section(root, reg=reg)
-        one += [{**r, "kind": r["bench"], "num_gpus": 1} for r in sec["rows"]]
+        one += [{"bench": "train_step", **r, "kind": r.get("bench", "train_step"), "num_gpus": 1} for r in sec["rows"]]
     ep = prereg.compare(prereg.load_predictions(EP_FILE), prereg.measured_ep(root, EP_SUBDIR), key=prereg.EP_KEY)[0] \
         if csv_exists(EP_FILE) else pd.DataFrame()
     ep_list = [] if ep.empty else [{**{k: r[k] for k in prereg.EP_KEY}, "kind": "ep_step", "num_gpus": 2,
