@@ -29,12 +29,15 @@ import numpy as np
 import pandas as pd
 
 from calibration import entry
+from calibration import idle_terms
+from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import prereg_pp
 from calibration import records as rec
-from calibration.records_io import csv_exists
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
+from calibration.whole_step import gpu_spec
 from twin.core import atomic
 
 NAME = "s28blind"
@@ -95,6 +98,63 @@ def _group(errs) -> dict:
             "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET)}
 
 
+def ep_routed(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Reported beside the verdict, never judged (the rule): each measured EP2 row priced again by the same committed
+    code with the run's own routing records (prereg.predict_ep's `routing`: each MoE layer at its most loaded EP
+    rank's rows, as `twin validate` prices committed rows under ADOPT_EP_ROUTED_ROWS)."""
+    meas = prereg.measured_ep(root, EP_SUBDIR)
+    out = []
+    for gpu in GPUS:
+        paths = glob_csv(Path(root) / f"{gpu}x2" / EP_SUBDIR, "*/pipeline_routing.csv")
+        mine = meas[meas["gpu"] == gpu]
+        if not paths or mine.empty:
+            continue
+        routing = pd.concat([read_csv(p) for p in paths], ignore_index=True)
+        # the committed <gpu>x2 inputs, as the predictions (not the records root's)
+        priced = prereg.predict_ep([r for r in ep_rows() if r["gpu"] == gpu], routing=routing)
+        both = priced.merge(mine[prereg.EP_KEY + ["time_s"]], on=prereg.EP_KEY)
+        out += [{**{k: r[k] for k in prereg.EP_KEY}, "measured_s": float(r["time_s"]),
+                 "routed_predicted_s": float(r["predicted_s"]),
+                 "routed_rel_error": float(r["predicted_s"] / r["time_s"] - 1.0)} for _, r in both.iterrows()]
+    return out
+
+
+def op_residuals(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Where each two-GPU row's time goes, measured beside the twin (the rule's residual, reported): per row and rank,
+    the summed device spans of each compute-op kind (F, B, W, BW, FB: idle_terms.measured_op_s, the median over the
+    timed steps of each op) against the twin's simulated spans of the same ops (idle_terms.twin_op_s of the
+    prediction's simulation: balanced routing, the committed `<gpu>x2` inputs), and the step beside the last op's end."""
+    out = []
+    inputs: dict = {}
+    for gpu in GPUS:
+        for subdir in (EP_SUBDIR, PP_SUBDIR):
+            for path in glob_csv(Path(root) / f"{gpu}x2" / subdir, "*/pipeline_step.csv"):
+                steps = read_csv(path)
+                ops_path = Path(path).parent / "pipeline_ops.csv"
+                if not csv_exists(ops_path):
+                    continue
+                ops = read_csv(ops_path)
+                for _, row in steps.iterrows():
+                    if gpu not in inputs:
+                        inputs[gpu] = prereg.two_gpu_inputs(gpu)
+                    profile, accumulate, host, hold_s = inputs[gpu]
+                    result, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, {}, hold_s)
+                    meas, twin = idle_terms.measured_op_s(row, ops), idle_terms.twin_op_s(result)
+                    schedule = idle_terms.schedule_of(row)
+                    sums: dict = {}
+                    for (rank, k), d in twin.items():
+                        kind = idle_terms.category(schedule, rank, k)[0]
+                        cell = sums.setdefault((rank, kind), {"measured_s": 0.0, "twin_s": 0.0, "num_ops": 0})
+                        cell["twin_s"] += d
+                        cell["measured_s"] += meas.get((rank, k), float("nan"))
+                        cell["num_ops"] += 1
+                    out.append({"gpu": gpu, "bench": row["bench"], "model": row["model"], "schedule": row["schedule"],
+                                "num_microbatches": int(row["num_microbatches"]), "measured_step_s": float(row["time_s"]),
+                                "twin_step_s": float(step_s), "twin_makespan_s": float(result.makespan_s),
+                                "by_rank_kind": [{"rank": r, "kind": k, **v} for (r, k), v in sorted(sums.items())]})
+    return out
+
+
 def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     """The rule's verdicts on the records under `root`: per kind and GPU count (`<gpu> <kind>`, `<gpu>x2 <kind>`) the
     count, median, P90 and max |error| against issue 13's targets; each PP2 rank's idle; the schedules' ranking;
@@ -130,6 +190,11 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
                         "meets_target": bool(resolved) and all(p["ordered"] for p in resolved),
                         "pairs": pp["ranking"]},
             "rows": rows}
+
+
+def judge_with_reported(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """judge() and the rule's reported-only figures: the EP2 rows at the run's own routing (ep_routed)."""
+    return {**judge(root), "reported_ep_routed": ep_routed(root), "reported_op_residuals": op_residuals(root)}
 
 
 def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
@@ -185,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind, df in write(args.allow_dirty).items():
             print(f"{kind}: {len(df)} rows, code {df['code_commit'].iloc[0][:7]}")
         return 0
-    sec = judge(rec.records_root())
+    sec = judge_with_reported(rec.records_root())
     print(format_table(sec))
+    for r in sec["reported_ep_routed"]:
+        print(f"    (reported) {r['gpu']}x2 ep_step {r['model']} n{r['num_microbatches']} at the run's routing: predicted "
+              f"{r['routed_predicted_s'] * 1e3:.2f} ms ({r['routed_rel_error']:+.1%})")
     if args.json:
         atomic.write_text(args.json, json.dumps(_jsonable(sec), indent=1, sort_keys=False) + "\n")
     return 0
