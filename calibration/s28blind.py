@@ -202,6 +202,11 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return judge(root)
 
 
+# a row's shape in format_table: batch, training length, prompt length, precision, layers, micro-batches, schedule
+_ROW_TAGS = (("batch", "b"), ("seq_len", "s"), ("prompt_len", "p"), ("precision", ""), ("num_layers", "l"),
+             ("num_microbatches", "n"), ("schedule", ""))
+
+
 def format_table(sec: dict) -> str:
     """One line per kind and GPU count, then idle and ranking, then one line per row."""
     head = "Pre-registered blind set of the committed twin (s28blind: 3 fresh slices, 1 and 2 GPUs)"
@@ -221,8 +226,8 @@ def format_table(sec: dict) -> str:
                      f"as measured ({k['num_ordered']} of {k['num_pairs']} in all): "
                      f"{'met' if k['meets_target'] else 'MISSED'}")
     for r in sec["rows"]:
-        what = " ".join(str(r[c]) for c in ("bench", "schedule", "batch", "seq_len", "prompt_len", "precision",
-                                            "num_layers", "num_microbatches") if c in r and pd.notna(r[c]))
+        what = " ".join(f"{tag}{int(r[c]) if isinstance(r[c], float) else r[c]}" for c, tag in _ROW_TAGS
+                        if c in r and pd.notna(r[c]) and c != "bench")
         lines.append(f"    {r['gpu']}{'x2' if r['num_gpus'] == 2 else ''} {r['kind']} {r['model']} {what}: measured "
                      f"{r['measured_s'] * 1e3:.2f} ms, predicted {r['predicted_s'] * 1e3:.2f} ms ({r['rel_error']:+.1%})")
     return "\n".join(lines)
