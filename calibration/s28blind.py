@@ -17,10 +17,12 @@ never rewritten. Records: calibration/measurements/<gpu>/s28blind/model.csv (one
 
     python -m calibration.s28blind write                 # the four predictions files (refuses a dirty twin/ or calibration/)
     python -m calibration.s28blind [--json calibration/s28blind_judgement.json]   # the judgement
+    python -m calibration.s28blind repeat                # a repeat of the one-GPU parts, reported (the rule's A1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -197,6 +199,20 @@ def judge_with_reported(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return {**judge(root), "reported_ep_routed": ep_routed(root), "reported_op_residuals": op_residuals(root)}
 
 
+REPEAT_SUBDIR = "s28blind_repeat"   # the rule's amendment A1: the one-GPU parts again, reported, never judged
+
+
+def repeat_groups(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = REPEAT_SUBDIR) -> dict:
+    """Per `<gpu> <kind>` the repeat's count, median, P90 and max |error| against the same committed predictions
+    (amendment A1: reported beside the judged run, never judged); empty where no repeat was filed."""
+    groups: dict = {}
+    for reg in (TRAIN, SERVE):
+        sec = prereg.validate_section(root, reg=dataclasses.replace(reg, records_subdir=subdir))
+        for r in sec["rows"]:
+            groups.setdefault(f"{r['gpu']} {r.get('bench', 'train_step')}", []).append(r["rel_error"])
+    return {k: _group(v) for k, v in sorted(groups.items())}
+
+
 def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     """`twin validate`'s part prereg_s28blind: the judgement live on the records under `root`."""
     return judge(root)
@@ -247,13 +263,20 @@ def _jsonable(obj):
 
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s28blind", __doc__)
-    ap.add_argument("action", nargs="?", default="judge", choices=["judge", "write"])
+    ap.add_argument("action", nargs="?", default="judge", choices=["judge", "write", "repeat"])
     ap.add_argument("--json", type=Path, help="write the judgement here (calibration/s28blind_judgement.json)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     if args.action == "write":
         for kind, df in write(args.allow_dirty).items():
             print(f"{kind}: {len(df)} rows, code {df['code_commit'].iloc[0][:7]}")
+        return 0
+    if args.action == "repeat":
+        groups = repeat_groups(rec.records_root())
+        print("s28blind repeat (amendment A1: reported, never judged)" + ("" if groups else ": no records"))
+        for label, g in groups.items():
+            print(f"  {label}: {g['num_cases']} rows, median |err| {g['median_abs_rel_error']:.1%}, P90 "
+                  f"{g['p90_abs_rel_error']:.1%}, max {g['max_abs_rel_error']:.1%}")
         return 0
     sec = judge_with_reported(rec.records_root())
     print(format_table(sec))

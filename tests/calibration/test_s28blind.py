@@ -117,3 +117,16 @@ def test_each_pp2_rank_idle_within_10_percent(live):
 def test_schedules_ranked_as_measured(live):
     k = live["ranking"]
     assert k["meets_target"] and k["num_resolved_ordered"] == k["num_resolved"] > 0
+
+
+def test_repeat_is_reported_from_its_own_subfolder(tmp_path):
+    """Amendment A1: a repeat under <gpu>/s28blind_repeat/ is grouped against the same predictions (here the judged
+    run's records copied there: the same figures); none filed, none reported."""
+    assert s28blind.repeat_groups(tmp_path) == {}
+    (tmp_path / "h200" / "s28blind_repeat").mkdir(parents=True)
+    pd.read_csv(s28blind.rec.MEASUREMENTS_DIR / "h200" / "s28blind" / "model.csv").to_csv(
+        tmp_path / "h200" / "s28blind_repeat" / "model.csv", index=False)
+    got, judged = s28blind.repeat_groups(tmp_path), s28blind.judge()["by_group"]
+    assert set(got) == {"h200 train_step", "h200 prefill", "h200 decode"}
+    for label, g in got.items():
+        assert g["median_abs_rel_error"] == pytest.approx(judged[label]["median_abs_rel_error"], rel=1e-12)
