@@ -195,8 +195,10 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
 
 
 def judge_with_reported(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
-    """judge() and the rule's reported-only figures: the EP2 rows at the run's own routing (ep_routed)."""
-    return {**judge(root), "reported_ep_routed": ep_routed(root), "reported_op_residuals": op_residuals(root)}
+    """judge() and the rule's reported-only figures: the EP2 rows at the run's own routing (ep_routed), each two-GPU
+    row's op spans beside the twin's (op_residuals), the one-GPU repeat's groups (repeat_groups, amendment A1)."""
+    return {**judge(root), "reported_ep_routed": ep_routed(root), "reported_op_residuals": op_residuals(root),
+            "reported_repeat": repeat_groups(root)}
 
 
 REPEAT_SUBDIR = "s28blind_repeat"   # the rule's amendment A1: the one-GPU parts again, reported, never judged
