@@ -112,6 +112,46 @@ def attention_dropout_prob_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, 
     return {"cudnn": r} if (r := attention_prob_costs(fit, "cudnn", model)) else {}
 
 
+def with_kernel_sums(df: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
+    """Each record's GPU kernel seconds (dense_dropout_kernels.csv: its one profiled repetition, written right after
+    the record's own row, so the i-th run of kernel rows of one (bench, dropout, model) is the i-th record) in
+    `time_s`, the event-timed figure kept as `timed_s`: the call's kernels without the host's launch gaps."""
+    seg, cur, idx = [], None, -1
+    for key in zip(kernels["bench"], kernels["attention_dropout"], kernels["model"]):
+        if key != cur:
+            idx, cur = idx + 1, key
+        seg.append(idx)
+    k = kernels.assign(rec=seg)
+    sums = k.groupby("rec")["time_s"].sum()
+    if len(sums) != len(df):
+        raise ValueError(f"dense_dropout_kernels.csv: {len(sums)} profiled records for {len(df)} rows")
+    first = k.groupby("rec").first()
+    for col in ("bench", "model", "sdpa_backend", "hidden_dropout"):   # the i-th segment is the i-th record
+        if col in first and col in df and [str(v) for v in first[col]] != [str(v) for v in df[col]]:
+            raise ValueError(f"dense_dropout_kernels.csv: the profiled records' {col} do not follow the rows'")
+    return df.assign(timed_s=df["time_s"].values, time_s=sums.values)
+
+
+# s28mlm3: where each card's dropout records are, under the records root (h200: s28mlm2's fitting call)
+KERNEL_FACTOR_DIRS = ("", "s28mlm2")
+
+
+def attention_dropout_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+    """Profile.attention_dropout_kernel (s28mlm3): attention_ratios on each record's profiled kernel seconds
+    (with_kernel_sums) of the fitting split, from the first of <gpu>/ and <gpu>/s28mlm2/ holding dense_dropout.csv
+    and its kernels: {kernel: {fwd, bwd}}."""
+    for sub in KERNEL_FACTOR_DIRS:
+        folder = Path(root) / gpu / sub
+        if csv_exists(folder / DROPOUT_FILE) and csv_exists(folder / "dense_dropout_kernels.csv"):
+            raw = read_csv(folder / DROPOUT_FILE, keep_default_na=False)
+            df = with_kernel_sums(raw, read_csv(folder / "dense_dropout_kernels.csv", keep_default_na=False))
+            for c in ("time_s", "attention_dropout", "hidden_dropout", "batch", "num_heads", "seq_len"):
+                df[c] = pd.to_numeric(df[c], errors="coerce")
+            fit = df[df["split"] == "fit"]
+            return {TWIN_KERNEL[b]: r for b in TWIN_KERNEL if (r := attention_ratios(fit, b))}
+    return {}
+
+
 def attention_dropout_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
     """Profile.attention_dropout from the fitting split's attention rows: {kernel: {fwd, bwd}}."""
     df = load(gpu, root)
@@ -180,20 +220,20 @@ def check(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None
 
 
 def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
-    """Set the committed profile's `attention_dropout` (and `attention_dropout_prob_s`, s28mlm2) from the
-    records, every other key as it is (placed after partials_reduce_eff / before provenance, as
-    Profile.to_json does)."""
+    """Set the committed profile's `attention_dropout` (and `attention_dropout_prob_s`, s28mlm2;
+    `attention_dropout_kernel`, s28mlm3) from the records, every other key as it is (placed after
+    partials_reduce_eff / before provenance, as Profile.to_json does)."""
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     data = json.loads(path.read_text())
-    terms, probs = attention_dropout_terms(gpu, root), attention_dropout_prob_terms(gpu, root)
+    terms = attention_dropout_terms(gpu, root)
+    new = {"attention_dropout": terms, "attention_dropout_prob_s": attention_dropout_prob_terms(gpu, root),
+           "attention_dropout_kernel": attention_dropout_kernel_terms(gpu, root)}
     out = {}
     for key, value in data.items():
-        if key in ("attention_dropout", "attention_dropout_prob_s"):
+        if key in new:
             continue
-        if key == "provenance" and terms:
-            out["attention_dropout"] = terms
-            if probs:
-                out["attention_dropout_prob_s"] = probs
+        if key == "provenance":
+            out.update({k: v for k, v in new.items() if v})
         out[key] = value
     write_text(path, json.dumps(out, indent=1, sort_keys=False) + "\n")
     return terms
@@ -208,6 +248,10 @@ def main(argv=None) -> int:
     ap.add_argument("--write-profile", action="store_true", help="set the committed profile's attention_dropout")
     args = ap.parse_args(argv)
     args.root = Path(args.root) if args.root else rec.records_root()
+    if args.write_profile and load(args.gpu, args.root) is None and attention_dropout_kernel_terms(args.gpu, args.root):
+        write_profile_terms(args.gpu, args.root)   # s28mlm3: a card whose only dropout records are s28mlm2's
+        print(f"{args.gpu}: attention_dropout_kernel {attention_dropout_kernel_terms(args.gpu, args.root)}")
+        return 0
     if load(args.gpu, args.root) is None:
         print(f"no {DROPOUT_FILE} under {args.root / args.gpu}: run real/campaigns/s11drop.sh on that GPU first",
               file=sys.stderr)
@@ -217,6 +261,7 @@ def main(argv=None) -> int:
     df = load(args.gpu, args.root)
     res = {"gpu": args.gpu, "attention_dropout_fit": attention_dropout_terms(args.gpu, args.root),
            "attention_dropout_prob_fit": attention_dropout_prob_terms(args.gpu, args.root),
+           "attention_dropout_kernel_fit": attention_dropout_kernel_terms(args.gpu, args.root),
            "attention_ratios_per_model": {f"{m} {b}": attention_ratios(df, b, m)
                                           for m in sorted(set(df["model"])) for b in ("flash", "cudnn", "efficient")},
            "blocks": check(args.gpu, args.root)}

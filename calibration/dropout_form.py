@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import entry
-from calibration.dense_dropout import attention_dropout_terms, probabilities
+from calibration.dense_dropout import attention_dropout_terms, probabilities, with_kernel_sums
 from calibration.records import records_root
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
@@ -152,21 +152,6 @@ def curve_errors(df: pd.DataFrame, gpu: str) -> list[dict]:
         if f0 and fb0:
             out.append({"heads": int(heads), "batch": int(batch), "fwd_error": f / f0 - 1, "fwd_bwd_error": (f + b) / fb0 - 1})
     return out
-
-
-def with_kernel_sums(df: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
-    """Each record's GPU kernel seconds (dense_dropout_kernels.csv: its one profiled repetition, written right after
-    the record's own row, so the i-th run of kernel rows of one (bench, dropout, model) is the i-th record) in
-    `time_s`, the event-timed figure kept as `timed_s`: the call's kernels without the host's launch gaps."""
-    seg, cur, idx = [], None, -1
-    for key in zip(kernels["bench"], kernels["attention_dropout"], kernels["model"]):
-        if key != cur:
-            idx, cur = idx + 1, key
-        seg.append(idx)
-    sums = kernels.assign(rec=seg).groupby("rec")["time_s"].sum()
-    if len(sums) != len(df):
-        raise ValueError(f"dense_dropout_kernels.csv: {len(sums)} profiled records for {len(df)} rows")
-    return df.assign(timed_s=df["time_s"].values, time_s=sums.values)
 
 
 def judge_card(folder: Path) -> dict:

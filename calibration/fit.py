@@ -40,7 +40,7 @@ from calibration import gemm_in_layer, sm_reserve
 from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
-from calibration.dense_dropout import attention_dropout_prob_terms, attention_dropout_terms
+from calibration.dense_dropout import attention_dropout_kernel_terms, attention_dropout_prob_terms, attention_dropout_terms
 from calibration.grouped_clock import time_weighted_median
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
@@ -841,7 +841,8 @@ def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
                                attention_kernels=attention_kernel_terms(gpu, root),
                                attention_dropout=attention_dropout_terms(gpu, root),
-                               attention_dropout_prob_s=attention_dropout_prob_terms(gpu, root))
+                               attention_dropout_prob_s=attention_dropout_prob_terms(gpu, root),
+                               attention_dropout_kernel=attention_dropout_kernel_terms(gpu, root))
     prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     on_part("eager")
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
@@ -1049,6 +1050,8 @@ FIT_INPUT_GLOBS = (
     "{gpu}/kernels.csv", "{gpu}/host_dispatch.csv", "{gpu}/step_kernels.csv",   # eager terms (layer_gaps)
     "{gpu}x2/pipeline_op_kernels.csv", "{gpu}x4/pipeline_op_kernels.csv", "{gpu}x2/s14epl_*/ep_kernels.csv",
     "{gpu}/dense_block.csv", "{gpu}/dense_kernels.csv", "{gpu}/dense_dropout.csv",   # dense block terms
+    "{gpu}/dense_dropout_kernels.csv", "{gpu}/s28mlm2/dense_dropout.csv",            # dropout kernel factor
+    "{gpu}/s28mlm2/dense_dropout_kernels.csv",                                       # (s28mlm3)
     "{gpu}/decode_gemm.csv",                                                 # decode terms
     "{gpu}x2/nccl.csv",                                                      # collectives
     "{gpu}/atp_parts.csv", "{gpu}x2/async_tp.csv", "{gpu}x4/async_tp.csv",   # partials_reduce_eff

@@ -26,7 +26,7 @@ def test_the_switch_adds_the_draws_in_place_of_the_factor(monkeypatch, direction
     base = compute.attention_time_s(_op(0.0), direction, gpu, prof)
     monkeypatch.setattr(compute, "ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY", False)
     off = compute.attention_time_s(_op(0.1), direction, gpu, prof)
-    r = prof.attention_dropout["cudnn"][direction]
+    r = prof.attention_dropout_slowdown(direction, compute.ADOPT_DROPOUT_KERNEL_FACTOR)   # s28mlm3: the kernel factor
     assert off - prof.launch_s == pytest.approx((base - prof.launch_s) * r, rel=1e-9)
     monkeypatch.setattr(compute, "ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY", True)
     on = compute.attention_time_s(_op(0.1), direction, gpu, prof)
@@ -36,7 +36,8 @@ def test_the_switch_adds_the_draws_in_place_of_the_factor(monkeypatch, direction
     # FA2 has no per-probability term: it keeps its factor with the switch on
     fa2 = prof.with_attention_kernel("fa2")
     assert compute.attention_time_s(_op(0.1), direction, gpu, fa2) - fa2.launch_s == pytest.approx(
-        (compute.attention_time_s(_op(0.0), direction, gpu, fa2) - fa2.launch_s) * fa2.attention_dropout["fa2"][direction])
+        (compute.attention_time_s(_op(0.0), direction, gpu, fa2) - fa2.launch_s)
+        * fa2.attention_dropout_slowdown(direction, compute.ADOPT_DROPOUT_KERNEL_FACTOR))
 
 
 def test_the_simulation_profile_runs_the_draws_at_the_attention_clock():

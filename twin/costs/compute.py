@@ -331,7 +331,8 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     length. On the one-GPU non-causal calls of PyTorch's CP (h100x2/cp_chunks.csv, flash, q x kv at
     4K-64K) indexing by the longer of the two lengths predicts the clean rows within 7%, by the
     query length alone 4096 x 8192 at +18% and 8192 x 16384 at +12%. With dropout (op.dropout > 0)
-    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown); under
+    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown; under
+    ADOPT_DROPOUT_KERNEL_FACTOR the ratio of the profiled kernel seconds, s28mlm3); under
     ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY, where the profile holds a per-probability cost for the kernel,
     that cost times the call's probabilities is added instead (s28mlm2). A call
     of few head-rows (batch x heads x queries) also pays the curve's tail term (SeqCurve.rows_half)."""
@@ -340,7 +341,7 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     length = max(op.seq_len, op.kv_len)
     # head-rows per SM decide the causal tail: on a fraction of the SMs a call hides it as a larger one would
     eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len / max(sm_frac, 1e-3))
-    dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
+    dropout = profile.attention_dropout_slowdown(direction, ADOPT_DROPOUT_KERNEL_FACTOR) if op.dropout > 0 else 1.0
     per_prob = profile.attention_dropout_prob_cost_s(direction) if op.dropout > 0 else None
     drawn_s = 0.0
     if ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY and per_prob is not None:   # s28mlm2: the draws added, no factor
@@ -354,6 +355,11 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
 # one a probability, at Profile.attention_dropout_prob_s seconds each, added to the call without dropout, instead of
 # one time factor measured at one call (Profile.attention_dropout). Off until the rule says adopt.
 ADOPT_ATTENTION_DROPOUT_PER_PROBABILITY = False
+
+# s28mlm3's candidate (docs/notes/s28mlm3_rule.md): the dropout factor (Profile.attention_dropout_kernel) from the
+# fitting rows' profiled kernel seconds, not their event-timed seconds (h100 cuDNN forward 2.098 against 1.904 timed);
+# the h200 takes its factor from s28mlm2's fitting call. Off until the rule says adopt.
+ADOPT_DROPOUT_KERNEL_FACTOR = True
 
 
 def attention_probabilities(op: Op) -> float:

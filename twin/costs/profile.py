@@ -288,6 +288,11 @@ class Profile:
     # direction ({"cudnn": {"fwd": s, "bwd": s}}), from the same rows as attention_dropout
     # (calibration.dense_dropout.attention_dropout_prob_terms); read by nothing while the switch is off
     attention_dropout_prob_s: dict = field(default_factory=dict)
+    # s28mlm3's candidate (twin.costs.compute.ADOPT_DROPOUT_KERNEL_FACTOR): attention_dropout's ratio taken from
+    # the same rows' profiled kernel seconds instead of their event-timed seconds (which carry the host's launch
+    # gaps), {kernel: {"fwd", "bwd"}} (calibration.dense_dropout.attention_dropout_kernel_terms); read by nothing
+    # while the switch is off
+    attention_dropout_kernel: dict = field(default_factory=dict)
     # the kernel the attention curves now describe ('cudnn' as fitted; with_attention_kernel sets it)
     attention_curves_kernel: str = "cudnn"
     # the SM clock the GEMM curves describe, per precision family ("bf16", "fp8": MHz): the clock GEMMs
@@ -318,10 +323,14 @@ class Profile:
         c = self.attention_dropout_prob_s.get(self.attention_curves_kernel, {}).get(direction)
         return None if c is None else float(c)
 
-    def attention_dropout_slowdown(self, direction: str) -> float:
+    def attention_dropout_slowdown(self, direction: str, from_kernels: bool = False) -> float:
         """Time with dropout over time without, of the attention kernel the curves describe, in
-        'fwd' or 'bwd' (1 where unmeasured)."""
-        return float(self.attention_dropout.get(self.attention_curves_kernel, {}).get(direction, 1.0))
+        'fwd' or 'bwd' (1 where unmeasured). from_kernels (s28mlm3): the ratio of the profiled kernel
+        seconds where the profile holds one for the kernel, else the event-timed ratio."""
+        kernel = self.attention_curves_kernel
+        if from_kernels and direction in self.attention_dropout_kernel.get(kernel, {}):
+            return float(self.attention_dropout_kernel[kernel][direction])
+        return float(self.attention_dropout.get(kernel, {}).get(direction, 1.0))
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -440,6 +449,8 @@ class Profile:
             **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
             **({"attention_dropout_prob_s": json.loads(json.dumps(self.attention_dropout_prob_s))}
                if self.attention_dropout_prob_s else {}),
+            **({"attention_dropout_kernel": json.loads(json.dumps(self.attention_dropout_kernel))}
+               if self.attention_dropout_kernel else {}),
             **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
             **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
             **({"in_layer": dict(self.in_layer)} if self.in_layer else {}),
@@ -524,6 +535,8 @@ def profile_from_json(data: dict) -> Profile:
         attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
         attention_dropout_prob_s={k: {d: float(r) for d, r in v.items()}
                                   for k, v in data.get("attention_dropout_prob_s", {}).items()},
+        attention_dropout_kernel={k: {d: float(r) for d, r in v.items()}
+                                  for k, v in data.get("attention_dropout_kernel", {}).items()},
         gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
         bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
         in_layer={k: float(v) for k, v in data.get("in_layer", {}).items()},
