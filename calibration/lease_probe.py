@@ -134,23 +134,27 @@ def probe_rate(run: Path, root: Path | str = rec.MEASUREMENTS_DIR, cache: dict |
     if not csv_exists(folder / "pipeline_ops.csv"):
         return {"rate_s": None, "ops": 0, "by_rank_s": {}, "by_schedule_s": {}}
     inputs = inputs_of("base", root=root, cache=cache)
-    h = efh.fitting_forwards(folder)
-    rates = _rates_of(h, folder, inputs)
+    h = efh.fitting_forwards(folder).reset_index(drop=True)
+    by_op = forward_rates_by_op(h, folder, inputs, GPU)    # each forward solved once, read per rank and schedule
+    rates = list(by_op.values())
     out = {"rate_s": float(np.median(rates)) if len(rates) >= MIN_PROBE_OPS else None, "ops": len(rates),
            "by_rank_s": {}, "by_schedule_s": {}}
     for col, key in (("rank", "by_rank_s"), ("schedule", "by_schedule_s")):
         for v, g in h.groupby(col):
-            r = _rates_of(g, folder, inputs)
+            r = [by_op[i] for i in g.index if i in by_op]
             if r:
                 out[key][str(v)] = float(np.median(r))
     return out
 
 
-def _rates_of(h: pd.DataFrame, folder: Path, inputs: tuple) -> list[float]:
+def forward_rates_by_op(h: pd.DataFrame, folder: Path, inputs: tuple, gpu: str) -> dict:
+    """{index label in `h`: its solved rate} of each EP forward of `h` (pipeline.solved_rate_rows with the EP terms
+    and device gap of `inputs`)."""
     profile, accumulate, host, _ = inputs
     terms = {k: v for k, v in (host or {}).items() if k in pipe.EP_TERM_KEYS}
-    return pipe._solved_rates(h, Path(folder), GPU, profile, accumulate, (host or {}).get("device_gap", 0.0),
-                              terms).get("fwd", [])
+    return {i: rate for i, d, _, rate in pipe.solved_rate_rows(h, Path(folder), gpu, profile, accumulate,
+                                                                 (host or {}).get("device_gap", 0.0), terms)
+            if d == "fwd"}
 
 
 # --- the judgement --------------------------------------------------------------------------------------------------
@@ -329,11 +333,12 @@ def op_residuals(run: Path, rate_s: float) -> list[dict]:
     return rows
 
 
-def twin_forward_split(rate_s: float, model: str = "qwen3moe-mla-slice", seq: int = 2048) -> dict:
+def twin_forward_split(rate_s: float, model: str = "qwen3moe-mla-slice", seq: int = 2048,
+                       cache: dict | None = None) -> dict:
     """The twin's forward of a pp2ep2 first stage (4 of 8 layers, one sequence) under P at `rate_s`: launches and
     their host seconds, the EP calls' and syncs' host seconds (their terms), its device seconds (the GPU's work
-    alone) - the split the marked forward is compared with."""
-    profile, accumulate, host, _ = inputs_of("P", rate_s)
+    alone) - the split the marked forward is compared with. `cache`: inputs_of's."""
+    profile, accumulate, host, _ = inputs_of("P", rate_s, cache=cache)
     host = pipe.ep_forward_at(host, rate_s)
     spec = pipe._spec_of({"model": model, "num_layers": 8})
     stages = pipe.stage_layers(spec.num_layers, 2)

@@ -180,25 +180,17 @@ def probe_rate(folder: Path, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS
     if not csv_exists(folder / "pipeline_ops.csv"):
         return {"rate_s": None, "ops": 0, "by_rank_s": {}, "by_count_s": {}}
     inputs = inputs_of("base", gpu=gpu, root=root, cache=cache)
-    h = efh.fitting_forwards(folder)
-    rates = _rates_of(h, folder, inputs, gpu)
+    h = efh.fitting_forwards(folder).reset_index(drop=True)
+    by_op = lp.forward_rates_by_op(h, folder, inputs, gpu) if not h.empty else {}   # each forward solved once
+    rates = list(by_op.values())
     out = {"rate_s": float(np.median(rates)) if len(rates) >= MIN_PROBE_OPS else None, "ops": len(rates),
            "by_rank_s": {}, "by_count_s": {}}
     for col, key in (("rank", "by_rank_s"), ("num_microbatches", "by_count_s")):
         for v, g in h.groupby(col):
-            r = _rates_of(g, folder, inputs, gpu)
+            r = [by_op[i] for i in g.index if i in by_op]
             if r:
                 out[key][str(v)] = float(np.median(r))
     return out
-
-
-def _rates_of(h: pd.DataFrame, folder: Path, inputs: tuple, gpu: str) -> list[float]:
-    if h.empty:
-        return []
-    profile, accumulate, host, _ = inputs
-    terms = {k: v for k, v in (host or {}).items() if k in pipe.EP_TERM_KEYS}
-    return pipe._solved_rates(h, Path(folder), gpu, profile, accumulate, (host or {}).get("device_gap", 0.0),
-                              terms).get("fwd", [])
 
 
 # --- the judgement --------------------------------------------------------------------------------------------------

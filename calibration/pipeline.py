@@ -627,6 +627,19 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
     the EP host terms the forwards' EP calls and syncs take while the launch rate is solved
     (ADOPT_CARRIED_EP_HOST_TERMS), none by default."""
     rates: dict[str, list[float]] = {}
+    for _, direction, role, rate in solved_rate_rows(h, folder, gpu, profile, accumulate, gap_s, ep_terms):
+        rates.setdefault(direction, []).append(rate)
+        if role is not None:
+            rates.setdefault(f"fwd@{role}", []).append(rate)
+    return rates
+
+
+def solved_rate_rows(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
+                     gap_s: float | None, ep_terms: dict | None = None):
+    """_solved_rates' rates one op at a time: (the op's index label in `h`, direction, its stage role where
+    it is a pipeline forward (pp > 1) else None, rate), in _solved_rates' order. An op's rate depends on its
+    configuration and its own marks only, so a subset of `h` solves to the same rates for its ops (s28pp4r3:
+    a probe's statistic per rank and per schedule is read from one solve)."""
     for key, g in h.groupby(list(CONFIG_KEYS)):
         cfg = dict(zip(CONFIG_KEYS, key))
         spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
@@ -650,10 +663,8 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
                                       r.host_end_s - r.host_start_s, gap_s or 0.0,
                                       f_terms if r.kind == "F" else b_terms)
             if rate is not None:
-                rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
-                if pp > 1 and r.kind == "F":
-                    rates.setdefault(f"fwd@{stage_role(stage, len(stages))}", []).append(rate)
-    return rates
+                role = stage_role(stage, len(stages)) if pp > 1 and r.kind == "F" else None
+                yield r.Index, HOST_DIRECTION[r.kind], role, rate
 
 
 def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None,

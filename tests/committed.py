@@ -35,8 +35,9 @@ def validation() -> dict:
 
 # `twin validate`'s judged sections (calibration.validate_sections.JUDGED) that a test module judges as well as
 # tests/test_readme.py's run of the command: prereg_s21host2 (tests/calibration/test_step_host.py, ~5 s of CPU)
-# and prereg_s22host (tests/calibration/test_synced_steps.py, ~2 s), each computed twice a run before s26fitvec
-SHARED_JUDGED = ("prereg_s21host2", "prereg_s22host")
+# and prereg_s22host (tests/calibration/test_synced_steps.py, ~2 s), each computed twice a run before s26fitvec;
+# prereg_s28pp4 (tests/calibration/test_s28pp4_judgement.py, ~0.5 s; s28pp4r3)
+SHARED_JUDGED = ("prereg_s21host2", "prereg_s22host", "prereg_s28pp4")
 
 
 @functools.cache

@@ -11,13 +11,12 @@ import calibration.pipeline as pipe
 from calibration import lease_probe as lp
 from calibration import prereg
 from calibration.records_io import read_csv
+from tests import lease_inputs
 
 
 @pytest.fixture(scope="module")
 def cache():
-    c: dict = {}
-    lp.inputs_of("base", cache=c)
-    return c
+    return lease_inputs.x4_cache()   # lp.inputs_of's, base and F4 (tests/lease_inputs.py: once a run)
 
 
 def test_the_switches_are_as_the_rule_decided():

@@ -10,13 +10,12 @@ import pytest
 import calibration.pipeline as pipe
 from calibration import lease_probe2 as l2
 from calibration.records_io import read_csv
+from tests import lease_inputs
 
 
 @pytest.fixture(scope="module")
 def cache():
-    c: dict = {}
-    l2.inputs_of("P", 30e-6, cache=c)
-    return c
+    return lease_inputs.x2_cache()   # l2.inputs_of's: the folder's inputs and rate (tests/lease_inputs.py: once a run)
 
 
 def test_the_switches_are_as_the_rule_decided():
@@ -115,7 +114,7 @@ def test_item_1_the_idle_target_is_the_forward_carrying_ops_not_the_b_ops():
     s = steps[(steps["bench"] == "pipeline_step") & (steps["schedule"] == "zb1p") & (steps["pp"] == 2)
               & (steps["num_microbatches"] == 8)].iloc[0]
     row = {**{k: s[k] for k in it.ROW_KEYS}, "gpu": "h200", "time_s": float(s["time_s"])}
-    live = l2.config_attribution(row, ops, routing, lp.inputs_of("P", rec["rate_s"]))
+    live = l2.config_attribution(row, ops, routing, lp.inputs_of("P", rec["rate_s"], cache=lease_inputs.x4_cache()))
     [want] = [c for c in rec["configs"] if (c["part"], c["layout"], c["schedule"], c["num_microbatches"])
               == ("qwen3-2k", "pp2ep2", "zb1p", 8)]
     assert live["within"] == want["within"]

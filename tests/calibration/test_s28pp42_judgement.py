@@ -14,6 +14,7 @@ import calibration.pipeline as pipe
 from calibration import lease_probe2 as l2
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
+from tests import lease_inputs
 
 JUDGED = json.loads(l2.JUDGEMENT_FILE.read_text())
 RUN = rec.MEASUREMENTS_DIR / "h200x2" / JUDGED["run"]
@@ -23,9 +24,7 @@ V = JUDGED["verdict"]
 
 @pytest.fixture(scope="module")
 def cache():
-    c: dict = {}
-    l2.inputs_of("P", JUDGED["probe"]["rate_s"], cache=c)
-    return c
+    return lease_inputs.x2_cache()   # l2.inputs_of's: the folder's inputs and rate (tests/lease_inputs.py: once a run)
 
 
 def test_the_file_names_its_command_and_the_verdict_follows_from_its_rows():

@@ -11,6 +11,7 @@ import pytest
 import calibration.pipeline as pipe
 from calibration import lease_probe as lp
 from calibration import records as rec
+from tests import committed, lease_inputs
 
 JUDGED = json.loads(lp.JUDGEMENT_FILE.read_text())
 RUN = rec.MEASUREMENTS_DIR / "h200x4" / JUDGED["run"]
@@ -20,9 +21,7 @@ V = JUDGED["verdict"]
 
 @pytest.fixture(scope="module")
 def cache():
-    c: dict = {}
-    lp.inputs_of("base", cache=c)
-    return c
+    return lease_inputs.x4_cache()   # lp.inputs_of's, base and F4 (tests/lease_inputs.py: once a run)
 
 
 def test_the_file_names_its_command_and_the_verdict_follows_from_its_rows():
@@ -74,7 +73,7 @@ def test_issue_13_ranking_target_under_the_adopted_setting():
 
 
 def test_twin_validate_s_section_names_the_adopted_setting_and_the_registered_base():
-    sec = lp.section()
+    sec = committed.judged("prereg_s28pp4")   # lp.section(), as `twin validate` computes it (once a run)
     assert sec["delivery"] == JUDGED["run"] and len(sec["rows"]) == 36
     assert sec["judgement"]["verdict"] == V
     text = lp.format_section(sec)
@@ -96,7 +95,7 @@ def test_item_4_the_schedule_is_right_and_the_backward_is_what_p_leaves(cache):
         f, b = ops[model, "F"], ops[model, "B"]
         assert abs(f["P_s"] / f["measured_s"] - 1) < 0.07 and f["base_s"] / f["measured_s"] - 1 < -0.3
         assert -0.3 < b["P_s"] / b["measured_s"] - 1 < -0.1 and b["lead_end_s"] > 0.004
-    live = lp.twin_forward_split(JUDGED["probe"]["rate_s"])
+    live = lp.twin_forward_split(JUDGED["probe"]["rate_s"], cache=cache)
     stored = COMPONENTS["forward"]["twin_P"]
     assert live["launches"] == stored["launches"] and live["launch_s"] == pytest.approx(stored["launch_s"], rel=1e-6)
     # nearly every launch at the probe's rate (the cub radix launches at their own measured seconds)
