@@ -255,6 +255,26 @@ def warm_pass_tokens(run: dict) -> int:
     return max(warm, int(float(run.get("token_budget") or 0)))
 
 
+# (s28serve round 2, docs/notes/s28serve2_rule.md; off until that rule adopts it) A warmed process has met the flat
+# sizes 1..warm_shapes and its token budget's size (the plan warm-up's closed loop of 64 fills the budget: WARMUP_SIZES,
+# 2048 on every one-GPU plan), not every size between them: a first-met size above the warm pass and under the budget
+# pays the table's first-met terms. The fresh H200 sets' first closed-loop iterations: 1063-1700 flat tokens, first met,
+# 34.2 / 24.8 / 34.7 ms measured (bench-small c3, v2-lite-slice c3 of set M; bench-small c5 of set L) against 18.4 /
+# 13.9 / 22.9 priced with the pass covering the budget, 31.5 / 25.4 / 36.1 charged the first-met terms; at the
+# budget's own size (2048, sets J-L) 14-20 ms against 15-19 without the terms (calibration.serve_ttft_parts).
+ADOPT_WARM_PASS_AND_BUDGET = False
+
+
+def warm_pass_sizes(run: dict) -> range | set[int]:
+    """The flat sizes a run's process ran before it in its warm pass: 1..warm_pass_tokens, or under
+    ADOPT_WARM_PASS_AND_BUDGET 1..warm_shapes and the token budget's size (none without a warm pass)."""
+    warm = int(float(run.get("warm_shapes") or 0))
+    if not ADOPT_WARM_PASS_AND_BUDGET or warm <= 0:
+        return range(1, warm_pass_tokens(run) + 1)
+    budget = int(float(run.get("token_budget") or 0))
+    return set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
+
+
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
     """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
     step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
@@ -272,7 +292,7 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
             size = 1 if idle else int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"]))
             sizes.setdefault(it["run_id"], set()).add((int(float(it.get("rank") or 0)), size))
     ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
-    warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, warm_pass_tokens(run) + 1)}  # noqa: E731
+    warmed = lambda run: {(g, n) for g in ranks(run) for n in warm_pass_sizes(run)}  # noqa: E731
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
         return {r["run_id"]: frozenset(warmed(r) | warmup_sizes(r)) for r in runs}
     out, seen, last = {}, set(), None

@@ -518,6 +518,22 @@ S28M_PLANS = {f"gpu1-s28m-{short}": _s21_plan(m, runs=(
     RunSpec("closed-c3-m", "closed", S28M_IN, S28M_OUT, concurrency=3, seed=182 + 2 * k)),
     warm_tokens=S28M_WARM_TOKENS, load_s=S28M_LOAD_S, prefix="n28m") for k, (m, short) in enumerate(S28M_MODELS.items())}
 
+# s28serve round 2 (docs/notes/s28serve2_rule.md, committed before these ran): set N, fresh held-out records on one GPU
+# that judge ADOPT_WARM_PASS_AND_BUDGET (calibration.serve_warm_budget: a warmed process has met 1..warm_shapes and its
+# budget's size, not the sizes between): bench-small and v2-lite-slice (the models whose first-met terms bite) at closed
+# loops of 2 and 4 and Poisson 7/s (no run of either model had these), prompts uniform 240-720 and outputs 48-160 tokens
+# (no load record holds these lengths), seeds 191-196, 3 s of load a run, the first run warmed to 672 flat tokens (its
+# t=0 iteration of two prompts, 480-1440 tokens, lands above the pass), run names n28n-*; without --timing.
+S28N_IN, S28N_OUT = "uniform:240-720", "uniform:48-160"
+S28N_WARM_TOKENS = 672
+S28N_LOAD_S = 3.0
+S28N_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite"}
+S28N_PLANS = {f"gpu1-s28n-{short}": _s21_plan(m, runs=(
+    RunSpec("closed-c2-n", "closed", S28N_IN, S28N_OUT, concurrency=2, seed=191 + 3 * k),
+    RunSpec("poisson-r7-n", "poisson", S28N_IN, S28N_OUT, rate_per_s=7.0, seed=192 + 3 * k),
+    RunSpec("closed-c4-n", "closed", S28N_IN, S28N_OUT, concurrency=4, seed=193 + 3 * k)),
+    warm_tokens=S28N_WARM_TOKENS, load_s=S28N_LOAD_S, prefix="n28n") for k, (m, short) in enumerate(S28N_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -566,5 +582,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS,
+         **S28M_PLANS, **S28N_PLANS,
          "tiny-new": TINY_NEW}
