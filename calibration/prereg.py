@@ -273,14 +273,15 @@ def measured(root: Path | str | None = None, reg: Registration = S20NEW) -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def measured_ep(root: Path | str | None = None) -> pd.DataFrame:
-    """The EP campaign's ep_step rows of every two-GPU folder that has them (<gpu>x2/s20epnew/<model>/)."""
+def measured_ep(root: Path | str | None = None, subdir: str = EP_RECORDS_SUBDIR) -> pd.DataFrame:
+    """The EP campaign's ep_step rows of every two-GPU folder that has them (<gpu>x2/<subdir>/<model>/;
+    `subdir` s20epnew's unless given: s28blind's are under s28blind/ep)."""
     root = rec.records_root() if root is None else root
     cols = EP_KEY + ["time_s", "gpu_name"]
     frames = []
     for gpu in GPUS:
         # one folder a model (the campaign runs real/pipeline once per model)
-        for path in glob_csv(Path(root) / f"{gpu}x2" / EP_RECORDS_SUBDIR, "*/pipeline_step.csv"):
+        for path in glob_csv(Path(root) / f"{gpu}x2" / subdir, "*/pipeline_step.csv"):
             df = read_csv(path)
             frames.append(df[df["bench"] == "ep_step"].assign(gpu=gpu)[cols])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)

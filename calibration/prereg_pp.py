@@ -63,13 +63,14 @@ def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFr
     return prereg.write_registered(path, lambda: prereg.predict_ep(case_rows()), allow_dirty)
 
 
-def measured(root: Path | str | None = None) -> pd.DataFrame:
+def measured(root: Path | str | None = None, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
     """The campaign's pipeline_step rows with each rank's measured idle (median over its timed steps)
-    and the timed steps' times, from every two-GPU folder that has them (one subfolder a model)."""
+    and the timed steps' times, from every two-GPU folder that has them (one subfolder a model, under
+    <gpu>x2/<subdir>: s20ppnew's unless given; s28blind's are under s28blind/pp)."""
     root = rec.records_root() if root is None else root
     out = []
     for gpu in prereg.GPUS:
-        for path in glob_csv(Path(root) / f"{gpu}x2" / RECORDS_SUBDIR, "*/pipeline_step.csv"):
+        for path in glob_csv(Path(root) / f"{gpu}x2" / subdir, "*/pipeline_step.csv"):
             steps = read_csv(path)
             ops_path = Path(path).parent / "pipeline_ops.csv"
             ops = read_csv(ops_path) if csv_exists(ops_path) else pd.DataFrame()
@@ -116,14 +117,15 @@ def ranking(rows: pd.DataFrame) -> list[dict]:
     return out
 
 
-def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE) -> dict:
-    """The committed predictions beside the records under `root`: per-row step error, per GPU the
-    median / P90 against issue 13's target, each rank's idle, and the schedules' ranking."""
+def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE,
+            subdir: str = RECORDS_SUBDIR) -> dict:
+    """The committed predictions beside the records under `root` (<gpu>x2/<subdir>/<model>/): per-row step
+    error, per GPU the median / P90 against issue 13's target, each rank's idle, and the schedules' ranking."""
     root = rec.records_root() if root is None else root
     if not csv_exists(path):
         return {"predictions_commit": None, "by_gpu": {}, "rows": [], "idle": [], "ranking": []}
     preds = read_csv(path)
-    meas = measured(root)
+    meas = measured(root, subdir)
     rows, summary = prereg.compare(preds, meas.drop(columns=[c for c in meas.columns if c.startswith("measured_idle")]),
                                    key=KEY) if not meas.empty else (pd.DataFrame(), {})
     if rows.empty:
