@@ -52,7 +52,7 @@ import pandas as pd
 from calibration import entry
 from calibration import records as rec
 from calibration.predict import gpu_spec
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import records_root
 from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.core.specs import GPUSpec
 from twin.costs import comm, compute
@@ -91,9 +91,10 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
     raise ValueError(f"unknown op {op!r}")
 
 
-def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, gpus: int = 2) -> pd.DataFrame:
+def load(gpu: str = "h100", root: Path | str | None = None, gpus: int = 2) -> pd.DataFrame:
     """The multi-GPU records of a GPU type (<gpu>x<gpus>/async_tp.csv: s9tt's TP2 rows in x2, s10atp's
     405B TP8-chunk rows where a 4-GPU host ran them in x4)."""
+    root = records_root() if root is None else root
     return read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
 
 
@@ -111,9 +112,10 @@ def reduce_split(shape_tag: str) -> str:
     return "holdout" if str(shape_tag).startswith("llama3.1-405b") else "fit"
 
 
-def reduce_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.DataFrame, dict]:
+def reduce_records(gpu: str, root: Path | str | None = None) -> tuple[pd.DataFrame, dict]:
     """Every measured reduction of the stacked partials (op 'reduce', status ok) in REDUCE_FILES,
     with its split (reduce_split) and file -> (rows, {file: sha256})."""
+    root = records_root() if root is None else root
     frames, files = [], {}
     for pattern in REDUCE_FILES:
         rel = pattern.format(gpu=gpu)
@@ -138,11 +140,12 @@ def reduce_bandwidth_fracs(rows: pd.DataFrame, gpu: GPUSpec, launch_s: float) ->
     return moved / ((rows["time_s"] - launch_s) * gpu.hbm_bytes_per_s)
 
 
-def partials_reduce_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR,
+def partials_reduce_terms(gpu: str, root: Path | str | None = None,
                           profile: Profile | None = None) -> tuple[dict, dict]:
     """Profile.partials_reduce_eff: per W, the median bandwidth fraction of the fitting reduction
     records at that W -> ({"<W>": fraction}, provenance: files and sha256, rows per W, the held-out
     rows' errors); ({}, {}) without fitting records (memory_eff then stands in)."""
+    root = records_root() if root is None else root
     rows, files = reduce_records(gpu, root)
     if rows.empty or not (rows["split"] == "fit").any():
         return {}, {}
@@ -166,10 +169,11 @@ def partials_reduce_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR,
     return table, info
 
 
-def update_profile(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | str | None = None
+def update_profile(gpu: str = "h100", root: Path | str | None = None, profiles_dir: Path | str | None = None
                    ) -> tuple[dict, dict] | None:
     """Write partials_reduce_terms(gpu) into the committed profile <profiles_dir>/<gpu>.json and its
     provenance, nothing else. None without records or profile."""
+    root = records_root() if root is None else root
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     if not path.is_file():
         return None

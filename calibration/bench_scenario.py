@@ -328,7 +328,7 @@ def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> li
 _INPUTS: dict = {}   # (gpu, records root, GPUs) -> prereg.two_gpu_inputs, for step_comparison
 
 
-def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+def step_comparison(cfg: dict, raw: dict, root: Path | str | None = None) -> dict | None:
     """A pipeline configuration priced both ways (s26unify, docs/notes/s26unify.md): `twin step` of its scenario
     (`raw`) and calibration.pipeline's prediction of it as `twin validate` prices a row of the folder `<gpu>x<n>`
     (calibration.prereg.two_gpu_inputs: the GPU's fitted profile with that folder's NCCL fits, its AccumulateGrad
@@ -336,6 +336,7 @@ def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DI
     makespan, the compute seconds of its busiest rank, and the tail after it (the twin's gradient reduction and
     optimizer; real/'s reductions and no optimizer). None where `<gpu>x<n>` holds no pipeline records. Nothing is
     fitted here: both sides are the committed models as they stand."""
+    root = rec.records_root() if root is None else root
     gpu, n = raw["cluster"]["gpu"], int(cfg["num_gpus"])
     folder = Path(root) / f"{gpu}x{n}"
     if n not in (2, 4) or not csv_exists(folder / PIPELINE_CSV):

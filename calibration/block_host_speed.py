@@ -64,16 +64,18 @@ def summary(results: list[dict]) -> dict:
             "p90": float(np.percentile(a, 90)) if a.size else math.nan}
 
 
-def folder_figures(gpu: str, profile, root: Path = rec.MEASUREMENTS_DIR) -> dict:
+def folder_figures(gpu: str, profile, root: Path | None = None) -> dict:
     """{False: summary with P off, True: with P on} of <gpu>x2's block rows."""
+    root = rec.records_root() if root is None else root
     folder = Path(root) / f"{gpu}x2"
     return {on: summary(blocks.predict_folder(folder, gpu, profile, host_probe=on)) for on in (False, True)}
 
 
-def round2_figures(gpu: str, profile, root: Path = rec.MEASUREMENTS_DIR) -> dict | None:
+def round2_figures(gpu: str, profile, root: Path | None = None) -> dict | None:
     """{False/True: summary} of round 2's rows (<gpu>x2/s15cp_round2/) predicted with round 1's folder
     terms (<gpu>x2/, P off / on: each round-2 row at its own probe against round 1's reference); None
     without round 2."""
+    root = rec.records_root() if root is None else root
     folder = Path(root) / f"{gpu}x2"
     rows = blocks.load_block_rows(folder / ROUND2)
     if rows.empty:

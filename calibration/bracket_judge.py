@@ -38,10 +38,11 @@ STATE_MIN_SHARE = 0.1      # S: each state holds at least this share of the run'
 STATE_MIN_SEPARATION = 1.2  # S: the slow state's median at least this many times the fast one's, else one state
 
 
-def twin_rows(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREMENTS_DIR, bracket: bool = False,
+def twin_rows(reg_name: str = REGISTRATION, root: Path | str | None = None, bracket: bool = False,
               grid_path: Path | None = None) -> pd.DataFrame:
     """prereg.step_rows of the registration (on its committed grid, or `grid_path`) with ADOPT_BRACKET_PROBE set to
     `bracket` for the call."""
+    root = rec.records_root() if root is None else root
     reg = prereg.REGISTRATIONS[reg_name]
     saved = step_bracket.ADOPT_BRACKET_PROBE
     step_bracket.ADOPT_BRACKET_PROBE = bracket
@@ -113,10 +114,11 @@ def _predict(grid: pd.DataFrame, gpu: str, model: pd.DataFrame, hd: pd.DataFrame
     return [prereg._grid_record_prediction(grid, gpu, s, r, ratio) for _, r in model.iterrows()]
 
 
-def reported_rows(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREMENTS_DIR,
+def reported_rows(reg_name: str = REGISTRATION, root: Path | str | None = None,
                   grid_path: Path | None = None) -> pd.DataFrame:
     """Per record: the measured median, the errors of A (after alone), S (two-state), P (planner, start of run), and the
     scatter (std of ln host / probe over its probed steps) of the probe before, after and the bracket."""
+    root = rec.records_root() if root is None else root
     reg = prereg.REGISTRATIONS[reg_name]
     grid = read_csv(grid_path or prereg.GRID_FILES[reg_name][0])
     out = []
@@ -153,9 +155,10 @@ def reported_rows(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREME
     return pd.DataFrame(out)
 
 
-def judged_errors(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREMENTS_DIR,
+def judged_errors(reg_name: str = REGISTRATION, root: Path | str | None = None,
                   grid_path: Path | None = None) -> pd.DataFrame:
     """Per record: B's and C's figures and errors against the probed steps' median (model.csv time_s)."""
+    root = rec.records_root() if root is None else root
     b, c = twin_rows(reg_name, root, False, grid_path), twin_rows(reg_name, root, True, grid_path)
     if b.empty:
         return b
@@ -166,9 +169,10 @@ def judged_errors(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREME
             columns={"step_predicted_s": "C_predicted_s", "step_rel_error": "C_rel_error"}), on=key)
 
 
-def judgement(reg_names: tuple = (REGISTRATION, *LATER_RUNS), root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def judgement(reg_names: tuple = (REGISTRATION, *LATER_RUNS), root: Path | str | None = None) -> dict:
     """{registration: {judged (the first fresh run only), rows (judged_errors' records), B, C (group_summary), criteria
     (bracket_criteria)}} for every registration with records."""
+    root = rec.records_root() if root is None else root
     out = {}
     for name in reg_names:
         errs = judged_errors(name, root)

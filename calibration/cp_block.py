@@ -43,7 +43,7 @@ from calibration import entry
 from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
 from calibration import records as rec
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import MEASUREMENTS_DIR, records_root
 from calibration.records_io import glob_csv, read_csv
 from calibration.torch_cp import load_scaling
 from twin.core.scenario import Scenario, from_dict
@@ -213,11 +213,12 @@ def compare(folder: Path | str = BLOCK_DIR, gpu: str = "h200", sustained: bool =
     return out
 
 
-def fa2_in_block_over_alone(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
+def fa2_in_block_over_alone(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
     """FA2's kernel time inside the measured Llama blocks over the same calls timed alone, per
     direction (calibration/measurements/<gpu>/dense_block: block_fwd_bwd of the 8B block, flash,
     eager or compiled, against attn_fwd_bwd of the same batch and length, repeat_kv): the in-block
     speed the twin's FA2 curve (from kernels timed alone) does not see."""
+    root = records_root() if root is None else root
     blocks, kernels = dense_load(gpu, root)
     k = kernels.assign(time_s=pd.to_numeric(kernels["time_s"]), cls=kernels["kernel"].map(measured_kernel_class))
     k = k[k["cls"].str.startswith("attention") & (k["sdpa_backend"] == "flash") & (k["model"] == "llama3.1-8b")]

@@ -56,9 +56,10 @@ FIXED_US_BOUNDS = (0.0, 100.0)   # a batched GEMM call's fixed time, microsecond
 MIN_ROWS = 8           # 2 fitting rows per parameter (calibration.fit MIN_POINTS_PER_PARAM)
 
 
-def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame | None:
+def load(gpu: str, root: Path | str | None = None) -> pd.DataFrame | None:
     """A GPU's decode_gemm.csv with `held_out` (calibration/split.py) and `gemm_time_s` (the GEMM
     kernels' time per call), or None where not measured."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / FAMILY
     if not csv_exists(path):
         return None
@@ -196,9 +197,10 @@ def elementwise_eff(df: pd.DataFrame, profile: Profile, gpu_name: str) -> dict:
     return out
 
 
-def decode_terms(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def decode_terms(gpu: str, profile: Profile, root: Path | str | None = None) -> dict:
     """{"batched_gemm": curves, "eager_decode": {"cublas_kernels", "elementwise_eff", "source"}} of a
     GPU ({} without decode_gemm.csv)."""
+    root = rec.records_root() if root is None else root
     df = load(gpu, root)
     if df is None:
         return {}
@@ -218,9 +220,10 @@ def with_decode_terms(profile: Profile, terms: dict) -> Profile:
                                eager_decode=dict(terms["eager_decode"]))
 
 
-def held_out_errors(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+def held_out_errors(gpu: str, profile: Profile, root: Path | str | None = None) -> dict | None:
     """Predicted against measured GEMM-kernel time of the batched GEMM rows, held out and fitted:
     {"held_out": {"num_cases", "median_abs_rel_error", "p90_abs_rel_error"}, "fit": {...}, "cases": [...]}."""
+    root = rec.records_root() if root is None else root
     df = load(gpu, root)
     if df is None or not profile.batched_gemm:
         return None
@@ -246,10 +249,11 @@ DRIFT = "decode_drift.csv"
 DRIFT_WARMUP = 3
 
 
-def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def drift_rounds(gpu: str, root: Path | str | None = None) -> list[dict]:
     """Per (batch, round) of decode_drift.csv: the condition, the median step time of the steps a
     model.csv decode row times (after DRIFT_WARMUP), the median host dispatch seconds, SM clock,
     power and CPU clock over those steps, and the P-states seen ([] where not measured)."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / DRIFT
     if not csv_exists(path):
         return []

@@ -37,7 +37,7 @@ import pandas as pd
 from calibration import entry
 from calibration.predict import gpu_spec
 from calibration import records as rec
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import records_root
 from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import GPUSpec, ModelSpec
 from twin.costs import compute
@@ -161,7 +161,8 @@ def predicted_components_s(row, gpu: GPUSpec, profile: Profile, catalog: bool = 
     return out
 
 
-def load(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load(gpu: str, root: Path | str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    root = records_root() if root is None else root
     d = Path(root) / gpu
     blocks = read_csv(d / BLOCK_FILE, keep_default_na=False)
     kernels = read_csv(d / KERNELS_FILE, keep_default_na=False) if csv_exists(d / KERNELS_FILE) else None
@@ -183,9 +184,10 @@ def measured_components_s(kernels: pd.DataFrame | None) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def compare(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None = None) -> pd.DataFrame:
+def compare(gpu: str, root: Path | str | None = None, profile: Profile | None = None) -> pd.DataFrame:
     """Every record of one GPU: measured, twin, error, and per-component seconds where profiled
     (under `profile`, by default the GPU's committed fitted profile)."""
+    root = records_root() if root is None else root
     blocks, kernels = load(gpu, root)
     spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
     rows = []
@@ -233,11 +235,12 @@ def fa2_over_cudnn(df: pd.DataFrame, split: str = "fit") -> dict[str, float]:
     return out
 
 
-def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+def attention_kernel_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.attention_kernels of a GPU from its committed dense_block.csv (the fitting split's
     attention-only rows): {"fa2": {"fwd": r, "bwd": r}}, FlashAttention-2's speed relative to
     cuDNN's fused attention, the kernel the profile's attention curves were measured with. Empty
     without records (the profile then keeps the FA3 paper's FA2_OVER_CUDNN)."""
+    root = records_root() if root is None else root
     path = Path(root) / gpu / BLOCK_FILE
     if not csv_exists(path):
         return {}
@@ -247,13 +250,14 @@ def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dic
     return {"fa2": {d: r[d] for d in ("fwd", "bwd")}} if r else {}
 
 
-def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str = MEASUREMENTS_DIR) -> float:
+def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str | None = None) -> float:
     """Profile.eager_elementwise_eff from the committed records: the HBM bandwidth fraction torch
     eager's elementwise chains reach in real/dense.py's eager Llama blocks and LM heads (the code
     twin.costs.flops.eager_ops counts), fitting split only. Per profiled record, the time its GEMM
     and attention kernels leave (timed - their kernel sums: the elementwise kernels and the gaps
     between kernels) against the twin's elementwise seconds at the streaming efficiency
     (memory_eff); the median ratio scales memory_eff. 0 without records (memory_eff stays)."""
+    root = records_root() if root is None else root
     if not csv_exists(Path(root) / gpu / BLOCK_FILE):
         return 0.0
     base = dataclasses.replace(profile, eager_elementwise_eff=0.0)
@@ -267,10 +271,11 @@ def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str = MEASURE
     return float(min(1.0, base.memory_eff * ratio.median())) if len(ratio) else 0.0
 
 
-def write_dense_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
+def write_dense_terms(gpu: str, root: Path | str | None = None, profiles_dir: Path | None = None) -> dict:
     """Set the committed profile's `attention_kernels` and `eager_elementwise_eff` from the
     records (what `twin fit` computes with the rest of the profile), every other key of the JSON
     as it is."""
+    root = records_root() if root is None else root
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     data = json.loads(path.read_text())
     terms = {"attention_kernels": attention_kernel_terms(gpu, root),

@@ -48,15 +48,17 @@ GEMM_KERNEL = re.compile(r"nvjet|gemm|cutlass", re.IGNORECASE)   # the rule's GE
 TRIPLE_PASSES = ("fwd", "dgrad", "wgrad")
 
 
-def vs_curve_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def vs_curve_terms(gpu: str, root: Path | str | None = None) -> dict:
     """The GPU's sustained_vs_curve from its sustained.csv and its committed (fitted) profile."""
+    root = rec.records_root() if root is None else root
     _, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
     return sustained_vs_curve(per_kernel, fitted_profile(gpu), gpu_spec(gpu))
 
 
-def write_vs_curve(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir=profile_mod.PROFILES) -> dict:
+def write_vs_curve(gpu: str, root: Path | str | None = None, profiles_dir=profile_mod.PROFILES) -> dict:
     """Write `sustained_vs_curve` into the committed profile JSON (beside sustained_curves; nothing else
     changes, no refit) and return it."""
+    root = rec.records_root() if root is None else root
     path = Path(str(profiles_dir)) / f"{gpu}.json"
     data = json.loads(path.read_text())
     terms = vs_curve_terms(gpu, root)
@@ -82,7 +84,8 @@ def vs_curve(on: bool, gpu: str):
         profile_mod.ADOPT_SUSTAINED_VS_CURVE = saved
 
 
-def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, records: Path = RECORDS) -> pd.DataFrame:
+def load(gpu: str, root: Path | str | None = None, records: Path = RECORDS) -> pd.DataFrame:
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / records
     return read_csv(path) if csv_exists(path) else pd.DataFrame()
 
@@ -153,8 +156,9 @@ def summary(errors) -> dict:
     return {"n": int(len(e)), "median": float(np.median(e)), "p90": float(np.quantile(e, 0.9))}
 
 
-def judge(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def judge(gpu: str, root: Path | str | None = None) -> dict:
     """The rule's criteria 1-3 on a GPU's s25dense rows, and the reported conventions."""
+    root = rec.records_root() if root is None else root
     df = load(gpu, root)
     if df.empty:
         return {}
@@ -193,9 +197,10 @@ def in_hold_step_s(g: pd.DataFrame, gemm: bool) -> float:
     return float(sum(held[k] * c for k, c in zip(after["kernel"], pd.to_numeric(after["calls"]))))
 
 
-def round2(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def round2(gpu: str, root: Path | str | None = None) -> dict:
     """Round 2's report: the MLP steps' GEMM seconds a step inside the hold and after it against the
     twin (fitted, simulation off / on), and each GEMM's held / curve ratio beside round 1's."""
+    root = rec.records_root() if root is None else root
     df = load(gpu, root, RECORDS2)
     if df.empty:
         return {}

@@ -29,7 +29,7 @@ import pandas as pd
 from calibration import entry
 from calibration.predict import gpu_spec
 from calibration import records as rec
-from calibration.records import MEASUREMENTS_DIR
+from calibration.records import records_root
 from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
 from twin.core.specs import ModelSpec
@@ -41,7 +41,8 @@ DROPOUT_FILE = "dense_dropout.csv"
 TWIN_KERNEL = {"flash": "fa2", "cudnn": "cudnn"}
 
 
-def load(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame | None:
+def load(gpu: str, root: Path | str | None = None) -> pd.DataFrame | None:
+    root = records_root() if root is None else root
     path = Path(root) / gpu / DROPOUT_FILE
     if not csv_exists(path):
         return None
@@ -102,9 +103,10 @@ def attention_prob_costs(df: pd.DataFrame, backend: str, model: str | None = Non
     return out
 
 
-def attention_dropout_prob_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, model: str = PROB_MODEL) -> dict:
+def attention_dropout_prob_terms(gpu: str, root: Path | str | None = None, model: str = PROB_MODEL) -> dict:
     """Profile.attention_dropout_prob_s from the fitting split's attention rows of `model`'s call (the 1.7B
     call the factor is taken at), cuDNN only (the kernel s28mlm2's rule judges): {"cudnn": {fwd, bwd}}."""
+    root = records_root() if root is None else root
     df = load(gpu, root)
     if df is None:
         return {}
@@ -136,10 +138,11 @@ def with_kernel_sums(df: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
 KERNEL_FACTOR_DIRS = ("", "s28mlm2")
 
 
-def attention_dropout_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+def attention_dropout_kernel_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.attention_dropout_kernel (s28mlm3): attention_ratios on each record's profiled kernel seconds
     (with_kernel_sums) of the fitting split, from the first of <gpu>/ and <gpu>/s28mlm2/ holding dense_dropout.csv
     and its kernels: {kernel: {fwd, bwd}}."""
+    root = records_root() if root is None else root
     for sub in KERNEL_FACTOR_DIRS:
         folder = Path(root) / gpu / sub
         if csv_exists(folder / DROPOUT_FILE) and csv_exists(folder / "dense_dropout_kernels.csv"):
@@ -152,8 +155,9 @@ def attention_dropout_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR
     return {}
 
 
-def attention_dropout_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+def attention_dropout_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.attention_dropout from the fitting split's attention rows: {kernel: {fwd, bwd}}."""
+    root = records_root() if root is None else root
     df = load(gpu, root)
     if df is None:
         return {}
@@ -186,8 +190,9 @@ def twin_dropout_cost_s(row, profile: Profile, kernel: str) -> dict:
     return {"attention_s": fb(core_on) - fb(core_off), "hidden_s": hidden}
 
 
-def check(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None = None) -> list[dict]:
+def check(gpu: str, root: Path | str | None = None, profile: Profile | None = None) -> list[dict]:
     """Per case and SDPA backend: the measured dropout cost of a block beside the twin's."""
+    root = records_root() if root is None else root
     df = load(gpu, root)
     if df is None:
         return []
@@ -219,10 +224,11 @@ def check(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None
     return out
 
 
-def write_profile_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
+def write_profile_terms(gpu: str, root: Path | str | None = None, profiles_dir: Path | None = None) -> dict:
     """Set the committed profile's `attention_dropout` (and `attention_dropout_prob_s`, s28mlm2;
     `attention_dropout_kernel`, s28mlm3) from the records, every other key as it is (placed after
     partials_reduce_eff / before provenance, as Profile.to_json does)."""
+    root = records_root() if root is None else root
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     data = json.loads(path.read_text())
     terms = attention_dropout_terms(gpu, root)

@@ -96,9 +96,10 @@ def part_rates_s(folder: Path, gpu: str, inputs: tuple) -> list[float]:
                               terms).get("fwd", [])
 
 
-def fit_kind(kind: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def fit_kind(kind: str, root: Path | str | None = None) -> dict:
     """{kind, committed_fwd_s (the folder's own rate), parts: [{part, models, pp, ops, rate_s}], pooled_s (median over
     the parts' medians; None under MIN_PARTS parts)}."""
+    root = rec.records_root() if root is None else root
     gpu, n = kind.split("x")
     inputs = prereg.two_gpu_inputs(gpu, root, int(n))
     kind_dir = Path(root) / kind
@@ -113,7 +114,8 @@ def fit_kind(kind: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return {"kind": kind, "committed_fwd_s": (inputs[2] or {}).get("fwd"), "parts": rows, "pooled_s": pooled}
 
 
-def fit(kinds=KINDS, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def fit(kinds=KINDS, root: Path | str | None = None) -> dict:
+    root = rec.records_root() if root is None else root
     return {"command": FIT_COMMAND, "kinds": {k: fit_kind(k, root) for k in kinds}}
 
 

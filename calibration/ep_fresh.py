@@ -93,8 +93,9 @@ def summary(rows: pd.DataFrame, kind: str, split: str = "holdout") -> dict:
     return out
 
 
-def s20epnew_routing(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def s20epnew_routing(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
     """Every model's pipeline_routing rows of `gpu`'s s20epnew folder (<gpu>x2/s20epnew/<model>/), concatenated."""
+    root = rec.records_root() if root is None else root
     parts = [read_csv(p) for p in glob_csv(Path(root) / f"{gpu}x2" / prereg.EP_RECORDS_SUBDIR, "*/pipeline_routing.csv")]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -114,8 +115,9 @@ def s20epnew_live(on: bool, gpu: str = "h200", routed: bool = False) -> pd.DataF
     return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
 
 
-def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
+def runs(root: Path | str | None = None) -> list[tuple[str, Path]]:
     """(gpu, folder) of each committed delivery of the campaign (<gpu>x2/s21ep2_<stamp>/ with an ep.csv)."""
+    root = rec.records_root() if root is None else root
     out = []
     for host in sorted(Path(root).glob("*x2")):
         for folder in sorted(host.glob(RUN_PREFIX + "*")):
@@ -128,9 +130,10 @@ def live_setting() -> str:
     return "A on" if ws.ADOPT_EP_LOCAL_EXPERTS_ONLY else "A off"
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def section(root: Path | str | None = None) -> dict:
     """The `twin validate` part: per delivery, the moe_layer and ep_comm held-out summaries under each
     setting of A (the committed one named `live`) and every row."""
+    root = rec.records_root() if root is None else root
     out = {"live": live_setting(), "runs": []}
     for gpu, folder in runs(root):
         rows = predict_rows(read_csv(folder / "ep.csv"), host_inputs(Path(root) / f"{gpu}x2", gpu))

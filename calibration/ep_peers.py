@@ -72,8 +72,9 @@ def peer_offsets(ops: pd.DataFrame) -> list[dict]:
     return out
 
 
-def committed(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def committed(root: Path | str | None = None) -> list[dict]:
     """peer_offsets of every committed folder in FOLDERS that holds pipeline_ops, each row with its folder."""
+    root = rec.records_root() if root is None else root
     out = []
     for folder in FOLDERS:
         path = Path(root) / folder / "pipeline_ops.csv"

@@ -195,8 +195,9 @@ def own_rate_live(folder: Path, gpu: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
+def runs(root: Path | str | None = None) -> list[tuple[str, Path]]:
     """(gpu, folder) of each committed delivery (<gpu>x2/s23ephost_<stamp>/)."""
+    root = rec.records_root() if root is None else root
     return [(host.name[:-2], folder) for host in sorted(Path(root).glob("*x2"))
             for folder in sorted(host.glob(RUN_PREFIX + "*")) if folder.is_dir()]
 

@@ -677,9 +677,10 @@ def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
     return (float(sol.x[0]), float(sol.x[1]), float(sol.x[2]), host), len(records)
 
 
-def memory_alone_rows(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def memory_alone_rows(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
     """The fitting-split rows of <gpu>/memory_alone.csv (real/campaigns/s15gl2.sh), numeric columns
     as numbers; empty without the file."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / MEMORY_ALONE_FILE
     if not csv_exists(path):
         return pd.DataFrame(columns=["bench", "op", "tokens", "width", "bytes_moved", "time_s"])
@@ -738,7 +739,8 @@ def records_digest(files: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
 
 
-def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str | None = None) -> dict:
+    root = rec.records_root() if root is None else root
     files = rec.records_sha256(gpu, root)
     env = rec.environment(df)
     return {
@@ -798,12 +800,13 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
 FIT_PARTS = ("records", "curves", "sustained", "fp8_stack", "eager", "decode", "collectives")
 
 
-def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | None = None,
+def fit_gpu(gpu: str, root: Path | str | None = None, base: Profile | None = None,
             on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict]:
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
     profile the curves start from and that terms no record informs keep (default_profile()).
     `on_part(name)` is called as each of FIT_PARTS is done. Every reader reads under `root`, those keyed by
     a GPU alone too (calibration.records.records_root)."""
+    root = rec.records_root() if root is None else root
     with rec.records_root_scope(root):
         return _fit_gpu(gpu, root, base, on_part)
 
@@ -859,9 +862,10 @@ def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable
                                sm_reserve=reserve, collectives=collectives), stats
 
 
-def in_layer_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def in_layer_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.in_layer from a GPU's s14gl folders (IN_LAYER_FOLDERS; fitting-split rows only):
     calibration.gemm_in_layer.in_layer_factors over their paired calls. {} without such a folder."""
+    root = rec.records_root() if root is None else root
     pairs = []
     for folder in sorted((Path(root) / gpu).glob(IN_LAYER_FOLDERS)):
         if not csv_exists(folder / "gl_ops.csv"):
@@ -875,11 +879,12 @@ def in_layer_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
 SM_RESERVE_PRECISIONS = {"bf16": "bf16", "fp8-blockwise": "fp8"}
 
 
-def sm_reserve_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def sm_reserve_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.sm_reserve from real/bench.py bench_sm_reserve rows (measured, not fitted): for GEMMs
     not told that communication holds some SMs (mode spin: beside a kernel holding them), the median
     over the V3 projection shapes and trials of time beside / paired time alone, per held-SM count,
     with (0, 1.0) first. {} without the file."""
+    root = rec.records_root() if root is None else root
     df = sm_reserve.load(gpu, root)
     if df.empty:
         return {}
@@ -1082,8 +1087,9 @@ def record_name(path: Path | str, root: Path | str) -> str:
     return Path(key).as_posix()
 
 
-def fit_input_candidates(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
+def fit_input_candidates(gpu: str, root: Path | str | None = None) -> dict[str, Path]:
     """{record name: file} of the records under `root` that fit_input_globs() match for `gpu`."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     out = {}
     for pattern in fit_input_globs():
@@ -1107,7 +1113,7 @@ def input_scope(root: Path | str, inputs: dict) -> set[str]:
     return allowed
 
 
-def fit_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None,
+def fit_gpu_inputs(gpu: str, root: Path | str | None = None, inputs: dict | None = None,
                    on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict, dict, list]:
     """fit_gpu, watched -> (profile, stats, {record name: sha256} of the records it read, the records on
     disk it asked for and was refused). `inputs`: a manifest's records of this GPU; the fit then sees
@@ -1115,6 +1121,7 @@ def fit_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, inputs: di
     `root` is another folder and the record there is the manifest's (the modules that read it whatever
     the root, record_name). The profile's provenance gains `fit_inputs_sha256`, records_digest of what
     it read."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     allowed = None if inputs is None else input_scope(root, inputs)
     with read_scope(allowed) as scope:
@@ -1154,9 +1161,10 @@ def write_fit_inputs(gpu: str, provenance: dict, records: dict, out_dir: Path | 
     return path
 
 
-def manifest_records_status(records: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def manifest_records_status(records: dict, root: Path | str | None = None) -> dict:
     """{record name: (manifest sha256, sha256 now or None where missing)} of the manifest records under
     `root` that are not as the manifest names them (empty: all are)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     out = {}
     for name, want in records.items():
@@ -1166,7 +1174,7 @@ def manifest_records_status(records: dict, root: Path | str = rec.MEASUREMENTS_D
     return out
 
 
-def fit_inputs_status(gpu: str, profile: dict, root: Path | str = rec.MEASUREMENTS_DIR,
+def fit_inputs_status(gpu: str, profile: dict, root: Path | str | None = None,
                       manifest: dict | None = None) -> dict:
     """Whether `profile` (a profile JSON) was fitted on the records under `root` as they are now, and the
     records that say otherwise: {"fitted_on_these_records", "compared", "changed", "missing", "added"}.
@@ -1175,6 +1183,7 @@ def fit_inputs_status(gpu: str, profile: dict, root: Path | str = rec.MEASUREMEN
     would read (fit_input_candidates) that it does not list. compared "provenance" (a profile fitted
     before s26refit, or a manifest of another fit): the provenance's record_files_sha256, which holds the
     GPU folder's files only, against the fit's candidates in that folder."""
+    root = rec.records_root() if root is None else root
     prov = profile.get("provenance", {})
     entry = (manifest or {}).get(gpu)
     candidates = fit_input_candidates(gpu, root)

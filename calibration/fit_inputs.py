@@ -52,9 +52,10 @@ def archived_name(name: str, date: str) -> str:
     return f"{top}/{ARCHIVE_PREFIX}{date}/{rest}"
 
 
-def version_from_tree(name: str, sha256: str, tree: Path | str = rec.MEASUREMENTS_DIR) -> Path | None:
+def version_from_tree(name: str, sha256: str, tree: Path | str | None = None) -> Path | None:
     """The tree's file of record `name` whose decompressed bytes have this sha256: the record as it is,
     else an earlier version under <folder>/fit_inputs_*/ (newest date first); None where neither is."""
+    tree = rec.records_root() if tree is None else tree
     tree = Path(tree)
     top, _, rest = name.partition("/")
     candidates = [tree / name] + [d / rest for d in sorted((tree / top).glob(ARCHIVE_PREFIX + "*"), reverse=True)]
@@ -87,11 +88,12 @@ def version_from_git(name: str, sha256: str) -> tuple[str, bytes]:
                       f"(git log: {log.stderr.decode().strip()[:120] or 'searched'}; a shallow clone lacks the history)")
 
 
-def restore(records: dict, out: Path | str, tree: Path | str = rec.MEASUREMENTS_DIR,
+def restore(records: dict, out: Path | str, tree: Path | str | None = None,
             git_history: bool = True) -> dict:
     """Write `records` ({name: sha256}, a manifest entry's) under `out` -> {name: where it came from:
     "tree", "tree <folder>" (an earlier version the tree keeps) or the commit}. `git_history` False: a
     record the tree lacks is a LookupError, git is never asked."""
+    tree = rec.records_root() if tree is None else tree
     out, tree = Path(out), Path(tree)
     where = {}
     for name, sha in sorted(records.items()):
@@ -112,9 +114,10 @@ def restore(records: dict, out: Path | str, tree: Path | str = rec.MEASUREMENTS_
     return where
 
 
-def archive(records: dict, date: str, tree: Path | str = rec.MEASUREMENTS_DIR) -> list[Path]:
+def archive(records: dict, date: str, tree: Path | str | None = None) -> list[Path]:
     """File under the tree (archived_name, xz-packed) every record of `records` that the tree holds in no
     version (taken from git history) -> the files written."""
+    tree = rec.records_root() if tree is None else tree
     tree, written = Path(tree), []
     for name, sha in sorted(records.items()):
         if version_from_tree(name, sha, tree) is not None:

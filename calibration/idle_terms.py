@@ -211,12 +211,13 @@ def seen_op_pairs(root: Path | str, gpu: str, subdirs: tuple, inputs: dict, only
     return cache[key]
 
 
-def seen_ratios(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = RATIO_GPU,
+def seen_ratios(root: Path | str | None = None, gpu: str = RATIO_GPU,
                 subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None, excess: bool = False,
                 only: tuple | None = None) -> dict:
     """S's ratios: {(model, pp, ep): {category: median over the seen ops of measured / twin seconds}};
     with `excess` (X, a diagnostic) the median of measured - twin seconds instead; with `only` (model,
     pp, ep) that entry alone (the same figures: each entry pools its own configurations only)."""
+    root = rec.records_root() if root is None else root
     pooled: dict = {}
     for model, pp, ep, cat, m, t in seen_op_pairs(root, gpu, subdirs, {} if inputs is None else inputs, only):
         pooled.setdefault((model, pp, ep), {}).setdefault(cat, []).append(m - t if excess else m / t)
@@ -260,9 +261,10 @@ def fresh_case_rows(gpus: tuple = prereg.GPUS) -> list[dict]:
             for n in ns for sched in SCHEDULES]
 
 
-def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+def fresh(root: Path | str | None = None, inputs: dict | None = None) -> dict:
     """The fresh rows (FRESH_SUBDIR) judged by the rule: baseline B and term S (prereg_pp4.compared:
     steps, idle, ranking), the replay's rank-rows (R0), and H1-H3. Empty sections with no records."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     meas = prereg_pp4.measured(root, FRESH_SUBDIR)
     if meas.empty:

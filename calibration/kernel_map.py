@@ -45,14 +45,16 @@ def is_flat(weight: str) -> bool:
     return any(f in weight for f in FLAT_WEIGHTS)
 
 
-def call_kernels(gpu: str, root: Path = rec.MEASUREMENTS_DIR) -> dict[tuple[str, int], tuple[str, ...]]:
+def call_kernels(gpu: str, root: Path | None = None) -> dict[tuple[str, int], tuple[str, ...]]:
     """(weight, M) -> the kernel names its call launches, every weight of the map's records."""
+    root = rec.records_root() if root is None else root
     d = read_csv(Path(root) / MAPS[gpu])
     return {(w, int(m)): tuple(str(k).split(";")) for w, m, k in zip(d.weight, d.m, d.kernels)}
 
 
-def available_maps(root: Path = rec.MEASUREMENTS_DIR) -> list[str]:
+def available_maps(root: Path | None = None) -> list[str]:
     """The gpu kinds whose kernel map is committed."""
+    root = rec.records_root() if root is None else root
     return [g for g, p in MAPS.items() if csv_exists(Path(root) / p)]
 
 
@@ -70,9 +72,10 @@ def segments(calls: dict[tuple[str, int], tuple[str, ...]]) -> tuple[dict[str, l
     return out, len(ids)
 
 
-def first_launch_excess(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def first_launch_excess(root: Path | None = None) -> pd.DataFrame:
     """Every sweep call with the kernels it launched first in its process (`new_kernels`) and its excess
     over its weight's median excess where it launched none (`excess_s`), the three orders stacked."""
+    root = rec.records_root() if root is None else root
     calls = call_kernels(SWEEP_MAP_GPU, root)
     parts = []
     for path in SWEEPS:
@@ -90,16 +93,22 @@ def first_launch_excess(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def first_launch_s(root: Path | None = None) -> float:
+    """A kernel's first launch (s): the median excess of the sweeps' calls launching exactly one new kernel (under
+    `root`, default the records root in use, calibration.records.records_root)."""
+    return _first_launch_s(Path(rec.records_root() if root is None else root).resolve())
+
+
 @functools.cache
-def first_launch_s(root: Path = rec.MEASUREMENTS_DIR) -> float:
-    """A kernel's first launch (s): the median excess of the sweeps' calls launching exactly one new kernel."""
+def _first_launch_s(root: Path) -> float:   # keyed on the resolved root: one entry per records root
     d = first_launch_excess(root)
     return float(np.median(d.excess_s[d.new_kernels == 1]))
 
 
-def lookup_s(root: Path = rec.MEASUREMENTS_DIR) -> float:
+def lookup_s(root: Path | None = None) -> float:
     """The cuBLASLt look-ups of an exact new size (diagnostic, not used by the fit): the flat weights' median
     excess where no kernel is new, summed, median over the three orders."""
+    root = rec.records_root() if root is None else root
     d = first_launch_excess(root)
     d = d[d.weight.map(is_flat) & (d.new_kernels == 0)]
     return float(np.median([g.groupby("weight").raw_excess_s.median().sum() for _, g in d.groupby("size_order")]))
@@ -111,10 +120,11 @@ PASSES = {(gpu, part): Path(gpu) / "s17srv" / part / "shapeprobe.csv" for gpu in
           for part in ("tshuf", "tasc")}
 
 
-def pass_excess(gpu: str, part: str = "tshuf", root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def pass_excess(gpu: str, part: str = "tshuf", root: Path | None = None) -> pd.DataFrame:
     """The campaign's passes in their order, each with the kernels it launched first in its process (every
     weight's at M, the GPU's map: `new_kernels`) and its excess (first - repeat) over the median excess of the
     passes launching none (`excess_s`: the kernels' part, the look-ups taken out)."""
+    root = rec.records_root() if root is None else root
     calls = call_kernels(gpu, root)
     weights = sorted({w for w, _ in calls})
     d = read_csv(Path(root) / PASSES[(gpu, part)]).sort_values("order")

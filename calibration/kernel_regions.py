@@ -31,8 +31,9 @@ FLAT_WEIGHTS = ("attn.wq_a", "attn.wq_b", "attn.wkv_a", "attn.wo", "ffn.w13_2FD"
                 "ffn.shared.w13", "ffn.shared.w2")
 
 
-def region_starts(root: Path = rec.MEASUREMENTS_DIR) -> dict[str, list[int]]:
+def region_starts(root: Path | None = None) -> dict[str, list[int]]:
     """weight -> the M of its ascending sweep's first-launch spikes (sorted), for FLAT_WEIGHTS."""
+    root = rec.records_root() if root is None else root
     d = read_csv(Path(root) / SWEEP)
     d = d[d.size_order == "ascending"]
     excess = d.first_s - d.repeat_s

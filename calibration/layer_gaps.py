@@ -203,7 +203,8 @@ def parse_config(config: str) -> dict | None:
     return None
 
 
-def load_kernels(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def load_kernels(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "kernels.csv"
     return read_csv(path) if csv_exists(path) else pd.DataFrame()
 
@@ -251,9 +252,10 @@ def _named_ops(layer: dict, record, gpu: str, profile):
 
 
 def decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
-                  root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+                  root: Path | str | None = None) -> list[dict]:
     """Per profiled layer: measured time, kernel sum, idle, kernels launched; the twin's named-op
     count, GPU sum and prediction (with `profile`, whatever its eager terms)."""
+    root = rec.records_root() if root is None else root
     df = rec.load_records(gpu, root) if df is None else df
     out = []
     for layer in profiled_layers(load_kernels(gpu, root)).to_dict("records"):
@@ -275,11 +277,12 @@ def decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
 
 
 def host_decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
-                       root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+                       root: Path | str | None = None) -> list[dict]:
     """Per MLA layer record (attention.csv mla_layer_*) with a host_dispatch row of the same shape
     and phase: the record's time beside the host seconds, kernels and GPU kernel seconds of that
     row (its own run), and the twin's host sum, GPU sum, op count and prediction: which of the
     host and the GPU sets the record, and which one the twin misses."""
+    root = rec.records_root() if root is None else root
     df = rec.load_records(gpu, root) if df is None else df
     path = Path(root) / gpu / "host_dispatch.csv"
     if not csv_exists(path):
@@ -308,11 +311,12 @@ def host_decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
 SORT_KERNELS = "RadixSort|Memset"   # cub's radix-sort passes and the memsets around them
 
 
-def radix_sort_kernels(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def radix_sort_kernels(gpu: str, root: Path | str | None = None) -> dict:
     """{"moe_layer_fwd": n, "moe_layer_bwd": n}: the radix-sort kernels (and their memsets) one MoE
     layer call launches, the median over the fitting split's profiled configurations (backward net
     of its forward). torch.sort / argsort take cub's radix sort only above SMALL_SORT_ELEMS
     elements; below it one in-place sort kernel runs instead (Eager.missing_kernels)."""
+    root = rec.records_root() if root is None else root
     k = load_kernels(gpu, root)
     if k.empty:
         return {}
@@ -325,9 +329,10 @@ def radix_sort_kernels(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dic
     return {b: float(np.median(v)) for b, v in out.items()}
 
 
-def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str | None = None) -> dict:
     """{"<bench>/<bf16|fp8>": kernels launched - kernels named}, the median over the fitting split's
     profiled configurations (held-out configurations never enter)."""
+    root = rec.records_root() if root is None else root
     diffs: dict[str, list[float]] = {}
     for layer in profiled_layers(load_kernels(gpu, root)).to_dict("records"):
         record = _record_for(layer, df)
@@ -346,7 +351,7 @@ TRANSPOSE_COPY_KERNEL = re.compile(r"elementwise_kernel<128, 4, at::native::gpu_
                                    r"direct_copy_kernel_cuda.*c10::BFloat16\)#1\} const&\)::\{lambda\(int\)#1\}\)$")
 
 
-def measured_transpose_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+def measured_transpose_eff(gpu: str, profile, root: Path | str | None = None) -> float | None:
     """The streaming-bandwidth fraction that copies of transposed BF16 views reach, MEASURED by the
     profiler (kernels.csv): over the fitting split's profiled FP8 layer backwards (real/fp8.py
     makes W^T, dY^T and X^T contiguous), the bytes the op list names for those copies
@@ -354,6 +359,7 @@ def measured_transpose_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENT
     (TRANSPOSE_COPY_KERNEL), at the profile's memory_eff. None without kernel records. (2026-11-26:
     0.137 on the H200 and 0.162 on the H100, every profiled shape within 0.13-0.16; the layer fit's
     transpose_eff, which also soaks up other residuals of the FP8 layers, is 0.093 / 0.108.)"""
+    root = rec.records_root() if root is None else root
     kernels = load_kernels(gpu, root)
     if kernels.empty:
         return None
@@ -385,7 +391,7 @@ VECTORIZED_GATHER_KERNEL = "vectorized_gather_kernel"
 GATHERS_PER_MOE_FORWARD = 3   # x_TD[order // K], y_NpD[pos], y_ND[argsort(order)]: N rows each
 
 
-def measured_vectorized_gather_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+def measured_vectorized_gather_eff(gpu: str, profile, root: Path | str | None = None) -> float | None:
     """The streaming-bandwidth fraction torch's vectorized_gather_kernel (tensor[index] over the
     rows of a contiguous 2-D tensor) reaches, MEASURED by the profiler (kernels.csv): over the
     fitting split's profiled MoE layer forwards, whose three such gathers each read and write
@@ -395,6 +401,7 @@ def measured_vectorized_gather_eff(gpu: str, profile, root: Path | str = rec.MEA
     index_copy and index_put kernels; real/ep.py's dispatch and combine launch gathers of this
     kind only (calibration.whole_step._row_gather). None without kernel records.
     (2026-11-26: H200 0.88 over t1024 e128 and t16384 e64, BF16 and FP8; gather_eff 0.447.)"""
+    root = rec.records_root() if root is None else root
     kernels = load_kernels(gpu, root)
     if kernels.empty:
         return None
@@ -497,7 +504,7 @@ HOST_RATE_ROWS = "class"
 HOST_RATE_ROW_RULES = ("class", "every_solved", "every_raw")
 
 
-def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: dict | None = None,
+def measured_host_s(gpu: str, root: Path | str | None = None, radix: dict | None = None,
                     profile=None, rows: str = HOST_RATE_ROWS) -> dict:
     """{"fwd": s, "bwd": s, "infer": s}: host dispatch seconds per launched kernel of real/'s eager
     layers, measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
@@ -515,6 +522,7 @@ def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: di
     at 35.5 us, the no-grad forward's at 18.8 us; the FP8 backward's 234 kernels at 21.3 us, which
     the classes put at 21.0 us: 205 inside Functions, 29 engine-run; one rate per phase gave them
     the MoE-and-MLA mix's 28 us.)"""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "host_dispatch.csv"
     if not csv_exists(path):
         return {}
@@ -602,13 +610,14 @@ ANNOTATION = r"^[\w.]+#[\w.]+$"   # a profiler range ("Optimizer.step#AdamW.step
 _STEP_CFG = re.compile(r"train_step (\S+) b(\d+) s(\d+) train_opt")
 
 
-def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+def measured_optimizer_eff(gpu: str, root: Path | str | None = None) -> dict | None:
     """HBM bandwidth fractions MasterAdamW's kernels reach ({"grad_cast", "adamw", "copy_back"}),
     from step_kernels.csv (real/bench/host_dispatch.py, the optimizer phase): a kernel class's bytes
     per parameter times the model's parameters over its GPU time, over the catalog HBM bandwidth;
     the median over the profiled models and precisions. Profiler range annotations (names with
     '#') are not kernels and are left out. None without the file. A kernel's measured rate, like
     cat_eff: the step's time is never used."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "step_kernels.csv"
     if not csv_exists(path):
         return None
@@ -642,11 +651,12 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
 ADOPT_CALL_EDGES = False
 
 
-def trace_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, str]:
+def trace_call_edges(gpu: str, root: Path | str | None = None) -> tuple[dict, str]:
     """(call edges in kernels' worth of host per direction, the GPU folder whose traces gave them):
     `gpu`'s own fitting-split traces, else the first other GPU folder with traces (each folder's
     edges in its own host time per kernel: a count of kernels' worth carries to another host,
     seconds would not). ({}, "") without traces."""
+    root = rec.records_root() if root is None else root
     folders = [gpu] + [g for g in rec.gpu_dirs(root) if g != gpu]
     for g in folders:
         if not (Path(root) / g / mla_traces.TRACE_DIR).is_dir():
@@ -661,9 +671,10 @@ def trace_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple
 LOOP_FILE = "mla_loop.csv"   # real/bench/mla_loop.py (real/campaigns/s11mla.sh)
 
 
-def loop_engine_start_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+def loop_engine_start_s(gpu: str, root: Path | str | None = None) -> float | None:
     """The autograd engine's start inside a record's loop, unprofiled: the median over the FITTING
     split's BF16 GPU rows of <gpu>/mla_loop.csv of engine_start_s. None without rows."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / LOOP_FILE
     if not csv_exists(path):
         return None
@@ -673,11 +684,12 @@ def loop_engine_start_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> fl
     return float(loop["engine_start_s"].median()) if len(loop) else None
 
 
-def loop_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, str]:
+def loop_call_edges(gpu: str, root: Path | str | None = None) -> tuple[dict, str]:
     """trace_call_edges with the backward's start re-measured (module docstring, the records'
     loop): the loop's engine start (loop_engine_start_s) plus the traces' first node's way to its
     first launch (mla_traces.first_node_s), in kernels' worth of that GPU's backward host time per
     kernel; taken from the first GPU folder holding both. ({}, "") without."""
+    root = rec.records_root() if root is None else root
     edges, source = trace_call_edges(gpu, root)
     if not edges:
         return {}, ""
@@ -695,13 +707,14 @@ def _committed_profile(gpu: str):
     return dataclasses.replace(profile_from_json(json.loads(path.read_text())), eager={}) if path.is_file() else None
 
 
-def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
+def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str | None = None,
                 per_op: bool = ADOPT_HOST_PER_OP, call_edges: bool = ADOPT_CALL_EDGES, loop_edges: bool = False,
                 host_rows: str = HOST_RATE_ROWS) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed (and, with
     `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring). Every reader under `root`
     (calibration.records.records_root: the kernel rates keyed by a GPU alone too)."""
+    root = rec.records_root() if root is None else root
     with rec.records_root_scope(root):
         return _eager_terms(gpu, profile, df, root, per_op, call_edges, loop_edges, host_rows)
 

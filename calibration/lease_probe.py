@@ -84,9 +84,10 @@ def setting(name: str):
         pipe.ADOPT_EP_FORWARD_HOST_X4, pipe.ADOPT_EP_FORWARD_LEASE = before
 
 
-def inputs_of(name: str, rate_s: float | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
+def inputs_of(name: str, rate_s: float | None = None, root: Path | str | None = None,
               cache: dict | None = None) -> tuple:
     """The committed `h200x4` inputs a setting prices with (P: the host dict carrying the probe's rate)."""
+    root = rec.records_root() if root is None else root
     cache = {} if cache is None else cache
     key = "F4" if name == "F4" else "base"
     if key not in cache:
@@ -127,9 +128,10 @@ def registered() -> pd.DataFrame:
 
 # --- the probe ------------------------------------------------------------------------------------------------------
 
-def probe_rate(run: Path, root: Path | str = rec.MEASUREMENTS_DIR, cache: dict | None = None) -> dict:
+def probe_rate(run: Path, root: Path | str | None = None, cache: dict | None = None) -> dict:
     """{rate_s (None under MIN_PROBE_OPS solved forwards), ops, by_rank_s, by_schedule_s} of the run's probe part:
     each fitting EP forward's solved seconds a launch (ep_forward_host.part_rates_s with base's inputs)."""
+    root = rec.records_root() if root is None else root
     folder = Path(run) / PROBE_PART
     if not csv_exists(folder / "pipeline_ops.csv"):
         return {"rate_s": None, "ops": 0, "by_rank_s": {}, "by_schedule_s": {}}
@@ -400,16 +402,18 @@ def components(run: Path, rate_s: float) -> dict:
 DELIVERY_GLOB = "s28pp4_*"    # calibration/measurements/h200x4/s28pp4_<stamp>/<part>/
 
 
-def delivery(root: Path | str = rec.MEASUREMENTS_DIR) -> str | None:
+def delivery(root: Path | str | None = None) -> str | None:
     """The delivery's folder name under `<root>/h200x4` (the first, by name), or None."""
+    root = rec.records_root() if root is None else root
     found = sorted(p.name for p in (Path(root) / f"{GPU}x{NUM_GPUS}").glob(DELIVERY_GLOB) if p.is_dir())
     return found[0] if found else None
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
+def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE) -> dict:
     """The registered predictions (balanced routing, before the run) beside the delivery's records, as prereg_pp4
     judges its deliveries: base's registered column, and the judgement file's figures (the run's routing) where
     it exists."""
+    root = rec.records_root() if root is None else root
     sub = delivery(root)
     if not csv_exists(path) or sub is None:
         return {**prereg_pp4.compared(pd.DataFrame(), pd.DataFrame(), sub or "s28pp4"), "judgement": None}

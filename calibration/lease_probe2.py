@@ -95,9 +95,10 @@ def setting(name: str):
         pipe.ADOPT_FORWARD_LEASE_ALL = before
 
 
-def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR,
+def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path | str | None = None,
               cache: dict | None = None) -> tuple:
     """The committed `<gpu>x2` inputs a setting prices with (P: the host dict carrying the probe's rate)."""
+    root = rec.records_root() if root is None else root
     cache = {} if cache is None else cache
     if gpu not in cache:
         cache[gpu] = prereg.two_gpu_inputs(gpu, root, NUM_GPUS)
@@ -114,9 +115,10 @@ def inputs_of(name: str, rate_s: float | None = None, gpu: str = GPU, root: Path
     return profile, accumulate, host, hold
 
 
-def folder_rate_s(gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR, inputs: tuple | None = None) -> float | None:
+def folder_rate_s(gpu: str = GPU, root: Path | str | None = None, inputs: tuple | None = None) -> float | None:
     """The probe's statistic of the committed `<gpu>x2` folder's own fitting EP forwards (its pipeline_ops at the
     folder's root: the probe's configuration on the folder's lease; Q's reference), or None."""
+    root = rec.records_root() if root is None else root
     folder = Path(root) / f"{gpu}x{NUM_GPUS}"
     if not csv_exists(folder / "pipeline_ops.csv"):
         return None
@@ -125,8 +127,9 @@ def folder_rate_s(gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR, input
     return float(np.median(rates)) if len(rates) >= MIN_PROBE_OPS else None
 
 
-def probed_inputs(rate_s: float | None, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
+def probed_inputs(rate_s: float | None, gpu: str = GPU, root: Path | str | None = None) -> tuple:
     """A probed two-GPU run's pricing inputs: P's where pipeline.ADOPT_EP_FORWARD_LEASE_X2 (and a rate), else base's."""
+    root = rec.records_root() if root is None else root
     use = pipe.ADOPT_EP_FORWARD_LEASE_X2 and rate_s is not None
     return inputs_of("P" if use else "base", rate_s if use else None, gpu, root)
 
@@ -172,10 +175,11 @@ def registered_q() -> pd.DataFrame:
 
 # --- the probe ------------------------------------------------------------------------------------------------------
 
-def probe_rate(folder: Path, gpu: str = GPU, root: Path | str = rec.MEASUREMENTS_DIR,
+def probe_rate(folder: Path, gpu: str = GPU, root: Path | str | None = None,
                cache: dict | None = None) -> dict:
     """{rate_s (None under MIN_PROBE_OPS solved forwards), ops, by_rank_s, by_count_s} of a probe folder (the run's
     `probe` part): each fitting EP forward's solved seconds a launch with base's inputs."""
+    root = rec.records_root() if root is None else root
     folder = Path(folder)
     if not csv_exists(folder / "pipeline_ops.csv"):
         return {"rate_s": None, "ops": 0, "by_rank_s": {}, "by_count_s": {}}
@@ -321,9 +325,10 @@ def format_judgement(out: dict) -> str:
 DELIVERY_GLOB = "s28pp42_*"    # calibration/measurements/h200x2/s28pp42_<stamp>/<part>/
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def section(root: Path | str | None = None) -> dict:
     """The registration's base predictions (balanced routing, before the run) against the delivery's measured steps,
     and the judgement file's figures (the run's routing; each setting's verdict) where they exist."""
+    root = rec.records_root() if root is None else root
     found = sorted(p for p in (Path(root) / f"{GPU}x{NUM_GPUS}").glob(DELIVERY_GLOB) if p.is_dir())
     out: dict = {"run": found[0].name if found else None, "rows": [], "judgement": None}
     if not found or not csv_exists(PREDICTIONS_FILE):

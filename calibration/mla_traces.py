@@ -158,7 +158,8 @@ def parse_call(events: list[dict], name: str = "") -> CallTrace:
                      launches_us=[host(e["ts"] + e["dur"]) for e in launches], kernels=kernels)
 
 
-def load_calls(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[CallTrace]:
+def load_calls(gpu: str, root: Path | str | None = None) -> list[CallTrace]:
+    root = rec.records_root() if root is None else root
     folder = Path(root) / gpu / TRACE_DIR
     out = []
     for path in sorted(folder.glob("trace_*.json*")):
@@ -194,8 +195,9 @@ def as_traced(call: CallTrace) -> dict:
     return replay(call, 1.0)
 
 
-def unprofiled_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict[tuple[str, str], float]:
+def unprofiled_host_s(gpu: str, root: Path | str | None = None) -> dict[tuple[str, str], float]:
     """{(model, phase): host_s}: the median over shapes of host_dispatch.csv's BF16 MLA rows."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "host_dispatch.csv"
     if not csv_exists(path):
         return {}
@@ -215,11 +217,12 @@ def held_out(call: CallTrace) -> bool:
                              "bench": f"mla_layer_{call.phase}"}))
 
 
-def call_edges(gpu: str, host_rates: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def call_edges(gpu: str, host_rates: dict, root: Path | str | None = None) -> dict:
     """{"fwd": {"start": n, "end": n}, "bwd": {...}}: a call's host time before its first launch and
     after its last launch, in kernels' worth of the direction's host time per kernel (`host_rates`,
     Profile.eager host_s), at the unprofiled host speed (scale_of); the median over the FITTING
     split's traces. {} without traces or host rows."""
+    root = rec.records_root() if root is None else root
     host = unprofiled_host_s(gpu, root)
     acc: dict[str, dict[str, list[float]]] = {}
     for call in load_calls(gpu, root):
@@ -233,10 +236,11 @@ def call_edges(gpu: str, host_rates: dict, root: Path | str = rec.MEASUREMENTS_D
     return {ph: {k: float(statistics.median(v)) for k, v in d.items()} for ph, d in sorted(acc.items())}
 
 
-def first_node_s(gpu: str, phase: str = "bwd", root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+def first_node_s(gpu: str, phase: str = "bwd", root: Path | str | None = None) -> float | None:
     """Seconds from a call's first CPU op (a backward: the engine's first node) to the end of its
     first launch, at the unprofiled host speed (scale_of): the median over the FITTING split's
     traces of `phase`. None without traces."""
+    root = rec.records_root() if root is None else root
     host = unprofiled_host_s(gpu, root)
     got = [(c.launches_us[0] - c.first_op_us) * scale * 1e-6 for c in load_calls(gpu, root)
            if c.phase == phase and not held_out(c) and (scale := scale_of(c, host))]
@@ -257,10 +261,11 @@ def measured_time_s(call: CallTrace, df: pd.DataFrame, hd: pd.DataFrame) -> tupl
     return None, ""
 
 
-def decomposition(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def decomposition(gpu: str, profile, root: Path | str | None = None) -> list[dict]:
     """Per traced call: the per-component residual (traced kernels by class against the twin's
     kernel prediction of the same layer), the idle at the profiled and at the unprofiled host speed
     (replay), the measured unprofiled time, the host edges, the biggest gaps."""
+    root = rec.records_root() if root is None else root
     df = rec.load_records(gpu, root)
     hd_path = Path(root) / gpu / "host_dispatch.csv"
     hd = read_csv(hd_path) if csv_exists(hd_path) else pd.DataFrame()

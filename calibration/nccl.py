@@ -114,11 +114,12 @@ def fit_collectives(df: pd.DataFrame, source: str = "nccl.csv") -> dict:
 COLLECTIVES_FOLDER = "{gpu}x2"
 
 
-def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, dict]:
+def collectives_terms(gpu: str, root: Path | str | None = None) -> tuple[dict, dict]:
     """Profile.collectives from <gpu>x2/nccl.csv (fit_collectives: an alpha-beta fit per op on the
     sweep's fitting sizes, measured, each entry naming its source and held-out error) ->
     (collectives, {"file", "sha256", "holdout": {op: errors}}); ({}, {}) without the file (the twin
     then costs collectives from the catalog's links)."""
+    root = rec.records_root() if root is None else root
     folder = COLLECTIVES_FOLDER.format(gpu=gpu)
     path = Path(root) / folder / "nccl.csv"
     if not csv_exists(path):
@@ -130,12 +131,13 @@ def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tupl
     return fits, info
 
 
-def update_profile_collectives(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR,
+def update_profile_collectives(gpu: str, root: Path | str | None = None,
                                profiles_dir: Path | str = PROFILES_DIR) -> Path | None:
     """Write `collectives_terms(gpu)` into the committed profile <profiles_dir>/<gpu>.json and its
     provenance, nothing else (the rest of the profile is left as its last `twin fit` wrote it; a
     whole refit also moves every term whose records changed since). None without the sweep or
     the profile."""
+    root = rec.records_root() if root is None else root
     path = Path(profiles_dir) / f"{gpu}.json"
     fits, info = collectives_terms(gpu, root)
     if not fits or not path.is_file():

@@ -70,9 +70,19 @@ def fit_call_term(reps: pd.DataFrame) -> tuple[float, float]:
     return float(rate), float(call)
 
 
+def call_term(root: Path | str | None = None, runs: tuple = FIT_RUNS) -> tuple[float, float]:
+    """fit_call_term over the fitting repetitions of `runs` (those committed) under `root` (default the records
+    root in use, calibration.records.records_root)."""
+    return _call_term(_resolved(root), runs)
+
+
+def _resolved(root: Path | str | None) -> str:
+    """The cached readers' key: the records root named, else the one in use, resolved."""
+    return str(Path(rec.records_root() if root is None else root).resolve())
+
+
 @functools.lru_cache(maxsize=None)
-def call_term(root: str = str(rec.MEASUREMENTS_DIR), runs: tuple = FIT_RUNS) -> tuple[float, float]:
-    """fit_call_term over the fitting repetitions of `runs` (those committed)."""
+def _call_term(root: str, runs: tuple) -> tuple[float, float]:
     frames = []
     for gpu, sub in runs:
         folder = Path(root) / gpu / sub
@@ -112,9 +122,14 @@ def record_factor(row, gpu: str, profile, term: tuple[float, float] | None = Non
 ADOPT_POOLED_RATIO = False
 
 
+def pooled_ratio(gpu: str, root: Path | str | None = None, runs: tuple = FIT_RUNS) -> float:
+    """The median over every fitting repetition of `gpu`'s runs among `runs` of host_s / net kernels / probe (under
+    `root`, default the records root in use)."""
+    return _pooled_ratio(gpu, _resolved(root), runs)
+
+
 @functools.lru_cache(maxsize=None)
-def pooled_ratio(gpu: str, root: str = str(rec.MEASUREMENTS_DIR), runs: tuple = FIT_RUNS) -> float:
-    """The median over every fitting repetition of `gpu`'s runs among `runs` of host_s / net kernels / probe."""
+def _pooled_ratio(gpu: str, root: str, runs: tuple) -> float:
     frames = []
     for g, sub in runs:
         folder = Path(root) / g / sub
@@ -129,12 +144,13 @@ def run_ratio(gpu: str, run_ratio_s: float) -> float:
     return pooled_ratio(gpu) if ADOPT_POOLED_RATIO else run_ratio_s
 
 
-def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path | None = None) -> pd.DataFrame:
     """Diagnostic (docs/notes/s23hrate_rule.md, reported, not judged): per decode record of the host_steps runs, the
     probed steps' median host seconds over (twin ops x the run's ratio x the steps' median probe) (`per_twin_op`: what
     the step-input twin's host sum misses, 1 = exact) beside the same per profiled kernel (`per_kernel`, step_protocol.
     host_rate_over_probe's quantity). Columns: run, model, batch, prompt_len, kernels, twin_ops, per_kernel,
     per_twin_op."""
+    root = rec.records_root() if root is None else root
     out, profiles = [], {}
     for gpu, sub, r, kernels, s, ratio in step_protocol.decode_records(runs, root):
         if gpu not in profiles:

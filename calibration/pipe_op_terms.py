@@ -94,11 +94,12 @@ def _later_same(schedule, rank: int) -> list[int]:
     return [k for k in range(1, len(schedule.programs[rank])) if it.category(schedule, rank, k)[:2] == first[:2]]
 
 
-def lead_in_pairs(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = LEAD_IN_GPU,
+def lead_in_pairs(root: Path | str | None = None, gpu: str = LEAD_IN_GPU,
                   subdirs: tuple = LEAD_IN_SUBDIRS, inputs: dict | None = None) -> list[dict]:
     """Per configuration and level-start rank of the records: the first op's measured excess over the
     median of the rank's later ops of its category (median device spans over timed steps and replicas)
     and the twin's same excess (prereg_pp4's path), seconds."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     out = []
     for sub in subdirs:
@@ -119,9 +120,10 @@ def lead_in_pairs(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = LEAD_IN_GP
     return out
 
 
-def lead_in_s(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> float:
+def lead_in_s(root: Path | str | None = None, inputs: dict | None = None) -> float:
     """L: the median over lead_in_pairs of (measured - twin excess), floored at 0. Priced on the h200x4
     fitting records and used for every GPU (an H100 row takes it as a carry)."""
+    root = rec.records_root() if root is None else root
     pairs = lead_in_pairs(root, inputs=inputs)
     return max(0.0, float(np.median([p["gap_s"] for p in pairs]))) if pairs else 0.0
 
@@ -326,9 +328,10 @@ def paces_of(root: Path | str, subdir: str) -> dict:
     return out
 
 
-def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+def fresh(root: Path | str | None = None, inputs: dict | None = None) -> dict:
     """The fresh rows judged by the rule: B, L, G, T on the fresh set and the reversed set, the replay
     of the fresh op durations, the mirrored pairs, the verdict. {"records": False} without records."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     delta = lead_in_s(root, inputs)
     paces = {sub: paces_of(root, sub) for sub in (FRESH_SUBDIR, REVERSED_SUBDIR)}
@@ -347,9 +350,10 @@ def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -
             "replay": replay, "verdict": verdict(sections, reverse)}
 
 
-def guards(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None, subdirs: tuple = GUARD_SUBDIRS) -> dict:
+def guards(root: Path | str | None = None, inputs: dict | None = None, subdirs: tuple = GUARD_SUBDIRS) -> dict:
     """B and L (G is 1 without a probe: T = L) on the committed four-GPU sets GUARD_SUBDIRS: per set and
     GPU the rank-rows within and the step summary."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     delta = lead_in_s(root, inputs)
     out = {}
@@ -477,8 +481,9 @@ def verdict2(sections: dict, reversed_sections: dict) -> dict:
     return out
 
 
-def fresh2(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+def fresh2(root: Path | str | None = None, inputs: dict | None = None) -> dict:
     """Round 2's fresh rows judged by its rule (as `fresh`, terms B, L, H, U)."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     delta = lead_in_s(root, inputs)
     paces = {sub: host_paces_of(root, sub) for sub in (FRESH2_SUBDIR, REVERSED2_SUBDIR)}

@@ -185,12 +185,13 @@ def adoption_criteria(df: pd.DataFrame, power_limit_w: float) -> dict:
                                           "max_abs_error": max(errs) if errs else math.nan, "windows": len(errs)})}
 
 
-def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt: bool | None = None,
+def power_law(gpu: str = "h100", root: Path | str | None = None, adopt: bool | None = None,
               copy_load: bool | None = None, activity: bool | None = None) -> PowerLaw:
     """The law the derivations use: the duty sweep's (gpu/duty_sweep.csv) where adopted; else the idle
     power as the static part with the exponent measured beside copy traffic (gpu/copy_load.csv) where
     that is adopted, or from the activity sweep (gpu/power_activity.csv) where that is, else
     DYNAMIC_POWER_EXPONENT (assumed)."""
+    root = rec.records_root() if root is None else root
     if ADOPT_MEASURED_POWER_LAW if adopt is None else adopt:
         return fit_power_law(read_csv(Path(root) / gpu / DUTY_RECORDS))
     if ADOPT_COPY_LOAD_LAW if copy_load is None else copy_load:
@@ -203,16 +204,18 @@ def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt:
     return PowerLaw(idle_power_w(gpu, root), DYNAMIC_POWER_EXPONENT)
 
 
-def idle_power_w(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float:
+def idle_power_w(gpu: str, root: Path | str | None = None) -> float:
     """The measured idle power (power.csv, config `idle`)."""
+    root = rec.records_root() if root is None else root
     p = read_csv(Path(root) / gpu / "power.csv")
     return float(p.loc[p["config"] == "idle", "power_w"].median())
 
 
 def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf16",
-                    root: Path | str = rec.MEASUREMENTS_DIR, file: str = "sustained.csv") -> tuple[float, float]:
+                    root: Path | str | None = None, file: str = "sustained.csv") -> tuple[float, float]:
     """(power W, SM clock MHz) of a kernel under sustained load: medians over the second half of
     the 30 s windows of sustained.csv (or `file`), as calibration.fit.sustained_ratios reads them."""
+    root = rec.records_root() if root is None else root
     s = read_csv(Path(root) / gpu / file)
     rows = s[(s["phase"] == "sustained") & s["config"].str.startswith(kernel) & (s["precision"] == precision)]
     if rows.empty:
@@ -222,10 +225,11 @@ def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf1
 
 
 def clock_frac_at(power_limit_w: float, gpu: str = "h100", kernel: str = "gemm m=8192", precision: str = "bf16",
-                  root: Path | str = rec.MEASUREMENTS_DIR, law: PowerLaw | None = None,
+                  root: Path | str | None = None, law: PowerLaw | None = None,
                   file: str = "sustained.csv") -> float:
     """Sustained SM clock under `power_limit_w` over the clock measured at our limit, for one kernel,
     by `law` (default: power_law(gpu, root), the measured law where adopted, else the assumed one)."""
+    root = rec.records_root() if root is None else root
     law = law or power_law(gpu, root)
     power_w, clock_mhz = sustained_point(gpu, kernel, precision, root, file)
     if power_limit_w >= power_w:
@@ -241,11 +245,12 @@ ATTENTION_RECORDS = "sustained_cp_attention.csv"
 ATTENTION_KERNEL = "attention flash"
 
 
-def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path | str | None = None,
                             law: PowerLaw | None = None, file: str = ATTENTION_RECORDS) -> float:
     """clock_frac_at for the attention kernel torchtitan's rows run (flash SDPA): the mean over
     the measured call shapes (a CP rank's causal 32K, 16K x 32K and 32K x 16K calls) of each one's
     sustained clock under `power_limit_w` over its sustained clock at our limit."""
+    root = rec.records_root() if root is None else root
     s = read_csv(Path(root) / gpu / file)
     configs = sorted({c for c in s["config"] if str(c).startswith(ATTENTION_KERNEL)})
     if not configs:
@@ -280,9 +285,10 @@ def _fa2_pass_length(config: str) -> tuple[str, int] | None:
     return words[-1], int(q[2:])
 
 
-def fa2_factors(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+def fa2_factors(power_limit_w: float, gpu: str = "h100", root: Path | str | None = None,
                 law: PowerLaw | None = None, file: str = FA2_RECORDS) -> dict[tuple[str, int], float]:
     """(pass, call length) -> F, FA2's speed under `power_limit_w` over its burst speed (the rule above)."""
+    root = rec.records_root() if root is None else root
     law = law or power_law(gpu, root)
     out = fa2_factors_of(kernel_power_table(Path(root) / gpu / file, power_limit_w, law.static_w, law.exponent))
     if not out:
@@ -309,11 +315,12 @@ def profile_attention_ratio(profile: str = "h100") -> float:
         return min(1.0, float(json.load(fh).get("sustained", {}).get("attention", 1.0)))
 
 
-def fa2_catalog_entry(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+def fa2_catalog_entry(power_limit_w: float, gpu: str = "h100", root: Path | str | None = None,
                       profile: str = "h100", file: str = FA2_RECORDS, law: PowerLaw | None = None) -> dict:
     """The hardware.toml fields the rule gives a card at `power_limit_w` calibrated as `profile`:
     {"attention_clock_frac": a} where FA2's factor does not depend on pass or length, else
     {"attention_clock_fracs": [[pass, length, a], ...]} (a = F / the profile's attention ratio)."""
+    root = rec.records_root() if root is None else root
     return catalog_entry_of(fa2_factors(power_limit_w, gpu, root, law=law, file=file), profile_attention_ratio(profile))
 
 

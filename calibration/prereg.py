@@ -136,8 +136,9 @@ def case_rows(reg: Registration = S20NEW) -> list[dict]:
             for gpu in GPUS for model, S, batches in reg.cases for B in batches for p in PRECISIONS]
 
 
-def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def predict(rows: list[dict], root: Path | str | None = None) -> pd.DataFrame:
     """The twin's seconds for each row under its GPU's committed profile (as `twin validate`)."""
+    root = rec.records_root() if root is None else root
     profiles = {}
     out = []
     for r in rows:
@@ -166,13 +167,14 @@ def ep_case_rows() -> list[dict]:
             for gpu in GPUS for model, layers in EP_CASES for n in EP_MICROBATCHES]
 
 
-def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2) -> tuple:
+def two_gpu_inputs(gpu: str, root: Path | str | None = None, num_gpus: int = 2) -> tuple:
     """(profile, accumulate, host, hold_s) that calibration.pipeline.predict_folder gives the rows of the
     committed two-GPU folder `<gpu>x2` (the GPU's fitted profile with the folder's collectives, its
     AccumulateGrad rates, its fitting split's host rates and EP host terms, its send hold); with
     `num_gpus` 4, of the four-GPU folder `<gpu>x4` (s21pp4). Under pipeline.ADOPT_EP_FORWARD_HOST (s27epfwd) the
     host dict also carries the EP forward's rate pooled over the committed leases of `<gpu>x<num_gpus>`
     (pipeline.EP_FWD_POOLED_KEY), which simulate_row gives every EP forward."""
+    root = rec.records_root() if root is None else root
     folder = Path(root) / f"{gpu}x{num_gpus}"
     base = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
     profile, accumulate, gap_s = pipe.host_inputs(folder, gpu, base)
@@ -186,7 +188,7 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: 
     return profile, accumulate, host, hold_s
 
 
-def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2,
+def predict_ep(rows: list[dict], root: Path | str | None = None, num_gpus: int = 2,
                routing: pd.DataFrame | None = None, inputs: dict | None = None) -> pd.DataFrame:
     """The twin's seconds for each two-GPU step row (ep_step, or a pipeline_step row whose pp and
     schedule simulate_row reads: s20ppnew), as predict_folder prices a row of `<gpu>x2` (no routing
@@ -196,6 +198,7 @@ def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gp
     runs' pipeline_routing rows, each MoE layer then at its most loaded EP rank's rows (ep_layer_rows: the
     lockstep limit of the EP peers' rendezvous, s22pp4j); None: balanced, as the pre-registrations.
     `inputs`: {gpu: two_gpu_inputs(gpu, root, num_gpus)} already computed (filled in where missing)."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     out = []
     for r in rows:
@@ -256,8 +259,9 @@ def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration
     return write_registered(path, lambda: predict_ep(ep_case_rows()) if ep else predict(case_rows(reg)), allow_dirty)
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW) -> pd.DataFrame:
+def measured(root: Path | str | None = None, reg: Registration = S20NEW) -> pd.DataFrame:
     """The campaign's rows of its benches (train_step, or prefill and decode) of every GPU folder that has them."""
+    root = rec.records_root() if root is None else root
     cols = reg.key + ["time_s", "gpu_name"]
     frames = []
     for gpu in GPUS:
@@ -269,9 +273,10 @@ def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def measured_ep(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = EP_RECORDS_SUBDIR) -> pd.DataFrame:
+def measured_ep(root: Path | str | None = None, subdir: str = EP_RECORDS_SUBDIR) -> pd.DataFrame:
     """The EP campaign's ep_step rows of every two-GPU folder that has them (<gpu>x2/<subdir>/<model>/;
     `subdir` s20epnew's unless given: s28blind's are under s28blind/ep)."""
+    root = rec.records_root() if root is None else root
     cols = EP_KEY + ["time_s", "gpu_name"]
     frames = []
     for gpu in GPUS:
@@ -324,10 +329,11 @@ def load_predictions(path: Path | None = None, reg: Registration = S20NEW) -> pd
     return read_csv(reg.predictions_file if path is None else path)
 
 
-def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None = None,
+def validate_section(root: Path | str | None = None, path: Path | None = None,
                      reg: Registration = S20NEW) -> dict:
     """`twin validate`'s part: the committed predictions beside the records under `root` (per row
     and per GPU); empty where no records (or no predictions file) exist."""
+    root = rec.records_root() if root is None else root
     path = reg.predictions_file if path is None else path
     if not csv_exists(path):
         return {"registration": reg.name, "predictions_commit": None, "by_gpu": {}, "rows": []}
@@ -338,8 +344,9 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
             "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
 
 
-def ep_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = EP_PREDICTIONS_FILE) -> dict:
+def ep_section(root: Path | str | None = None, path: Path = EP_PREDICTIONS_FILE) -> dict:
     """validate_section for the EP2 steps (s20epnew)."""
+    root = rec.records_root() if root is None else root
     if not csv_exists(path):
         return {"predictions_commit": None, "by_gpu": {}, "rows": []}
     preds = load_predictions(path)
@@ -432,11 +439,12 @@ REGISTRATIONS[S21HOST_REPEAT.name] = S21HOST_REPEAT
 S21HOST_GRID_FILE = PREREG_DIR / "s21host_host_grid.csv.gz"
 
 
-def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR,
+def predict_host_grid(rows: list[dict], root: Path | str | None = None,
                       hosts_s=host_input.HOST_GRID_S, synced: bool = False) -> pd.DataFrame:
     """Each serve row's prediction at every host time per kernel of `hosts_s`, under its GPU's committed
     profile (the op lists of predict(); only the host time per kernel differs); `synced`: each step from an
     idle device (whole_step.serve_window_s, s22host)."""
+    root = rec.records_root() if root is None else root
     profiles = {}
     out = []
     for r in rows:
@@ -454,12 +462,13 @@ def write_host_grid(path: Path | None = None, allow_dirty: bool = False, reg: Re
     return write_registered(path, lambda: predict_host_grid(case_rows(reg), hosts_s=hosts_s), allow_dirty)
 
 
-def host_input_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,
+def host_input_rows(root: Path | str | None = None, reg: Registration = S21HOST,
                     grid_path: Path = S21HOST_GRID_FILE) -> tuple[pd.DataFrame, dict]:
     """The run's rows (`reg`'s records) with the host-input twin's prediction: per GPU the probe ratio fitted on
     the run's own fitting host_dispatch rows (host_input.fit_probe_ratio), each row's host time per kernel
     (ratio x its probe) and the grid read there (`host_predicted_s`, `host_rel_error`); and per GPU the
     ratio and the fitting rows' host time per kernel. Empty without the grid or the records."""
+    root = rec.records_root() if root is None else root
     if not csv_exists(grid_path):
         return pd.DataFrame(), {}
     grid = read_csv(grid_path)
@@ -499,11 +508,12 @@ def host_input_summary(rows: pd.DataFrame) -> dict:
     return out
 
 
-def host_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,
+def host_section(root: Path | str | None = None, reg: Registration = S21HOST,
                  grid_path: Path = S21HOST_GRID_FILE) -> dict:
     """`twin validate`'s part prereg_s21host: the plain twin's comparison (validate_section) and the host-input
     twin's (host_input_rows: per GPU and bench the verdict, per GPU the fitted probe ratio, per row both
     predictions); `adopted`: calibration.whole_step.ADOPT_HOST_INPUT."""
+    root = rec.records_root() if root is None else root
     plain = validate_section(root, reg=reg)
     rows, ratios = host_input_rows(root, reg, grid_path)
     cols = reg.key + ["time_s", "infer_host_s_per_kernel", "host_predicted_s", "host_rel_error"]
@@ -626,7 +636,7 @@ def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Re
                                                             synced=True), allow_dirty)
 
 
-def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
+def step_rows(root: Path | str | None = None, reg: Registration = S21HOST2,
               grid_path: Path = S21HOST2_GRID_FILE, extra_grids: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The run's rows (`reg`'s records) with the step-input twin's prediction (`step_predicted_s`: the median
     over the record's probed steps of the grid read at each step's host time, step_host.record_prediction;
@@ -634,6 +644,7 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
     - 1) and the probe-step rank correlation; per GPU the fitted ratio. `extra_grids` {name: grid path} (s22host):
     other twins' figures read the same way from their grids (`<name>_predicted_s`, `<name>_rel_error`), where the
     grid exists. Empty without grid or records."""
+    root = rec.records_root() if root is None else root
     if not csv_exists(grid_path):
         return pd.DataFrame(), {}
     grid = read_csv(grid_path)
@@ -702,7 +713,7 @@ def step_summary(rows: pd.DataFrame) -> dict:
     return out
 
 
-def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
+def step_section(root: Path | str | None = None, reg: Registration = S21HOST2,
                  grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = SYNC_GRID_FILES[S21HOST2.name],
                  occupancy_grid_path: Path | None = OCC_GRID_FILES[S21HOST2.name]) -> dict:
     """`twin validate`'s part prereg_s21host2: the plain twin's comparison (validate_section), the step-input
@@ -710,6 +721,7 @@ def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S2
     grids exist, session s22host's candidates on the same rows: `synced` (docs/notes/s22host_rule.md, the synchronised
     step-input twin; `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS) and `occupancy` (docs/notes/s22hostocc_rule.md,
     synchronised with the decode occupancy term; `occupancy_adopted`: whole_step.ADOPT_DECODE_OCCUPANCY)."""
+    root = rec.records_root() if root is None else root
     plain = validate_section(root, reg=reg)
     rows, ratios = step_rows(root, reg, grid_path, {"synced": sync_grid_path, "occupancy": occupancy_grid_path})
     cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
@@ -728,9 +740,10 @@ def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S2
     return out
 
 
-def s22host_section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def s22host_section(root: Path | str | None = None) -> dict:
     """`twin validate`'s part prereg_s22host: step_section on registration s22host's records and its own grids (the
     back-to-back step-input twin's, the synchronised one's, s22hostocc's candidate's)."""
+    root = rec.records_root() if root is None else root
     return step_section(root, S22HOST, GRID_FILES[S22HOST.name][0], SYNC_GRID_FILES[S22HOST.name],
                         OCC_GRID_FILES[S22HOST.name])
 
@@ -797,8 +810,9 @@ for _sub in ("s21host2b_2119", "s21host2b_2120", "s21host2b_2121"):
 OP_RATE_SEEN_REGS = ("s21host2b_2119", "s21host2b_2120", "s21host2b_2121", "s22host", "s22host2")
 
 
-def op_factor_rows(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def op_factor_rows(rows: list[dict], root: Path | str | None = None) -> pd.DataFrame:
     """Each case's twin op count and per-call factor (op_host_rate.call_term over FIT_RUNS' fitting repetitions)."""
+    root = rec.records_root() if root is None else root
     rate, call = op_host_rate.call_term(str(root))
     profiles, out = {}, []
     for r in rows:
@@ -820,10 +834,11 @@ def write_op_factors(path: Path | None = None, allow_dirty: bool = False, reg: R
 OP_RATE_CANDIDATES = {"op_rate": "ADOPT_OP_HOST_RATE", "pooled": "ADOPT_POOLED_RATIO"}
 
 
-def op_rate_sections(reg: Registration, root: Path | str = rec.MEASUREMENTS_DIR, candidate: str = "op_rate") -> dict:
+def op_rate_sections(reg: Registration, root: Path | str | None = None, candidate: str = "op_rate") -> dict:
     """`reg`'s step-input twin read on its back-to-back grid with the candidate's switch of op_host_rate
     (OP_RATE_CANDIDATES) off (`step_input`) and on (`op_rate`), each {by_gpu, rows} as step_section's; the other
     candidate's switch off in both."""
+    root = rec.records_root() if root is None else root
     out = {}
     saved = {sw: getattr(op_host_rate, sw) for sw in OP_RATE_CANDIDATES.values()}
     try:
@@ -880,8 +895,9 @@ def format_op_rate(fresh: dict, seen: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def registered_step_section(reg: Registration, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def registered_step_section(reg: Registration, root: Path | str | None = None) -> dict:
     """step_section on `reg`'s records and its own grids (back-to-back step-input, synchronised, occupancy)."""
+    root = rec.records_root() if root is None else root
     return step_section(root, reg, GRID_FILES[reg.name][0], SYNC_GRID_FILES[reg.name], OCC_GRID_FILES[reg.name])
 
 

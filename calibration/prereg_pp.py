@@ -63,10 +63,11 @@ def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFr
     return prereg.write_registered(path, lambda: prereg.predict_ep(case_rows()), allow_dirty)
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
+def measured(root: Path | str | None = None, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
     """The campaign's pipeline_step rows with each rank's measured idle (median over its timed steps)
     and the timed steps' times, from every two-GPU folder that has them (one subfolder a model, under
     <gpu>x2/<subdir>: s20ppnew's unless given; s28blind's are under s28blind/pp)."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in prereg.GPUS:
         for path in glob_csv(Path(root) / f"{gpu}x2" / subdir, "*/pipeline_step.csv"):
@@ -116,10 +117,11 @@ def ranking(rows: pd.DataFrame) -> list[dict]:
     return out
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE,
+def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE,
             subdir: str = RECORDS_SUBDIR) -> dict:
     """The committed predictions beside the records under `root` (<gpu>x2/<subdir>/<model>/): per-row step
     error, per GPU the median / P90 against issue 13's target, each rank's idle, and the schedules' ranking."""
+    root = rec.records_root() if root is None else root
     if not csv_exists(path):
         return {"predictions_commit": None, "by_gpu": {}, "rows": [], "idle": [], "ranking": []}
     preds = read_csv(path)

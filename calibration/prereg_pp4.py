@@ -81,8 +81,9 @@ def case_rows() -> list[dict]:
             for sched in SCHEDULES]
 
 
-def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def predict(rows: list[dict], root: Path | str | None = None) -> pd.DataFrame:
     """The twin's step seconds and each pipeline rank's idle of `rows`, priced as rows of `<gpu>x4`."""
+    root = rec.records_root() if root is None else root
     return prereg.predict_ep(rows, root, num_gpus=NUM_GPUS)
 
 
@@ -91,9 +92,10 @@ def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFr
     return prereg.write_registered(path, lambda: predict(case_rows()), allow_dirty)
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
+def measured(root: Path | str | None = None, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
     """The campaign's pipeline_step rows with each global rank's measured idle (median over its timed
     steps) and the timed steps' times, from every four-GPU folder that has them (one subfolder a model)."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in prereg.GPUS:
         for path in glob_csv(Path(root) / f"{gpu}x{NUM_GPUS}" / subdir, "*/pipeline_step.csv"):
@@ -150,11 +152,12 @@ def _summary(rel_errors: np.ndarray) -> dict:
             "meets_target": bool(median <= prereg.MEDIAN_TARGET and p90 <= prereg.P90_TARGET)}
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE,
+def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE,
             subdir: str = RECORDS_SUBDIR) -> dict:
     """The committed predictions beside the records under `root` (the delivery in `subdir`): per-row
     step error; per GPU (and per GPU and layout) the median / P90 against issue 13's target; each
     rank's idle; the schedules' ranking."""
+    root = rec.records_root() if root is None else root
     if not csv_exists(path):
         return compared(pd.DataFrame(), pd.DataFrame(), subdir)
     return compared(read_csv(path), measured(root, subdir), subdir)
@@ -185,20 +188,22 @@ def compared(preds: pd.DataFrame, meas: pd.DataFrame, subdir: str) -> dict:
             "idle": idle_rows(full), "ranking": ranking(full)}
 
 
-def routing_of(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
+def routing_of(root: Path | str | None = None, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
     """Every model's pipeline_routing rows of a delivery (h200x4 and h100x4 folders), concatenated."""
+    root = rec.records_root() if root is None else root
     parts = [read_csv(p) for gpu in prereg.GPUS
              for p in glob_csv(Path(root) / f"{gpu}x{NUM_GPUS}" / subdir, "*/pipeline_routing.csv")]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def live_section(subdir: str, routed: bool, root: Path | str = rec.MEASUREMENTS_DIR,
+def live_section(subdir: str, routed: bool, root: Path | str | None = None,
                  inputs: dict | None = None) -> dict:
     """s22pp4j: a delivery's pp2ep2 rows (ep > 1) predicted by today's code on prereg_pp4's path (predict),
     with `routed` each MoE layer at the delivery's own routing (the most loaded EP rank's rows per local
     expert: prereg.predict_ep's `routing`, the lockstep limit of the EP peers' rendezvous) or balanced,
     beside the records, judged as section judges the committed predictions (code_commit "live"); `inputs`:
     prereg.predict_ep's, shared between calls."""
+    root = rec.records_root() if root is None else root
     meas = measured(root, subdir)
     if meas.empty:
         return compared(pd.DataFrame(), meas, subdir)

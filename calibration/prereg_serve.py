@@ -316,8 +316,9 @@ def records_dir(root: Path | str, gpu: str, model: str, reg: Registration = S21)
     return Path(root) / gpu / reg.name / short(model)
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21) -> pd.DataFrame:
+def measured(root: Path | str | None = None, reg: Registration = S21) -> pd.DataFrame:
     """The campaign's serve_load rows of every GPU folder that has them, with the run's host probe."""
+    root = rec.records_root() if root is None else root
     frames = []
     for gpu in GPUS:
         for model in MODELS:
@@ -407,10 +408,11 @@ def rule_verdict(rows: list[dict], base: str, candidate: str) -> dict:
     return out
 
 
-def replay_recorded(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21) -> list[dict]:
+def replay_recorded(root: Path | str | None = None, reg: Registration = S21) -> list[dict]:
     """Diagnostic, not the registration: each recorded run replayed as the s13srv host-probe records are
     (calibration.serve_host_speed.replay with the host input: the recorded requests, the sizes its process's
     earlier runs recorded, the committed one-GPU table), by the code checked out now."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in GPUS:
         for model in MODELS:
@@ -420,9 +422,10 @@ def replay_recorded(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration =
     return out
 
 
-def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None = None, reg: Registration = S21) -> dict:
+def validate_section(root: Path | str | None = None, path: Path | None = None, reg: Registration = S21) -> dict:
     """`twin validate`'s prereg_<name> part: the registered predictions beside the records (empty where
     either is missing)."""
+    root = rec.records_root() if root is None else root
     path = reg.predictions_file if path is None else path
     if not csv_exists(path):
         return {"registration": reg.name, "predictions_commit": None, "summary": {}, "rows": []}

@@ -16,8 +16,9 @@ def expert_load_copy(gpu: str) -> Path:
     return Path(str(EXPERT_LOADS)) / f"{gpu}.csv"
 
 
-def publish_expert_loads(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> Path | None:
+def publish_expert_loads(gpu: str, root: Path | str | None = None) -> Path | None:
     """Copy <root>/<gpu>/expert_load.csv into the package data; None if the GPU has none."""
+    root = rec.records_root() if root is None else root
     src = Path(root) / gpu / "expert_load.csv"
     if not csv_exists(src):
         return None

@@ -100,10 +100,11 @@ def _group(errs) -> dict:
             "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET)}
 
 
-def ep_routed(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def ep_routed(root: Path | str | None = None) -> list[dict]:
     """Reported beside the verdict, never judged (the rule): each measured EP2 row priced again by the same committed
     code with the run's own routing records (prereg.predict_ep's `routing`: each MoE layer at its most loaded EP
     rank's rows, as `twin validate` prices committed rows under ADOPT_EP_ROUTED_ROWS)."""
+    root = rec.records_root() if root is None else root
     meas = prereg.measured_ep(root, EP_SUBDIR)
     out = []
     for gpu in GPUS:
@@ -121,11 +122,12 @@ def ep_routed(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
     return out
 
 
-def op_residuals(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def op_residuals(root: Path | str | None = None) -> list[dict]:
     """Where each two-GPU row's time goes, measured beside the twin (the rule's residual, reported): per row and rank,
     the summed device spans of each compute-op kind (F, B, W, BW, FB: idle_terms.measured_op_s, the median over the
     timed steps of each op) against the twin's simulated spans of the same ops (idle_terms.twin_op_s of the
     prediction's simulation: balanced routing, the committed `<gpu>x2` inputs), and the step beside the last op's end."""
+    root = rec.records_root() if root is None else root
     out = []
     inputs: dict = {}
     for gpu in GPUS:
@@ -157,10 +159,11 @@ def op_residuals(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
     return out
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def judge(root: Path | str | None = None) -> dict:
     """The rule's verdicts on the records under `root`: per kind and GPU count (`<gpu> <kind>`, `<gpu>x2 <kind>`) the
     count, median, P90 and max |error| against issue 13's targets; each PP2 rank's idle; the schedules' ranking;
     the rows. Empty groups where no record exists."""
+    root = rec.records_root() if root is None else root
     one = []
     for reg in (TRAIN, SERVE):
         sec = prereg.validate_section(root, reg=reg)
@@ -194,9 +197,10 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
             "rows": rows}
 
 
-def judge_with_reported(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def judge_with_reported(root: Path | str | None = None) -> dict:
     """judge() and the rule's reported-only figures: the EP2 rows at the run's own routing (ep_routed), each two-GPU
     row's op spans beside the twin's (op_residuals), the one-GPU repeat's groups (repeat_groups, amendment A1)."""
+    root = rec.records_root() if root is None else root
     return {**judge(root), "reported_ep_routed": ep_routed(root), "reported_op_residuals": op_residuals(root),
             "reported_repeat": repeat_groups(root)}
 
@@ -204,9 +208,10 @@ def judge_with_reported(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
 REPEAT_SUBDIR = "s28blind_repeat"   # the rule's amendment A1: the one-GPU parts again, reported, never judged
 
 
-def repeat_groups(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = REPEAT_SUBDIR) -> dict:
+def repeat_groups(root: Path | str | None = None, subdir: str = REPEAT_SUBDIR) -> dict:
     """Per `<gpu> <kind>` the repeat's count, median, P90 and max |error| against the same committed predictions
     (amendment A1: reported beside the judged run, never judged); empty where no repeat was filed."""
+    root = rec.records_root() if root is None else root
     groups: dict = {}
     for reg in (TRAIN, SERVE):
         sec = prereg.validate_section(root, reg=dataclasses.replace(reg, records_subdir=subdir))
@@ -215,8 +220,9 @@ def repeat_groups(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = REPEAT_
     return {k: _group(v) for k, v in sorted(groups.items())}
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def section(root: Path | str | None = None) -> dict:
     """`twin validate`'s part prereg_s28blind: the judgement live on the records under `root`."""
+    root = rec.records_root() if root is None else root
     return judge(root)
 
 

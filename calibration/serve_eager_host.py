@@ -63,8 +63,9 @@ GUARD_SETS = {"A": ssh.REGISTRATIONS, "B": ssh.EXTRA, "C": (ssh.FRESH.name,)}
 
 # ---- the fitting records ------------------------------------------------------------------------------
 
-def read_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def read_fit(root: Path | str | None = None) -> list[dict]:
     """Every eager_host row of the fitting records, on whichever GPU folder holds them."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in GPUS:
         path = Path(root) / gpu / NAME / "fit" / "eager_host.csv"
@@ -121,8 +122,9 @@ def predicted_host_s(fit: dict, x: list[float]) -> float:
     return float(np.dot(x, [fit[k] for k in COEFS]))
 
 
-def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def floor_terms(root: Path | str | None = None) -> dict[str, dict]:
     """Per one-GPU table, the launch floor fitted at its own reference host (timing.LAUNCH_FLOOR_TERMS)."""
+    root = rec.records_root() if root is None else root
     rows = read_fit(root)
     out = {}
     for name in ONE_GPU_TABLES:
@@ -205,9 +207,10 @@ def setting(on: bool, terms: dict[str, dict] | None = None):
     return stack
 
 
-def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
+def set_rows(name: str, models, root: Path | str | None = None, run_ids=None) -> list[dict]:
     """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS; `run_ids`: only those) replayed with
     the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in GPUS:
         for model in models:
@@ -218,8 +221,9 @@ def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR, run_ids
     return out
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
+def fresh_rows(root: Path | str | None = None, run_ids=None) -> list[dict]:
     """Set D's runs (set_rows)."""
+    root = rec.records_root() if root is None else root
     return set_rows(NAME, FRESH_MODELS, root, run_ids)
 
 
@@ -257,8 +261,9 @@ def guard_criteria(off: list[dict], on: list[dict], sets: dict[str, tuple] | Non
     return {"sets": per, "pooled": pooled, "criteria": crit, "met": all(crit.values())}
 
 
-def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True) -> dict:
+def candidate(root: Path | str | None = None, committed_sets: bool = True) -> dict:
     """Both settings on set D, on sets A, B, C and (committed_sets) the committed serve_load sets; the verdict."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     terms = floor_terms(root)
     names = ssh.REGISTRATIONS + ssh.EXTRA + (ssh.FRESH.name,)

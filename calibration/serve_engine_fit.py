@@ -1100,8 +1100,9 @@ def base_table(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(float(run.get('ep_size') or 1)))}"
 
 
-def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
+def probe_folders(root: str | Path | None = None) -> dict[str, Path]:
     """folder name -> its s13srv records folder, where one exists."""
+    root = rec.records_root() if root is None else root
     out = {}
     for name in FOLDERS:
         d = Path(root) / name / SUBDIR
@@ -1208,19 +1209,21 @@ def fit_exponent(scales: pd.DataFrame) -> dict:
 # levels of the committed records; inside a calibration.memo.sharing() block they are computed once
 # (outside one every call computes, as before)
 @memoised
-def all_scales(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None,
+def all_scales(root: str | Path | None = None, spread_at_fit_host: bool | None = None,
                tables: dict | None = None) -> pd.DataFrame:
+    root = rec.records_root() if root is None else root
     frames = [run_scales(d, tables, spread_at_fit_host) for d in probe_folders(root).values()]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "table", "p", "s"])
 
 
-def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None,
+def candidate_references(root: str | Path | None = None, spread_at_fit_host: bool | None = None,
                          tables: dict | None = None) -> dict[str, dict]:
     """Per pooled table with s13srv fit runs: host_probe_launch_s and host_probe_exponent as the
     rule fits them (whether or not adopted); the run scales spread-aware where spread_at_fit_host
     (default: twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST, s14srv3); `tables`: the engine tables whose
     host terms they scale (default the committed ones)."""
+    root = rec.records_root() if root is None else root
     fit = fit_exponent(all_scales(root, spread_at_fit_host, tables))
     return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
 
@@ -1287,8 +1290,9 @@ def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
     return {table: out}
 
 
-def ep_level_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def ep_level_references(root: str | Path | None = None) -> dict[str, dict]:
     """candidate_references with every EP table's references from ep_levels (the s14srv2 change)."""
+    root = rec.records_root() if root is None else root
     fit = fit_exponent(all_scales(root))
     refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"], "host_probe_prompt_launch_s": 0.0}
             for t, p in fit.get("p_ref", {}).items()}
@@ -1326,9 +1330,10 @@ def as_came_references(scales: pd.DataFrame) -> dict[str, dict]:
 ADOPT_EP_DECODE_LEVEL = False
 
 
-def decode_level_references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict]:
+def decode_level_references(root: str | Path | None = None, tables: dict | None = None) -> dict[str, dict]:
     """candidate_references with every EP table's host_probe_launch_s from ep_levels' decode path and
     its host_probe_prompt_launch_s = the candidate reference (the prompt path's scaling as now)."""
+    root = rec.records_root() if root is None else root
     fit = fit_exponent(all_scales(root, tables=tables))
     beta = fit.get("beta", math.nan)
     refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": beta, "host_probe_prompt_launch_s": 0.0}
@@ -1341,11 +1346,12 @@ def decode_level_references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dic
     return refs
 
 
-def references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict]:
+def references(root: str | Path | None = None, tables: dict | None = None) -> dict[str, dict]:
     """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
     references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS, as
     as_came_references where ADOPT_EP_AS_CAME_LEVEL, the decode path's from ep_levels where
     ADOPT_EP_DECODE_LEVEL), else none."""
+    root = rec.records_root() if root is None else root
     if not HOST_SPEED:
         return {}
     if ADOPT_EP_LEVELS:

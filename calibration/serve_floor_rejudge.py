@@ -57,10 +57,11 @@ POOL_LEFT_OUT = ("I", "J", "K", "L")   # K1 pools sets A-H, as rounds 2-3 (I-L s
 SEED_BASES = (8, 16)   # seed_noise: two other draws of the replays' spread seeds
 
 
-def gap_rows(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = "h200") -> list[dict]:
+def gap_rows(root: Path | str | None = None, gpu: str = "h200") -> list[dict]:
     """Per fitting run (<gpu>/s26start2/fit, recorded with --timing): the median gap between a non-idle iteration's end
     and the next iteration's start, the host factor of the run's probe on the card's one-GPU table, and the gap at the
     table's reference host less its loop_s (the instrument's time there)."""
+    root = rec.records_root() if root is None else root
     table = serve_engines()[f"real-serve-{gpu}-ep1"]
     out = []
     for d in slh.fit_folders(root, gpu):
@@ -78,9 +79,10 @@ def gap_rows(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = "h200") -> list
     return out
 
 
-def instrument_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def instrument_fit(root: Path | str | None = None) -> dict:
     """{TERM: the median over the fitting runs of their instrument_s, the runs' rows} (gap_rows on the H200 fitting
     runs: the only card with fitting records recorded with --timing)."""
+    root = rec.records_root() if root is None else root
     cards = slh.fit_cards(root)
     if cards != ["h200"]:
         raise ValueError(f"fitting records: expected the h200 card under <gpu>/{slh.NAME}/fit, found {cards}")
@@ -88,10 +90,11 @@ def instrument_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return {TERM: float(np.median([r["instrument_s"] for r in rows])), "card": "h200", "runs": rows}
 
 
-def tables(root: Path | str = rec.MEASUREMENTS_DIR, parts=("floor",)) -> dict[str, dict]:
+def tables(root: Path | str | None = None, parts=("floor",)) -> dict[str, dict]:
     """The terms per one-GPU table: round 2's floor in the H200 table alone (V-H200, the candidate: `parts` "floor")
     and/or the instrument's in both ("instrument", evidence: a host term, the same seconds at each table's reference
     host)."""
+    root = rec.records_root() if root is None else root
     out = {t: {} for t in spl.ONE_GPU_TABLES}
     if "instrument" in parts:
         c = instrument_fit(root)[TERM]
@@ -119,8 +122,9 @@ def setting(terms: dict | None):
     return stack
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-L replayed under the setting in force (A-K as round 3's guards; L, round 3's set)."""
+    root = rec.records_root() if root is None else root
     return sgfh.seen_rows(root) + seh.set_rows(SEEN_L[0], SEEN_L[1], root)
 
 
@@ -146,8 +150,9 @@ def guard_criteria(off: list[dict], on: list[dict], margin: float | None = None)
 EVIDENCE = {"in force": (), JUDGED: ("floor",), "instrument": ("instrument",), f"{JUDGED}+instrument": ("floor", "instrument")}
 
 
-def timed_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, list[dict]]:
+def timed_rows(root: Path | str | None = None) -> dict[str, list[dict]]:
     """Set M's --timing repeat (evidence, no criterion) under the twin in force, V-H200, the instrument alone and both."""
+    root = rec.records_root() if root is None else root
     out = {}
     for name, parts in EVIDENCE.items():
         with as_judged(), setting(tables(root, parts) if parts else None):
@@ -155,10 +160,11 @@ def timed_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, list[dict]]
     return out
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True, terms: dict | None = None, margin: float | None = None) -> dict:
     """serve_graph_ops.judge with V-H200: set M (`fresh`), sets A-L, the committed sets (criteria J1, J2, K1-K3, K1's
     median within `margin`); set M's --timing repeat beside it (evidence)."""
+    root = rec.records_root() if root is None else root
     terms = terms or tables(root)
     with as_judged():
         out = sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(terms), seen=seen_rows,
@@ -167,9 +173,10 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
     return out
 
 
-def guard_parts(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def guard_parts(root: Path | str | None = None) -> dict[str, dict]:
     """Sets A-L under V-H200, the instrument alone and both (evidence beside the guards): set -> setting -> (checks met,
     median |error|)."""
+    root = rec.records_root() if root is None else root
     settings = {name: tables(root, parts) if parts else None for name, parts in EVIDENCE.items()}
     rows = {}
     for name, terms in settings.items():
@@ -184,10 +191,11 @@ def guard_parts(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     return out
 
 
-def seed_noise(root: Path | str = rec.MEASUREMENTS_DIR, bases=SEED_BASES) -> dict:
+def seed_noise(root: Path | str | None = None, bases=SEED_BASES) -> dict:
     """The twin in force's own draw noise on sets A-H pooled (K1's pool): the replays' spread seeds moved from 0..7 to
     base..base+7 for each of `bases`; per base (checks met, median |error|) and the largest move of the median from
     seeds 0..7 (K1's margin, fixed by this procedure before set M)."""
+    root = rec.records_root() if root is None else root
     left = {n for label in POOL_LEFT_OUT for n in GUARD_LABELS[label]}
     out = {}
     for base in (0, *bases):

@@ -95,9 +95,10 @@ def fit_term(x: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, float]
             "fit_median_abs_rel_error": float(np.median(np.abs((pred[keep] + c * xk) / y[keep] - 1)))}
 
 
-def floor_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def floor_fit(root: Path | str | None = None) -> dict[str, dict]:
     """{one-GPU table: V's term}: fit_term on the fitting runs' graph iterations (the H200 table's prediction, the
     records' card), the same term in both tables."""
+    root = rec.records_root() if root is None else root
     cards = slh.fit_cards(root)
     if cards != ["h200"]:
         raise ValueError(f"fitting records: expected the h200 card under <gpu>/{slh.NAME}/fit, found {cards}")
@@ -128,8 +129,9 @@ def setting(tables: dict | None):
     return stack
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-J replayed under the setting in force (A-I as round 1's guards; J, round 1's set)."""
+    root = rec.records_root() if root is None else root
     return sgo.seen_rows(root) + seh.set_rows(SEEN_J[0], SEEN_J[1], root)
 
 
@@ -147,9 +149,10 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     return out
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True, tables: dict | None = None) -> dict:
     """serve_graph_ops.judge with V: set K (`fresh`), sets A-J, the committed sets; criteria K-named as J1/J2 there."""
+    root = rec.records_root() if root is None else root
     tables = tables or floor_fit(root)
     with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
         return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: setting(tables), seen=seen_rows,

@@ -35,13 +35,15 @@ GUARD_LABELS = {**sgf.GUARD_LABELS, "K": (sgf.NAME,)}
 POOL_LEFT_OUT = ("I", "J", "K")   # K1 pools sets A-H, as round 2 (I, J shaped V; K seen after V was fixed)
 
 
-def tables(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def tables(root: Path | str | None = None) -> dict[str, dict]:
     """V-H200's term: round 2's fit (floor_fit on the fitting runs) in the H200 one-GPU table alone."""
+    root = rec.records_root() if root is None else root
     return {sgf.FIT_TABLE: sgf.floor_fit(root)[sgf.FIT_TABLE]}
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-K replayed under the setting in force (A-J as round 2's guards; K, round 2's set)."""
+    root = rec.records_root() if root is None else root
     return sgf.seen_rows(root) + seh.set_rows(SEEN_K[0], SEEN_K[1], root)
 
 
@@ -52,9 +54,10 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
         return sgf.guard_criteria(off, on)
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True, terms: dict | None = None) -> dict:
     """serve_graph_ops.judge with V-H200: set L (`fresh`), sets A-K, the committed sets (criteria named J1/J2, K1-K3)."""
+    root = rec.records_root() if root is None else root
     terms = terms or tables(root)
     with mock.patch.object(timing, "ADOPT_GRAPH_OP_FLOOR", False):   # in force as judged (adopted since s28serve)
         return sgo.judge(root, committed_sets, fresh, guards, candidate=lambda: sgf.setting(terms), seen=seen_rows,

@@ -96,9 +96,10 @@ def fit_terms(scale: np.ndarray, ops: np.ndarray, rows: np.ndarray, y: np.ndarra
             "rows": int(len(y)), "rows_left_out": int((~keep).sum())}
 
 
-def graph_fit(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str | None = None) -> dict[str, dict]:
+def graph_fit(root: Path | str | None = None, gpu: str | None = None) -> dict[str, dict]:
     """{one-GPU table: U's three terms}: fit_terms on the card's fitting graph iterations, y = duration_s less the
     twin's kernels, each table's host term at its own reference host."""
+    root = rec.records_root() if root is None else root
     cards = slh.fit_cards(root)
     if gpu is None:
         if len(cards) != 1:
@@ -116,9 +117,10 @@ def graph_fit(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str | None = None) -
     return out
 
 
-def by_model(root: Path | str = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict[str, float]]:
+def by_model(root: Path | str | None = None, tables: dict | None = None) -> dict[str, dict[str, float]]:
     """Per fitting model: the median measured duration and U's (at the H200 table's terms, the run's probe) and the
     committed pricing's (iteration_s + kernels), both as ratios (in-sample: a check of the form, no criterion)."""
+    root = rec.records_root() if root is None else root
     gpu = slh.fit_cards(root)[0]
     tables = tables or graph_fit(root, gpu)
     out = {}
@@ -143,8 +145,9 @@ def setting(tables: dict | None):
     return stack
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-I replayed under the setting in force (A-H as s26start round 2's guards; I, its held-out set)."""
+    root = rec.records_root() if root is None else root
     return slh.seen_rows(root) + seh.set_rows(SEEN_I[0], SEEN_I[1], root)
 
 
@@ -161,13 +164,14 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     return out
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True, tables: dict | None = None, candidate=None, seen=None, guard=None,
           fresh_runs: int = FRESH_RUNS, judged: str = JUDGED) -> dict:
     """The twin in force and the candidate on the fresh set (`fresh`: (records name, models); set J by default), the
     seen sets (`guards`) and the committed sets (`committed_sets`); the criteria (J1, J2, K1-K3) and the verdict. The
     candidate: U with `tables`' terms (default: graph_fit on the fitting runs); a later round passes its own
     `candidate` (a context of the candidate on), `seen` (the seen sets' rows) and `guard` (K1, K2 on them)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     if candidate is None:
         tables = tables or graph_fit(root)

@@ -132,15 +132,17 @@ def checks(rows: list[dict]) -> tuple[int, int, list[float]]:
     return met, len(rows) * len(FIGURES), errs
 
 
-def committed_held_out(root: str | Path = rec.MEASUREMENTS_DIR) -> list[dict]:
+def committed_held_out(root: str | Path | None = None) -> list[dict]:
     """The committed held-out runs' rows as `twin validate` gives them (no probe: no host input)."""
+    root = rec.records_root() if root is None else root
     return [r for name in FOLDERS if csv_exists(Path(root) / name / "serve_load.csv")
             for r in replay(Path(root) / name, True, ("holdout",), committed=True)]
 
 
-def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | None = None) -> dict:
+def compare(root: str | Path | None = None, committed: list[dict] | None = None) -> dict:
     """The rule's comparison: the s13srv held-out (and fit) runs replayed without (A) and with (B)
     the host input under the candidate references, the committed held-out rows beside both."""
+    root = rec.records_root() if root is None else root
     refs = candidate_references(root)
     folders = probe_folders(root)
     committed = committed_held_out(root) if committed is None else committed

@@ -147,9 +147,10 @@ def written_predictions() -> pd.DataFrame:
     return pd.concat([read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame(columns=["gpu"])
 
 
-def judged(root=rec.MEASUREMENTS_DIR) -> tuple[list[dict], dict]:
+def judged(root=None) -> tuple[list[dict], dict]:
     """compare() rows of the s23srvh records against the written predictions (computed afresh for a GPU no file
     holds) and the verdicts."""
+    root = rec.records_root() if root is None else root
     recs = ps.measured(root, REG)
     if recs.empty:
         return [], {}

@@ -22,8 +22,9 @@ NAME = "s27serve3"
 MODELS = ("bench-small", "v3-slice-1l")
 
 
-def load(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = "h200", name: str = NAME) -> pd.DataFrame:
+def load(root: Path | str | None = None, gpu: str = "h200", name: str = NAME) -> pd.DataFrame:
     """Every probe row of the models found (an empty frame where none is)."""
+    root = rec.records_root() if root is None else root
     frames = [read_csv(p) for m in MODELS if csv_exists(p := Path(root) / gpu / name / "idle" / m / "idle_probe.csv")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

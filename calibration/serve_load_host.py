@@ -57,7 +57,8 @@ def fit_folders(root: Path | str, gpu: str) -> list[Path]:
             if csv_exists(Path(root) / gpu / NAME / "fit" / m / "serve_load.csv")]
 
 
-def fit_cards(root: Path | str = rec.MEASUREMENTS_DIR) -> list[str]:
+def fit_cards(root: Path | str | None = None) -> list[str]:
+    root = rec.records_root() if root is None else root
     return [g for g in seh.GPUS if fit_folders(root, g)]
 
 
@@ -100,9 +101,10 @@ def fit_terms(X: np.ndarray, y: np.ndarray, outside: np.ndarray) -> dict[str, fl
             "rows": int(len(y)), "rows_left_out": int((~keep).sum())}
 
 
-def load_host_fit(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str | None = None) -> dict[str, dict[str, float]]:
+def load_host_fit(root: Path | str | None = None, gpu: str | None = None) -> dict[str, dict[str, float]]:
     """{one-GPU table: T's host terms and sync_s}: fit_terms on the card's fitting iterations, each table at its own
     reference host. `gpu`: the card whose fitting runs are read (default: the one card that holds them)."""
+    root = rec.records_root() if root is None else root
     cards = fit_cards(root)
     if gpu is None:
         if len(cards) != 1:
@@ -121,7 +123,8 @@ def load_host_fit(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str | None = Non
     return out
 
 
-def fit_record(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def fit_record(root: Path | str | None = None) -> dict:
+    root = rec.records_root() if root is None else root
     cards = fit_cards(root)
     runs = {g: sorted({r["run_id"] for r in iterations(root, g)}) for g in cards}
     return {"source": "calibration.serve_load_host fit: the fitting load runs <gpu>/s26start2/fit/<model> "
@@ -176,7 +179,8 @@ def incomplete_runs(root: Path | str, name: str, models, sub: str = "", split: s
     return out
 
 
-def fit_run_count(root: Path | str = rec.MEASUREMENTS_DIR) -> int:
+def fit_run_count(root: Path | str | None = None) -> int:
+    root = rec.records_root() if root is None else root
     n = 0
     for gpu in seh.GPUS:
         for d in fit_folders(root, gpu):
@@ -188,8 +192,9 @@ def fit_run_count(root: Path | str = rec.MEASUREMENTS_DIR) -> int:
 GUARD_LABELS = {**ssy.GUARD_LABELS, "H": (ssy.NAME,)}   # sets A-G as round 1, and round 1's set H
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-H replayed under the setting in force (A-G as round 1's guards; H, round 1's set, on its card)."""
+    root = rec.records_root() if root is None else root
     return ssy.seen_rows(root) + seh.set_rows(ssy.NAME, ssy.FRESH_MODELS, root)
 
 
@@ -222,11 +227,12 @@ def fresh_criteria(off: list[dict], on: list[dict], runs: int = FRESH_RUNS, inco
     return {"all": (a, b), "models": per, "criteria": crit, "met": all(crit.values())}
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True, tables: dict | None = None) -> dict:
     """The committed twin, S (beside, set I only) and T on set I; the committed twin and T on sets A-H (`guards`) and
     the committed sets (`committed_sets`); T's criteria (I1, I2, K1-K3 as docs/notes/s26start_rule.md) and the verdict.
     T's terms: `tables` (default: load_host_fit on this delivery's fitting runs)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     refit, op_costs = spk.read_refit(), spl.op_cost(root)
     t_sync, t_host = split_terms(tables or load_host_fit(root))

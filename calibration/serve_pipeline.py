@@ -43,8 +43,9 @@ ONE_GPU_TABLES = seh.ONE_GPU_TABLES
 BASE_RUN = Path("h100") / "s21srvnew" / "mixtral" / "serve_load.csv"
 
 
-def op_cost(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
+def op_cost(root: Path | str | None = None) -> dict[str, float]:
     """{one-GPU table: seconds an aten operator at its reference host}: the median over s24eager's fitting rows."""
+    root = rec.records_root() if root is None else root
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
     if not rows:
         raise ValueError("no s24eager fitting rows with operator counts")
@@ -91,9 +92,10 @@ def step_prediction(costs: IterationCosts, row: dict) -> dict:
     return {"duration_s": end, "host_s": last, "tail_s": end - last, "kernels_s": sum(g for _, g in stages)}
 
 
-def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-h100-ep1") -> list[dict]:
+def fit_check(root: Path | str | None = None, table: str = "real-serve-h100-ep1") -> list[dict]:
     """Per fit model and composition (rounds 1-3, medians): measured duration_s, host_s and tail (duration - host)
     against the pipeline's at the model's probe, with the candidate's settings."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
     costs = op_cost(root)
@@ -137,8 +139,9 @@ def _print_fit(root: Path) -> None:
 FRESH_MODELS = ("bench-small", "mixtral-mla-slice")   # set E (real/serve/plans.py S24P_PLANS)
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def fresh_rows(root: Path | str | None = None) -> list[dict]:
     """Set E's runs (serve_eager_host.set_rows)."""
+    root = rec.records_root() if root is None else root
     return seh.set_rows(NAME, FRESH_MODELS, root)
 
 
@@ -166,9 +169,10 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     return seh.guard_criteria(off, on, {**seh.GUARD_SETS, "D": (seh.NAME,)})
 
 
-def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True) -> dict:
+def candidate(root: Path | str | None = None, committed_sets: bool = True) -> dict:
     """Both settings on set E, on sets A-D and (committed_sets) the committed serve_load sets; the verdict (G3's
     benchmark is timed apart: benchmarks/serve_requests.py)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     costs = op_cost(root)
     names = ssh.REGISTRATIONS + ssh.EXTRA + (ssh.FRESH.name,)

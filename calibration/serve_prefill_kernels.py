@@ -59,9 +59,10 @@ KEPT_MOE_OPS = ("router", "router_topk", "shared_swiglu")
 KEPT_ROPE_OPS = ("q_down", "q_norm", "q_up", "q_proj", "kv_down", "kv_norm")
 
 
-def fitting_steps(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def fitting_steps(root: Path | str | None = None) -> list[dict]:
     """Per profiled step of h100/s24v3pre: the model's shape, the step's features and the three measured targets
     (seconds a step, all layers), each less the twin's ops that the engine terms do not replace."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     steps, kernels = v3.measured_steps(root), v3.measured_kernels(root)
     out = []
@@ -103,8 +104,9 @@ def design_rows(s: dict) -> dict[str, list[float]]:
             "rope": [s["prompt_tokens"] * hl]}
 
 
-def fit_constants(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
+def fit_constants(root: Path | str | None = None) -> dict[str, float]:
     """The engine terms' constants from the fitting record (h100/s24v3pre), every profiled step of both models."""
+    root = rec.records_root() if root is None else root
     steps = fitting_steps(root)
     if not steps:
         raise ValueError(f"no kernel records under {Path(root) / v3.KERNELS}(.gz)")
@@ -125,9 +127,10 @@ TABLE_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
 REFIT_TERMS = sef.TERMS + ("spread",)
 
 
-def refit_tables(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def refit_tables(root: Path | str | None = None) -> dict[str, dict]:
     """{one-GPU table: the refitted terms (REFIT_TERMS)}: calibration.serve_engine_fit.fit_folder on the table's own
     folder (its fit runs) with the engine's prompt terms in the kernel physics and the score term held at 0."""
+    root = rec.records_root() if root is None else root
     out = {}
     with mock.patch.object(sef, "ENGINE_PREFILL_REFIT", True):
         for table, folder in TABLE_FOLDERS.items():
@@ -138,8 +141,9 @@ def refit_tables(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     return out
 
 
-def write_refit(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = REFIT_FILE) -> dict[str, dict]:
+def write_refit(root: Path | str | None = None, path: Path = REFIT_FILE) -> dict[str, dict]:
     """Refit the tables and write them (with the engine terms' constants they were fitted under) to `path`."""
+    root = rec.records_root() if root is None else root
     tables = refit_tables(root)
     doc = {"source": "calibration.serve_prefill_kernels.refit_tables: serve_engine_fit.fit_folder on each table's "
                      "folder (fit runs), ENGINE_PREFILL_REFIT on (docs/notes/s25v3pre_rule.md)",
@@ -166,11 +170,12 @@ def read_refit(path: Path = REFIT_FILE) -> dict[str, dict]:
     return doc["tables"]
 
 
-def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-h100-ep1") -> list[dict]:
+def fit_check(root: Path | str | None = None, table: str = "real-serve-h100-ep1") -> list[dict]:
     """Per fit model and composition of h100/s24eager/fit (rounds 1-3, medians): the measured step (duration_s) against
     the committed twin's and each candidate's iteration (less the loop gap; a fresh engine's shapes as
     serve_pipeline.step_prediction: decode rows at context 33, each prompt one chunk from its start). Reported
     beside, never a criterion."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
     refit, op_costs = read_refit(), spl.op_cost(root)
@@ -191,9 +196,10 @@ def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-
 FRESH_KERNELS = Path("h100") / NAME / "prefill" / "prefill_kernels.csv"   # part 1: reported beside, never a criterion
 
 
-def fresh_kernel_check(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = FRESH_KERNELS) -> list[dict]:
+def fresh_kernel_check(root: Path | str | None = None, path: Path = FRESH_KERNELS) -> list[dict]:
     """Part 1's fresh compositions (v3-slice-2l, prompt-only): the profiled kernel sum a step (mean over the profiled
     reps) against the twin's prompt kernels, committed (+ its score term) and under the switch."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     acc, reps, gpu = defaultdict(float), defaultdict(set), {}
     full = root / path
@@ -272,14 +278,16 @@ def setting(candidate: str | None, refit: dict[str, dict] | None = None, op_cost
     return stack
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR, name: str = NAME, models=FRESH_MODELS) -> list[dict]:
+def fresh_rows(root: Path | str | None = None, name: str = NAME, models=FRESH_MODELS) -> list[dict]:
     """Set F's held-out runs replayed (serve_eager_host.set_rows); `name`, `models`: a stand-in set (tests)."""
+    root = rec.records_root() if root is None else root
     return seh.set_rows(name, models, root)
 
 
-def incomplete_runs(root: Path | str = rec.MEASUREMENTS_DIR, name: str = NAME, models=FRESH_MODELS) -> list[str]:
+def incomplete_runs(root: Path | str | None = None, name: str = NAME, models=FRESH_MODELS) -> list[str]:
     """Set F's held-out runs whose record has fewer completed requests than issued (serve_load.csv num_completed <
     num_requests): the rule judges nothing then."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu in seh.GPUS:
         for model in models:
@@ -310,8 +318,9 @@ def fresh_criteria(off: list[dict], on: list[dict], mispriced: str = MISPRICED, 
 GUARD_LABELS = {**seh.GUARD_SETS, "D": (seh.NAME,), "E": (spl.NAME,)}
 
 
-def guard_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def guard_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-E replayed under the setting in force (A-C: s23closed's diagnostic replays, head scaling off)."""
+    root = rec.records_root() if root is None else root
     names = ssh.REGISTRATIONS + ssh.EXTRA + (ssh.FRESH.name,)
     return (ssh.replays(False, root, names) + [{**r, "registration": seh.NAME} for r in seh.fresh_rows(root)]
             + [{**r, "registration": spl.NAME} for r in spl.fresh_rows(root)])
@@ -322,11 +331,12 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     return seh.guard_criteria(off, on, GUARD_LABELS)
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           mispriced: str = MISPRICED, other: str = "qwen3moe-mla-slice", guards: bool = True) -> dict:
     """Every setting (committed, P, Q) on set F (`fresh`: (records name, models); a stand-in in tests), sets A-E
     (`guards`) and the committed serve_load sets (`committed_sets`); each candidate's criteria and the verdict: P if
     P passes, else Q if Q passes, else none. G3 holds by construction (tests/twin/test_engine_prefill_kernels.py)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     refit, op_costs = read_refit(), spl.op_cost(root)
     rows = {}

@@ -93,9 +93,10 @@ def fit_model_head_layers(model: str) -> bool:
     return m.num_heads * m.num_layers == timing.ENGINE_FIT_HEADS * timing.ENGINE_FIT_LAYERS
 
 
-def committed_set_models(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, set[tuple[str, int]]]:
+def committed_set_models(root: Path | str | None = None) -> dict[str, set[tuple[str, int]]]:
     """Folder -> {(model, ep)} of the runs calibration.serve_switch_compare's committed sets replay (K3's
     construction: R moves none whose model has the fit model's head-layers or whose ep is above 1)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     folders = {n: root / n for n in sef.FOLDERS}
     s13 = sef.probe_folders(root)
@@ -111,13 +112,15 @@ def committed_set_models(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, s
     return out
 
 
-def committed_sets_unmoved_by_construction(root: Path | str = rec.MEASUREMENTS_DIR) -> bool:
+def committed_sets_unmoved_by_construction(root: Path | str | None = None) -> bool:
     """K3 by construction: every run of the committed sets is the fit model's head-layers or an EP run."""
+    root = rec.records_root() if root is None else root
     return all(ep > 1 or fit_model_head_layers(model) for pairs in committed_set_models(root).values()
                for model, ep in pairs)
 
 
-def incomplete_runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[str]:
+def incomplete_runs(root: Path | str | None = None) -> list[str]:
+    root = rec.records_root() if root is None else root
     return spk.incomplete_runs(root, NAME, FRESH_MODELS)
 
 
@@ -147,10 +150,11 @@ def set_f_criteria(off: list[dict], on: list[dict]) -> dict:
     return {"all": (a, b), "criteria": {"K1_set_F_no_fewer_no_higher": bool(off) and b[0] >= a[0] and b[1] <= a[1]}}
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True) -> dict:
     """The committed twin and R on set G (`fresh`: a stand-in in tests), set F and sets A-E (`guards`), the committed
     sets (replayed, or by construction); R's criteria and the verdict. K4 holds by construction (tests)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     refit, op_costs = spk.read_refit(), spl.op_cost(root)
     rows = {}

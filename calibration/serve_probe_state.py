@@ -46,9 +46,10 @@ from twin.core.specs import serve_engines
 EDGE_S = 0.5   # the first / last stretch of a run's decode read against the probe before / after it
 
 
-def ep_probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, tuple[Path, bool]]:
+def ep_probe_folders(root: str | Path | None = None) -> dict[str, tuple[Path, bool]]:
     """'<gpu folder>/<sub folder>' -> (records, whether it is the table's fit host) for every EP2 probe
     folder: the s13srv fit folders and the never-fitted hosts beside them."""
+    root = rec.records_root() if root is None else root
     fit = {n: d for n, d in probe_folders(root).items() if n.endswith("x2")}
     out = {f"{n}/{d.name}": (d, True) for n, d in fit.items()}
     out.update({n: (d, False) for n, d in new_host_folders(fit).items()})
@@ -136,7 +137,8 @@ def probe_tracking(levels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def all_levels(root: str | Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def all_levels(root: str | Path | None = None) -> pd.DataFrame:
+    root = rec.records_root() if root is None else root
     return pd.concat([decode_levels(d, fit_host).assign(folder=name)
                       for name, (d, fit_host) in ep_probe_folders(root).items()], ignore_index=True)
 

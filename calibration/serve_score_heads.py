@@ -81,8 +81,9 @@ def head_scaled(on: bool):
     return stack
 
 
-def replays(on: bool, root: Path | str = rec.MEASUREMENTS_DIR, names=REGISTRATIONS + EXTRA) -> list[dict]:
+def replays(on: bool, root: Path | str | None = None, names=REGISTRATIONS + EXTRA) -> list[dict]:
     """The diagnostic replay rows (prereg_serve.replay_recorded) of the named record sets, switch `on`."""
+    root = rec.records_root() if root is None else root
     with head_scaled(on):
         return [{**r, "registration": name} for name in names
                 for r in prereg_serve.replay_recorded(root, registration(name))]
@@ -169,9 +170,10 @@ def committed_criterion(off: dict, on: dict) -> dict[str, bool]:
     return out
 
 
-def second_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def second_candidate(root: Path | str | None = None) -> dict:
     """Both switches off (the committed twin) against both on (the overlap tables loaded): sets A and B (verdict),
     the committed sets (serve_switch_compare.all_rows), the tables."""
+    root = rec.records_root() if root is None else root
     off_sets, off_ab = ssc.all_rows(Path(root)), replays(False, root)
     tables = overlap_tables()
     with launch_overlap(True), tables_with(tables):
@@ -197,9 +199,10 @@ def launch_floor(on: bool):
     return stack
 
 
-def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def floor_terms(root: Path | str | None = None) -> dict[str, dict]:
     """Per one-GPU table, its launch floor (timing.LAUNCH_FLOOR_TERMS): the launch terms (iteration, eager forward,
     chunk) of its fit runs fitted in the launch-overlap form (serve_engine_fit.fit_folder with LAUNCH_OVERLAP)."""
+    root = rec.records_root() if root is None else root
     out = {}
     with launch_overlap(True):
         for table, folder in ONE_GPU_FOLDERS.items():
@@ -209,10 +212,11 @@ def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     return out
 
 
-def third_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def third_candidate(root: Path | str | None = None) -> dict:
     """Both switches off (the committed twin) against ADOPT_HEAD_SCALED_SCORES and ADOPT_LAUNCH_FLOOR on (the floor
     terms loaded into the one-GPU tables): sets A, B and, where its records exist, C (verdict per set), the committed
     sets (serve_switch_compare.all_rows)."""
+    root = rec.records_root() if root is None else root
     names = REGISTRATIONS + EXTRA + (FRESH.name,)
     off_sets, off_rows = ssc.all_rows(Path(root)), replays(False, root, names)
     terms = floor_terms(root)
@@ -230,9 +234,10 @@ def third_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
             "rows": (off_rows, on_rows)}
 
 
-def fresh_settings(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, list[dict]]:
+def fresh_settings(root: Path | str | None = None) -> dict[str, list[dict]]:
     """Set C's replay rows under the committed twin and each candidate (scores; scores + overlap tables; scores +
     launch floor)."""
+    root = rec.records_root() if root is None else root
     names = (FRESH.name,)
     out = {"committed": replays(False, root, names), "scores": replays(True, root, names)}
     with launch_overlap(True), tables_with(overlap_tables()):

@@ -50,9 +50,10 @@ NAME = "s26start"
 CANDIDATES = ("P", "S")
 
 
-def sync_cost(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
+def sync_cost(root: Path | str | None = None) -> dict[str, float]:
     """{one-GPU table: seconds of host outside the CUDA-event window of an eager step at its reference host}: the median
     over s24eager's fitting rows of (duration_s - gpu_s) / the row's host scale."""
+    root = rec.records_root() if root is None else root
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("gpu_s") not in (None, "", "nan")]
     if not rows:
         raise ValueError("no s24eager fitting rows with gpu_s")
@@ -63,11 +64,12 @@ def sync_cost(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
 HOST_FIT_TERMS = ("eager_op_s", "start_s_per_token", "start_s", "start_prompt_only_s")
 
 
-def host_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict[str, float]]:
+def host_fit(root: Path | str | None = None) -> dict[str, dict[str, float]]:
     """{one-GPU table: {eager_op_s, start_s_per_token, start_s, start_prompt_only_s}}: the eager step's host (host_s,
     its start to its last launch, at the table's reference host) over s24eager's fitting rows as
     ops x eager_op_s + prompt tokens x start_s_per_token + start_s + start_prompt_only_s [no decode row], by
     non-negative least squares on relative residuals (every row alike), with its in-sample median |error|."""
+    root = rec.records_root() if root is None else root
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
     if not rows:
         raise ValueError("no s24eager fitting rows with operator counts")
@@ -139,9 +141,10 @@ def step_s(costs, row: dict) -> tuple[float, float, float]:
     return total - e["loop_s"], last, kern
 
 
-def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-h100-ep1") -> list[dict]:
+def fit_check(root: Path | str | None = None, table: str = "real-serve-h100-ep1") -> list[dict]:
     """Per fit model and composition of h100/s24eager/fit (rounds 1-3, medians): the measured step (duration_s) against
     the committed twin, P and S. Reported beside, never a criterion."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
     refit, op_costs, sync, host = spk.read_refit(), spl.op_cost(root), sync_cost(root), host_fit(root)
@@ -164,10 +167,11 @@ PROFILED_STEPS = (Path("h100") / "s24v3pre" / "prefill_steps.csv", Path("h100") 
 PROFILED_KERNELS = (Path("h100") / "s24v3pre" / "prefill_kernels.csv", Path("h100") / "s25v3pre" / "prefill" / "prefill_kernels.csv")
 
 
-def idle_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-h100-ep1") -> list[dict]:
+def idle_check(root: Path | str | None = None, table: str = "real-serve-h100-ep1") -> list[dict]:
     """The profiled prompt-only steps (h100/s24v3pre, h100/s25v3pre part 1): the GPU idle inside the CUDA-event window
     (unprofiled gpu_s, median, less the profiled kernel sum) against the pipeline's (its step less its kernels and
     sync) under P and S, and the step (duration_s). Reported beside, never a criterion."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     kern, reps, steps = defaultdict(float), defaultdict(set), defaultdict(list)
     for path in PROFILED_KERNELS:
@@ -204,12 +208,13 @@ def idle_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve
 LOAD_HOST_SETS = ("s24eager", "s24pipe", "s25v3pre", "s25v3pre2", NAME)   # load sets whose iterations carry host_s
 
 
-def load_host_check(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def load_host_check(root: Path | str | None = None) -> list[dict]:
     """Diagnosis (after the judgement; never a criterion, never a constant): inside the load runs of sets D-H, each
     eager iteration's measured host (host_s, the record's host probe undone to the table's reference host) over S's
     host model at the same operators, prompt tokens and decode rows (host_fit's terms, fitted on eagerhost's isolated
     steps), medians by folder and model for lone prompts (one chunk, no decode row) and for mixed steps; and the lone
     prompts' host outside the CUDA-event window (duration_s - gpu_s) against sync_s."""
+    root = rec.records_root() if root is None else root
     import pandas as pd   # lazy: only this diagnosis reads the iteration records as frames
     root = Path(root)
     out = []
@@ -295,8 +300,9 @@ SEEN_FRESH = {"F": (spk.NAME, spk.FRESH_MODELS), "G": (spk2.NAME, spk2.FRESH_MOD
 GUARD_LABELS = {**spk.GUARD_LABELS, "F": (spk.NAME,), "G": (spk2.NAME,)}
 
 
-def seen_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-G replayed under the setting in force (A-E as s25v3pre's guards; F, G on every card they ran on)."""
+    root = rec.records_root() if root is None else root
     out = spk.guard_rows(root)
     for name, models in SEEN_FRESH.values():
         out.extend(seh.set_rows(name, models, root))
@@ -342,11 +348,12 @@ def committed_criteria(off: dict, on: dict) -> dict[str, bool]:
     return out
 
 
-def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
           guards: bool = True) -> dict:
     """The committed twin and S on set H (`fresh`: (records name, models); a stand-in in tests), sets A-G (`guards`)
     and the committed sets (`committed_sets`); S's criteria and the verdict. K4 holds by construction (tests).
     Set H is judged on every card it ran on, each card with its own one-GPU table (the rule: the card it came on)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     refit, op_costs, sync, host = spk.read_refit(), spl.op_cost(root), sync_cost(root), host_fit(root)
     rows = {}

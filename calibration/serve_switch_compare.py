@@ -38,8 +38,9 @@ def new_host_folders(fit_folders: dict[str, Path]) -> dict[str, Path]:
             for d in sorted(fit.parent.glob(pattern)) if csv_exists(d / "serve_load.csv")}
 
 
-def all_rows(root: Path = rec.MEASUREMENTS_DIR) -> dict[str, dict[str, list[dict]]]:
+def all_rows(root: Path | None = None) -> dict[str, dict[str, list[dict]]]:
     """set name -> folder -> replayed rows, under the engine tables loaded now."""
+    root = rec.records_root() if root is None else root
     committed = {name: Path(root) / name for name in sef.FOLDERS if csv_exists(Path(root) / name / "serve_load.csv")}
     s13 = probe_folders(root)
     return {

@@ -34,9 +34,10 @@ MODES = ("carveout", "spin", "copy")
 V3_RESERVED_SMS = 20
 
 
-def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def load(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
     """Usable rows of a GPU's sm_reserve.csv (empty if none): holder rows whose GEMMs ran inside
     and across the holder's whole span, and every carveout row."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "sm_reserve.csv"
     if not csv_exists(path):
         return pd.DataFrame()
@@ -60,9 +61,10 @@ def twin_slowdown(m: int, n: int, k: int, precision: str, reserved_sms: int, gpu
     return compute.gemm_time_s(m, n, k, prec, gpu, prof, sm_frac=frac) / compute.gemm_time_s(m, n, k, prec, gpu, prof)
 
 
-def compare(gpu: str, profile: Profile | None = None, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def compare(gpu: str, profile: Profile | None = None, root: Path | str | None = None) -> list[dict]:
     """Per (mode, precision, reserved SMs): the measured GEMM slowdown (median over shapes and
     trials of time beside / paired solo time), the twin's, and the holder's own slowdown."""
+    root = rec.records_root() if root is None else root
     df = load(gpu, root)
     if df.empty:
         return []

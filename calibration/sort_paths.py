@@ -127,11 +127,12 @@ def _one_gpu_rows(gpu: str, root: Path) -> list[dict]:
     return out
 
 
-def sort_counts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def sort_counts(root: Path | None = None) -> pd.DataFrame:
     """Every committed MoE / EP record with its sort counts: `token_sort_elems` (tokens x top-k of
     one rank: dispatch's and combine's token-side argsorts; a one-GPU layer's two argsorts) and
     the most loaded EP rank's received rows (the local-expert argsort and argsort(perm)), the
     smallest and largest over the step's MoE layers."""
+    root = rec.records_root() if root is None else root
     rows: list[dict] = []
     for gpu_dir in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name != "prereg"):
         if "x" in gpu_dir.name:

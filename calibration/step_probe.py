@@ -39,8 +39,9 @@ J3_SPREAD_BOUND = 0.10
 FOLDER = re.compile(r"s24probe_(\d+)$")
 
 
-def host_folders(root: Path = rec.MEASUREMENTS_DIR) -> list[tuple[int, str, Path]]:
+def host_folders(root: Path | None = None) -> list[tuple[int, str, Path]]:
     """(n, gpu, folder) of every committed s24probe host, by n."""
+    root = rec.records_root() if root is None else root
     found = []
     for gpu_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for sub in gpu_dir.iterdir():
@@ -65,8 +66,9 @@ def case_values(probes: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def all_hosts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def all_hosts(root: Path | None = None) -> pd.DataFrame:
     """case_values of every host with >= MIN_CASES cases, with columns host (n) and gpu."""
+    root = rec.records_root() if root is None else root
     frames = []
     for n, gpu, folder in host_folders(root):
         cases = case_values(read_csv(folder / "host_probes.csv"), read_csv(folder / "serve_steps.csv"))
@@ -169,8 +171,9 @@ EACH_FOLDER = re.compile(r"s24probe2_(\d+)$")
 E1_FACTOR = 0.9
 
 
-def each_hosts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def each_hosts(root: Path | None = None) -> pd.DataFrame:
     """Every committed s24probe2 host's probe_steps rows, with columns host (n) and gpu."""
+    root = rec.records_root() if root is None else root
     frames = []
     for gpu_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for sub in gpu_dir.iterdir():

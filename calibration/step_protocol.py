@@ -100,8 +100,9 @@ def protocol_rows(folder: Path, gpu: str, profile, grid: pd.DataFrame | None = N
     return pd.DataFrame(out)
 
 
-def committed_rows(root: Path = rec.MEASUREMENTS_DIR, runs=S21HOST2B_RUNS) -> pd.DataFrame:
+def committed_rows(root: Path | None = None, runs=S21HOST2B_RUNS) -> pd.DataFrame:
     """protocol_rows of every committed s21host2b run (the GPU's committed profile; s21host2's grid)."""
+    root = rec.records_root() if root is None else root
     grid = read_csv(S21HOST2_GRID) if csv_exists(S21HOST2_GRID) else None
     profiles, frames = {}, []
     for gpu, sub in runs:
@@ -143,9 +144,10 @@ HOST_STEPS_RUNS = (("h100", "s21host2"), ("h100", "s21host2_repeat"), ("h200", "
                    *S21HOST2B_RUNS)
 
 
-def decode_records(runs=HOST_STEPS_RUNS, root: Path = rec.MEASUREMENTS_DIR):
+def decode_records(runs=HOST_STEPS_RUNS, root: Path | None = None):
     """Each decode record of the host_steps runs (gpu, folder) that has its profiled kernel count and probed steps:
     (gpu, run folder name, the model.csv row, its profiled kernels, its probed steps, the run's fitting ratio)."""
+    root = rec.records_root() if root is None else root
     for gpu, sub in runs:
         folder = Path(root) / gpu / sub
         if not csv_exists(folder / "serve_kernels.csv"):
@@ -161,10 +163,11 @@ def decode_records(runs=HOST_STEPS_RUNS, root: Path = rec.MEASUREMENTS_DIR):
                 yield gpu, sub, r, float(k.iloc[0]), s, ratio
 
 
-def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS) -> pd.DataFrame:
+def host_rate_over_probe(root: Path | None = None, runs=HOST_STEPS_RUNS) -> pd.DataFrame:
     """Per run and model, the median over its decode records of (the probed steps' median of host_s / profiled kernels
     / (the run's fitting ratio x the step's probe)): how a model's own host time per kernel sits against the rate the
     probe implies (1 = as the fitting layers). Rows: run; columns: model."""
+    root = rec.records_root() if root is None else root
     out = []
     for gpu, sub, r, kernels, s, ratio in decode_records(runs, root):
         rate = s["host_s"].astype(float) / kernels / (ratio * s["host_probe_launch_s"].astype(float))
@@ -173,10 +176,11 @@ def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS
     return df.groupby(["run", "model"])["ratio"].median().unstack() if len(df) else df
 
 
-def occupancy_validation(gpu: str, root: Path = rec.MEASUREMENTS_DIR) -> dict:
+def occupancy_validation(gpu: str, root: Path | None = None) -> dict:
     """docs/notes/s22hostocc_rule.md's D3: `twin validate`'s prefill / decode rows of a GPU (its committed model.csv rows,
     held out by calibration.split) predicted with ADOPT_DECODE_OCCUPANCY off and on: per bench and setting, rows, median
     and P90 |err|."""
+    root = rec.records_root() if root is None else root
     df = rec.load_records(gpu, root)
     profile = load_fitted_profile(gpu, df)[0]
     rows = df[df["bench"].isin(["prefill", "decode"]) & split(df)]

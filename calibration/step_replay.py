@@ -157,9 +157,10 @@ def config_checks(row: dict, ops: pd.DataFrame, inputs: dict, gpu: str = GPU) ->
             "twin_makespan_s": float(twin_mk), "replay_makespan_s": float(replay_mk), **share}
 
 
-def config_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+def config_rows(root: Path | str | None = None, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
                 gpu: str = GPU) -> list[dict]:
     """config_checks of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     return [{**config_checks(row, ops, inputs, gpu), "subdir": sub} for sub in subdirs
             for row, ops in it.folder_rows(Path(root) / f"{gpu}x{NUM_GPUS}" / sub)]
@@ -201,9 +202,10 @@ def forward_row(row: dict, ops: pd.DataFrame, inputs: dict, routing: pd.DataFram
     return out
 
 
-def forward_rows(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None, gpu: str = GPU) -> list[dict]:
+def forward_rows(root: Path | str | None = None, inputs: dict | None = None, gpu: str = GPU) -> list[dict]:
     """forward_row of the 1F1B pp2ep2 configurations of FORWARD_SETS (with routing) and of every configuration
     of the host rates' own fitting folder (FIT_SUBDIR, its rows' split kept)."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     base, out = Path(root) / f"{gpu}x{NUM_GPUS}", []
     for sub, model in FORWARD_SETS:
@@ -217,9 +219,10 @@ def forward_rows(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = 
     return out
 
 
-def replay_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+def replay_rows(root: Path | str | None = None, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
                 gpu: str = GPU, draws: int = DRAWS) -> list[dict]:
     """replay_config's rank-rows of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     out = []
     for sub in subdirs:
@@ -228,12 +231,13 @@ def replay_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAUL
     return out
 
 
-def op_table(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+def op_table(root: Path | str | None = None, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
              gpu: str = GPU) -> list[dict]:
     """Per (subdir, model, seq_len, layout, op kind), over every rank's timed compute ops, the medians of: the
     device span, the twin's span of the same op (prereg_pp4's path, idle_terms.twin_row), and the host's lead
     over the device (device time less host time) at the op's start and at its end. A lead near zero at the
     op's end: the host finished issuing it only as the GPU finished running it - the op is host-paced."""
+    root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     parts = []
     for sub in subdirs:

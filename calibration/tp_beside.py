@@ -35,8 +35,9 @@ from twin.costs.profile import Profile, load_profile
 from twin.core.specs import get_gpu
 
 
-def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def load(gpu: str, root: Path | str | None = None) -> pd.DataFrame:
     """The ok rows of a GPU directory's tp_beside.csv (empty where there is none)."""
+    root = rec.records_root() if root is None else root
     path = Path(root) / gpu / "tp_beside.csv"
     if not csv_exists(path):
         return pd.DataFrame()

@@ -107,8 +107,9 @@ def predict_cases(df: pd.DataFrame, gpu: str, profile: Profile) -> tuple[list[di
     return cases, skipped
 
 
-def multi_gpu_dirs(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, tuple[str, int]]:
+def multi_gpu_dirs(root: Path | str | None = None) -> dict[str, tuple[str, int]]:
     """{folder: (gpu, num_gpus)} of the records folders of several GPUs of one host (<gpu>x<N>)."""
+    root = rec.records_root() if root is None else root
     root = Path(root)
     out = {}
     if not root.is_dir():
@@ -218,10 +219,11 @@ def by_bench(cases: list[dict]) -> dict:
     return out
 
 
-def validate_parts(root: Path | str = rec.MEASUREMENTS_DIR, gpus: list[str] | None = None) -> list[str]:
+def validate_parts(root: Path | str | None = None, gpus: list[str] | None = None) -> list[str]:
     """The parts validate() reports done to its `on_part` callback, in order: each GPU's records, each
     multi-GPU folder (most of the run's time), then the decode GEMMs, the serving load runs and the
     H100-to-H200 transfer."""
+    root = rec.records_root() if root is None else root
     return [*(gpus or rec.gpu_dirs(root)), *multi_gpu_dirs(root), "decode_gemm", "serve_load", "h100_to_h200"]
 
 
@@ -232,12 +234,13 @@ def _ticking(items: Iterable, names: Callable[[object], str], on_part: Callable[
         on_part(names(item))
 
 
-def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str = PROFILES_DIR,
+def validate(root: Path | str | None = None, profiles_dir: Path | str = PROFILES_DIR,
              gpus: list[str] | None = None, on_part: Callable[[str], None] | None = None) -> dict:
     """Every held-out prediction and judgement of the records under `root`; `on_part` (a progress bar)
     is called with each part's name as it is done (validate_parts lists them)."""
     # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo);
     # the readers keyed by a GPU alone read under `root` too (records_root_scope)
+    root = rec.records_root() if root is None else root
     with memo.sharing(), rec.records_root_scope(root), rec.profiles_scope(profiles_dir):
         return _validate(root, profiles_dir, gpus, on_part or (lambda name: None))
 

@@ -123,3 +123,18 @@ def test_the_serving_validation_reads_the_records_root_in_use(tmp_path):
     with rec.records_root_scope(tmp_path):
         rows = validate_measured()
     assert len(rows) == 1 and rows[0]["bench"] == "prefill" and rows[0]["gpu"].startswith("h100"), rows
+
+
+def test_a_default_root_is_the_records_root_in_use_and_the_cached_readers_key_on_it_resolved(tmp_path):
+    """s28prod: a reader's `root` default was calibration/measurements fixed at import (~220 of them), so a call
+    without a root under `twin validate --records DIR` read the committed tree; now None, the records root in
+    use (calibration.records.records_root). The cached readers key on the resolved root: one entry per tree."""
+    from calibration import kernel_map, op_host_rate
+    assert kernel_map.available_maps() == kernel_map.available_maps(rec.MEASUREMENTS_DIR) != []
+    with rec.records_root_scope(tmp_path):
+        assert kernel_map.available_maps() == []
+    term = op_host_rate.call_term()
+    before = op_host_rate._call_term.cache_info().currsize
+    assert op_host_rate.call_term(str(rec.MEASUREMENTS_DIR)) == term
+    assert op_host_rate.call_term(rec.MEASUREMENTS_DIR / "h100" / "..") == term
+    assert op_host_rate._call_term.cache_info().currsize == before

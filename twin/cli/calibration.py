@@ -181,6 +181,21 @@ def records_since_fit_lines(since: dict) -> list[str]:
     return lines
 
 
+def _require_profiles(profiles: Path, records_root: Path, parts: tuple[str, ...]) -> None:
+    """A user's --profiles DIR holds the profile of every GPU the chosen parts predict (each GPU folder of the
+    records root; the H800 chunk pair's h100), or validate refuses naming DIR and the first missing file: until
+    s28prod a missing one was fitted in memory or read from the committed folder, unsaid."""
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    needed = list(rec.gpu_dirs(records_root)) if {RECORDS_PART, "sm_reserve"} & set(parts) else []
+    if "h800_trace" in parts and "h100" not in needed:
+        needed.append("h100")
+    missing = [f"{gpu}.json" for gpu in needed if not (profiles / f"{gpu}.json").is_file()]
+    if missing:
+        raise ScenarioError("--profiles", str(profiles), f"a folder with the profile of each GPU validated "
+                            f"({', '.join(f'{g}.json' for g in needed)}; `twin fit --profiles DIR` writes them); "
+                            f"missing: {', '.join(missing)}")
+
+
 def cmd_validate(args) -> int:
 
     from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
@@ -200,6 +215,8 @@ def cmd_validate(args) -> int:
                 if records_root.resolve().name in rec.gpu_dirs(parent) else "")
         raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
                             f"(`twin calibrate --out DIR` writes them){hint}")
+    if args.profiles:
+        _require_profiles(profiles, records_root, parts)
     judged = [j for j in JUDGED if j.key in parts]
     # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then one
     # per comparison below; the parts listed inside _own_inputs (a user's unreadable --records folder)
