@@ -9,8 +9,9 @@ of the fitted curve's own time at the shape (in-layer factors cleared) over the 
 held records the estimator never reads: s25dense2's 8 held GEMMs (H1), its in-hold MLP step's GEMM kernels (H2),
 s24mlm's 8 s hold (H3), s25dense's 3 held triples (H4).
 
-    python -m calibration.sustained_held [--gpu h100] [--write] [--json FILE]
-      (--write: the profile's sustained_held; --json: the judgement, calibration/s28tt2_judgement.json)
+    python -m calibration.sustained_held [--gpu h100] [--write] [--json FILE] [--guards OFF.json ON.json]
+      (--write: the profile's sustained_held; --json: the judgement, calibration/s28tt2_judgement.json;
+       --guards: `twin validate --json` files of the same code with the switch off and on -> guards G1-G3)
 """
 
 from __future__ import annotations
@@ -165,12 +166,64 @@ def judge(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return out
 
 
+SERVE_FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s")
+SIM_SECTIONS = {"h800_trace", "published_runs", "deepseek_serving_profiles", "serve_load", "sm_reserve"}
+
+
+def changed_sections(off: dict, on: dict) -> list[str]:
+    """The `twin validate --json` top-level sections (serve_load and sm_reserve per GPU) whose content differs."""
+    out = []
+    for key in sorted(set(off) | set(on)):
+        if key == "inputs":
+            continue
+        a, b = off.get(key), on.get(key)
+        if key in ("serve_load", "sm_reserve") and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}/{g}" for g in sorted(set(a) | set(b)) if a.get(g) != b.get(g)]
+        elif a != b:
+            out.append(key)
+    return out
+
+
+def within_10(runs: list, figure: str) -> int:
+    return sum(1 for r in runs if r.get("split") != "fit" and abs(r[f"{figure}_rel_error"]) <= 0.10)
+
+
+def guards(off: dict, on: dict) -> dict:
+    """The rule's guards G1-G3 from `twin validate --json` off and on (same code)."""
+    changed = changed_sections(off, on)
+    allowed = [c for c in changed if c.split("/")[0] in SIM_SECTIONS or
+               (c.startswith("prereg_") and all(off[c].get(k) == on[c].get(k) for k in off[c]
+                                                if not k.startswith("diagnostic")))]
+    serve = {}
+    g2 = True
+    for gpu in ("h100", "h100x2"):
+        a, b = off["serve_load"][gpu], on["serve_load"][gpu]
+        for fig in SERVE_FIGURES:
+            ma = a["holdout"]["figures"][fig]["median_abs_rel_error"]
+            mb = b["holdout"]["figures"][fig]["median_abs_rel_error"]
+            wa, wb = within_10(a["runs"], fig), within_10(b["runs"], fig)
+            serve[f"{gpu}/{fig}"] = {"off": ma, "on": mb, "within_10_off": wa, "within_10_on": wb}
+            g2 &= mb - ma <= 0.03 and wb >= wa - 1
+    pa, pb = off["published_runs"]["summary"], on["published_runs"]["summary"]
+    ta, tb = off["h800_trace"]["chunk_pair"]["rel_error"], on["h800_trace"]["chunk_pair"]["rel_error"]
+    return {"changed": changed, "serve_load_holdout": serve,
+            "h800_chunk_pair_rel_error": {"off": ta, "on": tb},
+            "published_median_abs_rel_error": {"off": pa["median_abs_rel_error"], "on": pb["median_abs_rel_error"]},
+            "published_within_row_target": {"off": pa["num_within_row_target"], "on": pb["num_within_row_target"]},
+            "G1_only_simulation_figures": bool(changed) and allowed == changed and not any("h200" in c for c in changed),
+            "G2_serving_holdout": bool(g2),
+            "G3_sizes": bool(abs(abs(tb) - abs(ta)) <= 0.02
+                             and pb["median_abs_rel_error"] - pa["median_abs_rel_error"] <= 0.03)}
+
+
 def main(argv=None) -> int:
     ap = entry.parser("calibration.sustained_held", __doc__)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--write", action="store_true", help="write sustained_held into the h100 and h200 profiles")
     ap.add_argument("--json", metavar="FILE", help="write the judgement here (the committed one: "
                                                    "calibration/s28tt2_judgement.json)")
+    ap.add_argument("--guards", nargs=2, metavar=("OFF", "ON"), type=Path,
+                    help="`twin validate --json` files, switch off and on (same code): the guards G1-G3")
     args = ap.parse_args(argv)
     if args.write:
         for gpu in ("h100", "h200"):
@@ -179,6 +232,10 @@ def main(argv=None) -> int:
     if not out:
         print(f"{args.gpu}: no held multi-shape records ({dense_clock.RECORDS}): no sustained_held")
         return 0
+    if args.guards:
+        with entry.user_inputs("--guards", " ".join(map(str, args.guards)), "two `twin validate --json` files"):
+            off, on = (json.loads(p.read_text()) for p in args.guards)
+            out["guards"] = guards(off, on)
     text = json.dumps(out, indent=1) + "\n"
     if args.json:
         write_text(Path(args.json), text)
