@@ -135,7 +135,6 @@ NOT_MET = {
     ("h100x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.155,
     ("h100x2", "ep2-closed-c48-short", "tpot_p50_s"): +0.156,
     ("h100x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.178,
-    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.124,
     ("h100x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.339,
     ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.136,
     ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.180,

@@ -104,3 +104,8 @@ def test_guards_name_a_fitted_profile_move():
     assert sh.guards(off, on)["G1_only_simulation_figures"] and base
     on["gpus"]["h100"] = 2
     assert not sh.guards(off, on)["G1_only_simulation_figures"]
+
+
+def test_adopted():
+    """docs/notes/s28tt2_rule.md: criteria 1-4 and guards G1-G3 met -> the switch is on."""
+    assert profile_mod.ADOPT_SUSTAINED_FROM_HELD is True
