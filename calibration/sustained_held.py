@@ -109,11 +109,13 @@ def from_held(on: bool):
 
 
 def sim_profiles(gpu: str) -> dict:
-    out = {}
-    for name, on in (("off", False), ("on", True)):
-        with from_held(on):
-            out[name] = load_profile(gpu)
-    return out
+    """The simulation profile with the switch off (load_profile) and on: the committed JSON with sustained_held
+    as held_terms gives it (the committed JSON carries it only once the switch is on, see the note)."""
+    with from_held(False):
+        off = load_profile(gpu)
+    data = json.loads(Path(str(profile_mod.profiles_dir().joinpath(f"{gpu}.json"))).read_text())
+    on = profile_from_json({**data, "sustained_held": held_terms(gpu)}).as_stack(fp8_quant_fused=True)
+    return {"off": off, "on": on.under_sustained_load(gpu in profile_mod.ADOPT_SUSTAINED_VS_CURVE, from_held=True)}
 
 
 def gemms_s(shapes, gpu: str, prof) -> float:

@@ -11,7 +11,7 @@ import pytest
 
 from calibration import sustained_held as sh
 from twin.costs import profile as profile_mod
-from twin.costs.profile import default_profile, load_profile
+from twin.costs.profile import default_profile
 
 JUDGED = json.loads(sh.JUDGEMENT.read_text())
 BASE = dataclasses.replace(default_profile(), gpu="h100", sustained={"gemm": 0.96, "attention": 0.9, "memory": 1.0},
@@ -31,19 +31,15 @@ def test_the_held_ratio_replaces_the_burst_one_only_when_on():
     assert profile_mod.profile_from_json(json.loads(json.dumps(BASE.to_json()))).sustained_held == {"gemm/bf16": 0.93}
 
 
-def test_load_profile_serves_each_setting(monkeypatch):
-    """The committed H100 profile's BF16 curve under the switch is sustained_held / sustained_curves of the
-    switch-off one; the H200 (no held multi-shape records, no sustained_held) is the same either way."""
-    monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_FROM_HELD", False)
-    off, off200 = load_profile("h100"), load_profile("h200")
-    monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_FROM_HELD", True)
-    on, on200 = load_profile("h100"), load_profile("h200")
+def test_the_h100_profile_under_the_held_ratio():
+    """The committed H100 profile with sustained_held as held_terms gives it (not written into the committed
+    JSON while the switch is off: a refit from the manifest would not reproduce it): its BF16 curve is
+    sustained_held / sustained_curves of the switch-off one."""
     data = json.loads(profile_mod.PROFILES.joinpath("h100.json").read_text())
-    want = data["sustained_held"]["gemm/bf16"] / data["sustained_curves"]["gemm/bf16"]
+    prof = profile_mod.profile_from_json({**data, "sustained_held": sh.held_terms("h100")}).as_stack(True)
+    off, on = prof.under_sustained_load(False, from_held=False), prof.under_sustained_load(False, from_held=True)
+    want = sh.held_terms("h100")["gemm/bf16"] / data["sustained_curves"]["gemm/bf16"]
     assert on.gemm["bf16"].e_max / off.gemm["bf16"].e_max == pytest.approx(want)
-    assert on200 == off200
-    monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_FROM_HELD", False)
-    assert load_profile("h100") is off
 
 
 def test_the_committed_ratio_is_the_fitting_sets_median_live():
@@ -52,9 +48,8 @@ def test_the_committed_ratio_is_the_fitting_sets_median_live():
     rows = sh.fitting_rows("h100")
     print([round(r["ratio"], 3) for r in rows])
     assert len(rows) == 9 and {r["source"] for r in rows} == {"sustained.csv", "s25dense"}
-    data = json.loads(profile_mod.PROFILES.joinpath("h100.json").read_text())
-    assert data["sustained_held"] == sh.held_terms("h100") == JUDGED["sustained_held"]
-    assert 0.90 < data["sustained_held"]["gemm/bf16"] < 1.0
+    assert sh.held_terms("h100") == JUDGED["sustained_held"]
+    assert 0.90 < JUDGED["sustained_held"]["gemm/bf16"] < 1.0
     assert sh.held_terms("h200") == {}
 
 
@@ -106,6 +101,7 @@ def test_guards_name_a_fitted_profile_move():
     assert not sh.guards(off, on)["G1_only_simulation_figures"]
 
 
-def test_adopted():
-    """docs/notes/s28tt2_rule.md: criteria 1-4 and guards G1-G3 met -> the switch is on."""
-    assert profile_mod.ADOPT_SUSTAINED_FROM_HELD is True
+def test_not_landed_yet():
+    """docs/notes/s28tt2_rule.md: criteria 1-4 and guards G1-G3 met (verdict adopt), but the switch stays off
+    until the serving fits that read the simulation profile are regenerated (docs/notes/s28tt2.md section 4)."""
+    assert profile_mod.ADOPT_SUSTAINED_FROM_HELD is False
