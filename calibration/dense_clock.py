@@ -75,13 +75,15 @@ def write_vs_curve(gpu: str, root: Path | str | None = None, profiles_dir=profil
 
 @contextmanager
 def vs_curve(on: bool, gpu: str):
-    """The twin with ADOPT_SUSTAINED_VS_CURVE naming `gpu` (on) or nothing (off); restored after."""
-    saved = profile_mod.ADOPT_SUSTAINED_VS_CURVE
+    """The twin with ADOPT_SUSTAINED_VS_CURVE naming `gpu` (on) or nothing (off); restored after. s28tt2's
+    ADOPT_SUSTAINED_FROM_HELD (adopted later) is held off inside, so s25dense's off / on stay what it judged."""
+    saved = profile_mod.ADOPT_SUSTAINED_VS_CURVE, profile_mod.ADOPT_SUSTAINED_FROM_HELD
     profile_mod.ADOPT_SUSTAINED_VS_CURVE = (gpu,) if on else ()
+    profile_mod.ADOPT_SUSTAINED_FROM_HELD = False
     try:
         yield
     finally:
-        profile_mod.ADOPT_SUSTAINED_VS_CURVE = saved
+        profile_mod.ADOPT_SUSTAINED_VS_CURVE, profile_mod.ADOPT_SUSTAINED_FROM_HELD = saved
 
 
 def load(gpu: str, root: Path | str | None = None, records: Path = RECORDS) -> pd.DataFrame:

@@ -54,6 +54,10 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     card: the H100's BF16 burst row ran 5.7% faster than the curve, the held times of two cards agree
     within 0.3%). Used in place of sustained_curves only for the GPUs ADOPT_SUSTAINED_VS_CURVE names
     (docs/notes/s25dense_rule.md).
+  sustained_held: for a GEMM curve, the median over several held shapes (and cards) of the curve's own
+    time at the shape over the steady held time ("<table>/<label>" -> ratio; calibration.sustained_held:
+    the H100's sustained.csv BF16 shape and s25dense's 8 held GEMMs). Used in place of sustained_curves'
+    ratio only where ADOPT_SUSTAINED_FROM_HELD is on (docs/notes/s28tt2_rule.md).
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization runs as DeepSeek's V3 stack runs it, one fused
@@ -175,6 +179,10 @@ PROFILES_IN_LAYER_ALONE = resources.files("twin.data").joinpath("profiles_in_lay
 # curves sustained_vs_curve holds by that ratio (the curve's time at the held shape over the held time)
 # instead of sustained_curves' burst / held ratio; (): none, every curve as before
 ADOPT_SUSTAINED_VS_CURVE: tuple[str, ...] = ()
+# s28tt2 (docs/notes/s28tt2_rule.md): the simulation profile scales the curves sustained_held holds (a
+# profile's, where held multi-shape records exist: the H100's dense BF16 curve) by that ratio, the median
+# held / curve rate over several held shapes, instead of sustained_curves' one burst / held ratio
+ADOPT_SUSTAINED_FROM_HELD = False
 
 
 def profiles_dir():
@@ -255,6 +263,7 @@ class Profile:
     sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
     sustained_curves: dict = field(default_factory=dict)   # "<table>/<label>" -> burst / sustained time
     sustained_vs_curve: dict = field(default_factory=dict)  # "<table>/<label>" -> curve / sustained time
+    sustained_held: dict = field(default_factory=dict)  # "<table>/<label>" -> median curve / held time
     gemm_memory_eff: float = 0.0
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
@@ -363,23 +372,28 @@ class Profile:
         DeepSeek trained V3 with, simulated on a GPU whose profile was measured with real/)."""
         return dataclasses.replace(self, fp8_quant_fused=fp8_quant_fused)
 
-    def under_sustained_load(self, vs_curve: bool | None = None) -> "Profile":
+    def under_sustained_load(self, vs_curve: bool | None = None, from_held: bool | None = None) -> "Profile":
         """The curves as they run under sustained load (the `sustained` ratios; 1 where unmeasured).
         `vs_curve` (default: whether ADOPT_SUSTAINED_VS_CURVE names this profile's GPU): the curves
-        sustained_vs_curve holds take that ratio instead of sustained_curves'. Idempotent: the result
-        carries no ratios."""
+        sustained_vs_curve holds take that ratio instead of sustained_curves'. `from_held` (default:
+        ADOPT_SUSTAINED_FROM_HELD): the curves sustained_held holds take that ratio (over either). Idempotent:
+        the result carries no ratios."""
         if not self.sustained:
             return self
         if vs_curve is None:
             vs_curve = self.gpu in ADOPT_SUSTAINED_VS_CURVE
-        own = {**self.sustained_curves, **(self.sustained_vs_curve if vs_curve else {})}
+        if from_held is None:
+            from_held = ADOPT_SUSTAINED_FROM_HELD
+        own = {**self.sustained_curves, **(self.sustained_vs_curve if vs_curve else {}),
+               **(self.sustained_held if from_held else {})}
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
         scaled = self._scaled_by(r["gemm"], r["attention"], r["memory"])
         if own:   # a curve measured on its own: its ratio instead of the class's
             scaled = dataclasses.replace(scaled, gemm=_own_sustained(own, "gemm", scaled.gemm, self.gemm),
                                          grouped_gemm=_own_sustained(own, "grouped_gemm", scaled.grouped_gemm,
                                                                      self.grouped_gemm))
-        return dataclasses.replace(scaled, sustained={}, sustained_curves={}, sustained_vs_curve={})
+        return dataclasses.replace(scaled, sustained={}, sustained_curves={}, sustained_vs_curve={},
+                                   sustained_held={})
 
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
@@ -435,6 +449,7 @@ class Profile:
             "sustained": dict(self.sustained),
             **({"sustained_curves": dict(self.sustained_curves)} if self.sustained_curves else {}),
             **({"sustained_vs_curve": dict(self.sustained_vs_curve)} if self.sustained_vs_curve else {}),
+            **({"sustained_held": dict(self.sustained_held)} if self.sustained_held else {}),
             "gemm_memory_eff": self.gemm_memory_eff,
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
@@ -520,6 +535,7 @@ def profile_from_json(data: dict) -> Profile:
         sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
         sustained_curves={k: float(v) for k, v in data.get("sustained_curves", {}).items()},
         sustained_vs_curve={k: float(v) for k, v in data.get("sustained_vs_curve", {}).items()},
+        sustained_held={k: float(v) for k, v in data.get("sustained_held", {}).items()},
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
@@ -577,15 +593,17 @@ def load_profile(gpu_profile_name: str) -> Profile:
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""
     # kept per directory and s25dense setting: a profile read under one ADOPT_* setting is not served under another
-    return _load_profile_from(gpu_profile_name, profiles_dir(), gpu_profile_name in ADOPT_SUSTAINED_VS_CURVE)
+    return _load_profile_from(gpu_profile_name, profiles_dir(), gpu_profile_name in ADOPT_SUSTAINED_VS_CURVE,
+                              ADOPT_SUSTAINED_FROM_HELD)
 
 
 @functools.cache
-def _load_profile_from(gpu_profile_name: str, directory, vs_curve: bool = False) -> Profile:
+def _load_profile_from(gpu_profile_name: str, directory, vs_curve: bool = False, from_held: bool = False) -> Profile:
     path = directory.joinpath(f"{gpu_profile_name}.json")
     if path.is_file():
         with path.open() as fh:
-            return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True).under_sustained_load(vs_curve)
+            return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True).under_sustained_load(vs_curve,
+                                                                                                          from_held)
     return default_profile()
 
 

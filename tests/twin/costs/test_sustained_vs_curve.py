@@ -42,7 +42,9 @@ def test_the_ratio_round_trips_through_the_profile_json():
 
 def test_load_profile_serves_each_setting(monkeypatch):
     """The committed H100 profile: its BF16 curve under the switch is 0.953 / 0.902 of today's (the
-    ratios in its JSON), every other curve the same; the cache never serves one setting for the other."""
+    ratios in its JSON), every other curve the same; the cache never serves one setting for the other. (s28tt2's
+    ADOPT_SUSTAINED_FROM_HELD, which takes the held ratio over both, held off.)"""
+    monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_FROM_HELD", False)
     monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_VS_CURVE", ())
     off = load_profile("h100")
     monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_VS_CURVE", ("h100",))
