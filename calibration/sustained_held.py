@@ -58,9 +58,10 @@ def s25_gemms(gpu: str, root: Path | str, records: Path) -> list[dict]:
     return out
 
 
-def fitting_rows(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def fitting_rows(gpu: str, root: Path | str | None = None) -> list[dict]:
     """The rule's fitting set with each GEMM's fitted-curve seconds and curve / held ratio: sustained.csv's
     BF16 shape and s25dense's 8 held GEMMs. [] where the GPU has no s25dense records (one shape is no median)."""
+    root = rec.records_root() if root is None else root
     s25 = s25_gemms(gpu, root, dense_clock.RECORDS)
     if not s25:
         return []
@@ -73,15 +74,17 @@ def fitting_rows(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
     return rows
 
 
-def held_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def held_terms(gpu: str, root: Path | str | None = None) -> dict:
     """Profile.sustained_held: {"gemm/bf16": min(1, median curve / held)} over the fitting set; {} without one."""
+    root = rec.records_root() if root is None else root
     rows = fitting_rows(gpu, root)
     return {KEY: float(min(1.0, np.median([r["ratio"] for r in rows])))} if rows else {}
 
 
-def write_held(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir=profile_mod.PROFILES) -> dict:
+def write_held(gpu: str, root: Path | str | None = None, profiles_dir=profile_mod.PROFILES) -> dict:
     """Write `sustained_held` into the committed profile JSON (after sustained_vs_curve, else after
     sustained_curves; nothing else changes, no refit) and return it. A GPU without terms loses the key."""
+    root = rec.records_root() if root is None else root
     path = Path(str(profiles_dir)) / f"{gpu}.json"
     data = json.loads(path.read_text())
     terms = held_terms(gpu, root)
@@ -129,8 +132,9 @@ def summary(errors) -> dict:
             "signed_median": float(np.median(np.asarray(errors, float)))} if len(e) else {"n": 0}
 
 
-def judge(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def judge(gpu: str = "h100", root: Path | str | None = None) -> dict:
     """The rule's held-out figures H1-H4, simulation profile off and on, and its criteria 1-4."""
+    root = rec.records_root() if root is None else root
     rows = fitting_rows(gpu, root)
     if not rows:
         return {}
@@ -218,6 +222,7 @@ def guards(off: dict, on: dict) -> dict:
                              and pb["median_abs_rel_error"] - pa["median_abs_rel_error"] <= 0.03)}
 
 
+@entry.script
 def main(argv=None) -> int:
     ap = entry.parser("calibration.sustained_held", __doc__)
     ap.add_argument("--gpu", default="h100")
