@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from calibration import prereg, s28blind
+from calibration.records_io import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_repeat_is_reported_from_its_own_subfolder(tmp_path):
     run's records copied there: the same figures); none filed, none reported."""
     assert s28blind.repeat_groups(tmp_path) == {}
     (tmp_path / "h200" / "s28blind_repeat").mkdir(parents=True)
-    pd.read_csv(s28blind.rec.MEASUREMENTS_DIR / "h200" / "s28blind" / "model.csv").to_csv(
+    read_csv(s28blind.rec.MEASUREMENTS_DIR / "h200" / "s28blind" / "model.csv").to_csv(
         tmp_path / "h200" / "s28blind_repeat" / "model.csv", index=False)
     got, judged = s28blind.repeat_groups(tmp_path), s28blind.judge()["by_group"]
     assert set(got) == {"h200 train_step", "h200 prefill", "h200 decode"}
