@@ -164,3 +164,21 @@ def test_a_profile_fitted_on_other_records_is_named(tmp_path):
     inputs = validation_inputs(root, profiles, ("records",))
     assert inputs["profile_fitted_on_these_records"] == {"h100": False}
     assert inputs["records_since_fit"]["h100"]["changed"] == ["h100/gemm.csv"]
+
+
+def test_the_headline_shows_session_28s_judged_sections():
+    """s28blind's section printed only its heading and s28pp4's / s28pp42's nothing in the headline (the per-row
+    tables stay --detail only)."""
+    from calibration import lease_probe, s28blind
+    blind = {"by_group": {"h200 decode": {"num_cases": 9, "median_abs_rel_error": 0.079, "p90_abs_rel_error": 0.12,
+                                          "max_abs_rel_error": 0.13, "meets_target": False}},
+             "idle": {"num_rank_rows": 0}, "ranking": {"num_pairs": 0},
+             "rows": [{"gpu": "h200", "num_gpus": 1, "kind": "decode", "model": "m", "measured_s": 1e-3,
+                       "predicted_s": 1e-3, "rel_error": 0.0}]}
+    shown = _headline([s28blind.format_table(blind)]).splitlines()
+    assert "  prereg-blind h200 decode: 9 rows, median |err| 7.9%, P90 12.0%, max 13.0% (target 5% / 10%: MISSED)" in shown
+    assert not any(line.startswith("    h200 decode m") for line in shown)
+    pp4 = lease_probe.format_section(lease_probe.section())
+    shown = _headline([pp4]).splitlines()
+    assert shown[0].startswith("s28pp4 four-GPU pipeline steps on a fresh lease")
+    assert any(line.startswith("    P (adopted): pp2ep2 median |err|") for line in shown)

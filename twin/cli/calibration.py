@@ -289,7 +289,9 @@ def _headline(tables: list[str]) -> str:
     the serving load runs of real/ per folder (s25walk), and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
             "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ", "  prereg-pp ",
-            "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ")
+            "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ",
+            # session 28's judged sections printed only their heading (s28blind) or nothing (s28pp4, s28pp42) here
+            "  prereg-blind ", "s28pp4 ", "  s28pp4 judged", "    P (adopted)", "s28pp42 ", "  judged at the run's routing")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
