@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -338,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         return 0
     if args.command == "record":
-        dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
-        if dirty:
-            print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
-                  "commit of the code that computed it", file=sys.stderr)
+        if prereg.refuses_uncommitted_record():
             return 2
     out = judgement(args.run, args.gpu)
     t = pd.DataFrame(out["rows"])
@@ -350,10 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"EP rows {v['ep_rows']}: base {v['base_median']:.2%} / {v['base_p90']:.2%}, F {v['median']:.2%} / "
           f"{v['p90']:.2%} (median / P90); R1 {v['r1']}, R2 {v['r2']}, R3 {v['r3']}, T {v['t']}; pass {v['pass']}")
     if args.command == "record":
-        commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
         cmd = " ".join(["python -m calibration.ep_forward_host record", str(args.out), args.gpu, args.run.as_posix()])
-        args.out.write_text(json.dumps({"command": cmd, "code_commit": commit, **out}, indent=1) + "\n")
+        prereg.write_code_record(args.out, cmd, out)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -494,20 +493,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe_rate(args.run / PROBE_PART, args.gpu), indent=1))
         return 0
     if args.command == "record":
-        dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
-        if dirty:
-            print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
-                  "commit of the code that computed it", file=sys.stderr)
+        if prereg.refuses_uncommitted_record():
             return 2
     out = judgement(args.run, args.gpu)
     print(format_judgement(out))
     if args.command == "record":
-        commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
         cmd = " ".join(["python -m calibration.lease_probe2 record", str(args.out), args.run.as_posix()]
                        + ([f"--gpu {args.gpu}"] if args.gpu != GPU else []))
-        args.out.write_text(json.dumps({"command": cmd, "code_commit": commit, **out}, indent=1, default=float)
-                            + "\n")
+        prereg.write_code_record(args.out, cmd, out)
     return 0
 
 

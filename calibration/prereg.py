@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -232,6 +233,23 @@ def dirty_paths(repo: Path) -> list[str]:
     status = subprocess.run(["git", "status", "--porcelain", "--", "twin", "calibration"], capture_output=True,
                             text=True, check=True, cwd=repo).stdout.splitlines()
     return [s for s in status if "calibration/measurements/prereg/" not in s]
+
+
+def refuses_uncommitted_record() -> bool:
+    """A judge's `record` command: True (having said why on stderr) where twin/ or calibration/ holds uncommitted
+    changes, since the record names the commit of the code that computed it."""
+    dirty = dirty_paths(Path(__file__).resolve().parents[1])
+    if dirty:
+        print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
+              "commit of the code that computed it", file=sys.stderr)
+    return bool(dirty)
+
+
+def write_code_record(path: Path, command: str, out: dict) -> None:
+    """A judgement record: the command that wrote it, the code's commit, then the judgement."""
+    commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
+    Path(path).write_text(json.dumps({"command": command, "code_commit": commit, **out}, indent=1, default=float) + "\n")
 
 
 def write_registered(path: Path, predict: Callable[[], pd.DataFrame], allow_dirty: bool = False) -> pd.DataFrame:
