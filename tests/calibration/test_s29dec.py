@@ -11,6 +11,7 @@ import pytest
 from calibration import records as rec
 from calibration import s29dec, step_host
 from calibration.records_io import read_csv
+from twin.cli.calibration import _headline
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,5 @@ def test_judge_prices_each_record_at_its_probe_and_counts_a_miss(tmp_path, pred)
     assert d["plain"]["signed_mean_rel_error"] < -0.2
     text = s29dec.format_table(sec)
     assert "prereg-probed h200 s29dec_a decode: 16 rows" in text and "MISSED" in text
+    # twin validate's headline keeps the per-lease verdict lines
+    assert any(line.startswith("  prereg-probed h200 s29dec_a decode") for line in _headline([text]).splitlines())
