@@ -2,6 +2,7 @@
 committed predictions cover the campaign's cases from one clean commit; the judge prices each record at its own
 probes (ratio x probe on the committed grid) and counts a miss per lease and kind."""
 
+import json
 import re
 
 import numpy as np
@@ -92,3 +93,42 @@ def test_judge_prices_each_record_at_its_probe_and_counts_a_miss(tmp_path, pred)
     assert "prereg-probed h200 s29dec_a decode: 16 rows" in text and "MISSED" in text
     # twin validate's headline keeps the per-lease verdict lines
     assert any(line.startswith("  prereg-probed h200 s29dec_a decode") for line in _headline([text]).splitlines())
+
+
+# the verdicts on the committed records (calibration/s29dec_judgement.json, `python -m calibration.s29dec --json ...`),
+# recomputed live once; a missed target is a strict xfail that prints the live figure
+@pytest.fixture(scope="module")
+def committed():
+    return json.loads(s29dec.JUDGEMENT_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def live():
+    return s29dec.judge()
+
+
+def test_the_committed_judgement_is_the_live_one(committed, live):
+    assert committed["predictions_commit"] == s29dec.load_predictions()["code_commit"]
+    assert sorted(committed["leases"]) == sorted(live["leases"]) and committed["num_leases"] >= 1
+    for lease, v in committed["leases"].items():
+        for bench, g in v["by_kind"].items():
+            now = live["leases"][lease]["by_kind"][bench]
+            assert g["num_cases"] == now["num_cases"]
+            for k in ("median_abs_rel_error", "p90_abs_rel_error", "max_abs_rel_error"):
+                assert g[k] == pytest.approx(now[k], rel=1e-9), (lease, bench, k)
+
+
+def _groups():
+    data = json.loads(s29dec.JUDGEMENT_FILE.read_text())
+    return [pytest.param(lease, bench, marks=() if g["meets_target"] else pytest.mark.xfail(
+                strict=True, reason=f"missed on the committed records: {g['median_abs_rel_error']:.1%} / "
+                                    f"{g['p90_abs_rel_error']:.1%} (docs/notes/s29dec.md)"), id=f"{lease}-{bench}")
+            for lease, v in sorted(data["leases"].items()) for bench, g in sorted(v["by_kind"].items())]
+
+
+@pytest.mark.parametrize("lease,bench", _groups())
+def test_issue13_targets_per_lease_and_kind(live, lease, bench):
+    g = live["leases"][lease]["by_kind"][bench]
+    print(f"{lease} {bench}: median {g['median_abs_rel_error']:.1%}, P90 {g['p90_abs_rel_error']:.1%}, "
+          f"max {g['max_abs_rel_error']:.1%}")
+    assert g["median_abs_rel_error"] <= s29dec.MEDIAN_TARGET and g["p90_abs_rel_error"] <= s29dec.P90_TARGET
