@@ -9,7 +9,7 @@
 #              Chrome trace and the CUDA-event time (the method's check on this block); <= 90 s
 #   sched      real/bench/cp_schedule.py --model llama3.1-405b-tp8-block: each rank's compiled schedule at
 #              CP 2, 4 and 8 on a fake process group (rank r on GPU r mod 2, ranks timed two at a time, one a
-#              GPU), Chrome traces and cp_schedule.csv; <= 330 s
+#              GPU), Chrome traces and cp_schedule.csv; <= 370 s
 # Run on a two-GPU host whose two GPUs run nothing else meanwhile (kernel times in the traces are the
 # measurement; asked as nvidia-h200-x2; on 2x H100 it runs the same, filed by card):
 #   bash real/campaigns/s29cp.sh OUTDIR
@@ -38,7 +38,7 @@ quick=()
 mkdir -p "$root/cp2_real" "$root/sched"
 REAL_BENCH_CP_BLOCK_MODEL=$model REAL_BENCH_TRACE_DIR="$root/traces" part cp2_real 90 "${torchrun[@]}" -m real.bench \
   --out "$root/cp2_real" --only cp_block --budget-s 80 ${quick[@]+"${quick[@]}"}
-part sched 330 "$PY" -m real.bench.cp_schedule --out "$root/sched" --cp ${S29CP_CP:-2 4 8} --model $model \
-  --budget-s $(( 300 * scale )) ${quick[@]+"${quick[@]}"}
+part sched 370 "$PY" -m real.bench.cp_schedule --out "$root/sched" --cp ${S29CP_CP:-2 4 8} --model $model \
+  --budget-s $(( 340 * scale )) ${quick[@]+"${quick[@]}"}
 rm -rf "$root/sched"/sync_cp*
 echo "$campaign done $(date -u +%FT%TZ)" | tee -a "$log"
