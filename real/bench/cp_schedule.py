@@ -13,8 +13,8 @@ What runs: `python -m real.bench.cp_schedule --out DIR --cp 4 8 [--model M]` sta
 processes, rank r on GPU r mod (the GPUs it sees), each in a `fake` process group of W ranks
 (torch.testing's FakeStore: collectives return at once and move nothing) so that one host holds any
 CP degree. Each builds the block of cp_block (real/bench/cp_block.py: 32K positions a rank, BF16, the
-8B block or (--model, session s29cp) the 405B TP 8 slice,
-torchtitan's full AC inside torch.compile, flash/efficient SDPA, rotate method allgather) inside
+8B block or (--model, session s29cp) the 405B TP 8 slice; BF16 linears, or (--float8, s29cp round 2)
+real.fp8's tensorwise Float8 ones, as the torchtitan rows ran them; torchtitan's full AC inside torch.compile, flash/efficient SDPA, rotate method allgather) inside
 PyTorch's context_parallel over its W-rank mesh, compiles and warms it, then, two ranks at a time (one
 per GPU, the others idle), times fwd+bwd (CUDA events; no communication) and profiles two repetitions
 (torch.profiler, host ranges "fwd" / "bwd"). Kept per rank: the Chrome trace (traces/cp_schedule_cp{W}_
@@ -82,7 +82,7 @@ def _row(cols: dict, env: dict, tel: Telemetry) -> dict:
 
 
 def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: int, deadline_s: float,
-             model: str = "llama3.1-8b-block") -> int:
+             model: str = "llama3.1-8b-block", float8: bool = False) -> int:
     """One rank of one CP degree (the module docstring says what it records)."""
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
@@ -98,10 +98,10 @@ def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: i
     status = f"no_cp: {why}" if why else "ok"
     cols = dict(bench="cp_schedule_compiled", model="tiny-block" if quick else model, cp=world,
                 rank=rank, device_index=dev.index if cuda else -1, seq_len=s * world, local_len=s,
-                rotate_method="allgather", precision="bf16", reps=TIMED_REPS,
+                rotate_method="allgather", precision="fp8-tensorwise" if float8 else "bf16", reps=TIMED_REPS,
                 timing="per_rep_events" if cuda else "host_clock")
     # compiled where CP runs (the table's configuration); off a GPU the plain block, eager (the dry run)
-    fwd, bwd, _ = cp_block.block_fns(s, dev, quick, seed=rank, compiled=not why, model=model)
+    fwd, bwd, _ = cp_block.block_fns(s, dev, quick, seed=rank, compiled=not why, model=model, float8=float8)
     ctx = contextlib.nullcontext()
     if not why:
         init_device_mesh, context_parallel, set_rotate_method = torch_cp.CP_API["api"]()
@@ -152,7 +152,8 @@ def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: i
     return 0
 
 
-def launch(out: Path, cps: list[int], quick: bool, budget_s: float, model: str = "llama3.1-8b-block") -> int:
+def launch(out: Path, cps: list[int], quick: bool, budget_s: float, model: str = "llama3.1-8b-block",
+           float8: bool = False) -> int:
     """Each CP degree in turn: its ranks as processes of this interpreter, the rows gathered into
     cp_schedule.csv. A degree whose ranks overrun the budget's share is stopped (its ranks by pid)."""
     (out / "traces").mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,8 @@ def launch(out: Path, cps: list[int], quick: bool, budget_s: float, model: str =
         procs = [subprocess.Popen([sys.executable, "-m", "real.bench.cp_schedule", "--out", str(out), "--rank", str(r),
                                    "--world", str(w), "--lanes", str(lanes), "--deadline-in-s", f"{share:.1f}",
                                    "--model", model]
-                                  + (["--quick"] if quick else []), env=env) for r in range(w)]
+                                  + (["--quick"] if quick else []) + (["--float8"] if float8 else []), env=env)
+                 for r in range(w)]
         for p in procs:
             try:
                 p.wait(timeout=max(1.0, deadline + 10 - time.monotonic()))
@@ -194,6 +196,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cp", type=int, nargs="+", default=[4, 8], help="CP degrees (launcher)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="launcher: seconds for all degrees")
     ap.add_argument("--quick", action="store_true", help="tiny block (the CPU dry run)")
+    ap.add_argument("--float8", action="store_true",
+                    help="the block's linears as torchao's tensorwise Float8 (real.fp8; session s29cp round 2)")
     ap.add_argument("--model", default="llama3.1-8b-block",
                     help=f"the block (real.bench.cp_block.MODELS: {', '.join(cp_block.MODELS)})")
     ap.add_argument("--rank", type=int, help="(a rank process) its rank")
@@ -209,9 +213,9 @@ def main(argv=None) -> int:
         print(f"error: --model {a.model!r}: not a block here (allowed: {', '.join(cp_block.MODELS)})", file=sys.stderr)
         return 2
     if a.rank is None:
-        return launch(a.out, a.cp, a.quick, a.budget_s, a.model)
+        return launch(a.out, a.cp, a.quick, a.budget_s, a.model, a.float8)
     return run_rank(a.rank, a.world, a.out, a.out / f"sync_cp{a.world}", a.quick, a.lanes,
-                    time.monotonic() + a.deadline_in_s, a.model)
+                    time.monotonic() + a.deadline_in_s, a.model, a.float8)
 
 
 if __name__ == "__main__":
