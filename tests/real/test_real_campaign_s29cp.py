@@ -1,7 +1,8 @@
-"""real/campaigns/s29cp.sh (docs/notes/s29cp_rule.md): the sched part's CPU dry run with the 405B TP 8 slice
-named (two fake-process-group ranks, where PyTorch's CP cannot run and each says so, the tiny block eager),
-the clean stop without two GPUs, the bench's refusal of an unknown block, and the 405B slice's shape. One dry
-run for the module: the three python processes that import torch (~20 s wall, most of it waiting)."""
+"""real/campaigns/s29cp.sh and s29cp2.sh (docs/notes/s29cp_rule.md, s29cp2_rule.md): one CPU dry run for both,
+s29cp2's sched405 part (the 405B TP 8 slice named, Float8 linears; two fake-process-group ranks, where PyTorch's
+CP cannot run and each says so, the tiny block eager: the same bench path as s29cp's sched part plus --float8),
+the clean stop of both without two GPUs, the bench's refusal of an unknown block, and the 405B slice's shape.
+The dry run's three python processes import torch (~20 s of CPU, its wall mostly waiting)."""
 
 import csv
 
@@ -14,25 +15,26 @@ from tests.campaigns import dry_run, without_gpus
 @pytest.fixture(scope="module")
 def dry(tmp_path_factory):
     # the sched part only: cp2_real is the cp_block section, whose dry run test_real_campaign_s17cp runs
-    return dry_run("s29cp", tmp_path_factory.mktemp("s29cp"), 240, S29CP_CP="2", S29CP_PARTS="sched")
+    return dry_run("s29cp2", tmp_path_factory.mktemp("s29cp2"), 240, S29CP2_CP="2", S29CP2_PARTS="sched405")
 
 
-def test_s29cp_dry_run_records_every_rank_of_the_named_block(dry):
+def test_s29cp2_dry_run_records_every_rank_of_the_named_float8_block(dry):
     d, log = dry
-    assert "s29cp part sched rc=0" in log and "part cp2_real" not in log, log[-2000:]
-    with (d / "sched" / "cp_schedule.csv").open(newline="") as f:
+    assert "s29cp2 part sched405 rc=0" in log and "part cp2_real" not in log and "part sched8b" not in log, log[-2000:]
+    with (d / "sched405" / "cp_schedule.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["cp"], r["rank"]) for r in rows] == [("2", "0"), ("2", "1")]
-    assert all(r["status"].startswith("no_cp: ") and r["gpu_name"] and r["torch_version"]
-               and float(r["time_s"]) > 0 for r in rows)
-    assert sorted(p.name for p in (d / "sched" / "traces").iterdir()) == \
+    assert all(r["status"].startswith("no_cp: ") and r["precision"] == "fp8-tensorwise" and r["gpu_name"]
+               and r["torch_version"] and float(r["time_s"]) > 0 for r in rows)
+    assert sorted(p.name for p in (d / "sched405" / "traces").iterdir()) == \
         ["cp_schedule_cp2_rank0.json.gz", "cp_schedule_cp2_rank1.json.gz"]
-    assert not list((d / "sched").glob("sync_cp*")) and "s29cp done" in log
+    assert not list((d / "sched405").glob("sync_cp*")) and "s29cp2 done" in log
 
 
-def test_s29cp_stops_cleanly_without_two_gpus(tmp_path):
-    d, log = without_gpus("s29cp", tmp_path)
-    assert "needs 2: nothing run" in log and not (d / "sched").exists()
+@pytest.mark.parametrize("campaign", ["s29cp", "s29cp2"])
+def test_s29cp_campaigns_stop_cleanly_without_two_gpus(tmp_path, campaign):
+    d, log = without_gpus(campaign, tmp_path)
+    assert "needs 2: nothing run" in log and not list(d.glob("sched*"))
 
 
 def test_cp_schedule_refuses_an_unknown_block(tmp_path, capsys):
