@@ -6,7 +6,7 @@
 # BF16 blocks; every CP row of Table 2 and Table 6 ran torch.compile + Float8 (tensorwise) linears, whose
 # casts change the graph Inductor schedules. Three parts on a two-GPU host:
 #   cp2_real   the cp_block section under torchrun, CP2 (S = 64K), the 8B block with Float8 linears
-#              (REAL_BENCH_CP_BLOCK_FLOAT8=1): real NCCL, every rank's trace (the method's check); <= 60 s
+#              (REAL_BENCH_CP_BLOCK_FLOAT8=1): real NCCL, every rank's trace (the method's check); <= 80 s
 #   sched8b    real/bench/cp_schedule.py --float8, the 8B block, CP 2, 4 and 8 on a fake process group; <= 230 s
 #   sched405   the same, the 405B TP 8 slice; <= 230 s
 # Run on a two-GPU host whose two GPUs run nothing else meanwhile (asked as nvidia-h200-x2; on 2x H100 the
@@ -31,8 +31,8 @@ quick=()
 [ "$tiny" = "1" ] && quick=(--quick)
 
 mkdir -p "$root/cp2_real" "$root/sched8b" "$root/sched405"
-REAL_BENCH_CP_BLOCK_FLOAT8=1 REAL_BENCH_TRACE_DIR="$root/traces" part cp2_real 60 "${torchrun[@]}" -m real.bench \
-  --out "$root/cp2_real" --only cp_block --budget-s 50 ${quick[@]+"${quick[@]}"}
+REAL_BENCH_CP_BLOCK_FLOAT8=1 REAL_BENCH_TRACE_DIR="$root/traces" part cp2_real 80 "${torchrun[@]}" -m real.bench \
+  --out "$root/cp2_real" --only cp_block --budget-s 70 ${quick[@]+"${quick[@]}"}
 part sched8b 230 "$PY" -m real.bench.cp_schedule --out "$root/sched8b" --cp ${S29CP2_CP:-2 4 8} \
   --model llama3.1-8b-block --float8 --budget-s $(( 210 * scale )) ${quick[@]+"${quick[@]}"}
 part sched405 230 "$PY" -m real.bench.cp_schedule --out "$root/sched405" --cp ${S29CP2_CP:-2 4 8} \
