@@ -2,8 +2,9 @@
 calibration.cp_schedule calibration/measurements/h200x2/s29cp --judge-s29cp --write`). The 405B TP 8 slice's
 own compiled CP schedule was measured; C4 (repetitions agree at CP2) and P1-P3 (the published rows) failed,
 so the switch stays off and the twin's table for the block stays empty. Recomputed live from the committed
-traces (the six CP2/CP4 traces, ~1 s): the CP4 fractions, C2's schedule identity and which ranks put their
-dK/dV hand-overs after all their backward calls, so the file cannot go stale."""
+traces (the CP2/CP4 traces, ~1 s): the CP4 fractions, C2's schedule identity and which ranks put their
+dK/dV hand-overs after all their backward calls (this block's and s27cp's 8B block's at CP4), so the file
+cannot go stale."""
 
 import json
 from pathlib import Path
@@ -56,8 +57,10 @@ def test_live_cp4_fractions_and_the_ranks_that_defer_their_hand_overs(judgement)
     live = cp_schedule.schedule_fracs(ranks4, cp_schedule.twin_transfer_s(4, heads=cp_schedule.S29CP_HEADS), 1)
     for ph in ("fwd", "bwd"):
         assert live[ph] == pytest.approx(judgement["fractions"]["4"][ph], abs=1e-9)
-    # the 8B block's CP4 ranks all interleave (s27cp: bwd 0.0403); this block's ranks 0 and 2 do not
+    # the 8B block's CP4 ranks all defer (s27cp: bwd 0.0403, nobody waits); this block's ranks split two and two
     assert _deferring(ranks4) == [0, 2] and live["bwd"] > 0.5
+    s27cp4 = cp_schedule.load_ranks(RUN.parent / "s27cp" / "sched" / "traces", cp_schedule.FAKE_PATTERN.format(cp=4))
+    assert _deferring(s27cp4) == [0, 1, 2, 3]
 
 
 def test_live_fake_cp2_schedule_is_the_real_one():

@@ -83,7 +83,9 @@ COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK: dict[tuple[str, int], dict[int, dict[st
 # Round 2 (docs/notes/s29cp2_rule.md): the same, from the block compiled with Float8 (tensorwise) linears, as
 # every torchtitan CP row ran it (Table 2 and Table 6: torch.compile + Float8), for a plan whose GEMMs run FP8;
 # keyed (model name, TP degree): the 8B block (TP 1) and the 405B TP 8 slice (campaign s29cp2,
-# calibration.cp_schedule.judge_s29cp2). Empty until the rule's records exist.
+# calibration.cp_schedule.judge_s29cp2). Judged (calibration/s29cp2_judgement.json): not adopted (P1: the published
+# median 7.12% -> 7.66%; the Float8 blocks' CP4 ranks agree, their CP8 ranks disagree as the BF16 8B block's);
+# left empty.
 ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK = False
 COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
 
