@@ -9,6 +9,7 @@ import pytest
 
 from calibration import pipeline as pipe
 from calibration import prereg, s29idle
+from calibration.records_io import read_csv
 from calibration.whole_step import gpu_spec
 
 H200 = gpu_spec("h200").name
@@ -49,3 +50,18 @@ def test_fresh_cases_are_new_and_every_schedule():
     rows = s29idle.fresh_rows()
     assert len(rows) == 24 and {r["schedule"] for r in rows} == set(s29idle.SCHEDULES)
     assert {r["num_microbatches"] for r in rows}.isdisjoint({4, 8, 16})   # counts the PP2 records of these hold
+
+
+def test_registered_predictions_are_todays_code(inputs):
+    """The committed predictions (written before the fresh run) are what today's code gives: one DualPipe row, B and
+    C (C = B + M exactly on every DualPipe row, = B elsewhere)."""
+    preds = read_csv(s29idle.PREDICTIONS_FILE)
+    assert len(preds) == 24
+    dual = preds["schedule"] == "dualpipe"
+    w = [pipe.mirror_wait_s("dualpipe", 2, int(n), H200) for n in preds.loc[dual, "num_microbatches"]]
+    assert list(preds.loc[dual, "cand_predicted_s"] - preds.loc[dual, "predicted_s"]) == pytest.approx(w, abs=1e-12)
+    assert (preds.loc[~dual, "cand_predicted_s"] == preds.loc[~dual, "predicted_s"]).all()
+    row = preds[dual].iloc[0]
+    again = prereg.predict_ep([{k: row[k] for k in s29idle.fresh_rows()[0]}], inputs=inputs).iloc[0]
+    assert again["predicted_s"] == pytest.approx(row["predicted_s"], rel=1e-9)
+    assert again["predicted_idle_r1_s"] == pytest.approx(row["predicted_idle_r1_s"], rel=1e-9, abs=1e-12)
