@@ -15,7 +15,8 @@ s20ppnew and s28blind are held out and never read here): FIT_FOLDERS under h200x
 
     python -m calibration.s29idle fit                # c from the fitting records (pipeline.MIRROR_WAIT_PER_SQRT_MB_S)
     python -m calibration.s29idle write              # the fresh set's predictions, B and C (refuses dirty code)
-    python -m calibration.s29idle [--json calibration/s29idle_judgement.json]   # the judgement (the rule's)
+    python -m calibration.s29idle                    # the judgement (the rule's), live
+    python -m calibration.s29idle record             # and its record, calibration/s29idle_judgement.json
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from calibration.records_io import csv_exists, read_csv
 from calibration.fit import PROFILES_DIR
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, predict_multi_gpu
 from calibration.whole_step import gpu_spec
-from twin.core import atomic
 from twin.costs.profile import profile_from_json
 
 NAME = "s29idle"
@@ -209,14 +209,19 @@ def validate_guard(root: Path | str | None = None) -> dict:
             "lost": lost}
 
 
-def judge(root: Path | str | None = None) -> dict:
-    """The rule's verdict (docs/notes/s29idle_rule.md): C1-C4 on the fresh set, G1-G2 on the guard sets."""
+def fresh_part(root: Path | str | None = None) -> dict | None:
+    """B's and C's scores on the fresh set (each row, rank-row and schedule pair); None without predictions."""
     root = rec.records_root() if root is None else root
     if not csv_exists(PREDICTIONS_FILE):
-        return {"registration": NAME, "fresh": None, "guards": [], "adopt": False, "reason": "no predictions"}
+        return None
     fb, fc = _sections(root, PREDICTIONS_FILE, FRESH_SUBDIR)
-    fresh = {"B": _score(fb), "C": _score(fc), "rows_B": fb["rows"], "rows_C": fc["rows"],
-             "idle_B": fb["idle"], "idle_C": fc["idle"], "ranking_B": fb["ranking"], "ranking_C": fc["ranking"]}
+    return {"B": _score(fb), "C": _score(fc), "rows_B": fb["rows"], "rows_C": fc["rows"],
+            "idle_B": fb["idle"], "idle_C": fc["idle"], "ranking_B": fb["ranking"], "ranking_C": fc["ranking"]}
+
+
+def guards_part(root: Path | str | None = None) -> dict:
+    """G1 / G2 on the pre-registered PP2 sets and G3 on `twin validate`'s h200x2 folder (about two minutes of CPU)."""
+    root = rec.records_root() if root is None else root
     guards = []
     for label, path, subdir in GUARD_SETS:
         gb, gc = _sections(root, path, subdir)
@@ -224,59 +229,93 @@ def judge(root: Path | str | None = None) -> dict:
                 | {"B_s": b["predicted_idle_s"], "C_s": c["predicted_idle_s"]}
                 for b, c in zip(gb["idle"], gc["idle"]) if b["within"] and not c["within"]]
         guards.append({"set": label, "B": _score(gb), "C": _score(gc), "lost_rank_rows": lost})
-    vguard = validate_guard(root)
-    b, c = fresh["B"], fresh["C"]
-    have = c["num_rows"] > 0
-    crit = {"C1_every_dualpipe_rank_row_within": have and c["dualpipe_rank_rows"] > 0
+    return {"guards": guards, "validate_guard": validate_guard(root)}
+
+
+def criteria(fresh: dict | None, guards: dict) -> dict:
+    """The rule's C1-C4 (fresh set) and G1-G3 (guards), each True where met."""
+    have = bool(fresh) and fresh["C"]["num_rows"] > 0
+    b, c = (fresh["B"], fresh["C"]) if have else ({}, {})
+    gs, vg = guards["guards"], guards["validate_guard"]
+    return {"C1_every_dualpipe_rank_row_within": have and c["dualpipe_rank_rows"] > 0
             and c["dualpipe_within"] == c["dualpipe_rank_rows"],
             "C2_dualpipe_closer": have and b["dualpipe_median_abs_idle_miss_s"] is not None
             and c["dualpipe_median_abs_idle_miss_s"] < b["dualpipe_median_abs_idle_miss_s"],
             "C3_steps": have and c["median_abs_rel_error"] <= MEDIAN_TARGET and c["p90_abs_rel_error"] <= P90_TARGET
             and c["median_abs_rel_error"] <= b["median_abs_rel_error"] + STEP_NOT_WORSE,
             "C4_ranking": have and c["num_misordered"] <= b["num_misordered"],
-            "G1_no_rank_row_lost": all(not g["lost_rank_rows"] for g in guards),
+            "G1_no_rank_row_lost": all(not g["lost_rank_rows"] for g in gs),
             "G2_steps_not_worse": all(g["C"]["median_abs_rel_error"] is None
                                       or g["C"]["median_abs_rel_error"] <= g["B"]["median_abs_rel_error"] + STEP_NOT_WORSE
-                                      for g in guards),
-            "G3_validate_h200x2": not vguard["lost"] and vguard["C"]["median_abs_rel_error"]
-            <= vguard["B"]["median_abs_rel_error"] + STEP_NOT_WORSE}
+                                      for g in gs),
+            "G3_validate_h200x2": not vg["lost"] and vg["C"]["median_abs_rel_error"]
+            <= vg["B"]["median_abs_rel_error"] + STEP_NOT_WORSE}
+
+
+def _assemble(fresh: dict | None, guards: dict) -> dict:
+    crit = criteria(fresh, guards)
     return {"registration": NAME, "rule": "docs/notes/s29idle_rule.md",
             "coefficient_s_per_sqrt_mb": pipe.MIRROR_WAIT_PER_SQRT_MB_S.get(gpu_spec(GPU).name),
             "targets": {"median": MEDIAN_TARGET, "p90": P90_TARGET, "idle_tol": IDLE_TOL,
                         "idle_floor_of_step": IDLE_FLOOR_OF_STEP},
-            "issue13_idle_target_met": {w: bool(fresh[w]["num_rank_rows"])
+            "issue13_idle_target_met": {w: bool(fresh and fresh[w]["num_rank_rows"])
                                         and fresh[w]["num_within"] == fresh[w]["num_rank_rows"] for w in ("B", "C")},
-            "fresh": fresh, "guards": guards, "validate_guard": vguard, "criteria": crit, "adopt": bool(have and all(crit.values()))}
+            "fresh": fresh, **guards, "criteria": crit, "adopt": all(crit.values())}
+
+
+def judge(root: Path | str | None = None) -> dict:
+    """The rule's verdict (docs/notes/s29idle_rule.md): C1-C4 on the fresh set, G1-G3 on the guards, all live."""
+    root = rec.records_root() if root is None else root
+    return _assemble(fresh_part(root), guards_part(root))
+
+
+def read_judgement(path: Path = JUDGEMENT_FILE) -> dict | None:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def section(root: Path | str | None = None) -> dict:
-    """`twin validate`'s part s29idle: the judgement live on the records under `root`."""
-    return judge(root)
+    """`twin validate`'s part s29idle: the fresh set live on the records under `root`, the guards (two minutes of
+    CPU: not recomputed here) as the committed judgement (`record`) computed them."""
+    root = rec.records_root() if root is None else root
+    fresh = fresh_part(root)
+    rec_ = read_judgement()
+    if rec_ is None:
+        return {"registration": NAME, "fresh": fresh, "guards": [], "criteria": {}, "adopt": False}
+    return {**_assemble(fresh, {"guards": rec_["guards"], "validate_guard": rec_["validate_guard"]}),
+            "guards_from": f"{JUDGEMENT_FILE.name} (code {rec_.get('code_commit')})"}
 
 
 def format_section(sec: dict) -> str:
-    head = "s29idle: DualPipe's mirrored-rank wait (term M) on a fresh PP2 set"
+    head = "s29idle: DualPipe's mirrored-rank wait (term M, docs/notes/s29idle_rule.md) on a fresh PP2 set"
     if not sec.get("fresh") or not sec["fresh"]["B"]["num_rows"]:
         return head + ": no records yet"
     lines = [head + ":"]
-    for who in ("B", "C"):
+    for who, what in (("B", "the twin in force"), ("C", "with M")):
         s = sec["fresh"][who]
-        lines.append(f"  {who}: steps {s['num_rows']} rows median |err| {s['median_abs_rel_error']:.1%} P90 "
-                     f"{s['p90_abs_rel_error']:.1%}; idle {s['num_within']} of {s['num_rank_rows']} rank-rows within; "
-                     f"DualPipe median |idle miss| {s['dualpipe_median_abs_idle_miss_s'] * 1e3:.2f} ms; "
-                     f"{s['num_misordered']} of {s['num_resolved']} resolved pairs misordered")
-    for g in sec["guards"]:
-        lines.append(f"  guard {g['set']}: idle within B {g['B']['num_within']} / C {g['C']['num_within']} of "
-                     f"{g['B']['num_rank_rows']}; rank-rows lost {len(g['lost_rank_rows'])}")
-    lines.append("  criteria: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in sec["criteria"].items()))
-    lines.append(f"  verdict: {'adopt' if sec['adopt'] else 'not adopted'}")
+        lines.append(f"  s29idle {who} ({what}): steps {s['num_rows']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%}; idle {s['num_within']} of {s['num_rank_rows']} rank-rows within "
+                     f"(DualPipe {s['dualpipe_within']} of {s['dualpipe_rank_rows']}, median |miss| "
+                     f"{s['dualpipe_median_abs_idle_miss_s'] * 1e3:.2f} ms); {s['num_misordered']} of "
+                     f"{s['num_resolved']} resolved pairs misordered")
+    for g in sec.get("guards", []):
+        lines.append(f"  s29idle guard {g['set']}: idle within B {g['B']['num_within']} / C {g['C']['num_within']} of "
+                     f"{g['B']['num_rank_rows']}, lost {len(g['lost_rank_rows'])}; steps median |err| "
+                     f"{g['B']['median_abs_rel_error']:.2%} / {g['C']['median_abs_rel_error']:.2%}")
+    vg = sec.get("validate_guard")
+    if vg:
+        lines.append(f"  s29idle guard validate h200x2: PP2 rank-rows within {vg['B']['rank_rows_within']} / "
+                     f"{vg['C']['rank_rows_within']} of {vg['B']['rank_rows']}, idle GPUs {vg['B']['idle_gpus_met']} / "
+                     f"{vg['C']['idle_gpus_met']} of {vg['B']['idle_gpus']}, lost {len(vg['lost'])}; steps median |err| "
+                     f"{vg['B']['median_abs_rel_error']:.2%} / {vg['C']['median_abs_rel_error']:.2%}")
+    if sec.get("criteria"):
+        lines.append("  s29idle criteria: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in sec["criteria"].items()))
+        lines.append(f"  s29idle verdict: {'adopt' if sec['adopt'] else 'not adopted'}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s29idle", __doc__)
-    ap.add_argument("action", nargs="?", default="judge", choices=["judge", "fit", "write"])
-    ap.add_argument("--json", type=Path, help="write the judgement here (calibration/s29idle_judgement.json)")
+    ap.add_argument("action", nargs="?", default="judge", choices=["judge", "fit", "write", "record"])
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     if args.action == "fit":
@@ -292,10 +331,14 @@ def main(argv: list[str] | None = None) -> int:
         df = write(args.allow_dirty)
         print(f"{len(df)} rows, code {df['code_commit'].iloc[0][:7]}")
         return 0
+    if args.action == "record" and prereg.refuses_uncommitted_record():
+        return 2
     sec = judge(rec.records_root())
     print(format_section(sec))
-    if args.json:
-        atomic.write_text(args.json, json.dumps(sec, indent=1, default=float) + "\n")
+    if args.action == "record":
+        fit = fit_rows()
+        prereg.write_code_record(JUDGEMENT_FILE, "python -m calibration.s29idle record",
+                                 {**sec, "fit_rows": fit, "fit_coefficient_s_per_sqrt_mb": fit_coefficient(fit)})
     return 0
 
 
