@@ -313,6 +313,7 @@ def format_section(sec: dict) -> str:
     return "\n".join(lines)
 
 
+@entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s29idle", __doc__)
     ap.add_argument("action", nargs="?", default="judge", choices=["judge", "fit", "write", "record"])
