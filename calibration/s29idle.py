@@ -67,14 +67,14 @@ GUARD_SETS = (("s20ppnew", prereg_pp.PREDICTIONS_FILE, prereg_pp.RECORDS_SUBDIR)
 STEP_NOT_WORSE = 0.001   # criterion C3 / guard G2: C's median |step error| at most B's + 0.1 point
 
 
-def fit_rows(root: Path | str | None = None, inputs: dict | None = None) -> list[dict]:
+def fit_rows(root: Path | str | None = None, inputs: dict | None = None, folders: tuple = FIT_FOLDERS) -> list[dict]:
     """Per fitting DualPipe PP2 row: the measured idle of each rank (median over its timed steps), the twin's
     (prereg.predict_ep: the committed h200x2 inputs, balanced routing; the term off), and the row's residual per
     sqrt(micro-batch): mean over the ranks of (measured - twin) / sqrt(n)."""
     root = rec.records_root() if root is None else root
     inputs = {} if inputs is None else inputs
     out = []
-    for folder in FIT_FOLDERS:
+    for folder in folders:
         steps, ops = pipe.load(Path(root) / folder)
         sel = steps[(steps["bench"] == "pipeline_step") & (steps["pp"] == 2) & (steps["ep"] == 1)
                     & (steps["schedule"] == "dualpipe") & (steps["split"] == "fit")]
