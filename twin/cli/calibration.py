@@ -292,7 +292,8 @@ def _headline(tables: list[str]) -> str:
             "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ",
             # session 28's judged sections printed only their heading (s28blind) or nothing (s28pp4, s28pp42) here
             "  prereg-blind ", "s28pp4 ", "  s28pp4 judged", "    P (adopted)", "s28pp42 ", "  judged at the run's routing",
-            "  prereg-probed ")   # s29dec's per-lease verdicts
+            "  prereg-probed ",   # s29dec's per-lease verdicts
+            "s29idle: ", "  s29idle ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
