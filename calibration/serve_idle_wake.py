@@ -201,6 +201,40 @@ def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NA
     return out
 
 
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s29serve_judgement.json"
+
+
+def section(root: Path | str | None = None, path: Path = JUDGEMENT_FILE) -> dict:
+    """`twin validate`'s s29serve section: the committed judgement (set O in force and under I, the guards, the
+    verdict) as its judge wrote it; {} before set O was judged."""
+    if not path.exists():
+        return {}
+    j = json.loads(path.read_text())
+    rows = j.get("J", {})
+    return {"adopt": j.get("adopt"), "criteria": j.get("criteria", {}), "ttft": j.get("ttft"), "lost": j.get("lost", []),
+            "set_o": {k: list(seh.checks(v)) for k, v in rows.items()}, "runs": len(rows.get("None", [])),
+            "summary": j.get("summary", {}), "seen_sets": j.get("seen_sets", {})}
+
+
+def format_section(sec: dict) -> str:
+    """Its heading and one line per setting (checks and median over set O, its TTFT checks), then the guards."""
+    if not sec:
+        return "s29serve first iteration after idle (candidate I): set O not judged (no calibration/s29serve_judgement.json)"
+    a, b = sec["set_o"].get("None", [0, math.nan]), sec["set_o"].get(JUDGED, [0, math.nan])
+    lines = [f"s29serve first iteration after idle (candidate I, {'ADOPTED' if sec['adopt'] else 'not adopted'}): set O "
+             f"(H200, {sec['runs']} runs, {5 * sec['runs']} checks)",
+             f"  set O in force {a[0]} met, median |err| {a[1]:.1%} -> I {b[0]} met, {b[1]:.1%}"]
+    if sec.get("ttft"):
+        (ta, tb) = sec["ttft"]
+        lines.append(f"  set O TTFT checks: in force {ta[0]} met, median {ta[1]:.1%} -> I {tb[0]} met, {tb[1]:.1%}")
+    held = {k.split("/", 1)[1]: v for k, v in sec["summary"].items() if k.startswith("committed_holdout/")}
+    if held:
+        lines.append("  issue 15 held out in force -> I: " + ", ".join(
+            f"{g} {v['in_force'][0]}/{v['in_force'][1]} -> {v[JUDGED][0]}/{v[JUDGED][1]}" for g, v in sorted(held.items())))
+    lines.append("  criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in sec["criteria"].items()))
+    return "\n".join(lines)
+
+
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_idle_wake", __doc__)
