@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
@@ -147,6 +148,14 @@ def candidate():
     return mock.patch.object(engine, "ADOPT_IDLE_WAKE", True)
 
 
+def candidate_a():
+    """I-a on (the rule's amendment): the switch with its part (a) alone (no idle_prompt_s)."""
+    stack = ExitStack()
+    stack.enter_context(mock.patch.object(engine, "ADOPT_IDLE_WAKE", True))
+    stack.enter_context(mock.patch.object(engine, "IDLE_WAKE_PROMPT_TERM", False))
+    return stack
+
+
 def per_check_losses(off: dict, on: dict) -> list[str]:
     """Issue 15's held-out checks (the committed held-out set, per GPU folder) met in force and missed under I."""
     lost = []
@@ -190,11 +199,12 @@ def criteria(out: dict) -> dict:
 
 
 def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
-          guards: bool = True) -> dict:
-    """serve_graph_ops.judge with I: set O (`fresh`), sets A-M, the committed sets; the rule's criteria and verdict."""
+          guards: bool = True, part_a: bool = False) -> dict:
+    """serve_graph_ops.judge with I (`part_a`: I-a): set O (`fresh`), sets A-M, the committed sets; the rule's criteria
+    and verdict."""
     root = rec.records_root() if root is None else root
-    out = sgo.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=swb.seen_rows,
-                    guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
+    out = sgo.judge(root, committed_sets, fresh, guards, candidate=candidate_a if part_a else candidate,
+                    seen=swb.seen_rows, guard=guard_criteria, fresh_runs=FRESH_RUNS, judged=JUDGED)
     got = criteria(out)
     out["result"].update(criteria=got["criteria"], passes=got["passes"], ttft=got["ttft"], lost=got["lost"])
     out["adopt"] = JUDGED if got["passes"] else None
@@ -242,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="fit: idle_prompt_s from the fitting records; guards: sets A-M and the committed sets under I "
                          "(no set O); judge: set O, the guards and the verdict")
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
+    ap.add_argument("--part-a", action="store_true", help="candidate I-a (the rule's amendment): part (a) alone")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit or the judgement")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
@@ -266,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set O records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+    out = judge(root, committed_sets=not args.no_committed, fresh=fresh, part_a=args.part_a)
     sgo.print_judgement(out, JUDGED, "A-H")
     res = out["result"]
     if fresh:

@@ -74,6 +74,7 @@ STALL_STREAM = 23   # the stalls' generator: seeded by (traffic seed, this), apa
 ADOPT_IDLE_WAKE = False
 IDLE_WAKE_AFTER_S = 0.1   # calibration/s29serve_fit.json: the idle before a step from which the fitting runs' steps run long
 BUSY_MET = "busy"         # the third element of a run_batch_sizes entry met only mid-stream under ADOPT_IDLE_WAKE
+IDLE_WAKE_PROMPT_TERM = True   # ADOPT_IDLE_WAKE's part (b); off: part (a) alone (candidate I-a, the rule's amendment)
 
 
 class HostStalls:
@@ -420,7 +421,8 @@ class Instance:
         # only mid-stream so far unmet; a post-idle prompt iteration's extra seconds (the table's idle_prompt_s)
         self.last_end = -math.inf
         self.busy_met = set(eng.busy_met_sizes) if self.sizes is not None else set()
-        self.idle_prompt_s = (costs.engine or {}).get("idle_prompt_s", 0.0) if ADOPT_IDLE_WAKE else 0.0
+        self.idle_prompt_s = ((costs.engine or {}).get("idle_prompt_s", 0.0)
+                              if ADOPT_IDLE_WAKE and IDLE_WAKE_PROMPT_TERM else 0.0)
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
