@@ -24,7 +24,6 @@ import pandas as pd
 
 from calibration import entry
 from calibration import prereg_serve as ps
-from calibration import serve_idle_wake
 from calibration.prereg import PREREG_DIR, write_registered
 from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, loadgen_figures, scenario_for, warm_pass_pairs)
 from twin.serving import engine
@@ -34,7 +33,6 @@ from twin.serving.workload import from_records
 
 NAME = "s29serve"
 PREDICTIONS_FILE = PREREG_DIR / f"{NAME}_predictions.csv"
-PREDICTIONS_FILE_A = PREREG_DIR / f"{NAME}_a_predictions.csv"   # the rule's amendment: candidate I-a alone
 GPU = "h200"
 IN, OUT = "uniform:224-608", "uniform:40-152"
 WARM_TOKENS = 256
@@ -95,9 +93,9 @@ def predict(model: str, run: ps.RunCase, host_launch_s: float) -> dict:
     return {**{k: float(np.median([f[k] for f in figs])) for k in FIGURES}, "num_requests": float(np.median(counts))}
 
 
-def predictions(settings=SETTINGS) -> pd.DataFrame:
+def predictions() -> pd.DataFrame:
     out = []
-    for setting in settings:
+    for setting in SETTINGS:
         for model in MODELS:
             for run in runs(model):
                 for p in (0.0, *PROBE_GRID_S):
@@ -108,23 +106,16 @@ def predictions(settings=SETTINGS) -> pd.DataFrame:
 
 
 def _setting(name: str):
-    """The twin in force ('in_force'), candidate I on ('I') or its part (a) alone ('I-a', the rule's amendment)."""
-    if name == "I-a":
-        return serve_idle_wake.candidate_a()
+    """The twin in force ('in_force') or candidate I on ('I')."""
     return mock.patch.object(engine, "ADOPT_IDLE_WAKE", name == "I")
 
 
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.prereg_idle_wake", __doc__)
-    ap.add_argument("--part-a", action="store_true", help="register candidate I-a alone (the rule's amendment) in "
-                    "s29serve_a_predictions.csv")
     ap.add_argument("--allow-dirty", action="store_true", help="predict from uncommitted code (a dry run; not for the record)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.part_a:
-        df = write_registered(PREDICTIONS_FILE_A, lambda: predictions(("I-a",)), args.allow_dirty)
-    else:
-        df = write_registered(PREDICTIONS_FILE, predictions, args.allow_dirty)
+    df = write_registered(PREDICTIONS_FILE, predictions, args.allow_dirty)
     print(df[df.host_launch_s == 0].drop(columns=["gpu", "host_launch_s"]).to_string(index=False))
     return 0
 
