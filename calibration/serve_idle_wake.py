@@ -29,7 +29,7 @@ from unittest import mock
 
 import numpy as np
 
-from calibration import entry
+from calibration import entry, prereg
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "s29serve_rule.md): fitting records only", "cards": got},
                                             indent=1, sort_keys=True, default=str) + "\n")
         return 0
+    if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
+        return 2
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set O records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
@@ -294,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(map(list, x)) for x in res["ttft"]]
-                  if fresh else None, "lost": res["lost"]}
-        args.json.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+                  if fresh else None, "lost": res["lost"], "candidate": "I-a" if args.part_a else JUDGED}
+        cmd = " ".join(["python -m calibration.serve_idle_wake", args.what] + (["--part-a"] if args.part_a else [])
+                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
+        prereg.write_code_record(args.json, cmd, record)
     return 0
 
 
