@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k}: {'met' if v else 'NOT met'}")
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(map(list, x)) for x in res["ttft"]]
+        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]]
                   if fresh else None, "lost": res["lost"], "candidate": "I-a" if args.part_a else JUDGED}
         cmd = " ".join(["python -m calibration.serve_idle_wake", args.what] + (["--part-a"] if args.part_a else [])
                        + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
