@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.prereg_idle_wake", __doc__)
     ap.add_argument("--allow-dirty", action="store_true", help="predict from uncommitted code (a dry run; not for the record)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if PREDICTIONS_FILE.exists():   # a pre-registration is never redone (write_registered refuses it too)
+        print(f"error: {PREDICTIONS_FILE.name} exists: set O's predictions were registered once, before it ran",
+              file=sys.stderr)
+        return 2
     df = write_registered(PREDICTIONS_FILE, predictions, args.allow_dirty)
     print(df[df.host_launch_s == 0].drop(columns=["gpu", "host_launch_s"]).to_string(index=False))
     return 0
