@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set O records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh, part_a=args.part_a)
+    if args.part_a:   # I-a was formed after set O's records existed: no rule judges it, whatever its criteria say
+        out["criteria_as_if_judged"], out["adopt"] = out["result"]["criteria"], None
     sgo.print_judgement(out, JUDGED, "A-H")
     res = out["result"]
     if fresh:
@@ -293,10 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     print("held-out checks lost under I: " + (", ".join(res["lost"]) or "none"))
     for k, v in res["criteria"].items():
         print(f"  {k}: {'met' if v else 'NOT met'}")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
+    print("verdict: evidence only (I-a: formed after set O existed; no rule judges it)" if args.part_a else
+          f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]]
                   if fresh else None, "lost": res["lost"], "candidate": "I-a" if args.part_a else JUDGED}
+        if args.part_a:
+            record.update(evidence_only=True, criteria_as_if_judged=out["criteria_as_if_judged"])
         cmd = " ".join(["python -m calibration.serve_idle_wake", args.what] + (["--part-a"] if args.part_a else [])
                        + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
         prereg.write_code_record(args.json, cmd, record)
