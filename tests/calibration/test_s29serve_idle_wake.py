@@ -71,3 +71,10 @@ def test_twin_validate_shows_the_judgement_in_its_headline():
     shown = _headline([siw.format_section(siw.section())]).splitlines()
     assert shown[0].startswith("s29serve first iteration after idle (candidate I, not adopted): set O (H200, 12 runs")
     assert any(line.startswith("  set O in force ") for line in shown)
+
+
+def test_the_part_a_figures_are_evidence_only():
+    """I-a (part (a) alone) was formed after set O existed: its file carries no verdict."""
+    ev = json.loads((CAL / "s29serve_a_evidence.json").read_text())
+    assert ev["candidate"] == "I-a" and ev["evidence_only"] and ev["adopt"] is None
+    assert ev["command"].startswith("python -m calibration.serve_idle_wake judge --part-a")
