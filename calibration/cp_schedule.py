@@ -27,6 +27,8 @@ graph's; the intervals scale with the kernels: the rule's transfer assumption).
 
     python -m calibration.cp_schedule TRACES_DIR [--pattern GLOB] [--json]     one CP degree's fractions
     python -m calibration.cp_schedule RUN_DIR --judge [--write]                the rule's judgement
+    python -m calibration.cp_schedule RUN_DIR --judge-s29cp [--write]          s29cp's (the 405B TP 8 slice)
+    python -m calibration.cp_schedule RUN_DIR --judge-s29cp2 [--write]         s29cp2's (both blocks, Float8)
 """
 
 from __future__ import annotations
@@ -195,14 +197,15 @@ NCCL_OPS = {"allgather": "all_gather_into_tensor", "sendrecv": "all_to_all_singl
 C1_TOL, C3_TOL, C4_TOL = 0.03, 0.04, 0.03
 
 
-def twin_transfer_s(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN) -> dict[str, float]:
+def twin_transfer_s(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, heads: int = HEADS) -> dict[str, float]:
     """The twin's catalog seconds of the block's collectives at CP = cp (twin.training.step's
-    _torch_cp_exposed_s sizes): the K/V all-gather of cp x the rank's K/V bytes (BF16, 32 heads after
-    repeat_kv), each FP32 dK/dV hand-over (twice those bytes) as a send_recv."""
+    _torch_cp_exposed_s sizes): the K/V all-gather of cp x the rank's K/V bytes (BF16, `heads` heads after
+    repeat_kv: 32 on the 8B block, 16 on the 405B TP 8 slice), each FP32 dK/dV hand-over (twice those
+    bytes) as a send_recv."""
     from calibration.predict import gpu_spec  # lazy: the catalog, only for the judgement
     from twin.costs import comm  # lazy: as above
     g = gpu_spec(gpu)
-    kv_bytes = local_len * HEADS * HEAD_DIM * 2 * 2
+    kv_bytes = local_len * heads * HEAD_DIM * 2 * 2
     return {"all_gather_into_tensor": comm.collective_time_s("all_gather", kv_bytes * cp, cp, g, True),
             "all_to_all_single": comm.collective_time_s("send_recv", 2 * kv_bytes, 2, g, True)}
 
@@ -269,6 +272,234 @@ def judge(run: Path | str, s17cp: Path | str = S17CP_DIR) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# The judgement of docs/notes/s29cp_rule.md (campaign s29cp): the 405B TP 8 slice's own fractions
+# ---------------------------------------------------------------------------------------------
+
+S29CP_JUDGEMENT = Path(__file__).parent / "s29cp_judgement.json"
+S29CP_BLOCK = ("llama3.1-405b", 8)   # twin.costs.context_parallel COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK's key
+S29CP_HEADS = 16                     # the slice's heads after repeat_kv (128 / 8; one K/V head repeated 16 times)
+S29CP_ROWS = ("tt-405b-4d-cp2-64k", "tt-405b-4d-cp4-128k", "tt-405b-4d-cp8-256k")
+S29CP_CPS = (2, 4, 8)
+
+
+def s29cp_records(run: Path | str) -> dict:
+    """C1-C4 of docs/notes/s29cp_rule.md and the fractions, from the campaign's folder alone (its
+    cp2_real/, traces/ and sched/): the part of the judgement the published rows take no part in."""
+    from calibration.records_io import read_csv  # lazy: pandas, only for the judgement
+    run = Path(run)
+    out: dict = {"run": run.name, "criteria": {}, "fractions": {}, "fractions_rep0": {}}
+    real2 = REAL_PATTERN.format(S=2 * LOCAL_LEN)
+    ranks2 = load_ranks(run / "traces", real2)
+    measured2 = float(read_csv(run / "cp2_real" / "torch_cp.csv")["time_s"].iloc[0])
+    replay2 = _lock_s(ranks2, nccl_transfer_s(run / "traces", real2), 1)
+    c1 = replay2 / measured2 - 1
+    out["criteria"]["C1"] = {"replay_s": replay2, "measured_s": measured2, "err": c1, "holds": abs(c1) <= C1_TOL}
+    fake = {cp: load_ranks(run / "sched" / "traces", FAKE_PATTERN.format(cp=cp)) for cp in S29CP_CPS}
+    fake2 = fake.get(2, [])
+    same = len(fake2) == len(ranks2) == 2 and all(
+        attention_order(f[(1, ph)]) == attention_order(r[(1, ph)]) for f, r in zip(fake2, ranks2) for ph in PHASES)
+    out["criteria"]["C2"] = {"holds": bool(same)}
+    status = read_csv(run / "sched" / "cp_schedule.csv")
+    ok = {int(cp): bool((g["status"] == "ok").all()) and len(g) == int(cp) for cp, g in status.groupby("cp")}
+    out["criteria"]["C3"] = {"ranks_ok": {str(cp): ok.get(cp, False) for cp in S29CP_CPS},
+                             "holds": all(ok.get(cp, False) and len(fake[cp]) == cp for cp in S29CP_CPS)}
+    stable = True
+    for cp in S29CP_CPS:
+        if len(fake[cp]) != cp:
+            stable = False
+            continue
+        tr = twin_transfer_s(cp, heads=S29CP_HEADS)
+        f1, f0 = schedule_fracs(fake[cp], tr, 1), schedule_fracs(fake[cp], tr, 0)
+        out["fractions"][cp], out["fractions_rep0"][cp] = f1, f0
+        stable &= all(abs(f1[ph] - f0[ph]) <= C4_TOL for ph in PHASES)
+    out["criteria"]["C4"] = {"holds": bool(stable)}
+    return out
+
+
+def published_figures(fracs: dict | None) -> dict:
+    """published_runs' rows and summary with the switch off (fracs None) or on with `fracs` ({cp: {fwd,
+    bwd}}) as the 405B TP 8 block's own: {"rows": {id: rel_error}, "median", "within"}."""
+    from calibration import published_runs  # lazy: the twin's whole step, only for the judgement
+    from twin.costs import context_parallel as cpc  # lazy: as above
+    saved = (cpc.ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK, dict(cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK))
+    try:
+        cpc.ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK = fracs is not None
+        if fracs is not None:
+            cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK[S29CP_BLOCK] = {
+                int(cp): {ph: round(float(f[ph]), 4) for ph in PHASES} for cp, f in fracs.items()}
+        r = published_runs.compare()
+    finally:
+        cpc.ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK = saved[0]
+        cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK.clear()
+        cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK.update(saved[1])
+    rows = {x["id"]: x["rel_error"] for x in r["rows"] if x.get("rel_error") is not None}
+    return {"rows": rows, "median": r["summary"]["median_abs_rel_error"],
+            "within": r["summary"]["num_within_row_target"]}
+
+
+def judge_s29cp(run: Path | str) -> dict:
+    """docs/notes/s29cp_rule.md's judgement: the records' criteria (s29cp_records) and, with the fractions,
+    P1-P3 on the published rows (switch off against on, this tree)."""
+    out = s29cp_records(run)
+    if not (out["criteria"]["C3"]["holds"] and out["fractions"]):
+        for k in ("P1", "P2", "P3"):
+            out["criteria"][k] = {"holds": False, "why": "no fractions (C3)"}
+        out["adopt"] = False
+        return out
+    off, on = published_figures(None), published_figures(out["fractions"])
+    out["published_off"], out["published_on"] = off, on
+    out["criteria"]["P1"] = {"off": off["median"], "on": on["median"], "holds": on["median"] <= off["median"] + 1e-12}
+    out["criteria"]["P2"] = {"off": off["within"], "on": on["within"], "holds": on["within"] >= off["within"]}
+    lost = [k for k, e in off["rows"].items() if abs(e) <= 0.10 and abs(on["rows"].get(k, 1.0)) > 0.10]
+    out["criteria"]["P3"] = {"rows_lost": lost, "holds": not lost}
+    out["adopt"] = all(c["holds"] for c in out["criteria"].values())
+    return out
+
+
+def format_s29cp(j: dict) -> str:
+    c = j["criteria"]
+    lines = [f"s29cp judgement ({j['run']}); err = replay / measured - 1",
+             f"  C1: replay {c['C1']['replay_s'] * 1e3:.1f} ms, measured {c['C1']['measured_s'] * 1e3:.1f} ms, "
+             f"err {c['C1']['err']:+.2%} -> {c['C1']['holds']}",
+             f"  C2 (fake CP2 schedule = real CP2 schedule, every rank and phase): {c['C2']['holds']}",
+             f"  C3 (every rank of CP {S29CP_CPS} ran): {c['C3']['holds']} {c['C3'].get('ranks_ok', '')}",
+             f"  C4 (fractions of repetitions 0 and 1 within {C4_TOL}): {c['C4']['holds']}"]
+    for cp, f in j["fractions"].items():
+        f0 = j["fractions_rep0"][cp]
+        lines.append(f"  cp {cp}: fwd {f['fwd']:.4f} (rep0 {f0['fwd']:.4f}), bwd {f['bwd']:.4f} (rep0 {f0['bwd']:.4f}); "
+                     f"per block excess fwd {f['excess_fwd_s'] * 1e3:.1f} ms, bwd {f['excess_bwd_s'] * 1e3:.1f} ms; "
+                     f"attention fwd {f['attn_fwd_s'] * 1e3:.1f}, recompute {f['attn_recompute_s'] * 1e3:.1f}, "
+                     f"bwd {f['attn_bwd_s'] * 1e3:.1f} ms")
+    if "published_on" in j:
+        off, on = j["published_off"], j["published_on"]
+        for k in S29CP_ROWS:
+            lines.append(f"  {k}: {off['rows'][k]:+.2%} -> {on['rows'][k]:+.2%}")
+        lines.append(f"  P1 median |error| {off['median']:.2%} -> {on['median']:.2%}: {c['P1']['holds']}")
+        lines.append(f"  P2 within 10% {off['within']} -> {on['within']}: {c['P2']['holds']}")
+        lines.append(f"  P3 rows lost from within 10%: {c['P3']['rows_lost']} -> {c['P3']['holds']}")
+    lines.append(f"  adopt: {j['adopt']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The judgement of docs/notes/s29cp2_rule.md (campaign s29cp2): both blocks with Float8 linears
+# ---------------------------------------------------------------------------------------------
+
+S29CP2_JUDGEMENT = Path(__file__).parent / "s29cp2_judgement.json"
+REAL_FP8_PATTERN = "trace_cp_block_compiled_fp8_S{S}_rank{{rank}}.json.gz"   # cp_block's Float8 trace names
+# part folder: (twin key (model name, TP degree), heads after repeat_kv, the published rows it applies to)
+S29CP2_BLOCKS = {"sched8b": (("llama3.1-8b", 1), HEADS, ("tt-8b-cp2-64k", "tt-8b-cp4-128k", "tt-8b-cp8-256k")),
+                 "sched405": (S29CP_BLOCK, S29CP_HEADS, S29CP_ROWS)}
+C4_ROW_POINTS = 0.01   # s29cp2's C4: a row's error under repetition 0's fractions against repetition 1's
+
+
+def published_figures_fp8(tables: dict | None) -> dict:
+    """published_runs' rows and summary with ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK off (tables None) or on with
+    `tables` ({(model, tp): {cp: {fwd, bwd}}}, 4 decimals): {"rows": {id: rel_error}, "median", "within"}."""
+    from calibration import published_runs  # lazy: the twin's whole step, only for the judgement
+    from twin.costs import context_parallel as cpc  # lazy: as above
+    saved = (cpc.ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK, dict(cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK))
+    try:
+        cpc.ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK = tables is not None
+        cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK.clear()
+        for key, fracs in (tables or {}).items():
+            cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK[tuple(key)] = {
+                int(cp): {ph: round(float(f[ph]), 4) for ph in PHASES} for cp, f in fracs.items()}
+        r = published_runs.compare()
+    finally:
+        cpc.ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK = saved[0]
+        cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK.clear()
+        cpc.COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK.update(saved[1])
+    rows = {x["id"]: x["rel_error"] for x in r["rows"] if x.get("rel_error") is not None}
+    return {"rows": rows, "median": r["summary"]["median_abs_rel_error"],
+            "within": r["summary"]["num_within_row_target"]}
+
+
+def judge_s29cp2(run: Path | str) -> dict:
+    """docs/notes/s29cp2_rule.md's judgement from a campaign s29cp2 folder (cp2_real/, traces/, sched8b/,
+    sched405/): C1-C3 on the records, the fractions of both Float8 blocks, C4 and P1-P3 on the published rows
+    (the switch off against on, this tree)."""
+    from calibration.records_io import csv_exists, read_csv  # lazy: pandas, only for the judgement
+    run = Path(run)
+    out: dict = {"run": run.name, "criteria": {}, "fractions": {}, "fractions_rep0": {}}
+    real2 = REAL_FP8_PATTERN.format(S=2 * LOCAL_LEN)
+    ranks2 = load_ranks(run / "traces", real2)
+    if len(ranks2) == 2:
+        measured2 = float(read_csv(run / "cp2_real" / "torch_cp.csv")["time_s"].iloc[0])
+        replay2 = _lock_s(ranks2, nccl_transfer_s(run / "traces", real2), 1)
+        c1 = replay2 / measured2 - 1
+        out["criteria"]["C1"] = {"replay_s": replay2, "measured_s": measured2, "err": c1, "holds": abs(c1) <= C1_TOL}
+    else:
+        out["criteria"]["C1"] = {"holds": False, "why": f"{len(ranks2)} real CP2 Float8 traces"}
+    fake: dict = {}
+    ran = {}
+    for part in S29CP2_BLOCKS:
+        fake[part] = {cp: load_ranks(run / part / "traces", FAKE_PATTERN.format(cp=cp)) for cp in S29CP_CPS}
+        st = read_csv(run / part / "cp_schedule.csv") if csv_exists(run / part / "cp_schedule.csv") else None
+        for cp in S29CP_CPS:
+            g = st[st["cp"] == cp] if st is not None else []
+            ran[f"{part}_cp{cp}"] = st is not None and len(g) == cp and bool((g["status"] == "ok").all()) \
+                and len(fake[part][cp]) == cp
+    f2 = fake["sched8b"][2]
+    same = len(f2) == len(ranks2) == 2 and all(
+        attention_order(f[(1, ph)]) == attention_order(r[(1, ph)]) for f, r in zip(f2, ranks2) for ph in PHASES)
+    out["criteria"]["C2"] = {"holds": bool(same)}
+    out["criteria"]["C3"] = {"ran": ran, "holds": all(ran.values())}
+    if not out["criteria"]["C3"]["holds"]:
+        for k in ("C4", "P1", "P2", "P3"):
+            out["criteria"][k] = {"holds": False, "why": "not every rank ran (C3)"}
+        out["adopt"] = False
+        return out
+    tables1, tables0 = {}, {}
+    for part, (key, heads, _) in S29CP2_BLOCKS.items():
+        out["fractions"][part], out["fractions_rep0"][part] = {}, {}
+        for cp in S29CP_CPS:
+            tr = twin_transfer_s(cp, heads=heads)
+            out["fractions"][part][cp] = schedule_fracs(fake[part][cp], tr, 1)
+            out["fractions_rep0"][part][cp] = schedule_fracs(fake[part][cp], tr, 0)
+        tables1[key], tables0[key] = out["fractions"][part], out["fractions_rep0"][part]
+    off, on, on0 = published_figures_fp8(None), published_figures_fp8(tables1), published_figures_fp8(tables0)
+    out["published_off"], out["published_on"], out["published_on_rep0"] = off, on, on0
+    rows = [r for _, _, rs in S29CP2_BLOCKS.values() for r in rs]
+    spread = {r: abs(on["rows"][r] - on0["rows"][r]) for r in rows}
+    out["criteria"]["C4"] = {"row_spread": spread, "holds": max(spread.values()) <= C4_ROW_POINTS}
+    out["criteria"]["P1"] = {"off": off["median"], "on": on["median"], "holds": on["median"] <= off["median"] + 1e-12}
+    out["criteria"]["P2"] = {"off": off["within"], "on": on["within"], "holds": on["within"] >= off["within"]}
+    lost = [k for k, e in off["rows"].items() if abs(e) <= 0.10 and abs(on["rows"].get(k, 1.0)) > 0.10]
+    out["criteria"]["P3"] = {"rows_lost": lost, "holds": not lost}
+    out["adopt"] = all(c["holds"] for c in out["criteria"].values())
+    return out
+
+
+def format_s29cp2(j: dict) -> str:
+    c = j["criteria"]
+    lines = [f"s29cp2 judgement ({j['run']}); err = replay / measured - 1"]
+    v = c["C1"]
+    lines.append("  C1: " + (f"replay {v['replay_s'] * 1e3:.1f} ms, measured {v['measured_s'] * 1e3:.1f} ms, "
+                             f"err {v['err']:+.2%}" if "err" in v else v.get("why", "")) + f" -> {v['holds']}")
+    lines.append(f"  C2 (fake CP2 Float8 8B schedule = real CP2 schedule): {c['C2']['holds']}")
+    lines.append(f"  C3 (every rank ran): {c['C3']['holds']} {c['C3'].get('ran', '')}")
+    for part, fr in j["fractions"].items():
+        for cp, f in fr.items():
+            f0 = j["fractions_rep0"][part][cp]
+            lines.append(f"  {part} cp {cp}: fwd {f['fwd']:.4f} (rep0 {f0['fwd']:.4f}), bwd {f['bwd']:.4f} "
+                         f"(rep0 {f0['bwd']:.4f}); excess fwd {f['excess_fwd_s'] * 1e3:.1f} ms, bwd "
+                         f"{f['excess_bwd_s'] * 1e3:.1f} ms; attention fwd {f['attn_fwd_s'] * 1e3:.1f}, recompute "
+                         f"{f['attn_recompute_s'] * 1e3:.1f}, bwd {f['attn_bwd_s'] * 1e3:.1f} ms")
+    if "published_on" in j:
+        off, on, on0 = j["published_off"], j["published_on"], j["published_on_rep0"]
+        for _, _, rows in S29CP2_BLOCKS.values():
+            for k in rows:
+                lines.append(f"  {k}: {off['rows'][k]:+.2%} -> {on['rows'][k]:+.2%} (rep0 {on0['rows'][k]:+.2%})")
+        lines.append(f"  C4 largest row spread rep0/rep1 {max(c['C4']['row_spread'].values()):.2%}: {c['C4']['holds']}")
+        lines.append(f"  P1 median |error| {off['median']:.2%} -> {on['median']:.2%}: {c['P1']['holds']}")
+        lines.append(f"  P2 within 10% {off['within']} -> {on['within']}: {c['P2']['holds']}")
+        lines.append(f"  P3 rows lost from within 10%: {c['P3']['rows_lost']} -> {c['P3']['holds']}")
+    lines.append(f"  adopt: {j['adopt']}")
+    return "\n".join(lines)
+
+
 def format_judgement(j: dict) -> str:
     c = j["criteria"]
     lines = [f"s27cp judgement ({j['run']}); err = replay / measured - 1"]
@@ -297,11 +528,28 @@ def main(argv=None) -> int:
     ap.add_argument("--rep", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--judge", action="store_true", help="FOLDER is a campaign s27cp folder: the rule's judgement")
-    ap.add_argument("--write", action="store_true", help="with --judge: write calibration/s27cp_judgement.json")
+    ap.add_argument("--write", action="store_true", help="with --judge: write calibration/s27cp_judgement.json "
+                    "(with --judge-s29cp / --judge-s29cp2: calibration/s29cp_judgement.json / s29cp2_judgement.json)")
+    ap.add_argument("--judge-s29cp", action="store_true",
+                    help="FOLDER is a campaign s29cp folder: docs/notes/s29cp_rule.md's judgement")
+    ap.add_argument("--judge-s29cp2", action="store_true",
+                    help="FOLDER is a campaign s29cp2 folder: docs/notes/s29cp2_rule.md's judgement")
     a = ap.parse_args(argv)
     if not a.folder.is_dir():
         print(f"error: folder {a.folder}: not a directory", file=sys.stderr)
         return 2
+    if a.judge_s29cp2:
+        j = judge_s29cp2(a.folder)
+        print(json.dumps(j, indent=1) if a.json else format_s29cp2(j))
+        if a.write:
+            S29CP2_JUDGEMENT.write_text(json.dumps(j, indent=1, sort_keys=True, default=list) + "\n")
+        return 0
+    if a.judge_s29cp:
+        j = judge_s29cp(a.folder)
+        print(json.dumps(j, indent=1) if a.json else format_s29cp(j))
+        if a.write:
+            S29CP_JUDGEMENT.write_text(json.dumps(j, indent=1, sort_keys=True) + "\n")
+        return 0
     if a.judge:
         j = judge(a.folder)
         print(json.dumps(j, indent=1) if a.json else format_judgement(j))

@@ -1220,6 +1220,27 @@ def placed_parts(schedule, first: dict[int, StageOps], later: dict[int, StageOps
     return out
 
 
+# s29idle (docs/notes/s29idle_rule.md, the rule and both sides' predictions committed before the fresh set ran): at
+# pp 2, DualPipe's two ranks hold mirrored, equal work and no bubble, so the twin (one set of durations for both) idles
+# each only the transfers, 0.2-0.7 ms; measured, their paces differ over a step (the host issuing one rank's ops slower,
+# op by op) and the faster rank waits the gap at each direction change, which rank flipping between runs (2xH200
+# fitting rows: 0.3-19.6 ms on the waiting rank). Term M: each rank's idle and the step of a PP2 DualPipe row get
+# M(n) = c * sqrt(n) (the expected gap of two independent random walks grows as the square root of their ops; the
+# fitting rows' mean-over-ranks residual is 1.7 ms at 4 micro-batches and 3.1 at 16), c the median over the fitting
+# rows of that residual / sqrt(n): `python -m calibration.s29idle fit` (FIT_FOLDERS there: the fit split of the
+# committed 2xH200 PP2 folders, the pre-registered sets excluded). Keyed by GPUSpec.name: H200 only (no 2xH100 fit).
+ADOPT_DUALPIPE_MIRROR_WAIT = False
+MIRROR_WAIT_PER_SQRT_MB_S = {"NVIDIA H200 SXM5 141GB": 7.954134e-4}   # s per sqrt(micro-batch): 12 fitting rows
+
+
+def mirror_wait_s(schedule: str, pp: int, num_microbatches: int, gpu_name: str) -> float:
+    """Term M's seconds for a row (0 where it does not apply: not DualPipe at pp 2, or no fit for the GPU)."""
+    c = MIRROR_WAIT_PER_SQRT_MB_S.get(gpu_name)
+    if c is None or pp != 2 or SCHEDULE_NAMES.get(schedule.lower(), schedule.lower()) != "dualpipe":
+        return 0.0
+    return c * math.sqrt(num_microbatches)
+
+
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                  host: dict | None = None, host_by_rank: dict | None = None,
                  ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0) -> tuple[PipelineResult, float, dict]:
@@ -1282,6 +1303,11 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
     step = max([result.makespan_s] + finish)
     after = step - result.makespan_s
+    wait_s = mirror_wait_s(name, pp, n, gpu.name) if ADOPT_DUALPIPE_MIRROR_WAIT else 0.0
+    if wait_s:    # s29idle's M: each rank idles it, the step takes it
+        result = dataclasses.replace(result, makespan_s=result.makespan_s + wait_s,
+                                     idle_s=tuple(i + wait_s for i in result.idle_s), bubble_s=result.bubble_s + wait_s)
+        step += wait_s
     kernels = {s: o.components for s, o in ops.items()}
     return result, step, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                           "stage_kernel_s": kernels,

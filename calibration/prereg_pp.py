@@ -118,13 +118,15 @@ def ranking(rows: pd.DataFrame) -> list[dict]:
 
 
 def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE,
-            subdir: str = RECORDS_SUBDIR) -> dict:
+            subdir: str = RECORDS_SUBDIR, preds: pd.DataFrame | None = None) -> dict:
     """The committed predictions beside the records under `root` (<gpu>x2/<subdir>/<model>/): per-row step
-    error, per GPU the median / P90 against issue 13's target, each rank's idle, and the schedules' ranking."""
+    error, per GPU the median / P90 against issue 13's target, each rank's idle, and the schedules' ranking.
+    `preds`: predictions given as a frame instead of `path` (s29idle: the same file with a term added)."""
     root = rec.records_root() if root is None else root
-    if not csv_exists(path):
-        return {"predictions_commit": None, "by_gpu": {}, "rows": [], "idle": [], "ranking": []}
-    preds = read_csv(path)
+    if preds is None:
+        if not csv_exists(path):
+            return {"predictions_commit": None, "by_gpu": {}, "rows": [], "idle": [], "ranking": []}
+        preds = read_csv(path)
     meas = measured(root, subdir)
     rows, summary = prereg.compare(preds, meas.drop(columns=[c for c in meas.columns if c.startswith("measured_idle")]),
                                    key=KEY) if not meas.empty else (pd.DataFrame(), {})

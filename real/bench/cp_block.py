@@ -31,6 +31,9 @@ block eager in BF16 (reference_grads), and cp_block_grads_ok: all of them within
 (false marks a record whose timed backward is not the block's; calibration.cp_block's `complete` flags
 a backward without FA2's backward kernel).
 Split: CP4 and up held out (torch_cp.scaling_split), as s10cp.
+With REAL_BENCH_CP_BLOCK_MODEL=llama3.1-405b-tp8-block (session s29cp) the block is one GPU's TP 8 slice
+of Llama 3.1 405B (16 heads, one K/V head repeated to 16, FFN 6656, hidden 16384), as torchtitan's 4D
+rows run it, without the TP collectives (their AsyncTP ops need symmetric memory on 8 GPUs).
 """
 
 from __future__ import annotations
@@ -56,9 +59,14 @@ from real.dense import build_block, rope_freqs_cis, slice_of
 LOCAL_LEN, QUICK_LOCAL_LEN = 32768, 64   # positions a rank: every torchtitan 8B CP row holds 32K
 COMPILE_ENV = "REAL_BENCH_CP_BLOCK_COMPILE"   # "0": the block eager (default: compiled, the table's)
 FLOAT8_ENV = "REAL_BENCH_CP_BLOCK_FLOAT8"     # "1": torchao's tensorwise Float8 linears (s18tt; default BF16)
+MODEL_ENV = "REAL_BENCH_CP_BLOCK_MODEL"       # a key of MODELS (default the 8B block; s29cp: "llama3.1-405b-tp8-block")
 # Llama 3.1 8B (meta-llama/Llama-3.1-8B config.json): hidden 4096, 32 heads, 8 K/V heads, head 128,
 # FFN 14336, vocabulary 128256 (unused: no head here)
 LLAMA_8B = dict(hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128, ffn=14336, vocab=128256)
+# Llama 3.1 405B (meta-llama/Llama-3.1-405B config.json): hidden 16384, 128 heads, 8 K/V heads, head 128, FFN
+# 53248; torchtitan's 4D rows (Table 6) slice it TP 8: 16 heads and one K/V head a GPU (slice_of), FFN 6656
+LLAMA_405B = dict(hidden_size=16384, num_heads=128, num_kv_heads=8, head_dim=128, ffn=53248, vocab=128256)
+MODELS = {"llama3.1-8b-block": (LLAMA_8B, 1), "llama3.1-405b-tp8-block": (LLAMA_405B, 8)}   # name: (shape, tp)
 QUICK_SHAPE = dict(hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, ffn=128, vocab=256)
 # A Float8 block's gradients are the block's if every leaf's lies within this relative error of the
 # block eager in BF16: FP8 rounding reads 0.08-0.16 (s18tt run 2, the eager Float8 block at 32K, H100),
@@ -66,8 +74,13 @@ QUICK_SHAPE = dict(hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, ffn
 GRADS_OK_REL_ERROR = 0.5
 
 
-def block_shape(quick: bool):
-    return slice_of("llama", tp=1, **(QUICK_SHAPE if quick else LLAMA_8B))
+def block_shape(quick: bool, model: str = "llama3.1-8b-block"):
+    """One GPU's block shape: the tiny block (quick), or MODELS[model]'s TP slice (without its TP
+    collectives: the compute one GPU runs; s29cp's 405B slice)."""
+    if quick:
+        return slice_of("llama", tp=1, **QUICK_SHAPE)
+    shape, tp = MODELS[model]
+    return slice_of("llama", tp=tp, **shape)
 
 
 def _torchtitan_sdpa(dev):
@@ -77,13 +90,15 @@ def _torchtitan_sdpa(dev):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
 
 
-def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True, float8: bool = False):
+def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True, float8: bool = False,
+              model: str = "llama3.1-8b-block"):
     """(fwd, bwd, block) of one checkpointed Llama block on s positions: x_BSD a BF16 leaf, the
     block under ptd_checkpoint_wrapper (full AC), compiled with fullgraph=True around the wrapper
     when `compiled` (inductor on a GPU; aot_eager off it: the same dynamo and AOTAutograd trace);
     bwd(out) takes the gradients of x and every parameter (recomputing the forward). `float8`: the
-    linears as torchao's tensorwise Float8Linear (real.fp8.tensorwise_linear)."""
-    shape = block_shape(quick)
+    linears as torchao's tensorwise Float8Linear (real.fp8.tensorwise_linear). `model`: a key of
+    MODELS (block_shape)."""
+    shape = block_shape(quick, model)
     torch.manual_seed(seed)
     block = build_block(shape, float8=float8).to(device=dev, dtype=torch.bfloat16)
     wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
@@ -139,10 +154,11 @@ def memory_stats(dev) -> dict:
             "num_alloc_retries": int(m.get("num_alloc_retries", 0))}
 
 
-def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str, float8: bool = False) -> dict:
-    shape = block_shape(quick)
+def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str, float8: bool = False,
+              model: str = "llama3.1-8b-block") -> dict:
+    shape = block_shape(quick, model)
     return dict(bench="cp_block_compiled" if compiled else "cp_block",
-                model="llama3.1-8b-block" if not quick else "tiny-block", cp=world,
+                model=model if not quick else "tiny-block", cp=world,
                 rotate_method="allgather" if world > 1 else "none", sdpa_backend="flash",
                 load_balance="head_tail" if world > 1 else "none", seq_len=S, local_len=S // world,
                 num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
@@ -150,11 +166,11 @@ def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str, floa
                 split=scaling_split(world))
 
 
-def block_flops(s: int, quick: bool) -> float:
+def block_flops(s: int, quick: bool, model: str = "llama3.1-8b-block") -> float:
     """FLOPs of one block's step on s positions with full AC: the linears 2 x params x s, three
     times forward (forward, recomputation) and twice more backward, 8 x params x s in all; causal
     attention 4 s^2 H K / 2 a forward pass, 2.5x backward, (2 + 2.5) of them: from the shapes."""
-    sh = block_shape(quick)
+    sh = block_shape(quick, model)
     params = sh.hidden_size * (2 * sh.num_heads + 2 * sh.num_kv_heads) * sh.head_dim + 3 * sh.hidden_size * sh.ffn
     attn = 2.0 * s * s * sh.num_heads * sh.head_dim
     return 8.0 * params * s + 4.5 * attn
@@ -170,7 +186,12 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     multi = group is not None
     compiled = os.environ.get(COMPILE_ENV, "1") != "0"
     float8 = os.environ.get(FLOAT8_ENV, "0") == "1"
-    env["cp_block_compiled"], env["cp_block_float8"] = compiled, float8
+    model = os.environ.get(MODEL_ENV, "") or "llama3.1-8b-block"
+    if model not in MODELS:
+        log(f"cp_block: {MODEL_ENV} {model!r}: not a block here (allowed: {', '.join(MODELS)})")
+        env["cp_block_error"] = f"{MODEL_ENV} {model!r} unknown"
+        return
+    env["cp_block_compiled"], env["cp_block_float8"], env["cp_block_model"] = compiled, float8, model
     s = QUICK_LOCAL_LEN if quick else LOCAL_LEN
     S = s * world
     reps, warmup = (2, 1) if quick else (4, 2)
@@ -178,7 +199,7 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     if (agreed_over(deadline, dev) if multi else deadline.over()):
         log("cp_block: deadline reached")
         return
-    fwd, bwd, block = block_fns(s, dev, quick, seed=rank, compiled=compiled, float8=float8)
+    fwd, bwd, block = block_fns(s, dev, quick, seed=rank, compiled=compiled, float8=float8, model=model)
     pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
     if world > 1:
         set_rotate_method("allgather")
@@ -217,8 +238,8 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     kernels = kernels_by_phase(trace)
     calls = aten_calls_by_phase(trace)
     kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
-    cols = _row_cols(S, world, quick, compiled, kernel, float8)
-    fl = block_flops(s, quick)
+    cols = _row_cols(S, world, quick, compiled, kernel, float8, model)
+    fl = block_flops(s, quick, model)
     st = stats(times)
     rec.row("torch_cp", **cols, host_time_s=statistics.median(hosts), **st,
             timing="per_rep_events" if dev.type == "cuda" else "host_clock", flops=fl, bytes=float("nan"),

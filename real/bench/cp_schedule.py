@@ -9,11 +9,12 @@ after it on another (seen in s17cp's CP4 traces, calibration/measurements/h200x4
 gathers first and waits a whole diagonal call for the other three). Every collective meets all ranks, so
 a step pays, interval by interval, the slowest rank's work since the last meeting, not one rank's sum.
 
-What runs: `python -m real.bench.cp_schedule --out DIR --cp 4 8` starts, for each CP degree W, W
+What runs: `python -m real.bench.cp_schedule --out DIR --cp 4 8 [--model M]` starts, for each CP degree W, W
 processes, rank r on GPU r mod (the GPUs it sees), each in a `fake` process group of W ranks
 (torch.testing's FakeStore: collectives return at once and move nothing) so that one host holds any
-CP degree. Each builds the block of cp_block (real/bench/cp_block.py: 32K positions a rank, BF16,
-torchtitan's full AC inside torch.compile, flash/efficient SDPA, rotate method allgather) inside
+CP degree. Each builds the block of cp_block (real/bench/cp_block.py: 32K positions a rank, BF16, the
+8B block or (--model, session s29cp) the 405B TP 8 slice; BF16 linears, or (--float8, s29cp round 2)
+real.fp8's tensorwise Float8 ones, as the torchtitan rows ran them; torchtitan's full AC inside torch.compile, flash/efficient SDPA, rotate method allgather) inside
 PyTorch's context_parallel over its W-rank mesh, compiles and warms it, then, two ranks at a time (one
 per GPU, the others idle), times fwd+bwd (CUDA events; no communication) and profiles two repetitions
 (torch.profiler, host ranges "fwd" / "bwd"). Kept per rank: the Chrome trace (traces/cp_schedule_cp{W}_
@@ -80,7 +81,8 @@ def _row(cols: dict, env: dict, tel: Telemetry) -> dict:
             "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: int, deadline_s: float) -> int:
+def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: int, deadline_s: float,
+             model: str = "llama3.1-8b-block", float8: bool = False) -> int:
     """One rank of one CP degree (the module docstring says what it records)."""
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
@@ -94,12 +96,12 @@ def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: i
     s = QUICK_LOCAL_LEN if quick else LOCAL_LEN
     why = torch_cp.CP_API["unavailable"](dev)
     status = f"no_cp: {why}" if why else "ok"
-    cols = dict(bench="cp_schedule_compiled", model="tiny-block" if quick else "llama3.1-8b-block", cp=world,
+    cols = dict(bench="cp_schedule_compiled", model="tiny-block" if quick else model, cp=world,
                 rank=rank, device_index=dev.index if cuda else -1, seq_len=s * world, local_len=s,
-                rotate_method="allgather", precision="bf16", reps=TIMED_REPS,
+                rotate_method="allgather", precision="fp8-tensorwise" if float8 else "bf16", reps=TIMED_REPS,
                 timing="per_rep_events" if cuda else "host_clock")
     # compiled where CP runs (the table's configuration); off a GPU the plain block, eager (the dry run)
-    fwd, bwd, _ = cp_block.block_fns(s, dev, quick, seed=rank, compiled=not why)
+    fwd, bwd, _ = cp_block.block_fns(s, dev, quick, seed=rank, compiled=not why, model=model, float8=float8)
     ctx = contextlib.nullcontext()
     if not why:
         init_device_mesh, context_parallel, set_rotate_method = torch_cp.CP_API["api"]()
@@ -150,7 +152,8 @@ def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: i
     return 0
 
 
-def launch(out: Path, cps: list[int], quick: bool, budget_s: float) -> int:
+def launch(out: Path, cps: list[int], quick: bool, budget_s: float, model: str = "llama3.1-8b-block",
+           float8: bool = False) -> int:
     """Each CP degree in turn: its ranks as processes of this interpreter, the rows gathered into
     cp_schedule.csv. A degree whose ranks overrun the budget's share is stopped (its ranks by pid)."""
     (out / "traces").mkdir(parents=True, exist_ok=True)
@@ -163,8 +166,10 @@ def launch(out: Path, cps: list[int], quick: bool, budget_s: float) -> int:
         deadline = time.monotonic() + share
         env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "4")}
         procs = [subprocess.Popen([sys.executable, "-m", "real.bench.cp_schedule", "--out", str(out), "--rank", str(r),
-                                   "--world", str(w), "--lanes", str(lanes), "--deadline-in-s", f"{share:.1f}"]
-                                  + (["--quick"] if quick else []), env=env) for r in range(w)]
+                                   "--world", str(w), "--lanes", str(lanes), "--deadline-in-s", f"{share:.1f}",
+                                   "--model", model]
+                                  + (["--quick"] if quick else []) + (["--float8"] if float8 else []), env=env)
+                 for r in range(w)]
         for p in procs:
             try:
                 p.wait(timeout=max(1.0, deadline + 10 - time.monotonic()))
@@ -191,6 +196,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cp", type=int, nargs="+", default=[4, 8], help="CP degrees (launcher)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="launcher: seconds for all degrees")
     ap.add_argument("--quick", action="store_true", help="tiny block (the CPU dry run)")
+    ap.add_argument("--float8", action="store_true",
+                    help="the block's linears as torchao's tensorwise Float8 (real.fp8; session s29cp round 2)")
+    ap.add_argument("--model", default="llama3.1-8b-block",
+                    help=f"the block (real.bench.cp_block.MODELS: {', '.join(cp_block.MODELS)})")
     ap.add_argument("--rank", type=int, help="(a rank process) its rank")
     ap.add_argument("--world", type=int, help="(a rank process) the CP degree")
     ap.add_argument("--lanes", type=int, default=1, help="(a rank process) ranks timed at once (the GPUs)")
@@ -200,10 +209,13 @@ def main(argv=None) -> int:
         if any(x < 2 for x in v):
             print(f"error: {name} {v}: CP degrees must be >= 2", file=sys.stderr)
             return 2
+    if a.model not in cp_block.MODELS:
+        print(f"error: --model {a.model!r}: not a block here (allowed: {', '.join(cp_block.MODELS)})", file=sys.stderr)
+        return 2
     if a.rank is None:
-        return launch(a.out, a.cp, a.quick, a.budget_s)
+        return launch(a.out, a.cp, a.quick, a.budget_s, a.model, a.float8)
     return run_rank(a.rank, a.world, a.out, a.out / f"sync_cp{a.world}", a.quick, a.lanes,
-                    time.monotonic() + a.deadline_in_s)
+                    time.monotonic() + a.deadline_in_s, a.model, a.float8)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,8 @@ def _headline(tables: list[str]) -> str:
             "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ",
             # session 28's judged sections printed only their heading (s28blind) or nothing (s28pp4, s28pp42) here
             "  prereg-blind ", "s28pp4 ", "  s28pp4 judged", "    P (adopted)", "s28pp42 ", "  judged at the run's routing",
+            "  prereg-probed ",   # s29dec's per-lease verdicts
+            "s29idle: ", "  s29idle ",
             # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
             "s29serve ", "  set O in force")
     lines, gpu = [], ""

@@ -70,6 +70,24 @@ ADOPT_COMPILED_CP_ONE_GATHER = True
 ADOPT_COMPILED_CP_SCHEDULE_WAIT = True
 COMPILED_CP_SCHEDULE_WAIT_FRAC: dict[int, dict[str, float]] = {
     2: {"fwd": 0.0002, "bwd": 0.0025}, 4: {"fwd": 0.0341, "bwd": 0.0403}, 8: {"fwd": 0.0138, "bwd": 0.8573}}
+# The same fractions from a block's own compiled schedule, keyed by (model name, TP degree): the block a
+# rank runs. s27cp measured the 8B block (TP 1) and the twin gave its fractions to every torch_allgather row,
+# the 405B TP 8 rows of torchtitan's Table 6 included. Candidate of docs/notes/s29cp_rule.md: the 405B TP 8
+# slice's own (16 heads, one K/V head repeated, FFN 6656; campaign s29cp on a fake process group as s27cp's;
+# calibration.cp_schedule.judge_s29cp), used where the switch is on and the block has them; a block without
+# its own keeps COMPILED_CP_SCHEDULE_WAIT_FRAC. Empty until the rule's records exist.
+# Judged (calibration/s29cp_judgement.json): not adopted (C4 and P1-P3 failed; the slice defers its hand-overs at
+# CP4 where the 8B block does not); left empty.
+ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK = False
+COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
+# Round 2 (docs/notes/s29cp2_rule.md): the same, from the block compiled with Float8 (tensorwise) linears, as
+# every torchtitan CP row ran it (Table 2 and Table 6: torch.compile + Float8), for a plan whose GEMMs run FP8;
+# keyed (model name, TP degree): the 8B block (TP 1) and the 405B TP 8 slice (campaign s29cp2,
+# calibration.cp_schedule.judge_s29cp2). Judged (calibration/s29cp2_judgement.json): not adopted (P1: the published
+# median 7.12% -> 7.66%; the Float8 blocks' CP4 ranks agree, their CP8 ranks disagree as the BF16 8B block's);
+# left empty.
+ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK = False
+COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
@@ -88,7 +106,7 @@ def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, g
 
 
 def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, backward: bool,
-                       compiled: bool = False) -> float:
+                       compiled: bool = False, block: tuple | None = None) -> float:
     """Communication of one pass not hidden behind its attention calls (each 1/cp of `core_s`): the
     K/V all-gather (`gather_s`) beyond the first call; in the backward also each FP32 dK/dV
     hand-over (`pass_s`) beyond the call after it, and the last one whole.
@@ -101,9 +119,9 @@ def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, b
     NCCL time of every rank and phase all exposed. With ADOPT_COMPILED_CP_ONE_GATHER the compiled
     backward runs no all-gather of its own (its `gather_s` not charged). With
     ADOPT_COMPILED_CP_SCHEDULE_WAIT the compiled pass adds its ranks' meeting loss
-    (`compiled_schedule_wait_s`)."""
+    (`compiled_schedule_wait_s`; `block` the rank's (model name, TP degree, GEMM precision))."""
     if compiled:
-        wait = compiled_schedule_wait_s(cp, core_s, backward)
+        wait = compiled_schedule_wait_s(cp, core_s, backward, block)
         if backward:
             return (0.0 if ADOPT_COMPILED_CP_ONE_GATHER else gather_s) + cp * pass_s + wait
         return gather_s + wait
@@ -114,13 +132,23 @@ def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, b
     return exposed
 
 
-def compiled_schedule_wait_s(cp: int, core_s: float, backward: bool) -> float:
+def compiled_schedule_wait_s(cp: int, core_s: float, backward: bool, block: tuple | None = None) -> float:
     """Seconds one compiled pass loses to its ranks meeting at their own graphs' collectives:
     COMPILED_CP_SCHEDULE_WAIT_FRAC[cp] of the pass ('fwd', the recomputed forward too, or 'bwd') times
-    its attention-core seconds `core_s`; 0 with the switch off or at a CP degree never measured."""
+    its attention-core seconds `core_s`; 0 with the switch off or at a CP degree never measured.
+    `block` (model name, TP degree[, GEMM precision]): with ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK and precision
+    'fp8', the Float8 block's own fractions where COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK has them; else,
+    with ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK, the block's own where COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK has them."""
     if not ADOPT_COMPILED_CP_SCHEDULE_WAIT:
         return 0.0
-    return COMPILED_CP_SCHEDULE_WAIT_FRAC.get(cp, {}).get("bwd" if backward else "fwd", 0.0) * core_s
+    table = COMPILED_CP_SCHEDULE_WAIT_FRAC
+    key = tuple(block[:2]) if block else None
+    fp8 = bool(block) and len(block) > 2 and block[2] == "fp8"
+    if fp8 and ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK and key in COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK:
+        table = COMPILED_CP_SCHEDULE_WAIT_FRAC_FP8_BY_BLOCK[key]
+    elif ADOPT_CP_SCHEDULE_WAIT_OWN_BLOCK and key in COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK:
+        table = COMPILED_CP_SCHEDULE_WAIT_FRAC_BY_BLOCK[key]
+    return table.get(cp, {}).get("bwd" if backward else "fwd", 0.0) * core_s
 
 
 def allgather_attention_calls(core: Op, cp: int) -> list[Op]:

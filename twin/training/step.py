@@ -790,7 +790,8 @@ class StepCosts:
         gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node, self.cp_ranks_per_node)
         pass_s = (self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
                   if backward else 0.0)
-        return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward, self._torch_cp_compiled())
+        return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward, self._torch_cp_compiled(),
+                                                   (self.sc.model.name, p.tp, p.gemm_precision))
 
     def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
         """A compute segment's task, the attention core split off where context parallelism
