@@ -85,7 +85,7 @@ from calibration import records as rec
 from calibration.memo import memoised
 from calibration import serve_load_validation as slv
 from calibration.records_io import csv_exists, read_csv, resolve_csv
-from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
+from calibration.serve_load_validation import (gpu_key, pin_suffix, plain_sizes, record_host_launch_s, scenario_for, sessions,
                                                sizes_run_before)
 from twin.core import atomic
 from twin.core.specs import serve_engines
@@ -586,7 +586,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
             # {iteration: row} of plain tuples: a DataFrame's .loc[i] per row and rank was most of
             # design()'s time (~130,000 lookups over the committed folders)
             per_rank.append({int(r.iteration): r for r in rebuild(it, rq).itertuples(index=False)})
-        sizes = before[run["run_id"]]
+        sizes = plain_sizes(before[run["run_id"]])   # the fit counts every warm-pass size met (as in force)
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either

@@ -29,6 +29,7 @@ import numpy as np
 
 from twin.core.scenario import SERVING, from_dict
 from twin.core.specs import serve_engines
+from twin.serving import engine
 from twin.serving.simulate import simulate
 from twin.serving.timing import engine_spread, sharing_grids
 from twin.serving.workload import from_records
@@ -275,6 +276,25 @@ def warm_pass_sizes(run: dict) -> range | set[int]:
     return set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
 
 
+def warm_pass_pairs(run: dict) -> set[tuple]:
+    """(rank, size) pairs a run's warm pass ran (warm_pass_sizes on every rank); under twin.serving.engine.ADOPT_IDLE_WAKE
+    (s29serve) the sizes between warm_shapes and the token budget as (rank, size, engine.BUSY_MET): met only where first
+    met mid-stream (charged the first-met terms when first met after an idle)."""
+    ranks = range(max(1, int(float(run.get("ep_size") or 1))))
+    warm = int(float(run.get("warm_shapes") or 0))
+    if not engine.ADOPT_IDLE_WAKE or warm <= 0:
+        return {(g, n) for g in ranks for n in warm_pass_sizes(run)}
+    budget = int(float(run.get("token_budget") or 0))
+    met = set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
+    return ({(g, n) for g in ranks for n in met}
+            | {(g, n, engine.BUSY_MET) for g in ranks for n in range(warm + 1, max(budget, warm + 1))})
+
+
+def plain_sizes(sizes) -> frozenset:
+    """sizes_run_before's pairs with the warm pass's mid-stream-only sizes (ADOPT_IDLE_WAKE) counted as met: (rank, size)."""
+    return frozenset(x[:2] for x in sizes)
+
+
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
     """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
     step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
@@ -291,8 +311,7 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
             idle = str(it.get("idle", "0")) not in ("0", "False", "")
             size = 1 if idle else int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"]))
             sizes.setdefault(it["run_id"], set()).add((int(float(it.get("rank") or 0)), size))
-    ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
-    warmed = lambda run: {(g, n) for g in ranks(run) for n in warm_pass_sizes(run)}  # noqa: E731
+    warmed = warm_pass_pairs
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
         return {r["run_id"]: frozenset(warmed(r) | warmup_sizes(r)) for r in runs}
     out, seen, last = {}, set(), None

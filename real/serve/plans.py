@@ -533,6 +533,19 @@ S28N_PLANS = {f"gpu1-s28n-{short}": _s21_plan(m, runs=(
     RunSpec("poisson-r7-n", "poisson", S28N_IN, S28N_OUT, rate_per_s=7.0, seed=192 + 3 * k),
     RunSpec("closed-c4-n", "closed", S28N_IN, S28N_OUT, concurrency=4, seed=193 + 3 * k)),
     warm_tokens=S28N_WARM_TOKENS, load_s=S28N_LOAD_S, prefix="n28n") for k, (m, short) in enumerate(S28N_MODELS.items())}
+# s29serve (docs/notes/s29serve_rule.md, set O): the same four models as set M with a small warm pass (256 flat tokens)
+# under prompts of 224-608 tokens, a closed loop of 1 (its t=0 prompt, after the idle before the run, of a size between
+# the warm pass and the budget) and Poisson 3/s and 5/s (most prompt steps after an idle of 100 ms or more): loads,
+# lengths and seeds (201-212) no record holds; 4 s of load a run, no --timing
+S29O_IN, S29O_OUT = "uniform:224-608", "uniform:40-152"
+S29O_WARM_TOKENS = 256
+S29O_LOAD_S = 4.0
+S29O_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
+S29O_PLANS = {f"gpu1-s29o-{short}": _s21_plan(m, runs=(
+    RunSpec("closed-c1-o", "closed", S29O_IN, S29O_OUT, concurrency=1, seed=201 + 3 * k),
+    RunSpec("poisson-r3-o", "poisson", S29O_IN, S29O_OUT, rate_per_s=3.0, seed=202 + 3 * k),
+    RunSpec("poisson-r5-o", "poisson", S29O_IN, S29O_OUT, rate_per_s=5.0, seed=203 + 3 * k)),
+    warm_tokens=S29O_WARM_TOKENS, load_s=S29O_LOAD_S, prefix="n29o") for k, (m, short) in enumerate(S29O_MODELS.items())}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -582,5 +595,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS,
          "tiny-new": TINY_NEW}

@@ -293,7 +293,9 @@ def _headline(tables: list[str]) -> str:
             # session 28's judged sections printed only their heading (s28blind) or nothing (s28pp4, s28pp42) here
             "  prereg-blind ", "s28pp4 ", "  s28pp4 judged", "    P (adopted)", "s28pp42 ", "  judged at the run's routing",
             "  prereg-probed ",   # s29dec's per-lease verdicts
-            "s29idle: ", "  s29idle ")
+            "s29idle: ", "  s29idle ",
+            # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
+            "s29serve ", "  set O in force")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

@@ -63,6 +63,19 @@ MAX_RUN = 4096   # decode iterations run back to back in one timeout (bounds the
 ADOPT_HOST_STALLS = False
 STALL_STREAM = 23   # the stalls' generator: seeded by (traffic seed, this), apart from the spread's draws
 
+# (s29serve, docs/notes/s29serve_rule.md, committed before its judging records existed; off until that rule adopts it)
+# An iteration that follows an idle of IDLE_WAKE_AFTER_S or more on its instance (the run's first: the engine idled
+# before it, between runs) is "post-idle". Under the switch (a) a flat size the engine process met only in its warm pass
+# between warm_shapes and the token budget (run_batch_sizes entries (group, size, "busy"):
+# calibration.serve_load_validation.sizes_run_before) pays the table's first-met terms when first met on a post-idle
+# iteration, and counts as met without a charge when first met mid-stream (the host's first-met stall hides under the
+# queued GPU work there); (b) a post-idle iteration carrying prompt tokens pays the table's idle_prompt_s (fitted on
+# the fitting runs' post-idle prompt steps: calibration/s29serve_fit.json). Off: neither (every warm-pass size met).
+ADOPT_IDLE_WAKE = False
+IDLE_WAKE_AFTER_S = 0.1   # calibration/s29serve_fit.json: the idle before a step from which the fitting runs' steps run long
+BUSY_MET = "busy"         # the third element of a run_batch_sizes entry met only mid-stream under ADOPT_IDLE_WAKE
+IDLE_WAKE_PROMPT_TERM = True   # ADOPT_IDLE_WAKE's part (b); off: part (a) alone (candidate I-a, the rule's amendment)
+
 
 class HostStalls:
     """A host's pauses while launching eagerly: Poisson(rate_per_s x exposed seconds) of them an iteration, each
@@ -181,7 +194,12 @@ class Engine:
         self.prompts_before = int(prompts_before)
         # flat batch sizes the engine ran before: (attention group, size) pairs, a bare size for group 0
         self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
-                                         for x in run_batch_sizes)
+                                         for x in run_batch_sizes
+                                         if not (ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,)))
+        # (ADOPT_IDLE_WAKE) the warm pass's sizes met on a busy iteration only: charged when first met after an idle
+        self.busy_met_sizes = frozenset((int(x[0]), int(x[1])) for x in run_batch_sizes
+                                        if ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,)
+                                        ) - self.run_batch_sizes
         n = len(reqs)
         # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
         # generator of its own seeded by the traffic seed: one run per seed
@@ -399,6 +417,12 @@ class Instance:
         self.regions_met: dict[int, set] = {}
         for g, n in eng.run_batch_sizes:
             self._met_regions(g).update(self.launches(n))
+        # (ADOPT_IDLE_WAKE) the end of this instance's last iteration (-inf: idle before the run) and the sizes met
+        # only mid-stream so far unmet; a post-idle prompt iteration's extra seconds (the table's idle_prompt_s)
+        self.last_end = -math.inf
+        self.busy_met = set(eng.busy_met_sizes) if self.sizes is not None else set()
+        self.idle_prompt_s = ((costs.engine or {}).get("idle_prompt_s", 0.0)
+                              if ADOPT_IDLE_WAKE and IDLE_WAKE_PROMPT_TERM else 0.0)
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -670,6 +694,9 @@ class Instance:
             if self.warms_prompts and prompt_tokens:   # (s19srv2) the prompt path warming with host-bound prompt work
                 cold = costs.warmup_weight(self.prompts_before)
                 self.prompts_before += costs.prompt_host_bound(b_time, ctx, p_time, span, width_ctx, prefix_tokens)
+            post_idle = ADOPT_IDLE_WAKE and env.now - self.last_end >= IDLE_WAKE_AFTER_S
+            if self.busy_met:
+                self._meet_busy(sizes, post_idle)
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             cold_eager = self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) if self.cold_eager_after else False
             post_prompt = not prompt_tokens and self._post_prompt_flags(1)[0]
@@ -685,11 +712,15 @@ class Instance:
             stalls = self.stalls
             if stalls is not None and (eager_now or stalls.every_iteration):
                 dur += stalls.draw_s(dur)
+            if post_idle and prompt_tokens and self.idle_prompt_s > 0.0:   # (ADOPT_IDLE_WAKE) the prompt step after idle
+                dur += self.idle_prompt_s
+                pre_s += self.idle_prompt_s
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
             start = env.now
             yield env.timeout(dur)
+            self.last_end = env.now
             rec.iterations += 1
             rec.busy_s += dur
             rec.prefill_busy_s += pre_s
@@ -723,6 +754,24 @@ class Instance:
                     continue
                 self._start_decode(rid, prompt)
             self._finish_due()
+
+    def _meet_busy(self, sizes: list[int], post_idle: bool) -> None:
+        """(ADOPT_IDLE_WAKE) This iteration's sizes that the warm pass ran but a post-idle iteration had not met: first
+        met after an idle, left to _new_size (its first-met terms); mid-stream, counted as met without a charge."""
+        keys = set(enumerate(sizes)) & self.busy_met
+        if not keys:
+            return
+        self.busy_met -= keys
+        if post_idle:
+            return
+        for g, n in keys - self.sizes:
+            self.sizes_met[g] += 1
+            self._met_regions(g).update(self.launches(n))
+        self.sizes |= keys
+        fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
+        for g, _ in fresh:
+            self.bins_met[g] += 1
+        self.size_bins |= fresh
 
     def _met_regions(self, g: int) -> set:
         """The (weight, region) pairs (or kernels, new_bin_kernels) attention group g has launched (its graph
@@ -812,6 +861,8 @@ class Instance:
         spread = self.costs.spread
         u = eng.rng.random(steps).tolist() if spread is not None else None
         sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
+        if self.busy_met:
+            self._meet_busy(sizes, env.now - self.last_end >= IDLE_WAKE_AFTER_S)
         new_size, new_bin = self._new_size(sizes, b_time, 0, max0)   # the same sizes throughout: only the first can be new
         # eager or graph throughout (the rows do not change); the steps are counted when the run ends
         run_eager = self.costs.is_eager(b_time, 0, max0)
@@ -862,6 +913,7 @@ class Instance:
             self.peak_kv = kv_end
         rec.iterations += done
         rec.busy_s += cum[done - 1]
+        self.last_end = start + cum[done - 1]
         rec.decode_token_steps += b * tps * done
         trace = rec.trace
         prev = 0.0

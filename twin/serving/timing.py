@@ -120,7 +120,7 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
                 "launch_floor_row_s", "launch_floor_decode_s", "eager_op_s", "sync_s", "start_s",
                 "start_prompt_only_s", "start_s_per_token", "graph_host_s", "graph_op_s", "graph_row_s",
-                "graph_op_floor_s", "timing_loop_s")
+                "graph_op_floor_s", "timing_loop_s", "idle_prompt_s")
 # (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per
 # chunk; (s24eager) per prompt token and per decode row (the engine's per-token and per-row Python: token, position and
 # slot lists, a decode row's page-table row) and the decode rows' attention path (per layer, where decode rows run)
