@@ -7,7 +7,7 @@ the median board power over those windows against the power limit. cv = the samp
 the boards' held rates of the reference GEMM (`ref`) over their mean: the figure twin.training.step's
 BOARD_HELD_RATE_CV holds. Then, with that cv, the published rows with the switch off and on (the rule's C1-C3).
 
-    python -m calibration.board_spread [--fresh DIR] [--json FILE] [--no-rows]
+    python -m calibration.board_spread [--fresh DIR] [--json FILE] [--no-rows] [--guards OFF.json ON.json]
 """
 
 from __future__ import annotations
@@ -113,6 +113,30 @@ def criteria(errors: dict) -> dict:
             "named_median_off": named["off"], "named_median_on": named["on"], "C3": named["on"] < named["off"]}
 
 
+TENSOR_COUNTS = ("weights", "gradients", "optimizer", "activations", "comm_buffers", "loss", "fsdp_gathered",
+                 "recompute", "pp_outputs")   # G1 (amendment 1): these may not move; grad_queue (timing-derived) may
+
+
+def guards(off: dict, on: dict) -> dict:
+    """The rule's G1 from two `twin validate --json` results (switch off, on): the top-level sections that differ
+    (beside inputs), and in published_runs the rows whose tensor counts or fit changed."""
+    sections = sorted(k for k in set(off) | set(on) if k != "inputs" and off.get(k) != on.get(k))
+    rows_off = {r["id"]: r for r in off["published_runs"]["rows"]}
+    counts_moved, fits_moved, timing_moved = [], [], []
+    for r in on["published_runs"]["rows"]:
+        o = rows_off[r["id"]]
+        a, b = o.get("memory_breakdown_bytes") or {}, r.get("memory_breakdown_bytes") or {}
+        if any(a.get(k) != b.get(k) for k in TENSOR_COUNTS):
+            counts_moved.append(r["id"])
+        if o.get("memory_fits") != r.get("memory_fits"):
+            fits_moved.append(r["id"])
+        if a.get("grad_queue") != b.get("grad_queue"):
+            timing_moved.append(r["id"])
+    return {"sections_changed": sections, "tensor_counts_moved": counts_moved, "fits_moved": fits_moved,
+            "grad_queue_moved": timing_moved,
+            "G1": sections == ["published_runs"] and not counts_moved and not fits_moved}
+
+
 def show(res: dict, rows: bool) -> None:
     print(f"{res['folder']} ({res['gpu_name']}): {res['C0']['boards']} boards")
     for b, cases in sorted(res["per_board"].items()):
@@ -130,6 +154,10 @@ def show(res: dict, rows: bool) -> None:
               f"{c['median_on'] * 100:.2f}%, within 10% {c['within_off']} -> {c['within_on']} (C1 {c['C1']}); "
               f"left 10%: {c['C2_left_10pct'] or 'none'} (C2 {c['C2']}); named rows' median "
               f"{c['named_median_off'] * 100:.2f}% -> {c['named_median_on'] * 100:.2f}% (C3 {c['C3']})")
+        if "guards" in res:
+            g = res["guards"]
+            print(f"  G1: sections changed {g['sections_changed']}, tensor counts moved {g['tensor_counts_moved'] or 'none'}, "
+                  f"fits moved {g['fits_moved'] or 'none'}, grad_queue moved {g['grad_queue_moved'] or 'none'} -> {g['G1']}")
         if rows:
             for k, off in res["errors"]["off"].items():
                 on = res["errors"]["on"][k]
@@ -144,6 +172,8 @@ def main(argv=None) -> int:
                     help="a folder of s29mlm's board_spread_*.csv (default: every committed <card>/s29mlm/)")
     ap.add_argument("--json", type=Path, default=None, help="also write the judgement (calibration/s29mlm_judgement.json)")
     ap.add_argument("--no-rows", action="store_true", help="the spread and C0 only, not the published rows")
+    ap.add_argument("--guards", nargs=2, type=Path, metavar=("OFF.json", "ON.json"), default=None,
+                    help="G1 from `twin validate --json` with the switch off and on (at the measured cv)")
     args = ap.parse_args(argv)
     folders = [args.fresh] if args.fresh else fresh_dirs()
     if not folders:
@@ -155,7 +185,11 @@ def main(argv=None) -> int:
         if not args.no_rows and res["board_held_rate_cv"] == res["board_held_rate_cv"]:   # not nan
             res["errors"] = published_with(res["board_held_rate_cv"])
             res["criteria"] = criteria(res["errors"])
-            res["adopt"] = res["C0"]["holds"] and all(res["criteria"][k] for k in ("C1", "C2", "C3"))
+            if args.guards:
+                with entry.user_inputs("--guards", args.guards, "two `twin validate --json` files"):
+                    res["guards"] = guards(*(json.loads(Path(p).read_text()) for p in args.guards))
+            res["adopt"] = (res["C0"]["holds"] and all(res["criteria"][k] for k in ("C1", "C2", "C3"))
+                            and res.get("guards", {}).get("G1", False))
         show(res, not args.no_rows)
     if args.json:
         write_text(args.json, json.dumps({"rule": "docs/notes/s29mlm_rule.md", "cards": results}, indent=1) + "\n")

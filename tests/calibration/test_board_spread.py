@@ -48,3 +48,14 @@ def test_criteria_from_errors():
     on = {k: 0.09 for k in bs.NAMED_ROWS} | {"a": -0.11, "b": 0.03}
     c = bs.criteria({"off": off, "on": on})
     assert c["C2_left_10pct"] == ["a"] and not c["C2"] and c["C3"]
+
+
+def test_guards_tell_tensor_counts_from_the_timing_derived_queue():
+    def validation(act, queue, fits=True, other=1):
+        row = {"id": "r", "memory_fits": fits, "memory_breakdown_bytes": {"activations": act, "grad_queue": queue}}
+        return {"published_runs": {"rows": [row]}, "gpus": other, "inputs": {"git_commit": str(other)}}
+    off = validation(10.0, 2.0)
+    assert bs.guards(off, validation(10.0, 1.0))["G1"]                     # only the queue moved: allowed
+    assert bs.guards(off, validation(11.0, 2.0))["tensor_counts_moved"] == ["r"]
+    assert not bs.guards(off, validation(10.0, 2.0, fits=False))["G1"]
+    assert bs.guards(off, validation(10.0, 2.0, other=2))["sections_changed"] == ["gpus"]   # inputs ignored
