@@ -2,6 +2,7 @@
 held window choice (elapsed >= 15 s), the cv (ddof 1) and the rule's C0; and C1-C3 from given errors."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -59,3 +60,20 @@ def test_guards_tell_tensor_counts_from_the_timing_derived_queue():
     assert bs.guards(off, validation(11.0, 2.0))["tensor_counts_moved"] == ["r"]
     assert not bs.guards(off, validation(10.0, 2.0, fits=False))["G1"]
     assert bs.guards(off, validation(10.0, 2.0, other=2))["sections_changed"] == ["gpus"]   # inputs ignored
+
+
+def test_the_committed_judgement_and_the_twin_hold_the_records_figure():
+    # calibration/s29mlm_judgement.json, written by `python -m calibration.board_spread --guards OFF ON --json ...`;
+    # the live recompute is the spread only (the published rows under both settings cost ~10 s: the JSON holds them)
+    from pathlib import Path
+
+    from twin.training import step
+    judged = json.loads((Path(bs.__file__).resolve().parent / "s29mlm_judgement.json").read_text())["cards"][0]
+    live = bs.judge(bs.fresh_dirs()[0])
+    assert live["board_held_rate_cv"] == pytest.approx(judged["board_held_rate_cv"], rel=1e-12)
+    assert step.BOARD_HELD_RATE_CV == pytest.approx(live["board_held_rate_cv"], rel=1e-12)
+    assert live["C0"]["holds"] and judged["guards"]["G1"]
+    c = judged["criteria"]
+    assert (c["median_off"], c["within_off"]) == (pytest.approx(bs.OFF_MEDIAN, abs=5e-5), bs.OFF_WITHIN)
+    assert c["C1"] and c["C2"] and c["C3"] and judged["adopt"]
+    assert step.ADOPT_SLOWEST_BOARD_PACE is judged["adopt"]

@@ -2301,12 +2301,16 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult, release_s: Sequence[float] |
 # FSDP gather and DP reduction for its slowest board, and under the power cap each board settles at its own clock,
 # so held rates spread across boards; the twin's curves are one calibration card's. Under the switch, a step on
 # N > 1 GPUs priced on the GPU's default (sustained-load) profile runs its GEMM and attention curves at
-# 1 / slowest_board_factor(N) of their efficiency. Off until the rule says adopt.
-ADOPT_SLOWEST_BOARD_PACE = False
+# 1 / slowest_board_factor(N) of their efficiency. Adopted (campaign s29mlm, calibration/s29mlm_judgement.json: C0-C3
+# and G1 hold; published_runs median 7.12% -> 6.97%, 18 -> 23 rows within 10%).
+ADOPT_SLOWEST_BOARD_PACE = True
 # the relative standard deviation of the boards' held BF16 GEMM rates (real.bench.board_spread on every board of
 # a host at once; calibration.board_spread computes it): one figure for every GPU kind (the rule's premise: a
-# property of the GH100 die under its 700 W cap). 0.0 until campaign s29mlm's records are committed.
-BOARD_HELD_RATE_CV = 0.0
+# property of the GH100 die under its 700 W cap). Campaign s29mlm (calibration/measurements/h200x4/s29mlm/: four
+# H200 boards of one host held together, 2026-11-28 17:41-17:43 UTC): the reference GEMM's held rates 676.9, 678.1,
+# 673.3, 668.4 TF/s (sample sd / mean; the 462B fc1 GEMM's 1.005% agrees within the rule's factor 3). A host's
+# boards only: host-to-host spread, which adds to it, is not measured (a floor).
+BOARD_HELD_RATE_CV = 0.006446019310766897
 
 
 @functools.cache

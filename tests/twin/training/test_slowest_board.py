@@ -34,6 +34,7 @@ def _scenario(num_gpus):
 
 def test_only_the_default_profile_is_paced_and_only_its_compute(monkeypatch):
     sc = _scenario(48)
+    monkeypatch.setattr(step, "ADOPT_SLOWEST_BOARD_PACE", False)
     off = step.plan_profile(sc)
     monkeypatch.setattr(step, "ADOPT_SLOWEST_BOARD_PACE", True)
     monkeypatch.setattr(step, "BOARD_HELD_RATE_CV", 0.01)
