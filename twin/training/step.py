@@ -2343,11 +2343,15 @@ def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:
     (a calibration record's fitted one) is the measured board's own and is not touched."""
     out = ((profile or load_profile(sc.gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
            .with_fp8_recipe(sc.plan.fp8_recipe))
-    if profile is None and ADOPT_SLOWEST_BOARD_PACE:
-        factor = slowest_board_factor(sc.cluster.num_gpus)
-        if factor != 1.0:
-            out = out.scaled(1.0 / factor, 1.0)
-    return out
+    factor = board_pace_factor(sc) if profile is None else 1.0
+    return out.scaled(1.0 / factor, 1.0) if factor != 1.0 else out
+
+
+def board_pace_factor(sc: Scenario) -> float:
+    """The time factor plan_profile puts on the default profile's compute curves: slowest_board_factor of the job's
+    GPUs under ADOPT_SLOWEST_BOARD_PACE, else 1. A cache of block costs keyed without the GPU count (the plan
+    screen's) keys on this too."""
+    return slowest_board_factor(sc.cluster.num_gpus) if ADOPT_SLOWEST_BOARD_PACE else 1.0
 
 
 def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
