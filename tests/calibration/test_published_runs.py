@@ -292,14 +292,17 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # micro-batch read in tokens from the SC21 weak-scaling script, the table's predecessor: 1.7B / 7.1B / 16B /
 # 32B at four sequences, 70B at two: 1.7B +9.9% -> +11.8% (out), 7.1B +5.7% -> +9.7%, 16B -4.0% -> +6.4%,
 # 32B -24.7% -> +4.9% (in), 70B -7.7% -> -5.7%. Median 7.67% -> 7.12%, 18 of 31 within 10% both ways.
+# s29mlm (docs/notes/s29mlm_rule.md, ADOPT_SLOWEST_BOARD_PACE adopted): a step on N boards at the expected slowest
+# board's held rate (cv 0.645% over four H200 boards held together): every row's step longer by 1 + cv z(N) on its
+# compute; tt-8b-fsdp128-compile +10.6% -> +9.0%, its Float8 row +11.2% -> +9.8%, tt-405b-3d-1f1b +10.8% -> +9.2%,
+# -interleaved +11.2% -> +9.6%, 1.7B +10.5% -> +9.2% (all in), 119B +15.6% -> +13.7%, 462B +12.9% -> +10.6%,
+# strong-96 +12.2% -> +10.7%, 70B -6.0% -> -7.3%. Median 7.12% -> 6.97%, 18 -> 23 of 31 within 10%.
 NOT_MET = {
-    "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
-    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.314,
-    "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
-    "tt-405b-4d-cp2-64k": 0.145, "tt-405b-4d-cp8-256k": -0.102,
-    "mlm-gpt-1.7b": 0.118, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
-    "mlm-gpt-177b-strong-96": 0.125,
-    "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.261,
+    "tt-8b-cp1-32k": 0.123, "tt-8b-cp4-128k": 0.303,
+    "tt-405b-4d-cp2-64k": 0.128, "tt-405b-4d-cp8-256k": -0.116,
+    "mlm-gpt-119b": 0.137, "mlm-gpt-462b": 0.106,
+    "mlm-gpt-177b-strong-96": 0.107,
+    "l3-405b-8k-gpus8192": 0.147, "l3-405b-128k-cp16": 0.233,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
@@ -310,8 +313,8 @@ NOT_MET = {
 # docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%;
 # s27cp (the compiled ring attention's ranks meeting at their own graphs' collectives, docs/notes/
 # s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%); s28mlm (Megatron's micro-batch
-# from the SC21 script): 7.1% (7.12%), 18 within 10%
-MEDIAN_NOT_MET = 0.071
+# from the SC21 script): 7.1% (7.12%), 18 within 10%; s29mlm (the slowest board's pace): 7.0% (6.97%), 23 within 10%
+MEDIAN_NOT_MET = 0.070
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -565,9 +568,9 @@ def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
     (PP - r - 1) 2 + (V - 1) PP plus the first steady forward, at most M V. Weights in BF16 (not
     resharded after the forward), FP32 gradients sharded over DP (the paper's FSDP "shards optimizer
     states and gradients": plan.pp_grad_sync 'every_backward'), 12 B of optimizer state over DP, one
-    gathered SP input; beside them the gradients waiting for their reduce-scatter: at least one
-    layer's FP32 gradients (one layer's reduce-scatter over the DP ranks outlasts its backward), at
-    most every one of the rank's layer micro-batches'."""
+    gathered SP input; beside them the gradients waiting for their reduce-scatter: some (on the 8,192-GPU
+    row at least one layer's FP32 gradients: one layer's reduce-scatter over the DP ranks outlasts its
+    backward), at most every one of the rank's layer micro-batches'."""
     runs, _ = pr.load_runs()
     run = next(r for r in runs if r.id == row_id)
     sc = pr.scenario_of(run)
@@ -585,4 +588,7 @@ def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
     assert set(got) == set(want) | {"grad_queue"}
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-9), key
-    assert 4 * layer_params <= got["grad_queue"] <= m * v * 4 * layer_params
+    # the queue is timing-derived: under s29mlm's slowest-board pace (a backward ~4% longer at 16,384 GPUs) one layer's
+    # reduce-scatter no longer outlasts its backward on the 16,384-GPU row, so less than a layer's gradients wait there
+    lower = 4 * layer_params if row_id == "l3-405b-8k-gpus8192" else 0.0
+    assert lower < got["grad_queue"] <= m * v * 4 * layer_params

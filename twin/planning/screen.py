@@ -49,12 +49,13 @@ from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile
 from twin.sim.pipeline import simulate_pipeline
 from twin.training import step as step_module
-from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
-                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
-                                 later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
-                                 param_gather_release_s, peak_live_bytes, pipeline_hop_same_node, plan_profile, rank_memory,
-                                 rank_params, ranks_holding, real_reductions_s, routing_loads, runtime_needs, stage_layers,
-                                 syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
+from twin.training.step import (StepCosts, balanced_stage_layers, board_pace_factor, dp_reduce_scatters_per_step,
+                                 dp_tail_s, exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue,
+                                 live_frontier, later_chunk_gathers, local_tokens, megatron_delays_grad_sync,
+                                 megatron_grad_prep_s, param_gather_release_s, peak_live_bytes, pipeline_hop_same_node,
+                                 plan_profile, rank_memory, rank_params, ranks_holding, real_reductions_s, routing_loads,
+                                 runtime_needs, stage_layers, syncs_every_backward_under_pp, tied_embedding_all_reduce_s,
+                                 with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm",
@@ -127,7 +128,8 @@ class _Pieces:
 
 def _block_key(sc: Scenario) -> tuple:
     plan = tuple((f.name, getattr(sc.plan, f.name)) for f in dataclasses.fields(sc.plan) if f.name not in _ARRANGING)
-    return (sc.model, sc.cluster.gpu, sc.workload, sc.moe, plan)
+    # the default profile's compute pace depends on the job's GPU count (ADOPT_SLOWEST_BOARD_PACE): keyed by its factor
+    return (sc.model, sc.cluster.gpu, sc.workload, sc.moe, plan, board_pace_factor(sc))
 
 
 _PIECES: dict[tuple, _Pieces] = {}   # _block_key -> _Pieces; a search makes a few hundred

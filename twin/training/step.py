@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import re
 import sys
 from collections import Counter
@@ -2297,12 +2298,61 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult, release_s: Sequence[float] |
     return max(0.0, pipe.makespan_s - pipe.covered_s[worst] - held[worst]), pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
+# s29mlm's candidate (docs/notes/s29mlm_rule.md): a synchronous job waits at every TP collective, pipeline hop,
+# FSDP gather and DP reduction for its slowest board, and under the power cap each board settles at its own clock,
+# so held rates spread across boards; the twin's curves are one calibration card's. Under the switch, a step on
+# N > 1 GPUs priced on the GPU's default (sustained-load) profile runs its GEMM and attention curves at
+# 1 / slowest_board_factor(N) of their efficiency. Adopted (campaign s29mlm, calibration/s29mlm_judgement.json: C0-C3
+# and G1 hold; published_runs median 7.12% -> 6.97%, 18 -> 23 rows within 10%).
+ADOPT_SLOWEST_BOARD_PACE = True
+# the relative standard deviation of the boards' held BF16 GEMM rates (real.bench.board_spread on every board of
+# a host at once; calibration.board_spread computes it): one figure for every GPU kind (the rule's premise: a
+# property of the GH100 die under its 700 W cap). Campaign s29mlm (calibration/measurements/h200x4/s29mlm/: four
+# H200 boards of one host held together, 2026-11-28 17:41-17:43 UTC): the reference GEMM's held rates 676.9, 678.1,
+# 673.3, 668.4 TF/s (sample sd / mean; the 462B fc1 GEMM's 1.005% agrees within the rule's factor 3). A host's
+# boards only: host-to-host spread, which adds to it, is not measured (a floor).
+BOARD_HELD_RATE_CV = 0.006446019310766897
+
+
+@functools.cache
+def expected_max_std_normal(n: int) -> float:
+    """E[max of n independent standard normal draws] = integral of x n phi(x) Phi(x)^(n-1) dx, on a grid fine
+    enough for 4 decimals. Worked: n = 1 -> 0; n = 2 -> 1/sqrt(pi) = 0.5642; n = 10 -> 1.5388; n = 100 ->
+    2.5076 (the order-statistics tables, e.g. Harter 1961)."""
+    if n < 1:
+        raise ValueError(f"n = {n}: at least one draw")
+    x = np.linspace(-9.0, 9.0, 36_001)
+    log_cdf = np.log(np.maximum(0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2.0)), 1e-300))
+    density = np.exp(math.log(n) - 0.5 * x * x - 0.5 * math.log(2.0 * math.pi) + (n - 1) * log_cdf)
+    return float(np.sum(x * density) * (x[1] - x[0]))
+
+
+def slowest_board_factor(num_gpus: int, cv: float | None = None) -> float:
+    """The time factor of a synchronous step's compute on `num_gpus` boards whose held rates spread with relative
+    standard deviation `cv` (default BOARD_HELD_RATE_CV): the slowest board's expected time over the typical
+    board's, 1 + cv z(N) (z = expected_max_std_normal, first order in cv). Worked: cv 0.01 -> 1.0223 at 48 GPUs
+    (z 2.2331), 1.0304 at 512 (3.0439), 1.0373 at 6,144 (3.7301)."""
+    cv = BOARD_HELD_RATE_CV if cv is None else cv
+    return 1.0 + cv * expected_max_std_normal(num_gpus) if num_gpus > 1 else 1.0
+
+
 def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:
     """The profile a plan's ops are costed with: `profile` (default: the GPU's calibrated one) with
     the plan's attention kernel and FP8 recipe (Profile.with_attention_kernel, with_fp8_recipe).
-    The simulator and the plan screen both take it from here."""
-    return ((profile or load_profile(sc.gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
-            .with_fp8_recipe(sc.plan.fp8_recipe))
+    The simulator and the plan screen both take it from here. Under ADOPT_SLOWEST_BOARD_PACE the default
+    profile's compute curves run at the slowest of the job's boards (slowest_board_factor); a profile passed in
+    (a calibration record's fitted one) is the measured board's own and is not touched."""
+    out = ((profile or load_profile(sc.gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+           .with_fp8_recipe(sc.plan.fp8_recipe))
+    factor = board_pace_factor(sc) if profile is None else 1.0
+    return out.scaled(1.0 / factor, 1.0) if factor != 1.0 else out
+
+
+def board_pace_factor(sc: Scenario) -> float:
+    """The time factor plan_profile puts on the default profile's compute curves: slowest_board_factor of the job's
+    GPUs under ADOPT_SLOWEST_BOARD_PACE, else 1. A cache of block costs keyed without the GPU count (the plan
+    screen's) keys on this too."""
+    return slowest_board_factor(sc.cluster.num_gpus) if ADOPT_SLOWEST_BOARD_PACE else 1.0
 
 
 def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
