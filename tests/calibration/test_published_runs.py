@@ -292,14 +292,18 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # micro-batch read in tokens from the SC21 weak-scaling script, the table's predecessor: 1.7B / 7.1B / 16B /
 # 32B at four sequences, 70B at two: 1.7B +9.9% -> +11.8% (out), 7.1B +5.7% -> +9.7%, 16B -4.0% -> +6.4%,
 # 32B -24.7% -> +4.9% (in), 70B -7.7% -> -5.7%. Median 7.67% -> 7.12%, 18 of 31 within 10% both ways.
+# s29sust (s28tt2's ADOPT_SUSTAINED_FROM_HELD landed, docs/notes/s28tt2_rule.md): the H100 simulation profile's dense
+# BF16 GEMMs at the held rate (0.933 of the curve, was 0.902): every H100 row's step shorter, the positive offsets
+# larger (never a target): 7.1B +8.8% -> +11.3% (out), 1.7B +10.5 -> +12.6%, 119B +15.6 -> +18.3%, 462B +12.9 ->
+# +16.1%, strong-96 +12.2 -> +15.1%, fsdp128-compile +10.6 -> +13.0%. Median 7.12% -> 8.67%, 18 -> 17 of 31 within 10%.
 NOT_MET = {
-    "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
-    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.314,
+    "tt-8b-fsdp128-compile": 0.130, "tt-8b-fsdp128-compile-fp8": 0.114,
+    "tt-8b-cp1-32k": 0.133, "tt-8b-cp4-128k": 0.315,
     "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
     "tt-405b-4d-cp2-64k": 0.145, "tt-405b-4d-cp8-256k": -0.102,
-    "mlm-gpt-1.7b": 0.118, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
-    "mlm-gpt-177b-strong-96": 0.125,
-    "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.261,
+    "mlm-gpt-1.7b": 0.126, "mlm-gpt-7.1b": 0.113, "mlm-gpt-119b": 0.183, "mlm-gpt-462b": 0.161,
+    "mlm-gpt-177b-strong-96": 0.151,
+    "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.274,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
@@ -310,8 +314,9 @@ NOT_MET = {
 # docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%;
 # s27cp (the compiled ring attention's ranks meeting at their own graphs' collectives, docs/notes/
 # s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%); s28mlm (Megatron's micro-batch
-# from the SC21 script): 7.1% (7.12%), 18 within 10%
-MEDIAN_NOT_MET = 0.071
+# from the SC21 script): 7.1% (7.12%), 18 within 10%; s29sust (s28tt2's held H100 dense BF16 rate landed): 8.7%
+# (8.67%), 17 within 10%
+MEDIAN_NOT_MET = 0.087
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
