@@ -1378,10 +1378,6 @@ START_SYNC_HOST_TERMS = ("eager_op_s", "start_s_per_token", "start_s", "start_pr
 GRAPH_FLOOR_FILE = Path(__file__).resolve().parent / "s27serve2_fit.json"
 GRAPH_FLOOR_TERM = "graph_op_floor_s"
 GRAPH_FLOOR_TABLES = ("real-serve-h200-ep1",)
-# - idle_prompt_s (s29serve, docs/notes/s29serve_rule.md: candidate I, not adopted) in IDLE_WAKE_TABLES: the fit of
-#   calibration/s29serve_fit.json (`python -m calibration.serve_idle_wake fit`), read only under engine.ADOPT_IDLE_WAKE.
-IDLE_WAKE_FILE = Path(__file__).resolve().parent / "s29serve_fit.json"
-IDLE_WAKE_TABLES = {"real-serve-h200-ep1": "h200", "real-serve-h100-ep1": "h100"}
 
 
 def start_sync_terms(refit_path: Path = START_SYNC_REFIT_FILE, fit_path: Path = START_SYNC_FIT_FILE) -> dict[str, dict]:
@@ -1447,7 +1443,6 @@ def write_toml(results: dict[str, dict], path: Path = OUT, start_sync: dict[str,
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
         lines += graph_floor_lines(name)
         lines.append("")
-        lines += idle_wake_lines(name)
         sp = r["spread"]
         lines.append(f"[{_toml_key(name)}.spread]")
         lines.append("# measured / predicted time of the fit iterations (the same runs) as quantiles at `probs`, by")
@@ -1465,19 +1460,6 @@ def write_toml(results: dict[str, dict], path: Path = OUT, start_sync: dict[str,
         if name in start_sync:
             lines += ["", start_sync_toml(name, start_sync[name])]
     atomic.write_text(path, "\n".join(lines))
-
-
-def idle_wake_lines(table: str, path: Path = IDLE_WAKE_FILE) -> list[str]:
-    """An IDLE_WAKE_TABLES table's idle_prompt_s line and a blank one (with where it comes from); [] for any other."""
-    if table not in IDLE_WAKE_TABLES:
-        return []
-    card = json.loads(Path(path).read_text())["cards"][IDLE_WAKE_TABLES[table]]
-    return ["# (s29serve, docs/notes/s29serve_rule.md: candidate I, off) read with engine.ADOPT_IDLE_WAKE: the seconds a "
-            "prompt step after an",
-            "# idle of >= 100 ms (a run's first iteration included) runs over the twin, the median over the fitting runs' "
-            "such steps",
-            f"# ({', '.join(card['folders'])}: calibration/s29serve_fit.json); one-GPU tables only",
-            f"idle_prompt_s = {float(card['fit']['median_excess_s'])!r}", ""]
 
 
 def _toml_key(name: str) -> str:

@@ -1,8 +1,7 @@
 """The sections of twin/data/serve_engines.toml that other commands fit and `python -m calibration.serve_engine_fit`
 writes from their committed fits (s29sust: the file is that command's output, not a hand edit): each one-GPU
 table's `start_sync` sections (s26start2's T: calibration/s25v3pre_refit.json + calibration/s26start2_fit.json) and
-the H200 one-GPU table's graph_op_floor_s (s28serve's V-H200: calibration/s27serve2_fit.json), and the one-GPU
-tables' idle_prompt_s (s29serve's candidate I: calibration/s29serve_fit.json). Reads files only."""
+the H200 one-GPU table's graph_op_floor_s (s28serve's V-H200: calibration/s27serve2_fit.json). Reads files only."""
 
 import json
 import tomllib
@@ -41,17 +40,3 @@ def test_the_graph_floor_is_the_fits_in_its_table_only():
         else:
             assert table.get(sef.GRAPH_FLOOR_TERM, 0.0) == 0.0, name
     assert sef.graph_floor_lines("real-serve-h100-ep1") == []
-
-
-def test_the_idle_wake_term_is_the_fits_in_the_one_gpu_tables_only():
-    """s29serve's candidate I (off) reads idle_prompt_s; serve_engine_fit writes it from calibration/s29serve_fit.json,
-    so regenerating the tables keeps it (it was a hand edit when merged)."""
-    cards = json.loads(sef.IDLE_WAKE_FILE.read_text())["cards"]
-    for name, table in serve_engines().items():
-        if name in sef.IDLE_WAKE_TABLES:
-            assert table["idle_prompt_s"] == cards[sef.IDLE_WAKE_TABLES[name]]["fit"]["median_excess_s"] > 0
-            text = "\n".join(sef.idle_wake_lines(name))
-            assert tomllib.loads(text)["idle_prompt_s"] == table["idle_prompt_s"]
-        else:
-            assert "idle_prompt_s" not in table, name
-    assert sef.idle_wake_lines("real-serve-h200-ep2") == []
