@@ -48,8 +48,6 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     assert judgement["adopt"] == (sss.JUDGED if judgement["passes"] else None)
 
 
-@pytest.mark.xfail(strict=True, reason="judged under the engine tables of its day; s29sust refitted them by their commands (the shared host "
-                   "exponent 1.0819 -> 1.0675, T's terms, the RoPE constant: docs/notes/s29sust.md section 4): the replay moves")
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     """The cheapest run of set H (one model, the committed twin) replayed now equals its committed row: the judgement
     cannot go stale against the code."""

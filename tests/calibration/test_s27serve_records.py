@@ -75,8 +75,6 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     assert_graph_guards_recomputed(judgement, sgo.JUDGED, sgo.GUARD_LABELS)
 
 
-@pytest.mark.xfail(strict=True, reason="judged under the engine tables of its day; s29sust refitted them by their commands (the shared host "
-                   "exponent 1.0819 -> 1.0675, T's terms, the RoPE constant: docs/notes/s29sust.md section 4): the replay moves")
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     run = "n27j-bench-poisson-r22-j"
     assert_live_row_is_committed(judgement, sgo.NAME, "bench-small", run)   # the twin in force, as judged

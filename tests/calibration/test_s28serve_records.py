@@ -65,8 +65,6 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     assert judgement["seen_sets"]["E"][0] == judgement["seen_sets"]["E"][1]   # an H100 set: unchanged by construction
 
 
-@pytest.mark.xfail(strict=True, reason="judged under the engine tables of its day; s29sust refitted them by their commands (the shared host "
-                   "exponent 1.0819 -> 1.0675, T's terms, the RoPE constant: docs/notes/s29sust.md section 4): the replay moves")
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     run = "n28m-mixtral-closed-c3-m"
     assert_live_row_is_committed(judgement, sfr.NAME, "mixtral-mla-slice", run)   # the twin in force, as judged
