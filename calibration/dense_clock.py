@@ -14,7 +14,7 @@ twin.costs.profile.ADOPT_SUSTAINED_VS_CURVE names.
 Campaign s25dense (real/bench/dense_clock.py, calibration/measurements/<gpu>/s25dense/dense_clock.csv):
 fresh GEMMs and linear-layer triples each as a burst, a loop and a 3 s hold; an eager SwiGLU MLP step held
 3 s, its kernels profiled at the end of the hold. Here: each case's steady held time (windows from
-calibration.fit.STEADY_FROM_S on) against the simulation profile with the switch off and on (criteria 1-3), and the
+STEADY_FROM_S on) against the simulation profile with the switch off and on (criteria 1-3), and the
 burst and loop rows against the fitted profile (reported).
 
     python -m calibration.dense_clock [--gpu h100] [--write]   (--write: the profiles' sustained_vs_curve)
@@ -33,7 +33,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration import records as rec
-from calibration.fit import HELD_GEMM_RECORDS, steady_windows, sustained_ratios, sustained_vs_curve
+from calibration.fit import sustained_ratios, sustained_vs_curve
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
@@ -41,8 +41,9 @@ from twin.costs import compute
 from twin.costs import profile as profile_mod
 from twin.costs.profile import fitted_profile, load_profile, profile_from_json
 
-RECORDS = HELD_GEMM_RECORDS   # round 1: also the fit's held GEMMs (Profile.sustained_held, s28tt2)
+RECORDS = Path("s25dense") / "dense_clock.csv"
 RECORDS2 = Path("s25dense2") / "dense_clock.csv"   # round 2 (the rule's "Round 2": report only)
+STEADY_FROM_S = 1.5          # the rule: the hold windows that start at or after 1.5 s
 GEMM_KERNEL = re.compile(r"nvjet|gemm|cutlass", re.IGNORECASE)   # the rule's GEMM kernels of the MLP step
 TRIPLE_PASSES = ("fwd", "dgrad", "wgrad")
 
@@ -139,6 +140,14 @@ def case_table(df: pd.DataFrame, gpu: str) -> pd.DataFrame:
                    twin_sim_on_s=twin_s(first, gpu, sim_on))
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def steady_windows(hold: pd.DataFrame) -> pd.DataFrame:
+    """The hold windows that start at or after STEADY_FROM_S (a window starts where the one before it
+    ended: its elapsed_s is its end)."""
+    hold = hold.sort_values("window")
+    start = pd.to_numeric(hold["elapsed_s"]).shift(1, fill_value=0.0)
+    return hold[start >= STEADY_FROM_S - 1e-9]
 
 
 def summary(errors) -> dict:

@@ -859,7 +859,6 @@ def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable
                                sustained_curves=sustained_at_layer_speed(sustained_curve_ratios(per_kernel, prof), ratios,
                                                                          prof.bf16_layer_speedup),
                                sustained_vs_curve=sustained_vs_curve(per_kernel, prof, gpu_spec(gpu)),
-                               sustained_held=sustained_held_terms(gpu, prof, root),
                                sm_reserve=reserve, collectives=collectives), stats
 
 
@@ -977,72 +976,6 @@ def sustained_vs_curve(per_kernel: list, prof: Profile, spec: GPUSpec, labels: t
     return out
 
 
-# s28tt2 (docs/notes/s28tt2_rule.md; adopted, twin.costs.profile.ADOPT_SUSTAINED_FROM_HELD): the dense BF16
-# curve's sustained ratio as the median over several held shapes (and cards) of the curve's own time at the
-# shape over the steady held time: sustained.csv's BF16 GEMM and the held GEMMs of s25dense (HELD_GEMM_RECORDS,
-# real/bench/dense_clock.py: each GEMM held 3 s at the power limit)
-HELD_GEMM_RECORDS = Path("s25dense") / "dense_clock.csv"
-HELD_KEY = "gemm/bf16"
-STEADY_FROM_S = 1.5   # s25dense's rule: the hold windows that start at or after 1.5 s
-
-
-def steady_windows(hold: pd.DataFrame) -> pd.DataFrame:
-    """The hold windows of a dense_clock.csv case that start at or after STEADY_FROM_S (a window starts where
-    the one before it ended: its elapsed_s is its end)."""
-    hold = hold.sort_values("window")
-    start = pd.to_numeric(hold["elapsed_s"]).shift(1, fill_value=0.0)
-    return hold[start >= STEADY_FROM_S - 1e-9]
-
-
-def held_bf16(path: Path) -> list[dict]:
-    """A sustained.csv's dense BF16 GEMMs: shape and steady held seconds (sustained_ratios' second half)."""
-    _, per_kernel = sustained_ratios(path)
-    return [{"shape": held_gemm_shape(k["config"]), "held_s": k["sustained_s"]} for k in per_kernel
-            if k["precision"] == "bf16" and held_gemm_shape(k["config"]) is not None]
-
-
-def held_gemms(gpu: str, root: Path | str | None = None, records: Path = HELD_GEMM_RECORDS) -> list[dict]:
-    """A dense_clock.csv's held GEMMs (kind gemm): case, shape (m, n, k) and steady held seconds (the mean of
-    the windows from STEADY_FROM_S). [] without the file."""
-    root = rec.records_root() if root is None else root
-    path = Path(root) / gpu / records
-    if not csv_exists(path):
-        return []
-    df = read_csv(path)
-    out = []
-    for case, g in df[df["kind"] == "gemm"].groupby("case", sort=False):
-        hold = steady_windows(g[g["phase"] == "hold"])
-        if len(hold):
-            first = g.iloc[0]
-            out.append({"case": case, "shape": (int(first["m"]), int(first["n"]), int(first["k"])),
-                        "held_s": float(pd.to_numeric(hold["time_s"]).mean())})
-    return out
-
-
-def held_fitting_rows(gpu: str, prof: Profile, root: Path | str | None = None) -> list[dict]:
-    """The s28tt2 rule's fitting set with each GEMM's curve seconds on `prof` (in-layer factors cleared) and
-    curve / held ratio: sustained.csv's BF16 shape and HELD_GEMM_RECORDS' held GEMMs. [] where the GPU has no
-    held GEMMs there (one shape is no median: sustained_vs_curve's case)."""
-    root = rec.records_root() if root is None else root
-    held = held_gemms(gpu, root)
-    if not held:
-        return []
-    spec = gpu_spec(gpu)
-    rows = [{"source": "sustained.csv", **r} for r in held_bf16(Path(root) / gpu / "sustained.csv")]
-    rows += [{"source": HELD_GEMM_RECORDS.parts[0], **r} for r in held]
-    for r in rows:
-        r["curve_s"] = compute.gemm_time_s(*r["shape"], "bf16", spec, prof.alone())
-        r["ratio"] = r["curve_s"] / r["held_s"]
-    return rows
-
-
-def sustained_held_terms(gpu: str, prof: Profile, root: Path | str | None = None) -> dict:
-    """Profile.sustained_held: {"gemm/bf16": min(1, median curve / held)} over held_fitting_rows (the median,
-    not the mean: the 640-row GEMM is an outlier of every card); {} without held GEMMs."""
-    rows = held_fitting_rows(gpu, prof, root)
-    return {HELD_KEY: float(min(1.0, np.median([r["ratio"] for r in rows])))} if rows else {}
-
-
 def sustained_ratios(path: Path) -> tuple[dict, list]:
     """Per kernel class, the median over its kernels of burst time / sustained time, from
     real/bench.py bench_sustained rows: `burst` is the CUDA-graph timing every other record uses,
@@ -1119,7 +1052,6 @@ ADOPT_REFIT_ALL_RECORDS = False
 FIT_INPUT_GLOBS = (
     *(f"{{gpu}}/{family}.csv" for family in rec.TIMED_FAMILIES),            # stage 1 and 2 (load_records)
     "{gpu}/sustained.csv", "{gpu}/fp8_stack.csv", "{gpu}/sm_reserve.csv",   # measured, not fitted
-    f"{{gpu}}/{HELD_GEMM_RECORDS.as_posix()}",                                # sustained_held (s28tt2)
     "{gpu}/kernels.csv", "{gpu}/host_dispatch.csv", "{gpu}/step_kernels.csv",   # eager terms (layer_gaps)
     "{gpu}x2/pipeline_op_kernels.csv", "{gpu}x4/pipeline_op_kernels.csv", "{gpu}x2/s14epl_*/ep_kernels.csv",
     "{gpu}/dense_block.csv", "{gpu}/dense_kernels.csv", "{gpu}/dense_dropout.csv",   # dense block terms
@@ -1227,27 +1159,6 @@ def write_fit_inputs(gpu: str, provenance: dict, records: dict, out_dir: Path | 
     data = {"about": about, **dict(sorted(entries.items()))}
     write_text(path, json.dumps(data, indent=1) + "\n")
     return path
-
-
-def add_fit_inputs(gpu: str, names: list[str], root: Path | str | None = None,
-                   profiles_dir: Path | str = PROFILES_DIR) -> bool:
-    """After a term is written into a committed profile from records a part of fit_gpu now reads (the term
-    being what that part gives): the records `names` (manifest names, record_name) join the GPU's manifest
-    entry with their sha256 as they are under `root`, and the entry's `fit_inputs_sha256` and the profile's
-    provenance one become the new digest, so the profile stays the manifest's fit (tests/calibration/
-    test_fit_inputs.py refits from the manifest and holds the term equal). Only where the profile is that
-    entry's fit now (the digests agree); returns whether it was (False: nothing written)."""
-    root = rec.records_root() if root is None else root
-    path, manifest_path = Path(profiles_dir) / f"{gpu}.json", Path(profiles_dir) / FIT_INPUTS_FILE
-    data, manifest = json.loads(path.read_text()), read_fit_inputs(manifest_path)
-    entry, prov = manifest.get(gpu), data.get("provenance", {})
-    if not entry or entry.get("fit_inputs_sha256") != prov.get("fit_inputs_sha256"):
-        return False
-    records = {**entry["records"], **{n: csv_sha256(Path(root) / n) for n in names}}
-    prov["fit_inputs_sha256"] = records_digest(records)
-    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
-    write_fit_inputs(gpu, prov, records, profiles_dir, entry.get("note", ""))
-    return True
 
 
 def manifest_records_status(records: dict, root: Path | str | None = None) -> dict:

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -1365,66 +1364,7 @@ def references(root: str | Path | None = None, tables: dict | None = None) -> di
 
 
 
-# Sections of the tables that other commands fit (s29sust: written here from their committed fits, so the file is
-# this command's output, not a hand edit):
-# - `[<table>.start_sync]` (s26start round 2, docs/notes/s26start2_rule.md: adopted candidate T) of each one-GPU
-#   table: the s25v3pre refit's terms and spread (START_SYNC_REFIT_FILE, `python -m calibration.serve_prefill_kernels
-#   refit`) and T's host terms (START_SYNC_FIT_FILE, `python -m calibration.serve_load_host fit --json ...`);
-# - graph_op_floor_s (s28serve, docs/notes/s28serve_rule.md: adopted candidate V-H200) in GRAPH_FLOOR_TABLES only:
-#   s27serve2's term (GRAPH_FLOOR_FILE, `python -m calibration.serve_graph_floor fit --json ...`).
-START_SYNC_REFIT_FILE = Path(__file__).resolve().parent / "s25v3pre_refit.json"
-START_SYNC_FIT_FILE = Path(__file__).resolve().parent / "s26start2_fit.json"
-START_SYNC_HOST_TERMS = ("eager_op_s", "start_s_per_token", "start_s", "start_prompt_only_s", "sync_s")
-GRAPH_FLOOR_FILE = Path(__file__).resolve().parent / "s27serve2_fit.json"
-GRAPH_FLOOR_TERM = "graph_op_floor_s"
-GRAPH_FLOOR_TABLES = ("real-serve-h200-ep1",)
-
-
-def start_sync_terms(refit_path: Path = START_SYNC_REFIT_FILE, fit_path: Path = START_SYNC_FIT_FILE) -> dict[str, dict]:
-    """{one-GPU table: the terms T carries (its `start_sync` section)}: the s25v3pre refit's terms and spread and the
-    host terms and sync_s of the s26start2 fit, for the tables both files hold."""
-    refit = json.loads(Path(refit_path).read_text())["tables"]
-    fit = json.loads(Path(fit_path).read_text())["tables"]
-    return {t: {**{k: v for k, v in refit[t].items() if k not in ("fit_median_abs_rel_error", "fit_iterations")},
-                **{k: fit[t][k] for k in START_SYNC_HOST_TERMS}} for t in refit if t in fit}
-
-
-def start_sync_toml(table: str, terms: dict) -> str:
-    """The `[<table>.start_sync]` and `[<table>.start_sync.spread]` sections (every float as repr: read back equal)."""
-    def num(x):
-        return repr(float(x)) if not float(x).is_integer() or abs(x) < 1 else repr(int(x))
-    lines = [f"[{_toml_key(table)}.start_sync]",
-             "# (s26start round 2, docs/notes/s26start2_rule.md: adopted candidate T) read only with ADOPT_ENGINE_PREFILL_KERNELS,",
-             "# ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC on (timing.engine_table): the refit of calibration/s25v3pre_refit.json",
-             "# (its terms and spread) and the host terms fitted on the fitting load runs calibration/measurements/h200/s26start2/fit",
-             "# (calibration/s26start2_fit.json, written by python -m calibration.serve_load_host fit)"]
-    lines += [f"{k} = {num(v)}" for k, v in sorted(terms.items()) if k != "spread"]
-    sp = terms["spread"]
-    lines += ["", f"[{_toml_key(table)}.start_sync.spread]"]
-    for k in ("edges_s", "probs", "decode_iterations", "prompt_iterations"):
-        lines.append(f"{k} = [{', '.join(num(x) for x in sp[k])}]")
-    for k in ("decode", "prompt"):
-        lines.append(f"{k} = [")
-        lines += ["  [" + ", ".join(repr(float(x)) for x in row) + "]," for row in sp[k]]
-        lines.append("]")
-    return "\n".join(lines) + "\n"
-
-
-def graph_floor_lines(table: str, path: Path = GRAPH_FLOOR_FILE) -> list[str]:
-    """A GRAPH_FLOOR_TABLES table's graph_op_floor_s line (with where it comes from); [] for any other table."""
-    if table not in GRAPH_FLOOR_TABLES:
-        return []
-    value = json.loads(Path(path).read_text())["tables"][table][GRAPH_FLOOR_TERM]
-    return ["# (s28serve, docs/notes/s28serve_rule.md: adopted candidate V-H200) read with timing.ADOPT_GRAPH_OP_FLOOR: a CUDA-graph",
-            "# decode replay's floor per captured operator beyond the fit model's 403 (s27serve round 2's term, fitted on the H200",
-            "# fitting load runs calibration/measurements/h200/s26start2/fit: calibration/s27serve2_fit.json); this table only",
-            f"{GRAPH_FLOOR_TERM} = {float(value)!r}"]
-
-
-def write_toml(results: dict[str, dict], path: Path = OUT, start_sync: dict[str, dict] | None = None) -> None:
-    """The tables, each followed by its graph_op_floor_s (graph_floor_lines), its spread and its `start_sync`
-    sections (`start_sync`, default start_sync_terms())."""
-    start_sync = start_sync_terms() if start_sync is None else start_sync
+def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
     lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.engine_costs),",
              "# fitted by calibration/serve_engine_fit.py on the FIT-split load runs' iteration logs of",
              "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
@@ -1441,7 +1381,6 @@ def write_toml(results: dict[str, dict], path: Path = OUT, start_sync: dict[str,
             lines.append(f"{k} = {r[k]:.6g}")
         lines.append(f"fit_iterations = {r['fit_iterations']}")
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
-        lines += graph_floor_lines(name)
         lines.append("")
         sp = r["spread"]
         lines.append(f"[{_toml_key(name)}.spread]")
@@ -1457,8 +1396,6 @@ def write_toml(results: dict[str, dict], path: Path = OUT, start_sync: dict[str,
                 lines.append(f"  {_toml_list(q)},")
             lines.append("]")
         lines.append("")
-        if name in start_sync:
-            lines += ["", start_sync_toml(name, start_sync[name])]
     atomic.write_text(path, "\n".join(lines))
 
 
@@ -1502,12 +1439,12 @@ def fitted_tables() -> dict[str, dict]:
                     results[f"{key}@{label}"] = rs
             elif per:
                 print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
-    # the host-speed references scale the tables' host terms: the new fits' (s29sust: always, so one run
-    # writes tables whose references are their own, the fixed point tests/calibration/test_serve_load_targets.py
-    # checks; it was the committed tables' unless ADOPT_COLD_EAGER, ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS,
-    # the same where the fits are the committed ones, and a second run's where they moved)
+    # the host-speed references scale the tables' host terms: the new fits' where ADOPT_COLD_EAGER
+    # or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS
+    # moves them, else the committed tables' (the fit's own, as written)
     committed = serve_engines()
-    host = references(root, tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}})
+    host = references(root, tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
+                      if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS else None)
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))

@@ -35,7 +35,6 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_load_host as slh
 from calibration import serve_pipeline as spl
 from calibration.records_io import open_csv, read_csv
-from calibration import serve_engine_fit as sef
 from calibration.serve_engine_fit import base_table
 from calibration.serve_host_speed import tables_with
 from calibration.serve_load_validation import scenario_for
@@ -44,9 +43,9 @@ from twin.serving.timing import IterationCosts
 
 NAME = "s27serve2"
 FIT_TABLE = "real-serve-h200-ep1"
-TERM = sef.GRAPH_FLOOR_TERM
+TERM = "graph_op_floor_s"
 TRIM_RATIO = 2.0
-FIT_FILE = sef.GRAPH_FLOOR_FILE   # calibration/s27serve2_fit.json (graph_op_floor_s, serve_engine_fit writes it)
+FIT_FILE = Path(__file__).resolve().parent / "s27serve2_fit.json"
 FRESH_MODELS = ("bench-small", "v2-lite-slice", "v3-slice-1l", "mixtral-mla-slice")   # set K (S27K_PLANS)
 FRESH_RUNS = 8
 JUDGED = "V"

@@ -18,6 +18,7 @@ apart); `sync_s` the median over the kept iterations of (duration_s - gpu_s) at 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -28,7 +29,6 @@ from calibration import entry
 from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_eager_host as seh
-from calibration import serve_engine_fit as sef
 from calibration import serve_pipeline as spl
 from calibration import serve_prefill_kernels as spk
 from calibration import serve_start_sync as ssy
@@ -47,7 +47,7 @@ FRESH_MODELS = ("v2-lite-slice", "v3-slice-1l", "bench-small")   # set I (real/s
 FRESH_RUNS = 6
 TRIM_RATIO = 2.0            # the second pass leaves out iterations whose host is above this many times the first fit
 TERMS = ssy.HOST_FIT_TERMS  # eager_op_s, start_s_per_token, start_s, start_prompt_only_s
-FIT_FILE = sef.START_SYNC_FIT_FILE   # calibration/s26start2_fit.json
+FIT_FILE = Path(__file__).resolve().parent / "s26start2_fit.json"
 JUDGED = "T"
 
 
@@ -133,14 +133,32 @@ def fit_record(root: Path | str | None = None) -> dict:
 
 def adopted_terms(refit_path: Path = spk.REFIT_FILE, fit_path: Path = FIT_FILE) -> dict[str, dict]:
     """{one-GPU table: the terms T carries (the `start_sync` section of twin/data/serve_engines.toml)}: the s25v3pre
-    refit's terms and spread (calibration/s25v3pre_refit.json) and the five host terms of calibration/s26start2_fit.json
-    (calibration.serve_engine_fit.start_sync_terms, which writes the sections)."""
-    return sef.start_sync_terms(refit_path, fit_path)
+    refit's terms and spread (calibration/s25v3pre_refit.json) and the five host terms of calibration/s26start2_fit.json."""
+    refit = json.loads(Path(refit_path).read_text())["tables"]
+    fit = json.loads(Path(fit_path).read_text())["tables"]
+    return {t: {**{k: v for k, v in refit[t].items() if k not in ("fit_median_abs_rel_error", "fit_iterations")},
+                **{k: fit[t][k] for k in (*TERMS, "sync_s")}} for t in spl.ONE_GPU_TABLES}
 
 
 def adopted_toml(table: str, terms: dict) -> str:
-    """The `[<table>.start_sync]` and `[<table>.start_sync.spread]` sections (calibration.serve_engine_fit writes them)."""
-    return sef.start_sync_toml(table, terms)
+    """The `[<table>.start_sync]` and `[<table>.start_sync.spread]` sections of twin/data/serve_engines.toml."""
+    def num(x):
+        return repr(float(x)) if not float(x).is_integer() or abs(x) < 1 else repr(int(x))
+    lines = [f"[{table}.start_sync]",
+             "# (s26start round 2, docs/notes/s26start2_rule.md: adopted candidate T) read only with ADOPT_ENGINE_PREFILL_KERNELS,",
+             "# ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC on (timing.engine_table): the refit of calibration/s25v3pre_refit.json",
+             "# (its terms and spread) and the host terms fitted on the fitting load runs calibration/measurements/h200/s26start2/fit",
+             "# (calibration/s26start2_fit.json, written by python -m calibration.serve_load_host fit)"]
+    lines += [f"{k} = {num(v)}" for k, v in sorted(terms.items()) if k != "spread"]
+    sp = terms["spread"]
+    lines += ["", f"[{table}.start_sync.spread]"]
+    for k in ("edges_s", "probs", "decode_iterations", "prompt_iterations"):
+        lines.append(f"{k} = [{', '.join(num(x) for x in sp[k])}]")
+    for k in ("decode", "prompt"):
+        lines.append(f"{k} = [")
+        lines += ["  [" + ", ".join(repr(float(x)) for x in row) + "]," for row in sp[k]]
+        lines.append("]")
+    return "\n".join(lines) + "\n"
 
 
 def split_terms(tables: dict[str, dict]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:

@@ -121,7 +121,7 @@ def fit_constants(root: Path | str | None = None) -> dict[str, float]:
 
 # ---- the refit of the one-GPU tables (fitting records only) -------------------------------------------------
 
-REFIT_FILE = sef.START_SYNC_REFIT_FILE   # calibration/s25v3pre_refit.json
+REFIT_FILE = Path(__file__).resolve().parent / "s25v3pre_refit.json"
 TABLE_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
 # the refit's terms that replace the committed table's (the host references, loop, wake and issue terms stay)
 REFIT_TERMS = sef.TERMS + ("spread",)

@@ -26,37 +26,64 @@ import pandas as pd
 
 from calibration import dense_clock, entry
 from calibration import records as rec
-from calibration.fit import (HELD_GEMM_RECORDS, HELD_KEY, add_fit_inputs, held_bf16, held_fitting_rows,
-                             held_gemms, steady_windows, sustained_held_terms)
+from calibration.fit import held_gemm_shape, sustained_ratios
 from calibration.predict import gpu_spec
 from twin.core.atomic import write_text
 from twin.costs import compute
 from twin.costs import profile as profile_mod
 from twin.costs.profile import fitted_profile, load_profile, profile_from_json
 
-KEY = HELD_KEY
+KEY = "gemm/bf16"
 H2_CASE = "mlp_d5120_f13824_t4096"   # the rule: mlp_d4096's in-hold profile did not hold the state
 S24MLM = Path("s24mlm") / "sustained.csv"
 JUDGEMENT = Path(__file__).resolve().parent / "s28tt2_judgement.json"
 
 
+def held_bf16(path: Path) -> list[dict]:
+    """A sustained.csv's dense BF16 GEMMs: shape and steady held seconds (sustained_ratios' second half)."""
+    _, per_kernel = sustained_ratios(path)
+    return [{"shape": held_gemm_shape(k["config"]), "held_s": k["sustained_s"]} for k in per_kernel
+            if k["precision"] == "bf16" and held_gemm_shape(k["config"]) is not None]
+
+
+def s25_gemms(gpu: str, root: Path | str, records: Path) -> list[dict]:
+    """An s25dense folder's held GEMMs (kind gemm): shape and steady held seconds (windows from 1.5 s)."""
+    df = dense_clock.load(gpu, root, records)
+    out = []
+    for _, g in df[df["kind"] == "gemm"].groupby("case", sort=False) if len(df) else []:
+        hold = dense_clock.steady_windows(g[g["phase"] == "hold"])
+        if len(hold):
+            out.append({"case": g["case"].iloc[0], "shape": dense_clock.case_gemms(g.iloc[0])[0],
+                        "held_s": float(pd.to_numeric(hold["time_s"]).mean())})
+    return out
+
+
 def fitting_rows(gpu: str, root: Path | str | None = None) -> list[dict]:
-    """The rule's fitting set on the committed (fitted) profile: calibration.fit.held_fitting_rows (sustained.csv's
-    BF16 shape and s25dense's 8 held GEMMs, each with its curve seconds and curve / held ratio); [] without
-    s25dense records (one shape is no median)."""
-    return held_fitting_rows(gpu, fitted_profile(gpu), root)
+    """The rule's fitting set with each GEMM's fitted-curve seconds and curve / held ratio: sustained.csv's
+    BF16 shape and s25dense's 8 held GEMMs. [] where the GPU has no s25dense records (one shape is no median)."""
+    root = rec.records_root() if root is None else root
+    s25 = s25_gemms(gpu, root, dense_clock.RECORDS)
+    if not s25:
+        return []
+    prof, spec = fitted_profile(gpu).alone(), gpu_spec(gpu)
+    rows = [{"source": "sustained.csv", **r} for r in held_bf16(Path(root) / gpu / "sustained.csv")]
+    rows += [{"source": "s25dense", **r} for r in s25]
+    for r in rows:
+        r["curve_s"] = compute.gemm_time_s(*r["shape"], "bf16", spec, prof)
+        r["ratio"] = r["curve_s"] / r["held_s"]
+    return rows
 
 
 def held_terms(gpu: str, root: Path | str | None = None) -> dict:
-    """Profile.sustained_held as the fit gives it (calibration.fit.sustained_held_terms) on the committed profile."""
-    return sustained_held_terms(gpu, fitted_profile(gpu), root)
+    """Profile.sustained_held: {"gemm/bf16": min(1, median curve / held)} over the fitting set; {} without one."""
+    root = rec.records_root() if root is None else root
+    rows = fitting_rows(gpu, root)
+    return {KEY: float(min(1.0, np.median([r["ratio"] for r in rows])))} if rows else {}
 
 
 def write_held(gpu: str, root: Path | str | None = None, profiles_dir=profile_mod.PROFILES) -> dict:
     """Write `sustained_held` into the committed profile JSON (after sustained_vs_curve, else after
-    sustained_curves; nothing else changes, no refit) and return it; its records (s25dense's) join the GPU's
-    fit-input manifest (calibration.fit.add_fit_inputs: the fit reads them and gives this term). A GPU
-    without terms loses the key."""
+    sustained_curves; nothing else changes, no refit) and return it. A GPU without terms loses the key."""
     root = rec.records_root() if root is None else root
     path = Path(str(profiles_dir)) / f"{gpu}.json"
     data = json.loads(path.read_text())
@@ -70,8 +97,6 @@ def write_held(gpu: str, root: Path | str | None = None, profiles_dir=profile_mo
             out["sustained_held"] = terms
     profile_from_json(out)   # still a profile
     write_text(path, json.dumps(out, indent=1, sort_keys=False) + "\n")
-    if terms:
-        add_fit_inputs(gpu, [f"{gpu}/{HELD_GEMM_RECORDS.as_posix()}"], root, Path(str(profiles_dir)))
     return terms
 
 
@@ -117,7 +142,7 @@ def judge(gpu: str = "h100", root: Path | str | None = None) -> dict:
     out = {"gpu": gpu, "sustained_held": held_terms(gpu, root),
            "fitting": [{"source": r["source"], "shape": list(r["shape"]), "held_s": r["held_s"],
                         "curve_s": r["curve_s"], "ratio": r["ratio"]} for r in rows]}
-    h1 = held_gemms(gpu, root, dense_clock.RECORDS2)
+    h1 = s25_gemms(gpu, root, dense_clock.RECORDS2)
     out["H1_s25dense2_gemms"] = {s: summary([gemms_s([r["shape"]], gpu, p) / r["held_s"] - 1 for r in h1])
                                  for s, p in sims.items()}
     d2 = dense_clock.load(gpu, root, dense_clock.RECORDS2)
@@ -131,7 +156,7 @@ def judge(gpu: str = "h100", root: Path | str | None = None) -> dict:
     d1 = dense_clock.load(gpu, root, dense_clock.RECORDS)
     h4 = []
     for case, t in d1[d1["kind"] == "triple"].groupby("case", sort=False):
-        hold = steady_windows(t[t["phase"] == "hold"])
+        hold = dense_clock.steady_windows(t[t["phase"] == "hold"])
         h4.append((dense_clock.case_gemms(t.iloc[0]), float(pd.to_numeric(hold["time_s"]).mean())))
     out["H4_s25dense_triples"] = {s: summary([gemms_s(sh, gpu, p) / held - 1 for sh, held in h4])
                                   for s, p in sims.items()}

@@ -308,8 +308,7 @@ def test_the_committed_refit_file_is_todays_refit_of_the_live_gpu(live_refit):
 @pytest.mark.parametrize("gpu", [g for g in GPUS if g != LIVE])
 def test_the_committed_refits_record_and_eager_terms_are_todays(gpu, tmp_path):
     """The terms of REFIT_JSON's other GPUs that the fit takes from the records alone (sustained, fp8_stack,
-    sm_reserve, collectives, attention kernels and dropout, dropout's kernel factor, the held GEMMs' sustained ratio)
-    and the eager terms on its curves, recomputed from
+    sm_reserve, collectives, attention kernels and dropout, dropout's kernel factor) and the eager terms on its curves, recomputed from
     the manifest's records as restored from the tree, reading nothing else."""
     records = _manifest()[gpu]["records"]
     restore(records, tmp_path, git_history=False)
@@ -323,7 +322,6 @@ def test_the_committed_refits_record_and_eager_terms_are_todays(gpu, tmp_path):
                 "attention_kernels": fit.attention_kernel_terms(gpu, tmp_path),
                 "attention_dropout": fit.attention_dropout_terms(gpu, tmp_path),
                 "attention_dropout_kernel": fit.attention_dropout_kernel_terms(gpu, tmp_path),
-                "sustained_held": fit.sustained_held_terms(gpu, prof, tmp_path),
                 "eager": fit.eager_terms(gpu, prof, rec.load_records(gpu, tmp_path), tmp_path)}
         live["eager_elementwise_eff"] = fit.eager_elementwise_eff(gpu, dataclasses.replace(prof, eager=live["eager"]),
                                                                   tmp_path)

@@ -182,7 +182,7 @@ ADOPT_SUSTAINED_VS_CURVE: tuple[str, ...] = ()
 # s28tt2 (docs/notes/s28tt2_rule.md): the simulation profile scales the curves sustained_held holds (a
 # profile's, where held multi-shape records exist: the H100's dense BF16 curve) by that ratio, the median
 # held / curve rate over several held shapes, instead of sustained_curves' one burst / held ratio
-ADOPT_SUSTAINED_FROM_HELD = True
+ADOPT_SUSTAINED_FROM_HELD = False
 
 
 def profiles_dir():

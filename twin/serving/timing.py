@@ -404,9 +404,7 @@ CORE_S_PER_PAIR_HEAD_LAYER = 2.21e-11     # math SDPA per query-key pair of a he
 CORE_S_PER_KEY_HEAD_LAYER = 1.081e-8      # per key token (c + n) of a chunk, head and layer: gather, wkv_b, casts, cat
 MOE_ROUTING_S_PER_LAYER = 1.877e-4        # the eager MoE's routing passes per MoE layer (argsort, sort, fill, launches)
 MOE_ROUTING_S_PER_ROW_ELEMENT = 1.603e-11  # per routed row x hidden element (gather, index_copy, gate multiply, sum)
-ROPE_S_PER_TOKEN_HEAD_LAYER = 1.881e-9    # fp32 rotate-half RoPE and the q/kv paths' elementwise per token-head-layer
-# (rope: 1.835e-9 until s29sust landed s28tt2's held dense BF16 rate: the fit subtracts the twin's q/kv GEMMs, priced on
-# the H100 simulation profile; `python -m calibration.serve_prefill_kernels constants` prints the fit)
+ROPE_S_PER_TOKEN_HEAD_LAYER = 1.835e-9    # fp32 rotate-half RoPE and the q/kv paths' elementwise per token-head-layer
 
 
 # (s25v3pre2, docs/notes/s25v3pre2_rule.md, committed before any figure under it) The one-GPU tables' additive host and

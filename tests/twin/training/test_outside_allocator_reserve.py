@@ -8,7 +8,6 @@ import pytest
 
 from calibration.published_runs import load_runs, scenario_of
 from twin.core.errors import InfeasiblePlan
-from twin.costs import profile as profile_mod
 from twin.planning.screen import screen
 from twin.training import step
 
@@ -26,10 +25,6 @@ def test_the_simulator_and_the_screen_fit_within_the_capacity_less_the_reserve(m
                                                                               reserve_gib, fits):
     monkeypatch.setattr(step, "ADOPT_OUTSIDE_ALLOCATOR_RESERVE", True)
     monkeypatch.setattr(step, "OUTSIDE_ALLOCATOR_BYTES", reserve_gib * GIB)
-    # the row as it stood when written (0.19 GiB left): s28tt2's held GEMM rate (ADOPT_SUSTAINED_FROM_HELD)
-    # shortens its compute and the screen's gradient queue grows 2.0 -> 5.5 GiB, past the capacity at any
-    # reserve; the reserve's mechanics are what this test holds, so the switch is held off here
-    monkeypatch.setattr(profile_mod, "ADOPT_SUSTAINED_FROM_HELD", False)
     sc = row_scenario
     assert step.training_capacity_bytes(sc.gpu) == pytest.approx(sc.gpu.hbm_bytes - reserve_gib * GIB)
     est = screen(sc)
