@@ -198,7 +198,7 @@ def format_table(sec: dict) -> str:
                              f"{c['median_abs_rel_error']:.1%} / {c['p90_abs_rel_error']:.1%} (target "
                              f"{MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: {'met' if c['meets_target'] else 'MISSED'})")
     v = sec["verdict"]
-    lines.append(f"  verdict: fresh decode met {v['fresh_decode_met']}, guards {v['guards_held']}, adopt {v['adopt']}")
+    lines.append(f"  kernels-host verdict: fresh decode met {v['fresh_decode_met']}, guards {v['guards_held']}, adopt {v['adopt']}")
     return "\n".join(lines)
 
 
