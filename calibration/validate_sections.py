@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration import (ep_fresh, lease_probe, lease_probe2, prereg, prereg_pp, prereg_pp4, prereg_serve, s28blind,
-                         s29dec, s29idle, serve_idle_wake)
+                         s29dec, s29dec2, s29idle, serve_idle_wake)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ JUDGED = (
     Judged("prereg_s28pp42", lease_probe2.section, lease_probe2.format_section),   # 2xH200 EP2 / pp2, P on two GPUs
     Judged("prereg_s28blind", s28blind.section, s28blind.format_table),   # today's twin, blind: 1 and 2 GPUs, every kind
     Judged("prereg_s29dec", s29dec.section, s29dec.format_table),   # decode / prefill, each lease's host probed, 2 leases
+    Judged("s29dec2_kernels", s29dec2.section, s29dec2.format_table),   # decode host per kernel launched (candidate)
     Judged("s29idle", s29idle.section, s29idle.format_section),   # DualPipe's mirrored-rank wait, a fresh PP2 set
     Judged("s29serve_idle_wake", serve_idle_wake.section, serve_idle_wake.format_section),   # set O: after idle (H200)
 )

@@ -295,7 +295,8 @@ def _headline(tables: list[str]) -> str:
             "  prereg-probed ",   # s29dec's per-lease verdicts
             "s29idle: ", "  s29idle ",
             # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
-            "s29serve ", "  set O in force")
+            "s29serve ", "  set O in force",
+            "  kernels-host ")   # s29dec2's decode host per kernel launched: fresh, guard, verdict
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
