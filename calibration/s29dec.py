@@ -98,15 +98,16 @@ def predict(rows: list[dict], root: Path | str | None = None) -> dict:
             "host_grid_s_per_kernel": [float(h) for h in GRID_S], "rows": out}
 
 
-def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> dict:
-    """Write the predictions JSON, stamped with the predicting code's commit and the time; refuses to overwrite one
-    and to predict from uncommitted code (prereg.write_registered's rules)."""
+def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False, predict_cases=None) -> dict:
+    """Write the predictions JSON (`predict_cases()`, default predict(case_rows())), stamped with the predicting code's
+    commit and the time; refuses to overwrite one and to predict from uncommitted code (prereg.write_registered's
+    rules). s29dec2 writes its own through this."""
     if Path(path).exists():
         raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
     dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    out = predict(case_rows())
+    out = predict(case_rows()) if predict_cases is None else predict_cases()
     out["code_commit"] = git_commit()
     out["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -260,24 +261,29 @@ def _jsonable(obj):
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.s29dec", __doc__)
+def cli(name: str, doc: str | None, write_fn, judge_fn, format_fn, argv: list[str] | None = None) -> int:
+    """`python -m calibration.<name> [judge|write] [--json F] [--allow-dirty]`, shared by s29dec and s29dec2."""
+    ap = entry.parser(f"calibration.{name}", doc)
     ap.add_argument("action", nargs="?", default="judge", choices=["judge", "write"])
-    ap.add_argument("--json", type=Path, help="write the judgement here (calibration/s29dec_judgement.json)")
+    ap.add_argument("--json", type=Path, help=f"write the judgement here (calibration/{name}_judgement.json)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     if args.action == "write":
-        out = write(allow_dirty=args.allow_dirty)
+        out = write_fn(allow_dirty=args.allow_dirty)
         print(f"{len(out['rows'])} rows, code {out['code_commit'][:8]}, {out['predicted_at_utc']}")
         return 0
-    sec = judge(rec.records_root())
-    print(format_table(sec))
+    sec = judge_fn(rec.records_root())
+    print(format_fn(sec))
     if args.json:
         if prereg.refuses_uncommitted_record():
             return 2
-        prereg.write_code_record(args.json, "python -m calibration.s29dec --json calibration/s29dec_judgement.json",
+        prereg.write_code_record(args.json, f"python -m calibration.{name} --json calibration/{name}_judgement.json",
                                  _jsonable(sec))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli("s29dec", __doc__, write, judge, format_table, argv)
 
 
 if __name__ == "__main__":

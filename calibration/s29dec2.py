@@ -19,24 +19,19 @@ fixed in the predictions file. The guard recomputes s29dec's two leases under th
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from calibration import entry
 from calibration import prereg
 from calibration import records as rec
 from calibration import s29dec
 from calibration import step_host
-from calibration.fit import git_commit
 from calibration.records_io import csv_exists, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
 from calibration.whole_step import gpu_spec
-from twin.core import atomic
 
 NAME = "s29dec2"
 # The candidate's switch (docs/notes/s29dec2_rule.md): True makes the section's judged line the candidate's.
@@ -76,21 +71,11 @@ def predict(rows: list[dict]) -> dict:
 
 
 def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> dict:
-    if Path(path).exists():
-        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
-    if dirty and not allow_dirty:
-        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    out = predict(case_rows())
-    out["code_commit"] = git_commit()
-    out["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, json.dumps(out, separators=(",", ":")) + "\n")
-    return out
+    return s29dec.write(path, allow_dirty, predict_cases=lambda: predict(case_rows()))
 
 
 def load_predictions(path: Path = PREDICTIONS_FILE) -> dict:
-    return json.loads(Path(path).read_text())
+    return s29dec.load_predictions(path)
 
 
 def kernel_factor(kernels: pd.DataFrame, r, twin_ops: int) -> float:
@@ -203,23 +188,7 @@ def format_table(sec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.s29dec2", __doc__)
-    ap.add_argument("action", nargs="?", default="judge", choices=["judge", "write"])
-    ap.add_argument("--json", type=Path, help="write the judgement here (calibration/s29dec2_judgement.json)")
-    ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
-    args = ap.parse_args(argv)
-    if args.action == "write":
-        out = write(allow_dirty=args.allow_dirty)
-        print(f"{len(out['rows'])} rows, code {out['code_commit'][:8]}, {out['predicted_at_utc']}")
-        return 0
-    sec = judge(rec.records_root())
-    print(format_table(sec))
-    if args.json:
-        if prereg.refuses_uncommitted_record():
-            return 2
-        prereg.write_code_record(args.json, "python -m calibration.s29dec2 --json calibration/s29dec2_judgement.json",
-                                 s29dec._jsonable(sec))
-    return 0
+    return s29dec.cli("s29dec2", __doc__, write, judge, format_table, argv)
 
 
 if __name__ == "__main__":
