@@ -243,7 +243,8 @@ def judge(root: Path | str | None = None) -> dict:
             "fit_scale": {f"{d}:{c}": v for (d, c), v in sorted(scale.items())},
             "committed_scale": {f"{d}:{c}": v for (d, c), v in
                                 sorted(pipe.STAGE_KERNEL_SCALE.get(gpu_spec(GPU).name, {}).items())},
-            "fit_table": ratio_table(rows, ["kind", "model"]).reset_index().to_dict("records"),
+            "fit_table": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+                          for r in ratio_table(rows, ["kind", "model"]).reset_index().to_dict("records")],
             "sets": sets, "fitting_configs": fitting, "validate_guard": vg, "criteria": crit,
             "adopt": all(crit.values()), "campaign": "none: a fresh set cannot undo a failed screen"}
 
