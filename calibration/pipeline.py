@@ -128,6 +128,24 @@ class StageOps:
         return StageCost(_window(self.f), _window(self.b), _window(self.w))
 
 
+# s30mem (docs/notes/s30mem_rule.md, the rule committed before the fresh records that judge it): a pipeline stage's
+# (pp > 1: not both first and last) kernels at the rate the profiled pipeline ops ran them, per component and
+# direction (predict.stage_kernel_scale: "fb" the F and B ops, "w" the weight-gradient ops): the fitting profiles'
+# measured kernel seconds over the twin's (calibration.s30mem fit; memory less the twin's launch-bound kernels, kept at
+# launch_s). Off until its rule says otherwise.
+ADOPT_PIPELINE_KERNEL_RATES = False
+# GPU name -> {(direction, component): factor}: `python -m calibration.s30mem fit` on its FIT_FOLDERS (the committed
+# 2xH200 PP2 kernel profiles: v2-lite-slice 8 layers, dsv2-, mixtral-mla-, qwen2moe-mla-slice 4 layers)
+STAGE_KERNEL_SCALE: dict[str, dict] = {"NVIDIA H200 SXM5 141GB": {
+    ("fb", "attention"): 0.9958, ("fb", "gemm"): 0.9150, ("fb", "grouped_gemm"): 0.9097, ("fb", "memory"): 1.1557,
+    ("w", "gemm"): 0.9144, ("w", "grouped_gemm"): 0.9834, ("w", "memory"): 1.0136}}
+
+
+def stage_kernel_scale(gpu: GPUSpec) -> dict | None:
+    """The GPU's pipeline-stage kernel factors under ADOPT_PIPELINE_KERNEL_RATES, None when off or not fitted."""
+    return STAGE_KERNEL_SCALE.get(gpu.name) if ADOPT_PIPELINE_KERNEL_RATES else None
+
+
 def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
               accumulate: dict | None = None, host: dict | None = None,
@@ -135,7 +153,17 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     """F, B and W op lists of one micro-batch on one model stage; `host`: the host seconds per
     launched kernel of the pipeline's own ops where measured (`measured_host_s`), else the
     profile's (Profile.eager host_s of layer records); `ep_rows`: layer -> the most loaded EP
-    rank's received rows per local expert (ep_layer_rows); balanced where absent."""
+    rank's received rows per local expert (ep_layer_rows); balanced where absent. A pipeline
+    stage's kernels at the profiled ops' rates under ADOPT_PIPELINE_KERNEL_RATES (s30mem)."""
+    scale = None if (first and last) else stage_kernel_scale(gpu)
+    with predict.stage_kernel_scale(scale):
+        return _stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate,
+                          host, ep_rows)
+
+
+def _stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
+               gpu: GPUSpec, profile, ep: int, accumulate_frac: float, accumulate: dict | None,
+               host: dict | None, ep_rows: dict | None) -> StageOps:
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:

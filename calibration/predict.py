@@ -550,6 +550,25 @@ def component_of(host_class: str) -> str:
     return "memory"
 
 
+# s30mem (docs/notes/s30mem_rule.md): the GPU time of a pipeline stage's kernels per component at the rate the
+# profiled pipeline ops measured (calibration.pipeline.stage_kernel_scale, the switch
+# calibration.pipeline.ADOPT_PIPELINE_KERNEL_RATES): while `stage_kernel_scale` is open, Eager.add multiplies an op's
+# GPU seconds by {("fb" | "w", component): factor} ("w": an op inside weight_grad() of a split backward, "fb" any
+# other); the launch-bound ops ("launch") and ops with their own measured time (fixed) keep theirs
+_STAGE_KERNEL_SCALE: dict | None = None
+
+
+@contextlib.contextmanager
+def stage_kernel_scale(scale: dict | None):
+    """Eager.add's factors by (direction, component) while open (None: none); nests, restoring the outer one."""
+    global _STAGE_KERNEL_SCALE
+    outer, _STAGE_KERNEL_SCALE = _STAGE_KERNEL_SCALE, scale
+    try:
+        yield
+    finally:
+        _STAGE_KERNEL_SCALE = outer
+
+
 class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
@@ -576,6 +595,9 @@ class Eager:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
         component = component or component_of(host_class)
         gpu_s = gpu_s * self.component_scale.get(component, 1.0)
+        if _STAGE_KERNEL_SCALE:   # s30mem: a pipeline stage's kernels at the profiled ops' rate
+            gpu_s = gpu_s * _STAGE_KERNEL_SCALE.get(
+                ("w" if self._in_wgrad and self.split_weight_grads else "fb", component), 1.0)
         op = (self.profile.host(host_class), gpu_s)
         target.append(NoGradHost(op) if self._in_function else op)
         self._count(component, gpu_s)
