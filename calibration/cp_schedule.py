@@ -33,7 +33,6 @@ graph's; the intervals scale with the kernels: the rule's transfer assumption).
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import re
@@ -41,15 +40,10 @@ import sys
 from pathlib import Path
 
 from calibration.entry import parser, script
+from calibration.records_io import glob_traces, load_trace, trace_name
 
 PHASES = ("fwd", "bwd")
 ISSUE_PREFIX, WAIT_OP = "_c10d_functional::", "_c10d_functional::wait_tensor"
-
-
-def load_trace(path: Path | str) -> dict:
-    p = str(path)
-    with (gzip.open(p, "rt") if p.endswith(".gz") else open(p)) as f:
-        return json.load(f)
 
 
 def kernel_class(name: str) -> str:
@@ -160,11 +154,18 @@ def excess_s(seqs: list[list[dict]], transfer_s: dict[str, float], chain: int = 
     return (lock - aligned) / chain
 
 
+def rank_traces(folder: Path | str, pattern: str) -> list[tuple[int, Path]]:
+    """(rank, file) of each trace of `folder` named `pattern` (one '{rank}' field; the name the bench wrote,
+    X.json.gz) in rank order, however the trace is stored (X.json, X.json.xz, X.json.gz: records_io)."""
+    plain = trace_name(pattern)
+    rx = re.compile(re.escape(plain).replace(r"\{rank\}", r"(\d+)") + "$")
+    found = ((rx.match(trace_name(p)), p) for p in glob_traces(folder, plain.replace("{rank}", "*")))
+    return sorted((int(m[1]), p) for m, p in found if m)
+
+
 def load_ranks(folder: Path | str, pattern: str) -> list[dict]:
     """rank_sequence of each trace matching `pattern` (one '{rank}' field) in rank order."""
-    rx = re.compile(re.escape(pattern).replace(r"\{rank\}", r"(\d+)") + "$")
-    found = sorted(((int(m[1]), p) for p in Path(folder).iterdir() if (m := rx.match(p.name))))
-    return [rank_sequence(load_trace(p)) for _, p in found]
+    return [rank_sequence(load_trace(p)) for _, p in rank_traces(folder, pattern)]
 
 
 def schedule_fracs(ranks: list[dict], transfer_s: dict[str, float], rep: int = 1, chain: int = 8) -> dict:
@@ -213,11 +214,8 @@ def twin_transfer_s(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, head
 def nccl_transfer_s(folder: Path | str, pattern: str) -> dict[str, float]:
     """{collective op: its smallest NCCL kernel time over the ranks' traces}: the rank that arrives
     last waits least, so its kernel is the transfer."""
-    rx = re.compile(re.escape(pattern).replace(r"\{rank\}", r"\d+") + "$")
     out: dict[str, float] = {}
-    for p in Path(folder).iterdir():
-        if not rx.match(p.name):
-            continue
+    for _, p in rank_traces(folder, pattern):
         for e in load_trace(p).get("traceEvents", []):
             if e.get("cat") == "kernel" and "nccl" in e.get("name", "").lower():
                 op = next((v for k, v in NCCL_OPS.items() if k in e["name"].lower()), None)

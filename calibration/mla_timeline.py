@@ -23,7 +23,7 @@ from pathlib import Path
 
 from calibration import entry
 from calibration.mla_traces import load_events
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, open_csv, resolve_trace
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
@@ -65,9 +65,7 @@ def summarize_folder(folder: Path | str) -> list[dict]:
     rows = []
     with open_csv(index) as f:
         for r in csv.DictReader(f):
-            path = folder / r["trace"]
-            if not path.is_file():   # committed traces are gzipped beside the index's names
-                path = path.with_name(path.name + ".gz")
+            path = resolve_trace(folder / r["trace"])   # committed traces are packed beside the index's names
             if path.is_file():
                 rows.append({**r, **summarize({"traceEvents": load_events(path)})})
     return rows

@@ -29,7 +29,6 @@ if the profiler's slowdown were even over the host's work.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import statistics
@@ -42,7 +41,7 @@ from calibration import entry
 from calibration import records as rec
 from calibration.predict import gpu_spec, mla_layer_ops
 from calibration.split import is_held_out
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, glob_traces, load_trace, read_csv, trace_name
 from twin.core.specs import get_model
 from twin.costs.profile import PROFILES, profile_from_json
 
@@ -52,7 +51,7 @@ LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cu
 EVENT_RECORD = ("cudaEventRecord", "cudaEventRecordWithFlags")
 STALL_US = 100.0            # a launch call this long is the profiler's one-time stall, not the host's work
 NODE = "autograd::engine::evaluate_function: "
-_NAME = re.compile(r"trace_(?P<model>.+)_b(?P<batch>\d+)_s(?P<seq>\d+)_(?P<phase>fwd|bwd)\.json(\.gz)?")
+_NAME = re.compile(r"trace_(?P<model>.+)_b(?P<batch>\d+)_s(?P<seq>\d+)_(?P<phase>fwd|bwd)\.json")   # a plain name (trace_name)
 
 
 def kernel_class(name: str) -> str:
@@ -67,11 +66,8 @@ def kernel_class(name: str) -> str:
 
 
 def load_events(path: Path | str) -> list[dict]:
-    """The trace's events (a .json or a gzipped .json.gz Chrome trace)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return json.load(f)["traceEvents"]
+    """The trace's events (a Chrome trace .json, or its committed .json.xz or gzipped .json.gz: records_io)."""
+    return load_trace(path)["traceEvents"]
 
 
 @dataclass
@@ -162,8 +158,8 @@ def load_calls(gpu: str, root: Path | str | None = None) -> list[CallTrace]:
     root = rec.records_root() if root is None else root
     folder = Path(root) / gpu / TRACE_DIR
     out = []
-    for path in sorted(folder.glob("trace_*.json*")):
-        name = path.name
+    for path in glob_traces(folder, "trace_*.json"):
+        name = trace_name(path)   # the name the campaign wrote (mla_timeline.csv's), however it is stored
         if _NAME.fullmatch(name):
             out.append(parse_call(load_events(path), name))
     return out

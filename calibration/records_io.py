@@ -9,6 +9,12 @@ asks `resolve_csv` which file holds it; `pandas.read_csv` reads each form (it in
 the suffix) and `open_csv` opens each as text for the csv module. A folder holding the plain `X.csv`
 beside a compressed copy reads the plain one (a fresh campaign's output is the newer one).
 
+Chrome traces (`X.json`) follow the same rule (s30tree): the profilers and `twin trace` write `X.json` or
+`X.json.gz` (what Perfetto opens), the tree commits them as `X.json.xz` (`pack_record`), and a reader names
+the trace as it was written and opens it with `open_trace` / `load_trace` (`glob_traces` lists a folder's),
+which find any of the three forms. Traces are not records a fit's manifest lists: they stay outside
+`read_scope`.
+
 `read_scope` (s26refit) watches and limits the readers for a while: which records `read_csv` / `open_csv`
 read (`twin fit` writes them to its fit-input manifest), and, given a set of records, every other record
 reads as absent (a refit from the manifest sees exactly the records the manifest names).
@@ -20,6 +26,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import json
 import lzma
 import os
 from collections.abc import Iterator
@@ -152,14 +159,20 @@ def csv_sha256(path: Path | str) -> str:
     return hashlib.sha256(csv_bytes(path)).hexdigest()
 
 
-def glob_csv(folder: Path | str, pattern: str, recursive: bool = False) -> list[Path]:
-    """Sorted CSVs of `folder` matching `pattern` (a glob ending .csv) plain or compressed: a name
-    present more than one way counts once, as resolve_csv reads it. `recursive`: rglob instead of glob."""
+def _glob_packed(folder: Path | str, pattern: str, recursive: bool, scoped: bool) -> list[Path]:
+    """Files of `folder` matching `pattern` (a glob naming the plain form) plain or compressed, each name
+    once as _resolve reads it, in the order the plain names sort in; `scoped`: read_scope applies."""
     folder = Path(folder)
     find = folder.rglob if recursive else folder.glob
     found = set(find(pattern)).union(*(find(pattern + suffix) for suffix in PACKED_SUFFIXES))
-    chosen = {_resolve(p.with_name(csv_name(p))) for p in found if not _outside_scope(p)}
-    return sorted(chosen, key=lambda p: p.with_name(csv_name(p)))   # the order plain names sort in
+    chosen = {_resolve(p.with_name(unpacked_name(p.name))) for p in found if not (scoped and _outside_scope(p))}
+    return sorted(chosen, key=lambda p: p.with_name(unpacked_name(p.name)))
+
+
+def glob_csv(folder: Path | str, pattern: str, recursive: bool = False) -> list[Path]:
+    """Sorted CSVs of `folder` matching `pattern` (a glob ending .csv) plain or compressed: a name
+    present more than one way counts once, as resolve_csv reads it. `recursive`: rglob instead of glob."""
+    return _glob_packed(folder, pattern, recursive, scoped=True)
 
 
 def read_csvs(folder: Path | str, pattern: str, recursive: bool = False) -> pd.DataFrame:
@@ -167,6 +180,57 @@ def read_csvs(folder: Path | str, pattern: str, recursive: bool = False) -> pd.D
     an empty frame where there is none (per-rank trace files, one file a rank or a round)."""
     frames = [read_csv(p) for p in glob_csv(folder, pattern, recursive)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------------------------
+# Chrome traces
+# ---------------------------------------------------------------------------------------------
+
+TRACE_SUFFIX = ".json"
+
+
+def resolve_trace(path: Path | str) -> Path:
+    """The file behind a Chrome trace's name: `path` where it is a file, else the first of `X.json`,
+    `X.json.xz`, `X.json.gz` that is one (a reader naming the `X.json.gz` a profiler wrote finds the
+    committed `X.json.xz`), else `path` unchanged (open_trace then raises FileNotFoundError naming it)."""
+    return _resolve(Path(path))
+
+
+def open_trace(path: Path | str) -> IO[str]:
+    """The Chrome trace behind `path` (plain, .xz or .gz: resolve_trace) opened as text."""
+    path = resolve_trace(path)
+    if path.name.endswith(XZ):
+        return lzma.open(path, "rt")
+    if path.name.endswith(GZ):
+        return gzip.open(path, "rt")
+    return open(path)
+
+
+def load_trace(path: Path | str):
+    """json.load of the Chrome trace behind `path` (open_trace): a dict with traceEvents, or a bare list."""
+    with open_trace(path) as f:
+        return json.load(f)
+
+
+def glob_traces(folder: Path | str, pattern: str, recursive: bool = False) -> list[Path]:
+    """The Chrome traces of `folder` matching `pattern` (a glob ending .json), each trace once whichever
+    forms it has on disk (as resolve_trace prefers them), in the order their plain names sort in."""
+    return _glob_packed(folder, pattern, recursive, scoped=False)
+
+
+def trace_name(path: Path | str) -> str:
+    """A trace's plain name, the same however it is stored: `t.json` for t.json, t.json.xz and t.json.gz."""
+    return unpacked_name(Path(path).name)
+
+
+def is_chrome_trace(path: Path | str) -> bool:
+    """Whether the file (plain or compressed) holds a Chrome trace: a JSON object with `traceEvents`
+    (what torch.profiler, real/'s pipeline bench and `twin trace` write), not an env file or a profile."""
+    try:
+        obj = json.loads(unpacked_bytes(Path(path)))
+    except (OSError, ValueError, EOFError, lzma.LZMAError):
+        return False
+    return isinstance(obj, dict) and "traceEvents" in obj
 
 
 def csv_name(path: Path | str) -> str:
@@ -198,17 +262,21 @@ def xz_bytes(data: bytes) -> bytes:
 
 # What pack_record takes (each plain or gzipped): CSV records, which every reader finds through
 # resolve_csv, and a campaign's logs and host captures (.txt, .log), which no code reads (xzless shows
-# them). Not .json: env files and profiles are read as plain JSON.
-PACKABLE_SUFFIXES = (".csv", ".txt", ".log")
+# them); and Chrome traces (.json holding traceEvents), which readers open through open_trace. Not any
+# other .json: env files and profiles are read as plain JSON.
+PACKABLE_SUFFIXES = (".csv", ".txt", ".log", TRACE_SUFFIX)
 
 
 def pack_problem(path: Path) -> str | None:
     """Why pack_record would refuse `path` (a message naming it and what is allowed), or None."""
-    allowed = "allowed: " + ", ".join(f"X{s} or X{s}{GZ}" for s in PACKABLE_SUFFIXES)
+    allowed = ("allowed: " + ", ".join(f"X{s} or X{s}{GZ}" for s in PACKABLE_SUFFIXES)
+               + f" ({TRACE_SUFFIX} a Chrome trace)")
     if not path.is_file():
         return f"{path}: no such file ({allowed})"
     if path.name.endswith(XZ) or not unpacked_name(path.name).endswith(PACKABLE_SUFFIXES):
         return f"{path}: {path.name!r} cannot be packed ({allowed})"
+    if unpacked_name(path.name).endswith(TRACE_SUFFIX) and not is_chrome_trace(path):
+        return f"{path}: {path.name!r} is not a Chrome trace (no traceEvents; {allowed})"
     target = path.with_name(unpacked_name(path.name) + XZ)
     if target.exists():
         return f"{path}: {target.name} is already there; merge the rows into one file first"
@@ -216,9 +284,9 @@ def pack_problem(path: Path) -> str | None:
 
 
 def pack_record(path: Path | str) -> Path:
-    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log) by X.csv.xz holding the same
-    bytes (checked by decompressing before the source is removed); returns the new file. Refuses what
-    pack_problem names (ValueError with its message)."""
+    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log and a Chrome trace's .json) by
+    X.csv.xz (X.json.xz, ...) holding the same bytes (checked by decompressing before the source is
+    removed); returns the new file. Refuses what pack_problem names (ValueError with its message)."""
     path = Path(path)
     problem = pack_problem(path)
     if problem:

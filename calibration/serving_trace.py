@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import bisect
 import csv
-import gzip
 import io
 import json
 import re
@@ -53,6 +52,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from calibration import entry
+from calibration.records_io import load_trace
 from twin.core import atomic
 from twin.core.intervals import covered_length
 from twin.core.paths import shown_path
@@ -113,10 +113,8 @@ def _is_aux(name: str) -> bool:
 
 
 def load_events(path: Path | str) -> list[dict]:
-    """A Chrome trace's events (a .json or .json.gz PyTorch-profiler export, or a bare event list)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as fh:
-        data = json.load(fh)
+    """A Chrome trace's events (a .json, .json.gz or .json.xz PyTorch-profiler export, or a bare event list)."""
+    data = load_trace(path)
     return data["traceEvents"] if isinstance(data, dict) else data
 
 
@@ -290,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.serving_trace", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("derive", help="per-layer, per-micro-batch kernel-group times from a local copy of a trace")
-    d.add_argument("trace", help="prefill.json or decode.json (or .json.gz) from deepseek-ai/profile-data")
+    d.add_argument("trace", help="prefill.json or decode.json (or .json.gz, .json.xz) from deepseek-ai/profile-data")
     d.add_argument("--phase", choices=("decode", "prefill"), required=True)
     d.add_argument("--microbatches", type=int, default=2, help="micro-batches per layer (DeepSeek's profiles: 2)")
     d.add_argument("--out", help="CSV path (default: calibration/data/deepseek_<phase>_profile.csv)")

@@ -12,25 +12,26 @@ the token-side kernels do not (every rank routes all T tokens), so the TP2 block
 memory-bound kernels' excess (calibration.parallel_blocks.block_component_factors measures the
 factors, tp_block_ops applies them).
 
-The files: trace_tp_<block>_<model>_<tokens>_<sp|nosp>_<rank0|rank1|tp1>.json.gz in a two-GPU
-records folder's traces*/ subfolders (the default cases of real/'s first TP traces,
-trace_tp_<block>_<sp|nosp>_rank<r>, name no model and are not read).
+The files: trace_tp_<block>_<model>_<tokens>_<sp|nosp>_<rank0|rank1|tp1>.json.gz (committed as
+.json.xz; records_io.load_trace reads each form) in a two-GPU records folder's traces*/ subfolders (the
+default cases of real/'s first TP traces, trace_tp_<block>_<sp|nosp>_rank<r>, name no model and are not
+read).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from calibration.records_io import glob_traces, load_trace, trace_name
 
 COMPONENTS = ("gemm", "grouped_gemm", "attention", "nccl", "memory")
 KERNEL_CATS = ("kernel", "gpu_memset", "gpu_memcpy")
 TRACED_REPS = 2   # real/bench/parallel_blocks.py _trace_two_reps
 
 _NAME = re.compile(r"trace_tp_(?P<block>mla|moe)_(?P<model>.+)_(?P<tokens>\d+)_(?P<sp>sp|nosp)_"
-                   r"(?P<who>rank\d+|tp1)\.json(\.gz)?$")
+                   r"(?P<who>rank\d+|tp1)\.json$")   # the plain name (records_io.trace_name)
 
 
 def kernel_component(name: str) -> str:
@@ -66,7 +67,7 @@ class TracedBlock:
 
 def parse_name(path: Path | str) -> dict | None:
     """The case a trace file holds, from its name; None for a name without model and tokens."""
-    m = _NAME.match(Path(path).name)
+    m = _NAME.match(trace_name(path))
     if not m:
         return None
     who = m["who"]
@@ -77,9 +78,7 @@ def parse_name(path: Path | str) -> dict | None:
 
 def kernel_seconds(path: Path | str, reps: int = TRACED_REPS) -> dict[str, float]:
     """{component: GPU seconds of its kernels (memsets and copies included) a repetition}."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as f:
-        events = json.load(f)["traceEvents"]
+    events = load_trace(path)["traceEvents"]
     out = {c: 0.0 for c in COMPONENTS}
     for e in events:
         if e.get("ph") == "X" and e.get("cat") in KERNEL_CATS:
@@ -90,7 +89,7 @@ def kernel_seconds(path: Path | str, reps: int = TRACED_REPS) -> dict[str, float
 def traced_blocks(folder: Path | str) -> list[TracedBlock]:
     """Every named TP block trace under the folder's traces*/ subfolders."""
     out = []
-    for path in sorted(Path(folder).glob("traces*/trace_tp_*.json*")):
+    for path in glob_traces(folder, "traces*/trace_tp_*.json"):
         case = parse_name(path)
         if case is not None:
             out.append(TracedBlock(path=path, kernel_s=kernel_seconds(path), **case))
@@ -106,9 +105,7 @@ def repetition_spans(path: Path | str, reps: int = TRACED_REPS) -> list[tuple[fl
     ops, as every repetition of a timed two-GPU row starts: real/bench/parallel_blocks.py
     time_reps); the second runs back to back after it, the host's lead carried (docs/notes/
     s17tp_rule.md)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as f:
-        events = json.load(f)["traceEvents"]
+    events = load_trace(path)["traceEvents"]
     kernels = sorted(((float(e["ts"]), float(e["dur"])) for e in events
                       if e.get("ph") == "X" and e.get("cat") in KERNEL_CATS), key=lambda k: k[0])
     if not kernels or len(kernels) % reps:

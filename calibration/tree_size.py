@@ -1,15 +1,19 @@
 """The tracked tree's size against the GPU tool's copy cap, and the records to pack when it grows.
 
     python -m calibration.tree_size                 # the size; exit 1 over WARN_BYTES, with what to pack
-    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz (.txt, .log) -> X.csv.xz (records_io.pack_record)
-    python -m calibration.tree_size --pack-tracked  # every tracked record packable() names, staged in git
+    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz (.txt, .log, a trace's .json) -> X.csv.xz (records_io.pack_record)
+    python -m calibration.tree_size --pack-tracked  # every tracked record and trace packable() names, staged in git
 
 The lent GPU machines receive the tracked tree plus a campaign's carry, 64 MiB in all (the device
-tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_BYTES leaves a campaign
-11 MiB to carry (16 MiB until session 29, whose tree reached 52.2 MiB with every CSV and log packed: what is left
-to pack is the gzipped Chrome traces, 9.6 MB, mostly CP traces read by calibration.cp_schedule, tp_traces and
-cp_traces, about 4 MB smaller as xz once those readers take `.json.xz`; session 29's packs carried 4-11 MB). Records under calibration/measurements/ are committed xz-compressed
-(calibration/measurements/README.md); every reader finds them by their plain `X.csv` name.
+tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). Session 30 packed the last
+unpacked files, the Chrome traces (gzipped 8.7 MB -> 5.2 MB as xz, the plain ones 0.8 -> 0.1 MB), which took
+the tree from 52.2 to 48.25 MiB with every CSV, log and trace of 4 KiB or more packed, so nothing large is left
+to pack when the line is crossed. WARN_BYTES sits at 51 MiB: the packed tree plus ~2.75 MiB of new records,
+and at the line a campaign still has 13 MiB to carry (session 29's packs carried 4-11 MB; the line was 53 MiB,
+11 MiB to carry, in session 29, 48 MiB before). Records under
+calibration/measurements/ are committed xz-compressed (calibration/measurements/README.md); every reader finds
+them by their plain `X.csv` name, and a trace by the name it was written under (`X.json` or `X.json.gz`:
+records_io.load_trace).
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import sys
 from pathlib import Path
 
 from calibration import entry
-from calibration.records_io import GZ, PACKABLE_SUFFIXES, XZ, pack_problem, pack_record
+from calibration.records_io import (GZ, PACKABLE_SUFFIXES, TRACE_SUFFIX, XZ, is_chrome_trace, pack_problem, pack_record,
+                                    unpacked_name)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASUREMENTS = "calibration/measurements/"
 PREREG = MEASUREMENTS + "prereg/"   # pre-registrations keep the exact committed bytes their notes cite
 DEVICE_CAP_BYTES = 64 * 1024 * 1024   # tree + carry, the device tool's limit
-WARN_BYTES = 53 * 1024 * 1024   # see the docstring: the traces are next to pack
+WARN_BYTES = 51 * 1024 * 1024   # see the docstring: 48.25 MiB packed + 2.75 MiB of new records; 13 MiB to carry
 PACK_HINT_MIN_BYTES = 4096   # smaller records gain little from packing (the .xz container is ~60 bytes)
 
 
@@ -41,13 +46,15 @@ def tracked_sizes(root: Path = ROOT) -> dict[str, int]:
     return sizes
 
 
-def packable(sizes: dict[str, int], min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, int]]:
-    """(path, bytes) of the records pack_record would shrink: plain and gzipped CSVs and logs under
+def packable(sizes: dict[str, int], min_bytes: int = PACK_HINT_MIN_BYTES, root: Path = ROOT) -> list[tuple[str, int]]:
+    """(path, bytes) of the records pack_record would shrink: plain and gzipped CSVs, logs and Chrome traces
+    (a .json under `root` holding traceEvents; env files and profiles stay plain) under
     calibration/measurements/ (pre-registrations left out), min_bytes or larger, largest first."""
     kinds = PACKABLE_SUFFIXES + tuple(s + GZ for s in PACKABLE_SUFFIXES)
     found = [(name, size) for name, size in sizes.items()
              if name.startswith(MEASUREMENTS) and not name.startswith(PREREG) and size >= min_bytes
-             and name.endswith(kinds)]
+             and name.endswith(kinds)
+             and (not unpacked_name(name).endswith(TRACE_SUFFIX) or is_chrome_trace(root / name))]
     return sorted(found, key=lambda item: (-item[1], item[0]))
 
 
@@ -66,7 +73,7 @@ def report(sizes: dict[str, int], warn_bytes: int = WARN_BYTES) -> tuple[bool, s
                      f"the .xz and git rm the old name; and grep docs/tests for the old name.")
         lines += [f"  {size:>10d}  {name}" for name, size in candidates[:20]]
         if not candidates:
-            lines.append("  no CSV or log left to pack: look at traces (*.json.gz), largest first "
+            lines.append("  no CSV, log or trace left to pack: look at the largest tracked files "
                          "(git ls-files -z | xargs -0 du -b | sort -n | tail)")
     return ok, "\n".join(lines)
 
@@ -75,7 +82,7 @@ def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> lis
     """Pack every tracked record `packable` names and stage each change in git (the old name out of the
     index, the .xz in): [(old, new)] relative to root. For the tree after merging branches that filed
     plain or gzipped records. Packs nothing where one cannot be packed (ValueError naming each)."""
-    names = [name for name, _ in packable(tracked_sizes(root), min_bytes)]
+    names = [name for name, _ in packable(tracked_sizes(root), min_bytes, root)]
     problems = [p for p in (pack_problem(root / name) for name in names) if p]
     if problems:
         raise ValueError("; ".join(problems))
@@ -92,9 +99,10 @@ def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> lis
 def main(argv: list[str] | None = None) -> int:
     ap = entry.JudgeParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
     ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
-                    help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
+                    help="records X.csv or X.csv.gz (.txt, .log, a Chrome trace's .json) to replace by X.csv.xz "
+                         "(same bytes decompressed)")
     ap.add_argument("--pack-tracked", action="store_true",
-                    help=f"pack every tracked CSV and log of {PACK_HINT_MIN_BYTES} bytes or more under {MEASUREMENTS} "
+                    help=f"pack every tracked CSV, log and Chrome trace of {PACK_HINT_MIN_BYTES} bytes or more under {MEASUREMENTS} "
                          "(not prereg/) and stage the renames in git (after merging branches that filed records)")
     args = ap.parse_args(argv)
     if args.pack_tracked:

@@ -256,26 +256,46 @@ def write_plan_json(plan: PlanResult, target: str, assumed: dict | None = None) 
         write_json_rows(fh, plan, assumed)
 
 
+def _table_files(table_rows) -> dict:
+    """plan.csv and plan.parquet of the rows `table_rows()` yields afresh each call (flattened JSON rows)."""
+    columns, kinds = table.stream_columns(table_rows(), FIRST_COLUMNS)
+    return {PLAN_CSV: lambda path: table.write_csv(path, table_rows(), columns),
+            PLAN_PARQUET: lambda path: table.write_parquet(path, table_rows, columns, kinds)}
+
+
 def write_plan_report(plan: PlanResult, scenario, out_dir, assumed: dict | None = None) -> list[Path]:
     """report.html, report.md, result.json, scenario.resolved.toml, plan.csv, plan.parquet and
     cost_vs_days.png into `out_dir`, atomically. Returns the paths written. The table and the JSON
     are written a row at a time (twin plan's memory then grows with its rows, not with three
     copies of them as JSON values and text)."""
-    def table_rows():
-        return (table.flatten(to_json(r)) for r in plan.rows)
-
-    columns, kinds = table.stream_columns(table_rows(), FIRST_COLUMNS)
-
     def write_json(path: Path) -> None:
         with open(path, "w", encoding="utf-8") as fh:
             write_json_rows(fh, plan, assumed)
 
-    files = {PLAN_CSV: lambda path: table.write_csv(path, table_rows(), columns),
-             PLAN_PARQUET: lambda path: table.write_parquet(path, table_rows, columns, kinds)}
+    files = _table_files(lambda: (table.flatten(to_json(r)) for r in plan.rows))
     page = page_result(plan)
     if assumed:
         page["assumed_from_deepseek_v3"] = to_json(assumed)
     return pg.write_report_dir(out_dir, build_page(page), write_json, scenario, files=files)
+
+
+def saved_page_result(data: dict) -> dict:
+    """page_result of a saved result.json (the PlanResult's JSON as write_json_rows wrote it, every row)."""
+    page = {k: v for k, v in data.items() if k != "rows"}
+    examples: dict[str, str] = {}
+    for row in data["rows"]:
+        if not row["feasible"]:
+            examples.setdefault(reason_kind(row["reason"]), f"{row['label']}: {row['reason']}")
+    page["reason_examples"] = examples
+    page["rows"] = [row if row["status"] == SIMULATED else {k: row[k] for k in PAGE_FIELDS}
+                    for row in data["rows"] if row["status"] in (SIMULATED, SCREENED)]
+    return page
+
+
+def write_saved_plan_report(data: dict, scenario, out_dir) -> list[Path]:
+    """write_plan_report's files from a saved result.json (`twin report`): the same page, table and JSON."""
+    files = _table_files(lambda: (table.flatten(r) for r in data["rows"]))
+    return pg.write_report_dir(out_dir, build_page(saved_page_result(data)), data, scenario, files=files)
 
 
 # --------------------------------------------------------------------------- serving question
@@ -362,7 +382,11 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
 
 
 def write_serving_plan_report(result, scenario, out_dir) -> list[Path]:
-    data = to_json(result)
+    return write_serving_plan_json(to_json(result), scenario, out_dir)
+
+
+def write_serving_plan_json(data: dict, scenario, out_dir) -> list[Path]:
+    """The serving question's report of its JSON (a saved result.json re-rendered: `twin report`)."""
     return pg.write_report_dir(out_dir, build_serving_page(data, scenario.name), data, scenario)
 
 
@@ -424,5 +448,9 @@ def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
 
 
 def write_serving_capacity_report(result, scenario, out_dir) -> list[Path]:
-    data = to_json(result)
+    return write_serving_capacity_json(to_json(result), scenario, out_dir)
+
+
+def write_serving_capacity_json(data: dict, scenario, out_dir) -> list[Path]:
+    """The capacity curve's report of its JSON (a saved result.json re-rendered: `twin report`)."""
     return pg.write_report_dir(out_dir, build_capacity_page(data, scenario.name), data, scenario)

@@ -447,6 +447,12 @@ def write_report(replay: ReplayResult, scenario, out_dir, assumed: dict | None =
     result = to_json(replay)
     if assumed:
         result = {**result, "assumed_from_deepseek_v3": to_json(assumed)}
-    page = build_page(result, scenario, replay.gantt_step)
+    return write_result(result, scenario, out_dir, replay.gantt_step)
+
+
+def write_result(result: dict, scenario, out_dir, gantt_step=None) -> Path:
+    """The report of a replay's JSON (write_report's, or a saved result.json re-rendered: `twin report`):
+    `gantt_step` is the step of the Gantt chart (the JSON leaves its event log out). Returns `out_dir`."""
+    page = build_page(result, scenario, gantt_step)
     pg.write_report_dir(out_dir, page, result, scenario, files={STAGES_CSV: write_csv(result)})
     return Path(out_dir)

@@ -282,7 +282,11 @@ def build_page(result: dict) -> Page:
 def write_outputs(result: ServeResult, scenario: ServeScenario, out_dir: str | Path) -> list[Path]:
     """report.html, report.md, result.json, scenario.resolved.toml, serve_sweep.csv and the
     throughput plots into `out_dir`, atomically. Returns the paths written."""
-    data = to_json(result)
+    return write_result(to_json(result), scenario, out_dir)
+
+
+def write_result(data: dict, scenario: ServeScenario, out_dir: str | Path) -> list[Path]:
+    """write_outputs of the ServeResult's JSON (a saved result.json re-rendered: `twin report`)."""
     return pg.write_report_dir(out_dir, build_page(data), data, scenario, files={SWEEP_CSV: sweep_csv(data)})
 
 

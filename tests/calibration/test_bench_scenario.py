@@ -93,7 +93,7 @@ def test_a_serving_load_run_becomes_a_serving_scenario_with_its_loads_lengths(tm
 
 @pytest.mark.parametrize("argv, pattern", [
     (["nope"], r"SOURCE: got 'nope'; allowed: an existing file or folder"),
-    ([str(PIPE / "pipeline_trace_1f1b.json")], r"SOURCE: got .*pipeline_trace_1f1b\.json'; allowed: pipeline_step\.csv"),
+    ([str(PIPE / "pipeline_trace_1f1b.json.xz")], r"SOURCE: got .*pipeline_trace_1f1b\.json\.xz'; allowed: pipeline_step\.csv"),
     ([str(PIPE), "--where", "bogus=1"], r"--where: got 'bogus=1'; allowed: a column of the source: model, num_layers"),
     ([str(PIPE), "--where", "schedule"], r"--where: got 'schedule'; allowed: COLUMN=VALUE"),
     ([str(PIPE), "--where", "schedule=gpipe"], r"--where: got 'schedule=gpipe'; allowed: values the source holds: schedule in"),

@@ -2,8 +2,8 @@
 host rule they were used to test (calibration.layer_gaps ADOPT_CALL_EDGES, predict.Eager.call_edges)."""
 
 import dataclasses
-import gzip
 import json
+import lzma
 import shutil
 
 import pandas as pd
@@ -12,7 +12,7 @@ import pytest
 from calibration import layer_gaps as lg
 from calibration import mla_traces as mt
 from calibration import records as rec
-from calibration.records_io import read_csv, resolve_csv
+from calibration.records_io import read_csv, resolve_csv, resolve_trace
 from calibration.fit import PROFILES_DIR
 from twin.costs.profile import profile_from_json
 
@@ -80,9 +80,10 @@ def test_a_trace_without_both_event_records_is_refused():
         mt.parse_call(SYNTHETIC[:-1], "t")
 
 
-def test_committed_traces_load_gzipped_and_their_fitting_calls_replay_to_the_records():
+def test_committed_traces_load_packed_and_their_fitting_calls_replay_to_the_records():
     calls = {c.name: c for c in mt.load_calls("h100")}
-    assert len(calls) == 8 and all(n.endswith(".json.gz") for n in calls)
+    # committed as .json.xz, named as the campaign wrote them (mla_timeline.csv's trace column)
+    assert len(calls) == 8 and all(n.endswith("_fwd.json") or n.endswith("_bwd.json") for n in calls)
     assert sum(mt.held_out(c) for c in calls.values()) == 4     # the V2-Lite calls are the held-out shapes
     host = mt.unprofiled_host_s("h100")
     df, hd = rec.load_records("h100"), read_csv(rec.MEASUREMENTS_DIR / "h100" / "host_dispatch.csv")
@@ -106,9 +107,9 @@ def test_call_edges_come_from_the_fitting_traces_only(tmp_path):
     assert set(edges) == {"fwd", "bwd"} and edges["bwd"]["start"] > edges["fwd"]["start"] > 1.0
     # a held-out trace changed: the edges do not move; a fitting one: they do
     folder = root / "h100" / mt.TRACE_DIR
-    (folder / "trace_v2-lite-slice_b1_s4096_bwd.json.gz").unlink()
+    resolve_trace(folder / "trace_v2-lite-slice_b1_s4096_bwd.json").unlink()
     assert mt.call_edges("h100", rates, root) == edges
-    (folder / "trace_v3-slice-1l_b1_s4096_bwd.json.gz").unlink()
+    resolve_trace(folder / "trace_v3-slice-1l_b1_s4096_bwd.json").unlink()
     assert mt.call_edges("h100", rates, root)["bwd"] != edges["bwd"]
     # a slower host per kernel: the same host time is fewer kernels' worth
     assert mt.call_edges("h100", {"fwd": 50e-6}, root)["fwd"]["start"] == pytest.approx(edges["fwd"]["start"] / 2)
@@ -160,11 +161,11 @@ def test_the_committed_profiles_leave_the_call_edge_rule_out():
     assert source == "h100/s10mla_traces" and edges["bwd"]["start"] > edges["bwd"]["end"] > 0
 
 
-def test_the_timeline_summary_reads_the_committed_gzipped_traces():
+def test_the_timeline_summary_reads_the_committed_packed_traces():
     from calibration import mla_timeline
     rows = mla_timeline.summarize_folder(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR)
     assert len(rows) == 8 and all(r["longest_launched_s"] is not None for r in rows)
-    with gzip.open(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR / "trace_v3-slice-1l_b1_s1024_bwd.json.gz", "rt") as f:
+    with lzma.open(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR / "trace_v3-slice-1l_b1_s1024_bwd.json.xz", "rt") as f:
         assert "traceEvents" in json.load(f)
 
 
@@ -201,7 +202,7 @@ def test_the_loops_engine_start_replaces_the_traces_backward_start(tmp_path):
 def test_the_decomposition_sets_each_traced_call_beside_the_twin(capsys):
     prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
     rows = {d["call"]: d for d in mt.decomposition("h100", prof)}
-    d = rows["trace_v3-slice-1l_b1_s4096_bwd.json.gz"]
+    d = rows["trace_v3-slice-1l_b1_s4096_bwd.json"]   # the name the campaign wrote (committed .json.xz)
     assert not d["held_out"] and d["measured_source"] == "record"
     # the twin's kernel prediction of the GPU-bound V3-slice backward within 5% of the traced kernels
     assert d["twin_kernel_us"] == pytest.approx(d["kernel_us"], rel=0.05)

@@ -6,6 +6,7 @@ with two-GPU records (h200x2/, h100x2/), each predicted with its own GPU's profi
 
 import dataclasses
 import functools
+import gzip
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from calibration import parallel_blocks as blocks
 from calibration import predict
 from calibration import records as rec
-from calibration.records_io import glob_csv, open_csv
+from calibration.records_io import glob_csv, glob_traces, open_csv, open_trace
 from calibration.fit import collectives_terms
 from calibration.predict import Eager, gpu_spec
 from twin.costs import compute
@@ -419,11 +420,14 @@ def test_component_factors_come_from_fitting_traces_alone(h200, tmp_path):
     assert factors["moe"]["memory"] > 1.2 and factors["moe"]["grouped_gemm"] < 0.95
     assert set(factors["moe"]) == {"gemm", "grouped_gemm", "memory"} and "attention" in factors["mla"]
     (tmp_path / "traces_a").mkdir()
-    for p in (FOLDER / "traces_s8cp").glob("trace_tp_*.json.gz"):
+    copied = glob_traces(FOLDER / "traces_s8cp", "trace_tp_*.json")   # committed .json.xz
+    assert copied
+    for p in copied:
         shutil.copy(p, tmp_path / "traces_a" / p.name)
-    # a fitting configuration's trace under a held-out configuration's name (v2-lite MoE: held out)
-    shutil.copy(FOLDER / "traces_s8cp" / "trace_tp_mla_v2-lite-slice_8192_sp_rank0.json.gz",
-                tmp_path / "traces_a" / "trace_tp_moe_v2-lite-slice_4096_sp_rank0.json.gz")
+    # a fitting configuration's trace under a held-out configuration's name (v2-lite MoE: held out), gzipped
+    # as real/bench writes traces: a folder of both forms reads alike
+    with gzip.open(tmp_path / "traces_a" / "trace_tp_moe_v2-lite-slice_4096_sp_rank0.json.gz", "wt") as f:
+        f.write(open_trace(FOLDER / "traces_s8cp" / "trace_tp_mla_v2-lite-slice_8192_sp_rank0.json.gz").read())
     assert blocks.block_component_factors(tmp_path, t.rows, gpu, h200, t.host, t.kernel_host) == factors
     assert blocks.block_component_factors(tmp_path / "none", t.rows, gpu, h200, t.host, t.kernel_host) == {}
 

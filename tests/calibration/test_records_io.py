@@ -1,7 +1,9 @@
 """calibration/records_io.py: a records reader that asks for X.csv finds X.csv.xz or X.csv.gz where only
-a compressed copy is committed, and reads the same rows from it; pack_record makes the .xz copy losslessly."""
+a compressed copy is committed, and reads the same rows from it; pack_record makes the .xz copy losslessly.
+Chrome traces alike: open_trace / glob_traces find X.json, X.json.xz and X.json.gz by the written name."""
 
 import gzip
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 
 from calibration import records as rec
 from calibration.records_io import (PACKED_SUFFIXES, csv_bytes, csv_exists, csv_name, csv_sha256, csv_stem,
-                                    glob_csv, open_csv, pack_record, read_csv, read_csvs, resolve_csv)
+                                    glob_csv, glob_traces, is_chrome_trace, load_trace, open_csv, pack_record,
+                                    read_csv, read_csvs, read_scope, resolve_csv, resolve_trace, trace_name)
 from tests.calibration.conftest import synthetic_records
 
 ROWS = "a,b\n1,x\n2,y\n"
@@ -171,3 +174,41 @@ def test_no_large_plain_record_is_tracked():
              and (root / name).stat().st_size > PLAIN_RECORD_LIMIT_BYTES]
     assert not large, ("pack these records (python -m calibration.tree_size --pack FILE...; read through "
                        f"calibration.records_io): {large}")
+
+
+TRACE = {"traceEvents": [{"ph": "X", "cat": "kernel", "name": "nvjet", "ts": 1.0, "dur": 2.5}]}
+
+
+def test_a_trace_reads_alike_plain_gzipped_and_packed_by_the_name_it_was_written_under(tmp_path):
+    """A profiler writes t.json.gz; pack_record makes t.json.xz of the same bytes; a reader naming
+    t.json.gz (or t.json) still finds it, outside any read scope (traces are no fit's records)."""
+    text = json.dumps(TRACE)
+    (tmp_path / "t.json.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "u.json").write_text(text)
+    (tmp_path / "env.json").write_text(json.dumps({"gpu": "h200"}))      # an env file: not a trace
+    assert is_chrome_trace(tmp_path / "t.json.gz") and not is_chrome_trace(tmp_path / "env.json")
+    xz = pack_record(tmp_path / "t.json.gz")
+    assert xz.name == "t.json.xz" and not (tmp_path / "t.json.gz").exists()
+    assert csv_bytes(xz) == text.encode()                                # the trace's own bytes
+    with read_scope(frozenset()):                                       # a scope that allows no record
+        for name in ("t.json.gz", "t.json", "t.json.xz"):
+            assert resolve_trace(tmp_path / name) == xz and load_trace(tmp_path / name) == TRACE
+    assert [trace_name(p) for p in glob_traces(tmp_path, "*.json")] == ["env.json", "t.json", "u.json"]
+    assert [p.name for p in glob_traces(tmp_path, "?.json")] == ["t.json.xz", "u.json"]
+    with pytest.raises(FileNotFoundError, match="none.json.gz"):
+        load_trace(tmp_path / "none.json.gz")
+    with pytest.raises(ValueError, match="env.json.*not a Chrome trace"):
+        pack_record(tmp_path / "env.json")
+    assert json.loads((tmp_path / "env.json").read_text()) == {"gpu": "h200"}   # refused: left as it was
+
+
+def test_committed_packed_traces_are_found_by_their_plain_name():
+    """Every committed X.json.xz under calibration/measurements is its trace's only form in its folder and
+    resolves from X.json and from the X.json.gz name the profilers wrote (names only: no trace is parsed)."""
+    packed = sorted(rec.MEASUREMENTS_DIR.rglob("*.json.xz"))
+    assert len(packed) > 200
+    for path in packed:
+        plain = path.with_name(trace_name(path))
+        others = [plain, *(plain.with_name(plain.name + s) for s in PACKED_SUFFIXES)]
+        assert [o.name for o in others if o.is_file()] == [path.name], f"{path}: committed more than one way"
+        assert resolve_trace(plain) == path and resolve_trace(plain.with_name(plain.name + ".gz")) == path

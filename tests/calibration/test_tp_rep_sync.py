@@ -11,6 +11,7 @@ import pytest
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration import tp_traces
+from calibration.records_io import glob_traces
 from calibration.predict import gpu_spec
 from calibration.validate import load_fitted_profile
 
@@ -121,7 +122,7 @@ def test_v2_lite_moe_traces_show_no_missing_kernel_only_idle(h200_terms):
     6% of the twin's device time of the block, while the measured row spans over 10% more: what the
     twin lacked was idle device time, not kernels."""
     prof, t = h200_terms
-    traces = sorted((FOLDERS["h200"] / "s17tp" / "traces").glob("trace_tp_*.json.gz"))
+    traces = glob_traces(FOLDERS["h200"] / "s17tp" / "traces", "trace_tp_*.json")
     assert len(traces) == 9
     ranks_of = {}   # (tokens, sp) -> [kernel seconds of each TP2 rank's trace]
     for path in traces:

@@ -1,12 +1,14 @@
 """calibration/tree_size.py: the tracked tree stays under the warning line below the GPU tool's 64 MiB copy
 cap (tree + carry), and over it the report names the records to pack and how."""
 
+import gzip
+import json
 import subprocess
 
 import pytest
 
 from calibration import tree_size as ts
-from calibration.records_io import csv_bytes
+from calibration.records_io import csv_bytes, load_trace
 
 MiB = 1024 * 1024
 
@@ -44,21 +46,32 @@ def test_pack_cli_packs_every_file_or_none(tmp_path, capsys):
 
 
 def test_pack_tracked_packs_and_stages_only_what_packable_names(tmp_path):
-    """A tmp git repository: the 4 KiB CSV and log are packed and staged under their .xz names; the
-    pre-registration, the small CSV and the untracked CSV stay; a record beside its .xz refuses all."""
+    """A tmp git repository: the 4 KiB CSV and log and the Chrome traces (gzipped and plain) are packed and
+    staged under their .xz names; the pre-registration, the small CSV, the env JSON (not a trace) and the
+    untracked CSV stay; a record beside its .xz refuses all."""
     m = tmp_path / ts.MEASUREMENTS
     rows = "a,b\n" + "1,2\n" * 1200
-    for name, text in (("h100/r.csv", rows), ("h100/log.txt", rows), ("prereg/p.csv", rows), ("h100/s.csv", "a\n")):
+    trace = json.dumps({"traceEvents": [{"ph": "X", "name": f"k{i}", "ts": i, "dur": 1} for i in range(200)]})
+    env = json.dumps({"rows": list(range(2000))})
+    for name, text in (("h100/r.csv", rows), ("h100/log.txt", rows), ("prereg/p.csv", rows), ("h100/s.csv", "a\n"),
+                       ("h100/t/pipeline_trace_1f1b.json", trace), ("h100/env.json", env)):
         (m / name).parent.mkdir(parents=True, exist_ok=True)
         (m / name).write_text(text)
+    big = json.dumps({"traceEvents": [{"ph": "X", "name": f"k{i * 7919 % 10007}", "ts": i * 1.37, "dur": i % 13}
+                                      for i in range(2000)]})
+    (m / "h100/t/trace_rank0.json.gz").write_bytes(gzip.compress(big.encode()))   # as a profiler writes it
+    assert (m / "h100/t/trace_rank0.json.gz").stat().st_size >= ts.PACK_HINT_MIN_BYTES
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
     (m / "h100" / "new.csv").write_text(rows)                     # not tracked: not packed
     done = ts.pack_tracked(tmp_path)
-    assert sorted(new for _, new in done) == [ts.MEASUREMENTS + "h100/log.txt.xz", ts.MEASUREMENTS + "h100/r.csv.xz"]
+    packed = ("h100/log.txt.xz", "h100/r.csv.xz", "h100/t/pipeline_trace_1f1b.json.xz", "h100/t/trace_rank0.json.xz")
+    assert sorted(new for _, new in done) == [ts.MEASUREMENTS + n for n in packed]
     staged = subprocess.run(["git", "ls-files"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
-    assert sorted(staged) == sorted(ts.MEASUREMENTS + n for n in ("h100/log.txt.xz", "h100/r.csv.xz", "h100/s.csv", "prereg/p.csv"))
+    assert sorted(staged) == sorted(ts.MEASUREMENTS + n for n in (*packed, "h100/s.csv", "prereg/p.csv", "h100/env.json"))
     assert csv_bytes(m / "h100" / "r.csv") == rows.encode()
+    assert load_trace(m / "h100/t/trace_rank0.json.gz") == json.loads(big)   # read by the name it was written under
+    assert csv_bytes(m / "h100/t/trace_rank0.json.xz") == big.encode()
     subprocess.run(["git", "add", "--", ts.MEASUREMENTS + "h100/new.csv"], cwd=tmp_path, check=True)
     (m / "h100" / "new.csv.xz").write_text("x")                   # a packed copy beside it: refused, nothing packed
     with pytest.raises(ValueError, match="new.csv.xz is already there"):

@@ -611,6 +611,47 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+REPORT_RESULT = "result.json"   # the result an --out DIR holds (reports.page.RESULT_JSON)
+REPORT_SCENARIO = "scenario.resolved.toml"   # beside it (reports.page.RESOLVED_SCENARIO)
+
+
+def _saved_result(text: str, allowed: str) -> tuple[Path, Path, dict]:
+    """(result file, its resolved scenario, its JSON) of `twin report RESULT`: an --out DIR's result.json (or the
+    DIR) with DIR/scenario.resolved.toml, or an --json FILE with FILE's stem + .scenario.resolved.toml."""
+    path = Path(text)
+    if path.is_dir():
+        path = path / REPORT_RESULT
+    if not path.is_file():
+        raise ScenarioError("RESULT", text, allowed + " (no such file)")
+    beside = path.parent / REPORT_SCENARIO if path.name == REPORT_RESULT else resolved_path(str(path))
+    if not beside.is_file():
+        raise ScenarioError("RESULT", text, allowed + f" (no {beside.name} beside it)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ScenarioError("RESULT", text, allowed + f" (not JSON: {exc})") from None
+    return path, beside, data
+
+
+def cmd_report(args) -> int:
+    """A saved result's report drawn again: what the command's --out DIR held, from its result.json."""
+    from reports import saved  # lazy: matplotlib
+    from twin.training.replay.stages import saved_gantt_step  # lazy: only a replay's Gantt needs it
+    path, beside, data = _saved_result(args.result, saved.ALLOWED)
+    kind = saved.result_kind(data)
+    if kind is None:
+        raise ScenarioError("RESULT", args.result, saved.ALLOWED + " (the fields of none of them)")
+    sc = load_scenario(str(beside), [], saved.scenario_kind(kind))
+    try:
+        gantt = saved_gantt_step(sc, data["stages"]) if kind == "replay" else None
+        saved.write(kind, data, sc, args.out, gantt)
+    except (KeyError, TypeError, StopIteration) as exc:   # a result cut or edited by hand, or of another scenario
+        raise ScenarioError("RESULT", args.result, f"a whole {saved.KINDS[kind][2]} result of the scenario beside it "
+                            f"({type(exc).__name__}: {exc})") from None
+    _say(args, f"report: {Path(args.out) / 'report.html'} ({saved.KINDS[kind][2]}'s result {path}, scenario {beside})")
+    return 0
+
+
 def cmd_docs(args) -> int:
     from twin.api import result_schemas  # lazy: twin.api loads every product; only `twin docs --schemas` needs it
     if args.schemas:
@@ -868,6 +909,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("percentile", "--percentile", {"gt": 0, "le": 100}),
         *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
         ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
+
+    p = sub.add_parser("report", help="draw a saved result's report again: the result.json of replay, serve or plan "
+                                       "--out DIR (or their --json FILE) -> report.html, report.md, plots and tables")
+    p.add_argument("result", metavar="RESULT", help="DIR/result.json of `twin replay|serve|plan --out DIR` (or the DIR), "
+                   "or their --json FILE; its resolved scenario beside it (DIR/scenario.resolved.toml, FILE's stem + "
+                   ".scenario.resolved.toml)")
+    p.add_argument("--out", required=True, metavar="DIR", help="write the report here (the same files the command's "
+                   "--out wrote; other files in DIR are left alone, so DIR may be the result's own folder)")
+    p.set_defaults(func=cmd_report, outputs=(("out", "--out", DIR),))
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
     p.add_argument("--out", metavar="FILE", help="write the scenario reference here")

@@ -204,6 +204,28 @@ def stage_scenario(sc: Scenario, stage, batch_seqs: int | None = None, option: O
     return replace(sc, plan=_plan_for(sc, stage, option), workload=workload)
 
 
+# the plan fields a stage's result keeps (replay.costs: StageResult.plan), all an Option can change but virtual_stages
+SAVED_PLAN_FIELDS = ("tp", "cp", "pp", "ep", "micro_batch_seqs", "recompute", "schedule", "sequence_parallel")
+
+
+def saved_gantt_step(sc: Scenario, stages: list[dict], step_fn: StepFn = simulate_step) -> StepResult | None:
+    """The Gantt chart's step of a saved replay (`twin report` re-rendering a result.json, whose JSON leaves the
+    step's event log out): the first feasible stage's full-batch step under the plan that stage ran (`stages`:
+    the result's, each with the plan fields SAVED_PLAN_FIELDS; a fallback schedule without virtual stages runs one
+    chunk a rank, as _schedule_changes sets it), simulated again with its events. The twin is deterministic, so
+    this is the step the replay drew. None where no stage ran."""
+    saved = next((r for r in stages if r["feasible"]), None)
+    if saved is None:
+        return None
+    stage = next(st for st in sc.run.stages if st.name == saved["name"])
+    base = _plan_for(sc, stage)
+    changes = tuple((k, saved["plan"][k]) for k in SAVED_PLAN_FIELDS if saved["plan"][k] != getattr(base, k))
+    schedule = saved["plan"]["schedule"]
+    if schedule != base.schedule:
+        changes += tuple(c for c in _schedule_changes(sc, schedule) if c[0] != "schedule")
+    return step_fn(stage_scenario(sc, stage, option=Option("the saved plan", changes)), record_events=True)
+
+
 def _base_option(sc: Scenario, stage) -> Option:
     return Option("the scenario's plan" + (" with the stage's overrides" if any(
         getattr(stage, k) is not None for k in STAGE_FIELDS) else ""))
