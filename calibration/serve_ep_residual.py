@@ -8,7 +8,10 @@ the loop's gap after them (the control group's gloo flag exchange, CPU only): do
 slow the host's own work too? `repeat_pairs(load)`: runs of the same configuration repeated in one
 process (s8srv round 2's pinning pairs), each figure's relative difference: the targets a perfect
 model of the configuration could meet. `hostprobe_summary(dir)`: the s9srv campaign's records
-(real/serve/hostprobe.py) reduced to what they decide.
+(real/serve/hostprobe.py) reduced to what they decide. `first_met_excess(folder)` (s30ep): per run, the
+prompt-carrying iterations by what their sizes were to their ranks (met before, a new exact size in a met
+bin, a new bin), each's measured time less the twin's prediction without the first-met stall: what a
+first-met size costs in that run, against what the table charges.
 
     python -m calibration.serve_ep_residual
 """
@@ -23,7 +26,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration import records as rec
-from calibration.serve_engine_fit import design, load_runs, mark_new_sizes, predicted_s
+from calibration.serve_engine_fit import base_table, design, host_s, load_runs, mark_new_sizes, predicted_s
 from twin.core.specs import serve_engines
 from calibration.serve_load_validation import FIGURES, TARGETS, session_engine_name, sessions
 from calibration.records_io import csv_exists, csv_name, csv_stem, glob_csv, read_csv
@@ -55,6 +58,60 @@ def residual_by_kind(folder: Path) -> pd.DataFrame:
     g = df.groupby(["split", "run_id", "kind"])
     return pd.DataFrame({"iterations": g.size(), "measured_s": g.measured_s.median(), "predicted_s": g.pred_s.median(),
                          "ratio": g.apply(lambda x: float((x.measured_s / x.pred_s).median()))}).reset_index()
+
+
+def first_met_class(rank_sizes, met: set, met_bins: set, bin_tokens: int) -> str:
+    """'new_bin' where some rank's flat size falls in a bin of `bin_tokens` that rank had not run,
+    else 'new_size' where some rank's exact size is new to it, else 'met' (met: {(rank, size)},
+    met_bins: {(rank, size // bin_tokens)}; the rule of serve_engine_fit.mark_new_sizes)."""
+    keys = set(enumerate(rank_sizes))
+    if any((g, n // bin_tokens) not in met_bins for g, n in keys):
+        return "new_bin"
+    return "new_size" if not keys <= met else "met"
+
+
+def first_met_excess(folder: Path) -> pd.DataFrame:
+    """Per (split, run, class of first_met_class), the eager prompt-carrying iterations: their number,
+    the median and mean of measured less the prediction without the first-met stall (kernel physics +
+    the run's table's terms, new_size_s / new_bin_s left out), and the mean stall the table charges
+    them (host-bound rows only, as the twin). A committed folder's runs take their session table;
+    another folder's, its GPU's unpinned table (base_table)."""
+    folder = Path(folder)
+    load = load_runs(folder)
+    sess = sessions(load)
+    table = serve_engines()
+    out = []
+    for split in ("fit", "holdout"):
+        df, _ = design(folder, split)
+        if df.empty:
+            continue
+        for run in load:
+            sub = df[df.run_id == run["run_id"]]
+            if sub.empty:
+                continue
+            name = session_engine_name(run, sess[run["run_id"]])
+            coef = table[name if name in table else base_table(run)]
+            bin_tokens = int(coef.get("new_size_bin_tokens", 1))
+            sub = mark_new_sizes(sub, bin_tokens)
+            bound = (sub.physics_s < host_s(sub, coef)).astype(float) if coef.get("new_size_host_bound") else 1.0
+            stall = (sub.new_size_flag * coef["new_size_s"] + sub.new_bin_flag * coef["new_bin_s"]) * bound
+            bare = predicted_s(sub.assign(new_size_s=0.0, new_bin_s=0.0), coef)
+            first = sub.iloc[0]
+            met = set(first.sizes_before)
+            met_bins = {(g, n // bin_tokens) for g, n in met}
+            for row, b, st in zip(sub.itertuples(), bare, stall):
+                if row.graph_rows:
+                    continue
+                cls = first_met_class(row.rank_sizes, met, met_bins, bin_tokens)
+                met |= set(enumerate(row.rank_sizes))
+                met_bins |= {(g, n // bin_tokens) for g, n in enumerate(row.rank_sizes)}
+                if row.prompt_iteration_s > 0:
+                    out.append({"split": split, "run_id": row.run_id, "cls": cls, "excess_s": row.measured_s - b,
+                                "charged_s": st})
+    df = pd.DataFrame(out, columns=["split", "run_id", "cls", "excess_s", "charged_s"])
+    g = df.groupby(["split", "run_id", "cls"], sort=False)
+    return pd.DataFrame({"iterations": g.size(), "excess_median_s": g.excess_s.median(),
+                         "excess_mean_s": g.excess_s.mean(), "charged_mean_s": g.charged_s.mean()}).reset_index()
 
 
 def host_state_windows(iterations: pd.DataFrame) -> pd.DataFrame:
@@ -175,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {name}: median measured / predicted by kind of iteration")
         print(residual_by_kind(folder).round(4).to_string(index=False))
         win = host_state_windows(read_csv(folder / "serve_iterations.csv"))
+        print(f"== {name}: prompt iterations by first-met class, measured less the twin without the first-met stall")
+        print(first_met_excess(folder).round(4).to_string(index=False))
         print(f"== {name}: decode windows of {WINDOW_S} s: slow share {win.slow.mean():.0%}; medians slow / fast: "
               f"duration {win.duration_s[win.slow].median() / win.duration_s[~win.slow].median():.2f}x, loop gap "
               f"{win.gap_s[win.slow].median() / win.gap_s[~win.slow].median():.2f}x")

@@ -71,3 +71,16 @@ def test_hostprobe_mixed_phase_first_iterations_and_new_memory():
     s = res._mixed_phase(d)
     assert s["mixed_prompt_iterations"] == n and s["mixed_first_over_last"] == pytest.approx((0.02 - 9.5e-2 / 99) / (0.01 + 9.5e-2 / 99))
     assert s["mixed_new_memory_share"] == pytest.approx(0.09) and s["mixed_new_memory_over_none"] > 0
+
+
+def test_first_met_class_orders_new_bin_over_new_size_over_met():
+    """(s30ep) A prompt iteration's sizes against what its ranks had run (16-token bins): a rank's size in a
+    bin it never ran is a new bin even where the other rank's size is met; an exact size new to its rank in a
+    met bin is a new size; a size is new to its own rank only (rank 1 never ran 300)."""
+    from calibration.serve_ep_residual import first_met_class
+    met = {(0, 300), (1, 40)}
+    bins = {(g, n // 16) for g, n in met}
+    assert first_met_class((300, 40), met, bins, 16) == "met"
+    assert first_met_class((301, 40), met, bins, 16) == "new_size"        # 301 // 16 == 300 // 16
+    assert first_met_class((300, 300), met, bins, 16) == "new_bin"        # rank 1's bin 18 is new to it
+    assert first_met_class((300, 41), met, bins, 16) == "new_size"
