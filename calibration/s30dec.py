@@ -53,8 +53,9 @@ from calibration.validate import MEDIAN_TARGET, P90_TARGET
 from calibration.whole_step import gpu_spec
 
 NAME = "s30dec"
-# The candidate's switch (docs/notes/s30dec_rule.md): True makes the section's judged line the candidate's.
-ADOPT_SYNCED_KERNEL_HOST = False
+# The candidate's switch (docs/notes/s30dec_rule.md): True makes the section's judged line the candidate's. Adopted by the
+# rule (docs/notes/s30dec.md: fresh decode 4.9% / 9.2%, guards held).
+ADOPT_SYNCED_KERNEL_HOST = True
 PREDICTIONS_FILE = prereg.PREREG_DIR / "s30dec_predictions.json"
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s30dec_judgement.json"
 GPUS = prereg.GPUS

@@ -62,6 +62,8 @@ def test_the_committed_judgement_is_the_live_one(committed, live, pred):
     assert committed["predictions_commit"] == pred["code_commit"]
     assert committed["adopted"] == s30dec.ADOPT_SYNCED_KERNEL_HOST
     assert committed["verdict"] == live["verdict"]
+    # the switch is what the rule's verdict says (docs/notes/s30dec.md: adopt)
+    assert s30dec.ADOPT_SYNCED_KERNEL_HOST == live["verdict"]["adopt"]
     for part in ("leases", "guard_leases"):
         assert sorted(committed[part]) == sorted(live[part])
         for lease, v in committed[part].items():
