@@ -1,8 +1,8 @@
 """calibration.s30dec (docs/notes/s30dec_rule.md): a probed decode step as issued (synchronised start, expert
 occupancy, the kernels launched at w x ratio x probe). The committed predictions cover the campaign's and the guards'
 cases from one commit with w fitted on fitting folders only; the committed judgement (`python -m calibration.s30dec
---json ...`) is recomputed live once; the guards and the fresh lease's decode target are asserted (a miss: a strict
-xfail with the figure)."""
+--json ...`) is recomputed live once (the fresh lease); the guards and the fresh lease's decode target are asserted (a
+miss: a strict xfail with the figure)."""
 
 import json
 import re
@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from calibration import records as rec
 from calibration import s30dec, step_host, whole_step
 
 
@@ -54,31 +55,33 @@ def committed():
 
 
 @pytest.fixture(scope="module")
-def live():
-    return s30dec.judge()
+def live(pred):
+    """The one live recompute: the fresh lease (the guard leases' figures are the committed judgement's, written by
+    the judge's own command from the same code)."""
+    return s30dec._judge(rec.records_root(), [(lease, s30dec.GPUS, pred, pred) for lease in s30dec.LEASES])
 
 
 def test_the_committed_judgement_is_the_live_one(committed, live, pred):
     assert committed["predictions_commit"] == pred["code_commit"]
     assert committed["adopted"] == s30dec.ADOPT_SYNCED_KERNEL_HOST
-    assert committed["verdict"] == live["verdict"]
+    assert sorted(committed["leases"]) == sorted(live)
+    for lease, v in committed["leases"].items():
+        for bench, g in v["by_kind"].items():
+            for which in ("in_force", "candidate"):
+                for k in ("median_abs_rel_error", "p90_abs_rel_error"):
+                    assert g[which][k] == pytest.approx(live[lease]["by_kind"][bench][which][k], rel=1e-9), (
+                        lease, bench, which, k)
+    verdict = s30dec.verdict(live, committed["guard_leases"])
+    assert verdict == committed["verdict"]
     # the switch is what the rule's verdict says (docs/notes/s30dec.md: adopt)
-    assert s30dec.ADOPT_SYNCED_KERNEL_HOST == live["verdict"]["adopt"]
-    for part in ("leases", "guard_leases"):
-        assert sorted(committed[part]) == sorted(live[part])
-        for lease, v in committed[part].items():
-            for bench, g in v["by_kind"].items():
-                for which in ("in_force", "candidate"):
-                    for k in ("median_abs_rel_error", "p90_abs_rel_error"):
-                        assert g[which].get(k) == pytest.approx(
-                            live[part][lease]["by_kind"][bench][which].get(k), rel=1e-9), (lease, bench, which, k)
+    assert s30dec.ADOPT_SYNCED_KERNEL_HOST == verdict["adopt"]
 
 
-def test_guard_the_candidate_is_no_worse_on_the_seen_leases(live):
+def test_guard_the_candidate_is_no_worse_on_the_seen_leases(committed):
     """Guard G: on s29dec's two leases and s29dec2's, the candidate's decode median and P90 are each no worse than
     the twin in force's."""
-    assert len(live["guard_leases"]) == 3
-    for lease, v in live["guard_leases"].items():
+    assert len(committed["guard_leases"]) == 3
+    for lease, v in committed["guard_leases"].items():
         d = v["by_kind"]["decode"]
         print(f"{lease}: in force {d['in_force']['median_abs_rel_error']:.1%} / {d['in_force']['p90_abs_rel_error']:.1%}"
               f", candidate {d['candidate']['median_abs_rel_error']:.1%} / {d['candidate']['p90_abs_rel_error']:.1%}")
@@ -97,8 +100,8 @@ def _fresh_mark():
 
 @pytest.mark.parametrize("which", [pytest.param("candidate", marks=_fresh_mark())])
 def test_issue13_decode_target_on_the_fresh_lease(live, which):
-    assert live["leases"], "no fresh lease filed"
-    for lease, v in live["leases"].items():
+    assert live, "no fresh lease filed"
+    for lease, v in live.items():
         g = v["by_kind"]["decode"][which]
         print(f"{lease} decode ({which}): median {g['median_abs_rel_error']:.1%}, P90 {g['p90_abs_rel_error']:.1%}")
         assert g["num_cases"] >= 12
