@@ -296,7 +296,8 @@ def _headline(tables: list[str]) -> str:
             "s29idle: ", "  s29idle ",
             # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
             "s29serve ", "  set O in force",
-            "  kernels-host ")   # s29dec2's decode host per kernel launched: fresh, guard, verdict
+            "  kernels-host ",   # s29dec2's decode host per kernel launched: fresh, guard, verdict
+            "  synced-kernels ")   # s30dec's decode as issued (synced window, occupancy, kernels launched): verdicts
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
