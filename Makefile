@@ -45,6 +45,8 @@ browser:
 # - an installed-wheel check proves packaging (tests/test_wheel.py: files compared, a few sections run),
 #   not every figure again
 # - measure a new module's CPU (`pytest --durations=0 MODULE`); one over ~20 s of CPU: say why in it
+# - a test that compiles with inductor on CPU: scalar kernels compiled in-process (cpp.vec_isa_ok False,
+#   compile_threads 1: tests/real/test_fp8_tensorwise_compile.py's _cheap_inductor); a clean CI's cache is cold
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under
