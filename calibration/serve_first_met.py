@@ -16,6 +16,7 @@ committed held-out set (sets A-M, set O, the committed sets, issue 15's held-out
     python -m calibration.serve_first_met fit [--json calibration/s30serve_fit.json]
     python -m calibration.serve_first_met guards [--json FILE]      # sets A-M, O and the committed sets (no set P)
     python -m calibration.serve_first_met [--json calibration/s30serve_judgement.json]   # set P, guards, verdict
+    python -m calibration.serve_first_met evidence [--json FILE]   # sets P and O under each part alone (no criterion)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import csv
 import json
 import math
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
@@ -118,6 +120,36 @@ def fit_record(got: dict) -> dict:
 def candidate():
     """P on: the switch (serve_load_validation.warm_pass_pairs hands the replays the probe's charges)."""
     return mock.patch.object(engine, "ADOPT_PROBED_FIRST_MET", True)
+
+
+PARTS = {"first_met": ("busy_s", "idle_s"), "post_idle": ("post_idle_prompt_s",)}
+
+
+def candidate_part(part: str):
+    """P with one part's charges alone (the others zeroed): evidence beside the judgement, no criterion."""
+    keep = PARTS[part]
+    orig = slv.first_met_charges
+
+    def charges(gpu_name, model, path=None):
+        c = orig(gpu_name, model, path)
+        return None if c is None else {k: (v if k in keep else 0.0) for k, v in c.items()}
+    stack = ExitStack()
+    stack.enter_context(candidate())
+    stack.enter_context(mock.patch.object(slv, "first_met_charges", charges))
+    return stack
+
+
+def evidence(root: Path | str | None = None) -> dict:
+    """Sets P and O in force, under P and under each part alone: (checks met, median |error|) and the TTFT checks."""
+    root = rec.records_root() if root is None else root
+    out = {}
+    for label, ctx in (("in force", ExitStack), (JUDGED, candidate),
+                       *((f"{JUDGED}:{p}", lambda p=p: candidate_part(p)) for p in PARTS)):
+        with ctx():
+            for name, models in ((NAME, FRESH_MODELS), SEEN_O):
+                rows = seh.set_rows(name, models, root)
+                out.setdefault(name, {})[label] = {"all": list(seh.checks(rows)), "ttft": list(seh.checks(rows, TTFT))}
+    return out
 
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
@@ -222,9 +254,10 @@ def _print_fit(got: dict) -> None:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_first_met", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit"), default="judge",
+    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit", "evidence"), default="judge",
                     help="fit: the charges from the probe records; guards: sets A-M, O and the committed sets under P "
-                         "(no set P); judge: set P, the guards and the verdict")
+                         "(no set P); judge: set P, the guards and the verdict; evidence: sets P and O under each part "
+                         "alone (no criterion)")
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit or the judgement")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
@@ -244,6 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no {slv.FIRST_MET_FIT.name}: run `python -m calibration.serve_first_met fit --json "
               f"calibration/{slv.FIRST_MET_FIT.name}` first", file=sys.stderr)
         return 2
+    if args.what == "evidence":
+        got = evidence(root)
+        for name, v in got.items():
+            for label, c in v.items():
+                print(f"{name} {label}: {c['all'][0]} met, median {c['all'][1]:.2%}; TTFT {c['ttft'][0]} met, "
+                      f"median {c['ttft'][1]:.2%}")
+        if args.json:
+            prereg.write_code_record(args.json, f"python -m calibration.serve_first_met evidence --json {args.json.as_posix()}",
+                                     {"evidence_only": True, "sets": got})
+        return 0
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set P records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)

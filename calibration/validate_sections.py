@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration import (ep_fresh, lease_probe, lease_probe2, prereg, prereg_pp, prereg_pp4, prereg_serve, s28blind,
-                         s29dec, s29dec2, s29idle, serve_idle_wake)
+                         s29dec, s29dec2, s29idle, serve_first_met, serve_idle_wake)
 
 
 @dataclass(frozen=True)
@@ -56,5 +56,6 @@ JUDGED = (
     Judged("s29dec2_kernels", s29dec2.section, s29dec2.format_table),   # decode host per kernel launched (candidate)
     Judged("s29idle", s29idle.section, s29idle.format_section),   # DualPipe's mirrored-rank wait, a fresh PP2 set
     Judged("s29serve_idle_wake", serve_idle_wake.section, serve_idle_wake.format_section),   # set O: after idle (H200)
+    Judged("s30serve_first_met", serve_first_met.section, serve_first_met.format_section),   # set P: first-met probe (H200)
 )
 JUDGED_KEYS = tuple(j.key for j in JUDGED)
