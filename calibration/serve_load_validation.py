@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import json
 import math
 from pathlib import Path
 
@@ -276,12 +277,39 @@ def warm_pass_sizes(run: dict) -> range | set[int]:
     return set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
 
 
+# (s30serve, docs/notes/s30serve_rule.md) the first-met probe's charges per card and model (calibration.serve_first_met
+# fit, from real/serve/firstmet.py's fitting records), read under twin.serving.engine.ADOPT_PROBED_FIRST_MET only
+FIRST_MET_FIT = Path(__file__).resolve().parent / "s30serve_fit.json"
+_FIRST_MET_CACHE: dict = {}
+
+
+def first_met_charges(gpu_name: str, model: str, path: Path | None = None) -> dict | None:
+    """The probe's fitted charges (busy_s, idle_s, post_idle_prompt_s) of a model on a card (`path`: FIRST_MET_FIT);
+    None without a probe."""
+    path = FIRST_MET_FIT if path is None else path
+    if path not in _FIRST_MET_CACHE:
+        _FIRST_MET_CACHE[path] = json.loads(path.read_text()).get("charges", {}) if path.exists() else {}
+    try:
+        card = gpu_key(gpu_name or "")
+    except ValueError:
+        return None
+    return _FIRST_MET_CACHE[path].get(card, {}).get(model)
+
+
 def warm_pass_pairs(run: dict) -> set[tuple]:
     """(rank, size) pairs a run's warm pass ran (warm_pass_sizes on every rank); under twin.serving.engine.ADOPT_IDLE_WAKE
     (s29serve) the sizes between warm_shapes and the token budget as (rank, size, engine.BUSY_MET): met only where first
     met mid-stream (charged the first-met terms when first met after an idle)."""
     ranks = range(max(1, int(float(run.get("ep_size") or 1))))
     warm = int(float(run.get("warm_shapes") or 0))
+    charges = (first_met_charges(run.get("gpu_name", ""), run.get("model", ""))
+               if engine.ADOPT_PROBED_FIRST_MET and warm > 0 and not engine.ADOPT_IDLE_WAKE else None)
+    if charges is not None:   # (s30serve) the pass and the budget met; the sizes between pay the probe's charges
+        budget = int(float(run.get("token_budget") or 0))
+        met = set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
+        between = frozenset((g, n) for g in ranks for n in range(warm + 1, budget))
+        return ({(g, n) for g in ranks for n in met}
+                | {engine.FirstMetProbe(between, charges["busy_s"], charges["idle_s"], charges["post_idle_prompt_s"])})
     if not engine.ADOPT_IDLE_WAKE or warm <= 0:
         return {(g, n) for g in ranks for n in warm_pass_sizes(run)}
     budget = int(float(run.get("token_budget") or 0))
@@ -292,7 +320,7 @@ def warm_pass_pairs(run: dict) -> set[tuple]:
 
 def plain_sizes(sizes) -> frozenset:
     """sizes_run_before's pairs with the warm pass's mid-stream-only sizes (ADOPT_IDLE_WAKE) counted as met: (rank, size)."""
-    return frozenset(x[:2] for x in sizes)
+    return frozenset(x[:2] for x in sizes if isinstance(x, tuple))
 
 
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:

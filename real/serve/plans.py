@@ -547,6 +547,22 @@ S29O_PLANS = {f"gpu1-s29o-{short}": _s21_plan(m, runs=(
     RunSpec("poisson-r5-o", "poisson", S29O_IN, S29O_OUT, rate_per_s=5.0, seed=203 + 3 * k)),
     warm_tokens=S29O_WARM_TOKENS, load_s=S29O_LOAD_S, prefix="n29o") for k, (m, short) in enumerate(S29O_MODELS.items())}
 
+# s30serve (docs/notes/s30serve_rule.md, set P): the same four models as set O with a warm pass of 272 flat tokens under
+# prompts of 288-896 tokens (every prompt step, alone or with decode rows, a size between the pass and the budget), a
+# closed loop of 7 (mixed steps: sizes first met mid-stream) and Poisson 2/s and 4/s (prompt steps after idle): loads,
+# lengths and seeds (301-312) no record holds; 5 s of load a run, no --timing; the Poisson runs first (the process's
+# sizes above the pass mostly unmet when they run). The same plans' engine process state
+# (warm-up loads, then the pass) is what the first-met probe (real/serve/firstmet.py) measures, as fitting records.
+S30P_IN, S30P_OUT = "uniform:288-896", "uniform:32-128"
+S30P_WARM_TOKENS = 272
+S30P_LOAD_S = 5.0
+S30P_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
+S30P_PLANS = {f"gpu1-s30p-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r2-p", "poisson", S30P_IN, S30P_OUT, rate_per_s=2.0, seed=301 + 3 * k),
+    RunSpec("poisson-r4-p", "poisson", S30P_IN, S30P_OUT, rate_per_s=4.0, seed=302 + 3 * k),
+    RunSpec("closed-c7-p", "closed", S30P_IN, S30P_OUT, concurrency=7, seed=303 + 3 * k)),
+    warm_tokens=S30P_WARM_TOKENS, load_s=S30P_LOAD_S, prefix="n30p") for k, (m, short) in enumerate(S30P_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -595,5 +611,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS,
          "tiny-new": TINY_NEW}

@@ -296,6 +296,7 @@ def _headline(tables: list[str]) -> str:
             "s29idle: ", "  s29idle ",
             # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
             "s29serve ", "  set O in force",
+            "s30serve ", "  set P in force",   # session 30's (calibration.serve_first_met: heading and set P's counts)
             "  kernels-host ",   # s29dec2's decode host per kernel launched: fresh, guard, verdict
             "  synced-kernels ")   # s30dec's decode as issued (synced window, occupancy, kernels launched): verdicts
     lines, gpu = [], ""

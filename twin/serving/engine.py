@@ -76,6 +76,31 @@ IDLE_WAKE_AFTER_S = 0.1   # calibration/s29serve_fit.json: the idle before a ste
 BUSY_MET = "busy"         # the third element of a run_batch_sizes entry met only mid-stream under ADOPT_IDLE_WAKE
 IDLE_WAKE_PROMPT_TERM = True   # ADOPT_IDLE_WAKE's part (b); off: part (a) alone (candidate I-a, the rule's amendment)
 
+# (s30serve, docs/notes/s30serve_rule.md, committed before its judging records existed; off until that rule adopts it)
+# Candidate P: the first-met cost of a flat size as the engine process pays it, measured by the probe
+# real/serve/firstmet.py (fitting records; calibration.serve_first_met fits the constants per card and model). Every
+# serving step starts with nothing queued on the GPU (the engine waits for each step's tokens), so a step's host work is
+# exposed whatever came before: the probe times a prompt step's first run of a size the warm pass did not cover against
+# the same size's repeat, after a 200 ms sleep and right after another step. Under the switch, a run whose replay is
+# handed a FirstMetProbe (an element of run_batch_sizes) pays, on the first eager iteration that runs one of its sizes
+# (the sizes between the warm pass and the token budget, which the twin in force counts met, less those earlier runs of
+# the process ran), the probe's busy_s, or idle_s when the iteration follows an idle of IDLE_WAKE_AFTER_S or more; and
+# a prompt iteration after such an idle pays post_idle_prompt_s (the probe's met-size steps after the sleep against
+# those right after a step). Off, or without a probe record: nothing changes.
+ADOPT_PROBED_FIRST_MET = False
+
+
+@dataclass(frozen=True)
+class FirstMetProbe:
+    """The probe's charges for one run's replay (seconds): `sizes`, (attention group, flat size) pairs the warm pass did
+    not run but the twin in force counts met; `busy_s` / `idle_s` the first-met excess mid-stream / after an idle;
+    `post_idle_prompt_s` a prompt step's excess after an idle (a size met or not)."""
+
+    sizes: frozenset
+    busy_s: float
+    idle_s: float
+    post_idle_prompt_s: float
+
 
 class HostStalls:
     """A host's pauses while launching eagerly: Poisson(rate_per_s x exposed seconds) of them an iteration, each
@@ -195,7 +220,15 @@ class Engine:
         # flat batch sizes the engine ran before: (attention group, size) pairs, a bare size for group 0
         self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
                                          for x in run_batch_sizes
-                                         if not (ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,)))
+                                         if not (ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,))
+                                         and not isinstance(x, FirstMetProbe))
+        # (ADOPT_PROBED_FIRST_MET) the probe's charges: its sizes count met for the table's terms (as in force) and pay
+        # the probe's first-met excess when first run, unless an earlier run of the process ran them
+        probe = next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None) if ADOPT_PROBED_FIRST_MET else None
+        self.first_met_probe = probe
+        self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
+        if probe is not None:
+            self.run_batch_sizes = self.run_batch_sizes | frozenset(probe.sizes)
         # (ADOPT_IDLE_WAKE) the warm pass's sizes met on a busy iteration only: charged when first met after an idle
         self.busy_met_sizes = frozenset((int(x[0]), int(x[1])) for x in run_batch_sizes
                                         if ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,)
@@ -423,6 +456,9 @@ class Instance:
         self.busy_met = set(eng.busy_met_sizes) if self.sizes is not None else set()
         self.idle_prompt_s = ((costs.engine or {}).get("idle_prompt_s", 0.0)
                               if ADOPT_IDLE_WAKE and IDLE_WAKE_PROMPT_TERM else 0.0)
+        # (ADOPT_PROBED_FIRST_MET) the probe's sizes this instance has not run yet, and its charges
+        self.probe = eng.first_met_probe
+        self.probed_unmet = set(eng.probed_unmet)
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -715,6 +751,11 @@ class Instance:
             if post_idle and prompt_tokens and self.idle_prompt_s > 0.0:   # (ADOPT_IDLE_WAKE) the prompt step after idle
                 dur += self.idle_prompt_s
                 pre_s += self.idle_prompt_s
+            if self.probe is not None:   # (ADOPT_PROBED_FIRST_MET) the probe's measured charges
+                extra = self._probe_charge(sizes, prompt_tokens, costs.is_eager(b_time, p_time, width_ctx),
+                                           env.now - self.last_end >= IDLE_WAKE_AFTER_S)
+                dur += extra
+                pre_s += extra if prompt_tokens else 0.0
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -754,6 +795,20 @@ class Instance:
                     continue
                 self._start_decode(rid, prompt)
             self._finish_due()
+
+    def _probe_charge(self, sizes: list[int], prompt_tokens: float, eager: bool, post_idle: bool) -> float:
+        """(ADOPT_PROBED_FIRST_MET) This iteration's extra seconds: the probe's first-met excess if it is the first
+        eager iteration of one of the probe's sizes (idle_s after an idle, else busy_s; one charge however many groups
+        meet one: the lockstep's groups meet theirs side by side), plus post_idle_prompt_s for a prompt step after an
+        idle. Counts the sizes met."""
+        p = self.probe
+        extra = p.post_idle_prompt_s if post_idle and prompt_tokens else 0.0
+        if eager and self.probed_unmet:
+            keys = set(enumerate(sizes)) & self.probed_unmet
+            if keys:
+                self.probed_unmet -= keys
+                extra += p.idle_s if post_idle else p.busy_s
+        return extra
 
     def _meet_busy(self, sizes: list[int], post_idle: bool) -> None:
         """(ADOPT_IDLE_WAKE) This iteration's sizes that the warm pass ran but a post-idle iteration had not met: first
