@@ -59,6 +59,8 @@ QUICK_TOKENS = 64
 CONDITIONS = ("alone", "ce", "rs", "ag")
 REPS, QUICK_REPS = 3, 1
 WINDOW_S, PRELOAD_S, WARM_S, REWARM_S = 0.2, 0.08, 8.0, 1.0
+TRAFFIC_WINDOWS = 3   # the traffic issued for 3 windows at its time alone: it covers the GEMMs if slowed < 3x
+TAIL_WINDOWS = TRAFFIC_WINDOWS - 1   # untimed GEMMs after the timed ones while the traffic drains
 QUICK_WINDOW_S, QUICK_PRELOAD_S, QUICK_WARM_S = 0.01, 0.0, 0.0
 MAX_TRAFFIC_CALLS = 12000
 
@@ -152,8 +154,8 @@ def _window(mm, gemm_calls: int, preload: int, traffic, traffic_calls: int, dev,
     """One window: `preload` GEMMs (long enough to cover the host's issue of the traffic, so the board never
     idles), then on the side stream `traffic_calls` traffic calls that start when the pre-load ends, and on
     the main stream `gemm_calls` timed GEMMs that start then too (TE's bulk_overlap: its kernel, then the
-    GEMM), then as many untimed GEMMs while the traffic's tail drains. Returns the GEMM's and the
-    traffic's figures."""
+    GEMM), then TAIL_WINDOWS times as many untimed GEMMs while the traffic's tail drains. Returns the
+    GEMM's and the traffic's figures."""
     if dev.type != "cuda":   # gloo: the traffic, then the GEMMs, in sequence on the host clock
         tt = _time_calls(traffic, traffic_calls, dev)[0] if traffic else math.nan
         g = _time_calls(mm, gemm_calls, dev)[0]
@@ -179,7 +181,7 @@ def _window(mm, gemm_calls: int, preload: int, traffic, traffic_calls: int, dev,
     for _ in range(gemm_calls):
         mm()
     em.record(main)
-    for _ in range(gemm_calls):   # untimed: the board stays loaded while the traffic's tail drains
+    for _ in range(TAIL_WINDOWS * gemm_calls):   # untimed: the board stays loaded while the traffic's tail drains
         mm()
     clocks, powers, temps, mems = [], [], [], []
     while not em.query():
@@ -240,6 +242,9 @@ def run(out: Path, quick: bool) -> int:
         warmed = False
         for model, hidden in models:
             traffic = {kind: _traffic(kind, hidden, tokens, world, dev, group_name) for kind in ("ce", "rs", "ag")}
+            for kind, (fn, _) in traffic.items():   # a kind runs on every rank or on none (its collectives)
+                if _agree_max(0.0 if fn is not None else 1.0, dev) > 0 and fn is not None:
+                    traffic[kind] = (None, "unavailable on another rank")
             for name, m, n, k in gemms(hidden, tokens):
                 mm = _gemm(m, n, k, dev)
                 t_mm = _time_calls(mm, 3, dev)[0]
@@ -253,13 +258,13 @@ def run(out: Path, quick: bool) -> int:
                 for kind, (fn, _) in traffic.items():
                     if fn is not None:
                         alone_t[kind], issue_t[kind] = _time_calls(fn, 3 if quick else 20, dev, side)
-                # the traffic outlasts the window even if it runs 2x slower beside the GEMM; the pre-load
-                # outlasts the host's issue of the most traffic calls by 1.5x
+                # the traffic outlasts the window even if it runs 3x slower beside the GEMM; the pre-load
+                # outlasts the host's issue of the most traffic calls (and their events) by 2x
                 calls = {kind: int(min(MAX_TRAFFIC_CALLS, max(2, math.ceil(_agree_max(
-                    2.0 * window_s / max(alone_t[kind], 1e-7) + 2, dev)))))
+                    TRAFFIC_WINDOWS * window_s / max(alone_t[kind], 1e-7) + 2, dev)))))
                     for kind in alone_t}
                 issue_s = max([calls[kd] * issue_t[kd] for kd in calls] or [0.0])
-                preload = int(_agree_max(max(preload_s, 1.5 * issue_s) / t_mm, dev)) if preload_s > 0 else 0
+                preload = int(_agree_max(max(preload_s, 2.0 * issue_s) / t_mm, dev)) if preload_s > 0 else 0
                 for rep in range(1, reps + 1):
                     for cond in CONDITIONS:
                         base = {"model": model, "hidden": hidden, "gemm": name, "m": m, "n": n, "k": k,

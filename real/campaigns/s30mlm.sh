@@ -10,8 +10,8 @@
 # copy-engine pulls / beside NCCL reduce-scatters / beside NCCL all-gathers, three rounds, NCCL on 16
 # channels (TE's num_sm) on a high-priority stream. Run it ALONE on its host (other load moves the boards'
 # power and clocks).
-# Budget: ~25 s torch + NCCL start, 8 s warm-up, 6 GEMMs x (1 s re-warm + 12 windows x ~0.5 s) = ~42 s: ~80 s;
-# timeout 200 s.
+# Budget: ~25 s torch + NCCL start, 8 s warm-up, 6 GEMMs x (1 s re-warm + 12 windows x ~1 s) = ~80 s: ~115 s;
+# timeout 240 s.
 # Outputs OUTDIR/s30mlm/: tp_traffic_rank<r>.csv (every row: board, GPU name, clocks, power limit, driver,
 # torch/CUDA/NCCL versions, NCCL channels), env_rank<r>.json, s30mlm.log, host_s30mlm.txt (nvidia-smi,
 # topology, clocks, power limits, before and after).
@@ -38,7 +38,7 @@ nproc=$ngpu
 [ "$tiny" = "1" ] && nproc=2
 extra=()
 [ "$tiny" = "1" ] && extra=(--quick)
-part traffic 200 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m real.bench.tp_traffic \
+part traffic 240 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m real.bench.tp_traffic \
   --out "$root" ${extra[@]+"${extra[@]}"}
 [ "$tiny" = "1" ] || nvidia-smi --query-gpu=index,clocks.sm,power.draw,temperature.gpu --format=csv \
   >> "$root/host_$campaign.txt" 2>&1
