@@ -226,6 +226,19 @@ ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 # On, the ten Megatron TP > 1 rows would read 0.9-2.5 points slower (docs/notes/s27mlm.md)
 ADOPT_TE_RING_EXCESS = False
 
+# plan.tp_overlap_kind 'te_userbuffers' priced from a held GEMM beside real TP traffic (docs/notes/s30mlm_rule.md):
+# while a GEMM and TE's 16-SM 'pipeline' / 'bulk' kernel run together, the GEMM progresses at 1 / TE_SM_GEMM_SLOWDOWN
+# and the kernel at 1 / TE_SM_COMM_SLOWDOWN of its rate (tp_overlap.shared_gpu_s, pipelined_reduce_scatter_shared_s),
+# in place of the profile's untold spin slowdown at 16 SMs and an unslowed kernel; the GEMM beside the copy-engine
+# ring exchange at 1 / TE_CE_GEMM_SLOWDOWN while the transfers run, the transfers at 1 / TE_CE_COMM_SLOWDOWN.
+# The four figures are campaign s30mlm's (calibration.tp_traffic); None / 1.0 below are today's assumptions (the
+# untold factor, unslowed kernels, a free copy engine), so the switch on with them changes nothing.
+ADOPT_TP_TRAFFIC_MEASURED = False
+TE_SM_GEMM_SLOWDOWN: float | None = None   # None: the profile's untold slowdown at TE_COMM_SMS (_beside_comm_slowdown)
+TE_SM_COMM_SLOWDOWN = 1.0
+TE_CE_GEMM_SLOWDOWN = 1.0
+TE_CE_COMM_SLOWDOWN = 1.0
+
 
 def local_tokens(sc: Scenario) -> int:
     """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
@@ -675,7 +688,9 @@ class StepCosts:
         the comm task. bulk (in_bwd): the layer input's shard copied into the userbuffer
         (`tp_ub_copy_bwd`) and all-gathered beside the input-gradient GEMM (its exposed part
         `tp_ub_all_gather_input_bwd`), then the reduce-scatter beside the weight-gradient GEMM;
-        both GEMMs slowed while the 16-SM kernels run (`tp_ub_gemms_bwd`)."""
+        both GEMMs slowed while the 16-SM kernels run (`tp_ub_gemms_bwd`). Under ADOPT_TP_TRAFFIC_MEASURED
+        the kernels slow beside the GEMMs too, the GEMMs at the measured factors, and the ring's GEMM beside
+        its copy-engine transfers (`tp_ce_gemms`; docs/notes/s30mlm_rule.md)."""
         p = self.sc.plan
         method = tp_overlap.TE_METHODS[point]
         backward = point in ("out_bwd", "in_bwd")
@@ -686,25 +701,44 @@ class StepCosts:
         if method == "ring_exchange":
             phase = "bwd_input" if backward else "fwd"
             extra_s = self._chunked_extra_s(gemms, phase)
-            t = comm.pipelined_exposed_s("all_gather", c.time_s, self._compute_s(gemms, phase) + extra_s, p.tp)
+            gemm_s, ring_s, ce_extra_s = self._compute_s(gemms, phase) + extra_s, c.time_s, 0.0
+            if ADOPT_TP_TRAFFIC_MEASURED:   # the GEMM and the copy-engine transfers slowed while side by side
+                beside_s, ring_s = tp_overlap.shared_gpu_s(gemm_s, c.time_s, TE_CE_GEMM_SLOWDOWN, TE_CE_COMM_SLOWDOWN)
+                gemm_s, ce_extra_s = beside_s, beside_s - gemm_s
+            t = comm.pipelined_exposed_s("all_gather", ring_s, gemm_s, p.tp)
             if ADOPT_TE_RING_EXCESS:   # the copy-engine ring's measured floor beside a long GEMM
                 t = max(t, ATP_FUSED_EXCESS_FRAC * c.time_s)
             tasks = [Task("comm", t, name)] if t > 0 else []
             if extra_s > 0:
                 tasks.append(Task("compute", extra_s, "tp_chunk_gemms" + suffix))
+            if ce_extra_s > 0:
+                tasks.append(Task("compute", ce_extra_s, "tp_ce_gemms" + suffix))
             return tasks + ([shard_copy] if backward else [])
-        slowdown = self._beside_comm_slowdown(tp_overlap.TE_COMM_SMS)
+        slowdown, comm_slowdown = self._beside_comm_slowdown(tp_overlap.TE_COMM_SMS), 1.0
+        if ADOPT_TP_TRAFFIC_MEASURED:
+            slowdown = slowdown if TE_SM_GEMM_SLOWDOWN is None else TE_SM_GEMM_SLOWDOWN
+            comm_slowdown = TE_SM_COMM_SLOWDOWN
         if method == "pipeline":
             splits = tp_overlap.TE_PIPELINE_SPLITS
             whole_s = self._compute_s(gemms, "fwd")
             chunked_s = whole_s + self._chunked_extra_s(gemms, "fwd", splits)
             chunk_comm_s = self._collective_s(c.kind, self._tp_collective_bytes(c.kind) / splits, p.tp, self.tp_same_node)
-            gemm_end, end = tp_overlap.pipelined_reduce_scatter_s(chunked_s / splits, chunk_comm_s, splits, slowdown)
+            if ADOPT_TP_TRAFFIC_MEASURED:
+                gemm_end, end = tp_overlap.pipelined_reduce_scatter_shared_s(chunked_s / splits, chunk_comm_s, splits,
+                                                                             slowdown, comm_slowdown)
+            else:
+                gemm_end, end = tp_overlap.pipelined_reduce_scatter_s(chunked_s / splits, chunk_comm_s, splits, slowdown)
             return [Task("compute", max(0.0, gemm_end - whole_s), "tp_ub_gemms"), Task("comm", end - gemm_end, name)]
         dgrad_s, wgrad_s = self._compute_s(gemms, "bwd_input"), self._compute_s(gemms, "bwd_weight")
         gather_s = self._collective_s("all_gather", self._tp_collective_bytes("all_gather"), p.tp, self.tp_same_node)
-        dgrad_beside_s, gather_exposed_s = tp_overlap.bulk_overlap_s(dgrad_s, gather_s, slowdown)
-        wgrad_beside_s, scatter_exposed_s = tp_overlap.bulk_overlap_s(wgrad_s, c.time_s, slowdown)
+        if ADOPT_TP_TRAFFIC_MEASURED:
+            dgrad_beside_s, gather_end_s = tp_overlap.shared_gpu_s(dgrad_s, gather_s, slowdown, comm_slowdown)
+            wgrad_beside_s, scatter_end_s = tp_overlap.shared_gpu_s(wgrad_s, c.time_s, slowdown, comm_slowdown)
+            gather_exposed_s = max(0.0, gather_end_s - dgrad_beside_s)
+            scatter_exposed_s = max(0.0, scatter_end_s - wgrad_beside_s)
+        else:
+            dgrad_beside_s, gather_exposed_s = tp_overlap.bulk_overlap_s(dgrad_s, gather_s, slowdown)
+            wgrad_beside_s, scatter_exposed_s = tp_overlap.bulk_overlap_s(wgrad_s, c.time_s, slowdown)
         tasks = [shard_copy]
         if gather_exposed_s > 0:
             tasks.append(Task("comm", gather_exposed_s, "tp_ub_all_gather_input_bwd"))
