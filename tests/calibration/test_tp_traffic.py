@@ -1,0 +1,67 @@
+"""calibration.tp_traffic (docs/notes/s30mlm_rule.md) on made-up boards whose figures are worked out here: the
+GEMM and traffic ratios, the medians over covered windows, the floor at 1, the rule's C0; C1-C3 from given errors;
+G1 from given validations."""
+
+import csv
+
+import pytest
+
+from calibration import tp_traffic as tt
+from real.bench.tp_traffic import COLUMNS
+
+
+def _write(folder, rank, power_w=690.0, ce_covered=True):
+    # one GEMM; alone windows 1.0 and 1.2 ms (mean 1.1); rs 1.21 ms (x1.1), ag 1.32 ms (x1.2), ce 1.045 ms (x0.95:
+    # floored to 1); the traffic at 0.2 ms alone, 0.3 (rs), 0.25 (ag), 0.22 ms (ce) beside
+    with (folder / f"tp_traffic_rank{rank}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        base = {"campaign": "s30mlm", "rank": rank, "board": f"gpu{rank}", "model": "177b", "gemm": "fc1_fprop",
+                "status": "ok", "gpu_name": "NVIDIA H200", "power_w": power_w, "power_limit_w": 700.0,
+                "traffic_time_alone_s": 0.2e-3}
+        for rep, t in ((1, 1.0e-3), (2, 1.2e-3)):
+            w.writerow({**base, "condition": "alone", "rep": rep, "gemm_time_s": t, "traffic_time_alone_s": ""})
+        for kind, t, beside, covered in (("rs", 1.21e-3, 0.3e-3, True), ("ag", 1.32e-3, 0.25e-3, True),
+                                         ("ce", 1.045e-3, 0.22e-3, ce_covered),
+                                         ("rs", 9e-3, 9e-3, False)):   # not covered: never counted
+            w.writerow({**base, "condition": kind, "rep": 1, "gemm_time_s": t, "traffic_time_beside_s": beside,
+                        "covered": covered})
+
+
+def test_figures_and_c0(tmp_path):
+    for r in range(3):
+        _write(tmp_path, r)
+    res = tt.judge(tmp_path)
+    # SM kernels: medians over rs and ag windows of every board: GEMM (1.1, 1.2) -> 1.15; traffic (1.5, 1.25) -> 1.375
+    assert res["figures"]["sm_gemm"] == pytest.approx(1.15) and res["figures"]["sm_comm"] == pytest.approx(1.375)
+    # copy engine: the GEMM 0.95 floored at 1 (raw kept), the traffic 1.1
+    assert res["raw"]["ce_gemm"] == pytest.approx(0.95) and res["figures"]["ce_gemm"] == 1.0
+    assert res["figures"]["ce_comm"] == pytest.approx(1.1)
+    c0 = res["C0"]
+    assert c0["boards"] == 3 and c0["all_capped"] and c0["covered"]["rs"] == pytest.approx(0.5)
+    assert not c0["all_covered"] and not c0["holds"]   # rs: 3 of 6 windows covered < 75%
+
+
+def test_c0_needs_three_capped_boards(tmp_path):
+    _write(tmp_path, 0)
+    _write(tmp_path, 1, power_w=600.0)   # 600 W < 0.90 x 700 W: not held
+    c0 = tt.judge(tmp_path)["C0"]
+    assert not c0["enough_boards"] and c0["capped"] == {"gpu0": True, "gpu1": False} and not c0["holds"]
+
+
+def test_criteria_from_errors():
+    off = {k: 0.12 for k in tt.NAMED_ROWS} | {"a": -0.09, "b": 0.05}
+    on = {k: 0.09 for k in tt.NAMED_ROWS} | {"a": -0.11, "b": 0.03}
+    c = tt.criteria({"off": off, "on": on})
+    assert c["C2_left_10pct"] == ["a"] and not c["C2"] and c["C3"]
+    assert c["named_mean_on"] == pytest.approx(0.09)
+
+
+def test_guards_allow_only_the_te_rows_to_move():
+    def validation(x, y, other=1):
+        return {"published_runs": {"rows": [{"id": "te", "rel_error": x}, {"id": "tt", "rel_error": y}]},
+                "gpus": other, "inputs": {"git_commit": str(other)}}
+    off = validation(0.1, 0.2)
+    assert tt.guards(off, validation(0.09, 0.2), {"te"})["G1"]
+    assert tt.guards(off, validation(0.09, 0.19), {"te"})["rows_moved_outside"] == ["tt"]
+    assert tt.guards(off, validation(0.1, 0.2, other=2), {"te"})["sections_changed"] == ["gpus"]   # inputs ignored
