@@ -38,9 +38,15 @@ CONSTANTS = {"sm_gemm": "TE_SM_GEMM_SLOWDOWN", "sm_comm": "TE_SM_COMM_SLOWDOWN",
 
 
 def fresh_dirs() -> list[Path]:
-    """The committed campaign folders (<card>/s30mlm/ under the records root)."""
+    """The committed campaign folders (<card>/s30mlm/ and round 2's <card>/s30mlm2/ under the records root)."""
     root = rec.records_root()
-    return sorted(p for p in root.glob("*/s30mlm") if p.is_dir() and glob_csv(p, "tp_traffic_rank*.csv"))
+    return sorted(p for p in [*root.glob("*/s30mlm"), *root.glob("*/s30mlm2")]
+                  if p.is_dir() and (glob_csv(p, "tp_traffic_rank*.csv") or glob_csv(p, "tp_te_order_rank*.csv")))
+
+
+def judge_any(folder: Path) -> dict:
+    """Round 2's judge for a folder of tp_te_order_rank*.csv, round 1's otherwise."""
+    return judge2(folder) if glob_csv(folder, "tp_te_order_rank*.csv") else judge(folder)
 
 
 def _truthy(v) -> bool:
@@ -105,9 +111,78 @@ def judge(folder: Path) -> dict:
     by_gemm = {}
     for w in kept:
         by_gemm.setdefault(w["gemm"], {}).setdefault(w["kind"], []).append(w["gemm_ratio"])
-    return {"folder": f"{folder.parent.name}/{folder.name}", "gpu_name": gpu, "power_w": power,
+    return {"folder": f"{folder.parent.name}/{folder.name}", "round": 1, "gpu_name": gpu, "power_w": power,
             "per_kind": per_kind, "per_gemm": {g: {k: _median(v) for k, v in d.items()} for g, d in sorted(by_gemm.items())},
             "raw": raw, "figures": figures, "today": TODAY, "C0": c0}
+
+
+SLOWDOWN_CAP = 10.0   # round 2: a kernel that made no progress beside the other
+
+
+def invert(g_end: float, c_end: float, g: float, c: float) -> tuple[float, float]:
+    """(sg, sc) of tp_overlap.shared_gpu_s from one iteration's ends (both from its start) and each kernel's time
+    alone (the rule's round 2): the one that ends first sets its own factor; the other's factor is what makes its
+    end come out, capped at SLOWDOWN_CAP where it made no progress."""
+    def other(extra: float, span: float) -> float:
+        left = 1.0 - extra / span
+        return SLOWDOWN_CAP if left <= 1.0 / SLOWDOWN_CAP else 1.0 / left
+    if c_end <= g_end:   # the transfer ends first
+        return other(g_end - g, c_end), c_end / c
+    return g_end / g, other(c_end - c, g_end)
+
+
+def judge2(folder: Path) -> dict:
+    """Round 2 (real.bench.tp_te_order, TE's bulk order): the four figures and the round's C0 on one folder."""
+    power, gpu, out = {}, "", []
+    expected = {k: 0 for k in ("ce", "rs", "ag")}
+    for path in glob_csv(folder, "tp_te_order_rank*.csv"):
+        df = read_csv(path)
+        gpu = str(df["gpu_name"].iloc[0])
+        a = df[(df["status"] == "ok") & (df["condition"] == "alone")]
+        if len(a):
+            power[str(a["board"].iloc[0])] = (float(a["power_w"].astype(float).median()),
+                                              float(a["power_limit_w"].astype(float).iloc[0]))
+        for kind in expected:
+            expected[kind] += int((df["condition"] == kind).sum())
+        ok = df[df["status"] == "ok"]
+        for (board, gemm_key), grp in ok.groupby([ok["board"].astype(str), ok["model"].astype(str) + "/" + ok["gemm"]]):
+            alone = grp[grp["condition"] == "alone"]["gemm_end_s"].astype(float)
+            if alone.empty:
+                continue
+            g = float(alone.mean())
+            for r in grp[grp["condition"].isin(list(expected))].itertuples():
+                c_rows = grp[grp["condition"] == f"{r.condition}_alone"]["traffic_end_s"].astype(float)
+                G, C = float(r.gemm_end_s), float(r.traffic_end_s)
+                if c_rows.empty or not (G > 0 and C > 0):
+                    continue
+                c = float(c_rows.iloc[0])
+                sg, sc = invert(G, C, g, c)
+                out.append({"board": board, "gemm": gemm_key, "kind": str(r.condition), "rep": int(r.rep),
+                            "g_alone_s": g, "c_alone_s": c, "g_end_s": G, "c_end_s": C, "sg": sg, "sc": sc})
+    per_kind, per_gemm = {}, {}
+    for kind in expected:
+        ws = [w for w in out if w["kind"] == kind]
+        per_kind[kind] = {"windows": expected[kind], "ok": len(ws), "ok_frac": len(ws) / expected[kind] if expected[kind] else 0.0,
+                          "gemm_ratio": _median([w["sg"] for w in ws]), "traffic_ratio": _median([w["sc"] for w in ws])}
+    for w in out:
+        d = per_gemm.setdefault(w["gemm"], {})
+        d.setdefault(f"{w['kind']} sg", []).append(w["sg"])
+        d.setdefault(f"{w['kind']} sc", []).append(w["sc"])
+    sm = [w for w in out if w["kind"] in ("rs", "ag")]
+    ce = [w for w in out if w["kind"] == "ce"]
+    raw = {"sm_gemm": _median([w["sg"] for w in sm]), "sm_comm": _median([w["sc"] for w in sm]),
+           "ce_gemm": _median([w["sg"] for w in ce]), "ce_comm": _median([w["sc"] for w in ce])}
+    figures = {k: max(1.0, v) if not math.isnan(v) else float("nan") for k, v in raw.items()}
+    capped = {b: p >= POWER_HELD_FRAC * lim for b, (p, lim) in power.items()}
+    c0 = {"boards": len(power), "enough_boards": len(power) >= MIN_BOARDS, "capped": capped,
+          "all_capped": bool(capped) and all(capped.values()),
+          "covered": {k: v["ok_frac"] for k, v in per_kind.items()},
+          "all_covered": all(v["ok_frac"] >= COVERED_FRAC for v in per_kind.values())}
+    c0["holds"] = c0["enough_boards"] and c0["all_capped"] and c0["all_covered"]
+    return {"folder": f"{folder.parent.name}/{folder.name}", "round": 2, "gpu_name": gpu, "power_w": power,
+            "per_kind": {k: {**v, "covered": v["ok"]} for k, v in per_kind.items()},
+            "per_gemm": {g: {k: _median(v) for k, v in d.items()} for g, d in sorted(per_gemm.items())},
+            "windows": out, "raw": raw, "figures": figures, "today": TODAY, "C0": c0}
 
 
 def published_with(figures: dict) -> dict:
@@ -165,10 +240,10 @@ def guards(off: dict, on: dict, allowed: set[str]) -> dict:
 
 
 def show(res: dict, rows: bool) -> None:
-    print(f"{res['folder']} ({res['gpu_name']}): {res['C0']['boards']} boards, power over alone windows "
+    print(f"{res['folder']} (round {res['round']}, {res['gpu_name']}): {res['C0']['boards']} boards, power over alone windows "
           + ", ".join(f"{b} {p:.0f}/{lim:.0f} W" for b, (p, lim) in sorted(res["power_w"].items())))
     for kind, f in res["per_kind"].items():
-        print(f"  {kind}: {f['covered']}/{f['windows']} windows covered; GEMM x{f['gemm_ratio']:.4f}, "
+        print(f"  {kind}: {f['covered']}/{f['windows']} windows covered (round 2: ran); GEMM x{f['gemm_ratio']:.4f}, "
               f"traffic x{f['traffic_ratio']:.4f}")
     for g, d in res["per_gemm"].items():
         print(f"    {g:16} " + "  ".join(f"{k} x{v:.4f}" for k, v in sorted(d.items())))
@@ -209,7 +284,7 @@ def main(argv=None) -> int:
         print("error: --fresh: got none; allowed: a folder holding tp_traffic_rank*.csv", file=sys.stderr)
         return entry.EXIT_INVALID
     with entry.user_inputs("--fresh", args.fresh, "a folder holding s30mlm's tp_traffic_rank*.csv"):
-        results = [judge(f) for f in folders]
+        results = [judge_any(f) for f in folders]
     for res in results:
         if not args.no_rows and not any(math.isnan(v) for v in res["figures"].values()):
             res["errors"] = published_with(res["figures"])

@@ -65,3 +65,42 @@ def test_guards_allow_only_the_te_rows_to_move():
     assert tt.guards(off, validation(0.09, 0.2), {"te"})["G1"]
     assert tt.guards(off, validation(0.09, 0.19), {"te"})["rows_moved_outside"] == ["tt"]
     assert tt.guards(off, validation(0.1, 0.2, other=2), {"te"})["sections_changed"] == ["gpus"]   # inputs ignored
+
+
+def test_round_2_inverts_the_shared_gpu_model():
+    from twin.costs.tp_overlap import shared_gpu_s
+    # the two worked cases of tests/twin/costs/test_tp_overlap.py, read back: GEMM 1.0, transfer 0.5 (the
+    # transfer ends first) and GEMM 0.4, transfer 1.0 (the GEMM ends first), each slowed 1.5x / 2x
+    for g, c in ((1.0, 0.5), (0.4, 1.0)):
+        g_end, c_end = shared_gpu_s(g, c, 1.5, 2.0)
+        assert tt.invert(g_end, c_end, g, c) == pytest.approx((1.5, 2.0))
+    # a GEMM that made no progress while the transfer ran: capped
+    assert tt.invert(2.0, 1.0, 1.0, 0.5) == (tt.SLOWDOWN_CAP, 2.0)
+
+
+def _write2(folder, rank, power_w=690.0):
+    from real.bench.tp_te_order import COLUMNS as COLUMNS2
+    from twin.costs.tp_overlap import shared_gpu_s
+    # GEMM alone 1.0 ms; rs / ag alone 0.5 ms, beside slowed (1.2, 3.0) / (1.4, 2.0); ce alone 2.0 ms, (1.05, 1.1)
+    with (folder / f"tp_te_order_rank{rank}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS2)
+        w.writeheader()
+        base = {"campaign": "s30mlm2", "rank": rank, "board": f"gpu{rank}", "model": "177b", "gemm": "fc1_fprop",
+                "status": "ok", "gpu_name": "NVIDIA H200", "power_limit_w": 700.0}
+        alone = {"rs": 0.5e-3, "ag": 0.5e-3, "ce": 2.0e-3}
+        for kind, c in alone.items():
+            w.writerow({**base, "condition": f"{kind}_alone", "rep": 0, "traffic_end_s": c})
+        w.writerow({**base, "condition": "alone", "rep": 1, "gemm_end_s": 1.0e-3, "power_w": power_w})
+        for kind, (sg, sc) in (("rs", (1.2, 3.0)), ("ag", (1.4, 2.0)), ("ce", (1.05, 1.1))):
+            g_end, c_end = shared_gpu_s(1.0e-3, alone[kind], sg, sc)
+            w.writerow({**base, "condition": kind, "rep": 1, "gemm_end_s": g_end, "traffic_end_s": c_end})
+
+
+def test_round_2_figures_and_c0(tmp_path):
+    for r in range(3):
+        _write2(tmp_path, r)
+    res = tt.judge_any(tmp_path)
+    assert res["round"] == 2 and res["C0"]["holds"]
+    # SM kernels: medians over rs and ag of every board: GEMM (1.2, 1.4) -> 1.3, transfer (3.0, 2.0) -> 2.5
+    assert res["figures"]["sm_gemm"] == pytest.approx(1.3) and res["figures"]["sm_comm"] == pytest.approx(2.5)
+    assert res["figures"]["ce_gemm"] == pytest.approx(1.05) and res["figures"]["ce_comm"] == pytest.approx(1.1)
