@@ -40,13 +40,34 @@ CONSTANTS = {"sm_gemm": "TE_SM_GEMM_SLOWDOWN", "sm_comm": "TE_SM_COMM_SLOWDOWN",
 def fresh_dirs() -> list[Path]:
     """The committed campaign folders (<card>/s30mlm/ and round 2's <card>/s30mlm2/ under the records root)."""
     root = rec.records_root()
-    return sorted(p for p in [*root.glob("*/s30mlm"), *root.glob("*/s30mlm2")]
+    return sorted(p for p in [*root.glob("*/s30mlm"), *root.glob("*/s30mlm2"), *root.glob("*/s30mlm3")]
                   if p.is_dir() and (glob_csv(p, "tp_traffic_rank*.csv") or glob_csv(p, "tp_te_order_rank*.csv")))
 
 
 def judge_any(folder: Path) -> dict:
-    """Round 2's judge for a folder of tp_te_order_rank*.csv, round 1's otherwise."""
+    """Round 3's judge for an s30mlm3 folder (round 2's records of a rerun), round 2's for a folder of
+    tp_te_order_rank*.csv, round 1's otherwise."""
+    if folder.name == "s30mlm3":
+        return judge3(folder)
     return judge2(folder) if glob_csv(folder, "tp_te_order_rank*.csv") else judge(folder)
+
+
+ROUND3_MIN_BOARDS = 2   # round 3: the copy engine's cost to a GEMM is its own board's
+
+
+def judge3(folder: Path) -> dict:
+    """Round 3 (the rule's "Round 3"): round 2's estimators on a rerun, the candidate narrowed to the copy-engine
+    figures (the SM kernels keep today's pricing: TE_SM_GEMM_SLOWDOWN None, TE_SM_COMM_SLOWDOWN 1.0), C0 on the ce
+    windows with >= 2 boards."""
+    res = judge2(folder)
+    res["round"] = 3
+    res["figures"] = {"sm_gemm": None, "sm_comm": 1.0, "ce_gemm": res["figures"]["ce_gemm"],
+                      "ce_comm": res["figures"]["ce_comm"]}
+    c0 = res["C0"]
+    c0["enough_boards"] = c0["boards"] >= ROUND3_MIN_BOARDS
+    c0["all_covered"] = c0["covered"]["ce"] >= COVERED_FRAC
+    c0["holds"] = c0["enough_boards"] and c0["all_capped"] and c0["all_covered"]
+    return res
 
 
 def _truthy(v) -> bool:
@@ -247,10 +268,12 @@ def show(res: dict, rows: bool) -> None:
               f"traffic x{f['traffic_ratio']:.4f}")
     for g, d in res["per_gemm"].items():
         print(f"    {g:16} " + "  ".join(f"{k} x{v:.4f}" for k, v in sorted(d.items())))
-    print("  figures (floored at 1): " + ", ".join(f"{CONSTANTS[k]} {v:.4f} (raw {res['raw'][k]:.4f}; today "
-                                                  f"{res['today'][k]:g})" for k, v in res["figures"].items()))
+    print("  figures (floored at 1): " + ", ".join(
+        f"{CONSTANTS[k]} {'None (today)' if v is None else f'{v:.4f}'} (raw {res['raw'][k]:.4f}; today {res['today'][k]:g})"
+        for k, v in res["figures"].items()))
     c0 = res["C0"]
-    print(f"  C0: boards {c0['boards']} (>= {MIN_BOARDS}: {c0['enough_boards']}), capped {c0['all_capped']}, "
+    least = ROUND3_MIN_BOARDS if res["round"] == 3 else MIN_BOARDS
+    print(f"  C0: boards {c0['boards']} (>= {least}: {c0['enough_boards']}), capped {c0['all_capped']}, "
           f"covered {c0['all_covered']} -> {c0['holds']}")
     if "criteria" in res:
         c = res["criteria"]
@@ -286,7 +309,7 @@ def main(argv=None) -> int:
     with entry.user_inputs("--fresh", args.fresh, "a folder holding s30mlm's tp_traffic_rank*.csv"):
         results = [judge_any(f) for f in folders]
     for res in results:
-        if not args.no_rows and not any(math.isnan(v) for v in res["figures"].values()):
+        if not args.no_rows and not any(v is not None and math.isnan(v) for v in res["figures"].values()):
             res["errors"] = published_with(res["figures"])
             res["criteria"] = criteria(res["errors"])
             if args.guards:

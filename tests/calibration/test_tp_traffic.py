@@ -104,3 +104,13 @@ def test_round_2_figures_and_c0(tmp_path):
     # SM kernels: medians over rs and ag of every board: GEMM (1.2, 1.4) -> 1.3, transfer (3.0, 2.0) -> 2.5
     assert res["figures"]["sm_gemm"] == pytest.approx(1.3) and res["figures"]["sm_comm"] == pytest.approx(2.5)
     assert res["figures"]["ce_gemm"] == pytest.approx(1.05) and res["figures"]["ce_comm"] == pytest.approx(1.1)
+
+
+def test_round_3_keeps_the_sm_kernels_and_needs_two_boards(tmp_path):
+    folder = tmp_path / "s30mlm3"
+    folder.mkdir()
+    for r in range(2):
+        _write2(folder, r)
+    res = tt.judge_any(folder)
+    assert res["round"] == 3 and res["C0"]["holds"]   # two boards suffice here
+    assert res["figures"] == {"sm_gemm": None, "sm_comm": 1.0, "ce_gemm": pytest.approx(1.05), "ce_comm": pytest.approx(1.1)}
