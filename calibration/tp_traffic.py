@@ -285,6 +285,11 @@ def show(res: dict, rows: bool) -> None:
             g = res["guards"]
             print(f"  G1: sections changed {g['sections_changed']}, rows moved outside te_userbuffers "
                   f"{g['rows_moved_outside'] or 'none'} -> {g['G1']}")
+        if "round2_reading" in res:
+            c = res["round2_reading"]["criteria"]
+            print(f"  the same records by round 2's rule (all four figures, {res['round2_reading']['figures']}): median "
+                  f"{c['median_on'] * 100:.2f}%, within 10% {c['within_on']}, left 10% {c['C2_left_10pct'] or 'none'} "
+                  f"(C2 {c['C2']}): not adopted by that rule unless C2 holds")
         if rows:
             for k, off in res["errors"]["off"].items():
                 on = res["errors"]["on"][k]
@@ -296,7 +301,8 @@ def show(res: dict, rows: bool) -> None:
 def main(argv=None) -> int:
     ap = entry.parser("calibration.tp_traffic", __doc__)
     ap.add_argument("--fresh", type=entry.folder, default=None,
-                    help="a folder of s30mlm's tp_traffic_rank*.csv (default: every committed <card>/s30mlm/)")
+                    help="a campaign folder: s30mlm's tp_traffic_rank*.csv or s30mlm2's tp_te_order_rank*.csv (default: "
+                    "every committed <card>/s30mlm/, s30mlm2/, s30mlm3/)")
     ap.add_argument("--json", type=Path, default=None, help="also write the judgement (calibration/s30mlm_judgement.json)")
     ap.add_argument("--no-rows", action="store_true", help="the figures and C0 only, not the published rows")
     ap.add_argument("--guards", nargs=2, type=Path, metavar=("OFF.json", "ON.json"), default=None,
@@ -304,22 +310,29 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     folders = [args.fresh] if args.fresh else fresh_dirs()
     if not folders:
-        print("error: --fresh: got none; allowed: a folder holding tp_traffic_rank*.csv", file=sys.stderr)
+        print("error: --fresh: got none; allowed: a folder holding tp_traffic_rank*.csv or tp_te_order_rank*.csv",
+              file=sys.stderr)
         return entry.EXIT_INVALID
     with entry.user_inputs("--fresh", args.fresh, "a folder holding s30mlm's tp_traffic_rank*.csv"):
         results = [judge_any(f) for f in folders]
-    for res in results:
+    for folder, res in zip(folders, results):
         if not args.no_rows and not any(v is not None and math.isnan(v) for v in res["figures"].values()):
             res["errors"] = published_with(res["figures"])
             res["criteria"] = criteria(res["errors"])
-            if args.guards:
+            if res["round"] == 3:   # the same records read by round 2's rule (its four figures): reported
+                r2 = judge2(folder)
+                errors2 = published_with(r2["figures"])
+                res["round2_reading"] = {"figures": r2["figures"], "C0": r2["C0"], "errors": errors2,
+                                         "criteria": criteria(errors2)}
+            if args.guards and res["round"] == 3:   # the validate files are round 3's figures'
                 with entry.user_inputs("--guards", args.guards, "two `twin validate --json` files"):
                     res["guards"] = guards(*(json.loads(Path(p).read_text()) for p in args.guards), te_rows())
             res["adopt"] = (res["C0"]["holds"] and all(res["criteria"][k] for k in ("C1", "C2", "C3"))
                             and res.get("guards", {}).get("G1", False))
         show(res, not args.no_rows)
     if args.json:
-        write_text(args.json, json.dumps({"rule": "docs/notes/s30mlm_rule.md", "cards": results}, indent=1) + "\n")
+        kept = [{k: v for k, v in r.items() if k != "windows"} for r in results]   # per-window rows: the records'
+        write_text(args.json, json.dumps({"rule": "docs/notes/s30mlm_rule.md", "cards": kept}, indent=1) + "\n")
     return 0
 
 

@@ -114,3 +114,30 @@ def test_round_3_keeps_the_sm_kernels_and_needs_two_boards(tmp_path):
     res = tt.judge_any(folder)
     assert res["round"] == 3 and res["C0"]["holds"]   # two boards suffice here
     assert res["figures"] == {"sm_gemm": None, "sm_comm": 1.0, "ce_gemm": pytest.approx(1.05), "ce_comm": pytest.approx(1.1)}
+
+
+def test_the_committed_judgement_and_the_twin_hold_round_3s_figures():
+    # calibration/s30mlm_judgement.json, written by `python -m calibration.tp_traffic --guards OFF ON --json ...`;
+    # the live recompute is round 3's figures and C0 from its records (the published rows under both settings cost
+    # ~10 s: the JSON holds them)
+    import json
+    from pathlib import Path
+
+    from twin.training import step
+    cards = json.loads((Path(tt.__file__).resolve().parent / "s30mlm_judgement.json").read_text())["cards"]
+    judged = next(c for c in cards if c["round"] == 3)
+    live = tt.judge_any(next(f for f in tt.fresh_dirs() if f.name == "s30mlm3"))
+    assert (live["figures"]["sm_gemm"], live["figures"]["sm_comm"]) == (judged["figures"]["sm_gemm"], 1.0) == (None, 1.0)
+    for k in ("ce_gemm", "ce_comm"):
+        assert live["figures"][k] == pytest.approx(judged["figures"][k], rel=1e-12)
+    assert live["C0"]["holds"]
+    c = judged["criteria"]
+    assert (c["median_off"], c["within_off"]) == (pytest.approx(tt.OFF_MEDIAN, abs=5e-5), tt.OFF_WITHIN)
+    assert c["C1"] and c["C2"] and c["C3"] and judged["guards"]["G1"] and judged["adopt"]
+    # rounds 1 and 2 gave no verdict (C0); the same records under round 2's four figures fail C2
+    assert not any(x.get("adopt") for x in cards if x["round"] != 3)
+    assert not judged["round2_reading"]["criteria"]["C2"]
+    assert step.ADOPT_TP_TRAFFIC_MEASURED is judged["adopt"]
+    assert (step.TE_SM_GEMM_SLOWDOWN, step.TE_SM_COMM_SLOWDOWN) == (None, 1.0)
+    assert step.TE_CE_GEMM_SLOWDOWN == pytest.approx(live["figures"]["ce_gemm"], rel=1e-12)
+    assert step.TE_CE_COMM_SLOWDOWN == live["figures"]["ce_comm"] == 1.0
