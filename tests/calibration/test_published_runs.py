@@ -297,11 +297,14 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # compute; tt-8b-fsdp128-compile +10.6% -> +9.0%, its Float8 row +11.2% -> +9.8%, tt-405b-3d-1f1b +10.8% -> +9.2%,
 # -interleaved +11.2% -> +9.6%, 1.7B +10.5% -> +9.2% (all in), 119B +15.6% -> +13.7%, 462B +12.9% -> +10.6%,
 # strong-96 +12.2% -> +10.7%, 70B -6.0% -> -7.3%. Median 7.12% -> 6.97%, 18 -> 23 of 31 within 10%.
+# s30mlm (docs/notes/s30mlm_rule.md round 3, ADOPT_TP_TRAFFIC_MEASURED adopted): TE's ring-exchange GEMMs slowed
+# x1.155 while their copy-engine transfers run (4x H200 held, h200x4/s30mlm3): 119B +13.7% -> +12.1%, 462B +10.6% ->
+# +9.4% (in), strong-96 +10.7% -> +9.3% (in), 70B -7.3% -> -8.5%, strong-4608 -6.1% -> -7.1%. Median 6.97% -> 6.97%,
+# 23 -> 25 of 31 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.123, "tt-8b-cp4-128k": 0.303,
     "tt-405b-4d-cp2-64k": 0.128, "tt-405b-4d-cp8-256k": -0.116,
-    "mlm-gpt-119b": 0.137, "mlm-gpt-462b": 0.106,
-    "mlm-gpt-177b-strong-96": 0.107,
+    "mlm-gpt-119b": 0.121,
     "l3-405b-8k-gpus8192": 0.147, "l3-405b-128k-cp16": 0.233,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
@@ -313,7 +316,8 @@ NOT_MET = {
 # docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%;
 # s27cp (the compiled ring attention's ranks meeting at their own graphs' collectives, docs/notes/
 # s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%); s28mlm (Megatron's micro-batch
-# from the SC21 script): 7.1% (7.12%), 18 within 10%; s29mlm (the slowest board's pace): 7.0% (6.97%), 23 within 10%
+# from the SC21 script): 7.1% (7.12%), 18 within 10%; s29mlm (the slowest board's pace): 7.0% (6.97%), 23 within 10%;
+# s30mlm (the copy engine's cost to TE's ring GEMMs): 7.0% (6.97%), 25 within 10%
 MEDIAN_NOT_MET = 0.070
 
 

@@ -78,3 +78,52 @@ def bulk_overlap_s(gemm_s: float, comm_s: float, slowdown: float) -> tuple[float
     seconds the collective runs past the GEMM's end: exposed)."""
     gemm_end = gemm_beside_window_s(gemm_s, 0.0, comm_s, slowdown)
     return gemm_end, max(0.0, comm_s - gemm_end)
+
+
+def shared_gpu_s(gemm_s: float, comm_s: float, gemm_slowdown: float, comm_slowdown: float) -> tuple[float, float]:
+    """A GEMM of `gemm_s` and a communication of `comm_s` (each alone on the GPU) that start together
+    and share it: while both run, the GEMM progresses at 1 / gemm_slowdown of its rate and the
+    communication at 1 / comm_slowdown of its own; the one left runs at full rate. Returns (the
+    GEMM's end, the communication's end), in seconds from the start. With comm_slowdown 1 the GEMM's
+    end is bulk_overlap_s's (ADOPT_TP_TRAFFIC_MEASURED, docs/notes/s30mlm_rule.md)."""
+    if gemm_slowdown < 1.0 or comm_slowdown < 1.0:
+        raise ValueError(f"slowdowns must be >= 1 (got {gemm_slowdown}, {comm_slowdown})")
+    if gemm_s <= 0.0 or comm_s <= 0.0:
+        return max(0.0, gemm_s), max(0.0, comm_s)
+    if gemm_s * gemm_slowdown <= comm_s * comm_slowdown:   # the GEMM ends first
+        t = gemm_s * gemm_slowdown
+        return t, comm_s + t * (1.0 - 1.0 / comm_slowdown)
+    t = comm_s * comm_slowdown
+    return gemm_s + t * (1.0 - 1.0 / gemm_slowdown), t
+
+
+def pipelined_reduce_scatter_shared_s(chunk_gemm_s: float, chunk_comm_s: float, splits: int,
+                                      gemm_slowdown: float, comm_slowdown: float) -> tuple[float, float]:
+    """pipelined_reduce_scatter_s with the reduce-scatter slowed too: `splits` GEMM chunks back to back
+    on the compute stream; chunk i's reduce-scatter starts once chunk i is computed and the one before
+    is done; while a GEMM chunk and a reduce-scatter run together the GEMM progresses at
+    1 / gemm_slowdown and the reduce-scatter at 1 / comm_slowdown of its rate. Returns (seconds until
+    the last chunk is computed, until the last reduce-scatter is done). With comm_slowdown 1 it equals
+    pipelined_reduce_scatter_s (tests/twin/costs/test_tp_overlap.py)."""
+    if splits < 1:
+        raise ValueError(f"splits must be >= 1 (got {splits})")
+    if gemm_slowdown < 1.0 or comm_slowdown < 1.0:
+        raise ValueError(f"slowdowns must be >= 1 (got {gemm_slowdown}, {comm_slowdown})")
+    t, gemm_end = 0.0, 0.0
+    computed = sent = 0                       # chunks computed, reduce-scatters done
+    g_left, c_left = chunk_gemm_s, chunk_comm_s
+    while sent < splits:
+        g_on, c_on = computed < splits, sent < computed
+        both = g_on and c_on
+        rg, rc = (1.0 / gemm_slowdown, 1.0 / comm_slowdown) if both else (1.0, 1.0)
+        dt = min(g_left / rg if g_on else float("inf"), c_left / rc if c_on else float("inf"))
+        t += dt
+        if g_on:
+            g_left -= dt * rg
+            if g_left <= 1e-12 * max(chunk_gemm_s, 1e-30):
+                computed, gemm_end, g_left = computed + 1, t, chunk_gemm_s
+        if c_on:
+            c_left -= dt * rc
+            if c_left <= 1e-12 * max(chunk_comm_s, 1e-30):
+                sent, c_left = sent + 1, chunk_comm_s
+    return gemm_end, t

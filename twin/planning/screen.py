@@ -128,8 +128,10 @@ class _Pieces:
 
 def _block_key(sc: Scenario) -> tuple:
     plan = tuple((f.name, getattr(sc.plan, f.name)) for f in dataclasses.fields(sc.plan) if f.name not in _ARRANGING)
-    # the default profile's compute pace depends on the job's GPU count (ADOPT_SLOWEST_BOARD_PACE): keyed by its factor
-    return (sc.model, sc.cluster.gpu, sc.workload, sc.moe, plan, board_pace_factor(sc))
+    # the default profile's compute pace depends on the job's GPU count (ADOPT_SLOWEST_BOARD_PACE): keyed by its factor;
+    # and by the model switches and TE's overlap figures, which tests and scripts set in one process (s30mlm)
+    return (sc.model, sc.cluster.gpu, sc.workload, sc.moe, plan, board_pace_factor(sc), step_module.switch_state(),
+            step_module.te_traffic_figures())
 
 
 _PIECES: dict[tuple, _Pieces] = {}   # _block_key -> _Pieces; a search makes a few hundred

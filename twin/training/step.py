@@ -226,6 +226,23 @@ ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 # On, the ten Megatron TP > 1 rows would read 0.9-2.5 points slower (docs/notes/s27mlm.md)
 ADOPT_TE_RING_EXCESS = False
 
+# plan.tp_overlap_kind 'te_userbuffers' priced from a held GEMM beside real TP traffic (docs/notes/s30mlm_rule.md):
+# while a GEMM and TE's 16-SM 'pipeline' / 'bulk' kernel run together, the GEMM progresses at 1 / TE_SM_GEMM_SLOWDOWN
+# and the kernel at 1 / TE_SM_COMM_SLOWDOWN of its rate (tp_overlap.shared_gpu_s, pipelined_reduce_scatter_shared_s),
+# in place of the profile's untold spin slowdown at 16 SMs and an unslowed kernel; the GEMM beside the copy-engine
+# ring exchange at 1 / TE_CE_GEMM_SLOWDOWN while the transfers run, the transfers at 1 / TE_CE_COMM_SLOWDOWN.
+# None / 1.0 are the assumptions before it (the untold factor, unslowed kernels, a free copy engine): the switch on
+# with them changes nothing. Adopted by the rule's round 3 (calibration/s30mlm_judgement.json) with the copy-engine
+# figures only: `python -m calibration.tp_traffic` on calibration/measurements/h200x4/s30mlm3/ (4x H200 held at
+# 700 W, TE's bulk order, a pull of 7/8 of the TP buffer beside Megatron 119B/177B/462B TP 8 GEMMs: the GEMM x1.155,
+# the pull x0.970, floored at 1). The SM kernels keep the spin-based pricing: NCCL as their stand-in was refuted
+# (rounds 1-2: the collective made next to no progress beside the GEMM).
+ADOPT_TP_TRAFFIC_MEASURED = True
+TE_SM_GEMM_SLOWDOWN: float | None = None   # None: the profile's untold slowdown at TE_COMM_SMS (_beside_comm_slowdown)
+TE_SM_COMM_SLOWDOWN = 1.0
+TE_CE_GEMM_SLOWDOWN = 1.1549836934307858
+TE_CE_COMM_SLOWDOWN = 1.0
+
 
 def local_tokens(sc: Scenario) -> int:
     """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
@@ -364,7 +381,13 @@ def _block_cost_key(sc: Scenario, profile: Profile, imbalance, link_bw_scale: fl
     plan = tuple((f.name, getattr(sc.plan, f.name)) for f in dataclasses.fields(sc.plan)
                  if f.name not in STAGE_ONLY_PLAN_FIELDS)
     rest = tuple(getattr(sc, f.name) for f in dataclasses.fields(sc) if f.name not in ("name", "plan", "cluster"))
-    return (plan, rest, sc.cluster.gpu, id(profile), imbalance, link_bw_scale, switch_state())
+    return (plan, rest, sc.cluster.gpu, id(profile), imbalance, link_bw_scale, switch_state(), te_traffic_figures())
+
+
+def te_traffic_figures() -> tuple:
+    """The figures ADOPT_TP_TRAFFIC_MEASURED prices TE's overlap with: a cache of costs keys on them too (scripts
+    and tests set them in one process: calibration.tp_traffic.published_with)."""
+    return TE_SM_GEMM_SLOWDOWN, TE_SM_COMM_SLOWDOWN, TE_CE_GEMM_SLOWDOWN, TE_CE_COMM_SLOWDOWN
 
 
 def _shared_blocks(sc: Scenario, profile: Profile, imbalance, link_bw_scale: float) -> _SharedBlocks | None:
@@ -675,7 +698,9 @@ class StepCosts:
         the comm task. bulk (in_bwd): the layer input's shard copied into the userbuffer
         (`tp_ub_copy_bwd`) and all-gathered beside the input-gradient GEMM (its exposed part
         `tp_ub_all_gather_input_bwd`), then the reduce-scatter beside the weight-gradient GEMM;
-        both GEMMs slowed while the 16-SM kernels run (`tp_ub_gemms_bwd`)."""
+        both GEMMs slowed while the 16-SM kernels run (`tp_ub_gemms_bwd`). Under ADOPT_TP_TRAFFIC_MEASURED
+        the kernels slow beside the GEMMs too, the GEMMs at the measured factors, and the ring's GEMM beside
+        its copy-engine transfers (`tp_ce_gemms`; docs/notes/s30mlm_rule.md)."""
         p = self.sc.plan
         method = tp_overlap.TE_METHODS[point]
         backward = point in ("out_bwd", "in_bwd")
@@ -686,25 +711,44 @@ class StepCosts:
         if method == "ring_exchange":
             phase = "bwd_input" if backward else "fwd"
             extra_s = self._chunked_extra_s(gemms, phase)
-            t = comm.pipelined_exposed_s("all_gather", c.time_s, self._compute_s(gemms, phase) + extra_s, p.tp)
+            gemm_s, ring_s, ce_extra_s = self._compute_s(gemms, phase) + extra_s, c.time_s, 0.0
+            if ADOPT_TP_TRAFFIC_MEASURED:   # the GEMM and the copy-engine transfers slowed while side by side
+                beside_s, ring_s = tp_overlap.shared_gpu_s(gemm_s, c.time_s, TE_CE_GEMM_SLOWDOWN, TE_CE_COMM_SLOWDOWN)
+                gemm_s, ce_extra_s = beside_s, beside_s - gemm_s
+            t = comm.pipelined_exposed_s("all_gather", ring_s, gemm_s, p.tp)
             if ADOPT_TE_RING_EXCESS:   # the copy-engine ring's measured floor beside a long GEMM
                 t = max(t, ATP_FUSED_EXCESS_FRAC * c.time_s)
             tasks = [Task("comm", t, name)] if t > 0 else []
             if extra_s > 0:
                 tasks.append(Task("compute", extra_s, "tp_chunk_gemms" + suffix))
+            if ce_extra_s > 0:
+                tasks.append(Task("compute", ce_extra_s, "tp_ce_gemms" + suffix))
             return tasks + ([shard_copy] if backward else [])
-        slowdown = self._beside_comm_slowdown(tp_overlap.TE_COMM_SMS)
+        slowdown, comm_slowdown = self._beside_comm_slowdown(tp_overlap.TE_COMM_SMS), 1.0
+        if ADOPT_TP_TRAFFIC_MEASURED:
+            slowdown = slowdown if TE_SM_GEMM_SLOWDOWN is None else TE_SM_GEMM_SLOWDOWN
+            comm_slowdown = TE_SM_COMM_SLOWDOWN
         if method == "pipeline":
             splits = tp_overlap.TE_PIPELINE_SPLITS
             whole_s = self._compute_s(gemms, "fwd")
             chunked_s = whole_s + self._chunked_extra_s(gemms, "fwd", splits)
             chunk_comm_s = self._collective_s(c.kind, self._tp_collective_bytes(c.kind) / splits, p.tp, self.tp_same_node)
-            gemm_end, end = tp_overlap.pipelined_reduce_scatter_s(chunked_s / splits, chunk_comm_s, splits, slowdown)
+            if ADOPT_TP_TRAFFIC_MEASURED:
+                gemm_end, end = tp_overlap.pipelined_reduce_scatter_shared_s(chunked_s / splits, chunk_comm_s, splits,
+                                                                             slowdown, comm_slowdown)
+            else:
+                gemm_end, end = tp_overlap.pipelined_reduce_scatter_s(chunked_s / splits, chunk_comm_s, splits, slowdown)
             return [Task("compute", max(0.0, gemm_end - whole_s), "tp_ub_gemms"), Task("comm", end - gemm_end, name)]
         dgrad_s, wgrad_s = self._compute_s(gemms, "bwd_input"), self._compute_s(gemms, "bwd_weight")
         gather_s = self._collective_s("all_gather", self._tp_collective_bytes("all_gather"), p.tp, self.tp_same_node)
-        dgrad_beside_s, gather_exposed_s = tp_overlap.bulk_overlap_s(dgrad_s, gather_s, slowdown)
-        wgrad_beside_s, scatter_exposed_s = tp_overlap.bulk_overlap_s(wgrad_s, c.time_s, slowdown)
+        if ADOPT_TP_TRAFFIC_MEASURED:
+            dgrad_beside_s, gather_end_s = tp_overlap.shared_gpu_s(dgrad_s, gather_s, slowdown, comm_slowdown)
+            wgrad_beside_s, scatter_end_s = tp_overlap.shared_gpu_s(wgrad_s, c.time_s, slowdown, comm_slowdown)
+            gather_exposed_s = max(0.0, gather_end_s - dgrad_beside_s)
+            scatter_exposed_s = max(0.0, scatter_end_s - wgrad_beside_s)
+        else:
+            dgrad_beside_s, gather_exposed_s = tp_overlap.bulk_overlap_s(dgrad_s, gather_s, slowdown)
+            wgrad_beside_s, scatter_exposed_s = tp_overlap.bulk_overlap_s(wgrad_s, c.time_s, slowdown)
         tasks = [shard_copy]
         if gather_exposed_s > 0:
             tasks.append(Task("comm", gather_exposed_s, "tp_ub_all_gather_input_bwd"))
@@ -2360,7 +2404,7 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     """A step's schedule, costs and per-rank memory, the last few kept: a plan search takes a
     step's lower bound and then, for the best options, simulates the same step (StepCosts memoises
     its chains, so the simulation reuses the bound's)."""
-    key = (sc, perturb, switch_state()) if profile is None else None
+    key = (sc, perturb, switch_state(), te_traffic_figures()) if profile is None else None
     try:
         hit = _PREPARED.get(key) if key is not None else None
     except TypeError:   # a perturbation with per-layer loads (a list) is not kept
@@ -2384,7 +2428,7 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     return out
 
 
-_PREPARED: dict = {}     # (scenario, perturb, switch_state()) -> _costs_and_memory's tuple
+_PREPARED: dict = {}     # (scenario, perturb, switch_state(), te_traffic_figures()) -> _costs_and_memory's tuple
 _MAX_PREPARED = 8
 _SWITCHES: list = [0, ()]   # [len(sys.modules) when scanned, ((module, ADOPT_ name), ...)]
 
