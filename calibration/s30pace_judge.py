@@ -141,8 +141,12 @@ def validate_verdict(off_json: Path, on_json: Path) -> dict:
             "G4": not other and not memory}
 
 
-def judge(guards: tuple[Path, Path] | None) -> dict:
-    """Every figure the rule reads, off and on, and its verdict."""
+def judge(guards: tuple[Path, Path] | None, earlier: dict | None = None) -> dict:
+    """Every figure the rule reads, off and on, and its verdict (`earlier`: a judgement of this tree whose figures
+    are taken as they are, only G4 and the verdict computed again)."""
+    if earlier is not None:
+        out = {k: v for k, v in earlier.items() if k not in ("validate", "guards", "adopt")}
+        return verdict(out, guards)
     out: dict = {"rule": "docs/notes/s30pace_rule.md", "switch": "twin.serving.iteration.ADOPT_SERVE_BOARD_PACE"}
     figures = {}
     for label, on in (("off", False), ("on", True)):
@@ -156,13 +160,18 @@ def judge(guards: tuple[Path, Path] | None) -> dict:
     out["published"] = {lab: figures[lab]["published"] for lab in ("off", "on")}
     out["published"].update(published_verdict(figures["off"]["published"], figures["on"]["published"]))
     out["serve_default"] = {lab: figures[lab]["serve_default"] for lab in ("off", "on")}
-    verdict = {g: out["sets"][g] for g in ("G0", "G1", "G2")}
-    verdict["G3"] = out["published"]["G3"]
+    return verdict(out, guards)
+
+
+def verdict(out: dict, guards: tuple[Path, Path] | None) -> dict:
+    """The rule's guards on the figures in `out`; G4 from the two `twin validate --json` files (none: no verdict)."""
+    held = {g: out["sets"][g] for g in ("G0", "G1", "G2")}
+    held["G3"] = out["published"]["G3"]
     if guards is not None:
         out["validate"] = validate_verdict(*guards)
-        verdict["G4"] = out["validate"]["G4"]
-    out["guards"] = verdict
-    out["adopt"] = guards is not None and all(verdict.values())
+        held["G4"] = out["validate"]["G4"]
+    out["guards"] = held
+    out["adopt"] = guards is not None and all(held.values())
     return out
 
 
@@ -191,8 +200,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--guards", nargs=2, type=Path, metavar=("OFF_JSON", "ON_JSON"),
                     help="`twin validate --json` with the switch off and on (G4); without them no verdict")
     ap.add_argument("--json", type=Path, help="write the judgement here")
+    ap.add_argument("--figures-from", type=Path, metavar="JSON",
+                    help="an earlier judgement of this tree: its figures as they are, only G4 and the verdict again")
     args = ap.parse_args(argv)
-    out = judge(tuple(args.guards) if args.guards else None)
+    earlier = None
+    with entry.user_inputs("--figures-from", args.figures_from, "a judgement JSON this command wrote"):
+        earlier = json.loads(args.figures_from.read_text()) if args.figures_from else None
+    if args.guards:
+        for path in args.guards:
+            with entry.user_inputs("--guards", path, "a `twin validate --json` file"):
+                json.loads(path.read_text())
+    out = judge(tuple(args.guards) if args.guards else None, earlier)
     print(report(out))
     if args.json:
         write_text(args.json, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")

@@ -98,8 +98,10 @@ DEEPEP_LL_TABLES = ("deepep_ll_sm", "deepep_ll_sm_h100")
 # step under ADOPT_SLOWEST_BOARD_PACE, its compute runs at its slowest board: under the switch the GPU's default
 # profile's GEMM and attention curves run at 1 / slowest_board_factor(ep) (the same function and measured cv,
 # twin.costs.board_pace) on an instance of more than one GPU. One GPU and a profile passed in (a record's own board):
-# untouched; work the profile does not price (DeepGEMM's masked kernel, the FlashMLA core) is not paced.
-ADOPT_SERVE_BOARD_PACE = False
+# untouched; work the profile does not price (DeepGEMM's masked kernel, the FlashMLA core) is not paced. Adopted
+# (calibration/s30pace_judgement.json: G0-G4 hold; held-out load runs 68 -> 69 of 80, none lost; DeepSeek's prefill
+# profile row -4.1% -> -4.9%, every other published row within 0.02 points but the day prefill +56.3% -> +54.7%).
+ADOPT_SERVE_BOARD_PACE = True
 
 
 def serve_pace_factor(s: ServeSpec) -> float:
