@@ -27,6 +27,7 @@ from pathlib import Path
 
 import calibration.serve_switch_compare as ssc
 from calibration import entry
+from calibration import records as rec
 from calibration.serve_load_validation import FIGURES
 from twin.core.atomic import write_text
 from twin.serving import iteration
@@ -152,6 +153,8 @@ def judge(guards: tuple[Path, Path] | None, earlier: dict | None = None) -> dict
     for label, on in (("off", False), ("on", True)):
         with switched(on):
             rows = ssc.all_rows()
+            if not flat_checks(rows):   # before the minutes of published rows: nothing of the rule's sets here
+                raise FileNotFoundError(f"no serving load run (serve_load.csv) under {rec.records_root()}")
             figures[label] = {"summary": ssc.summary(rows), "checks": flat_checks(rows),
                               "published": published_rows(), "serve_default": serve_default()}
     out["summary"] = {lab: {k: {"met": v[0], "checks": v[1], "median_abs_error": v[2]} for k, v in figures[lab]["summary"].items()}

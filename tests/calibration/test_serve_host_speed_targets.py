@@ -64,7 +64,7 @@ FOLDERS = {**probe_folders(), **new_host_folders(probe_folders())}
 # r30-short TTFT P99 -41%); every one-GPU figure below is T's live figure.
 # (s30pace, docs/notes/s30pace_rule.md, adopted: an EP2 instance's paced kernels at its slower board, +0.36% on the
 # default profile's GEMM and attention) h200x2 r30-short TTFT P99 +25.0% -> +16.1% met and left the list; every EP2
-# figure below is the live one (moves of up to ~5 points on TTFT: the replay's event order under a 0.36% kernel change,
+# figure below is the live one (moves of up to ~9 points on TTFT: the replay's event order under a 0.36% kernel change,
 # not the pace itself); held out 72 -> 73 of 110, fit 82 of 120 and never-fitted 107 of 145 unchanged, none lost.
 NOT_MET: dict = {
     ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.114,
@@ -169,11 +169,16 @@ def test_s13srv_held_out_run_within_target(folder, run_id, figure):
     assert abs(err) <= TARGETS[figure], f"{run_id} {figure}: {err:+.1%} (target {TARGETS[figure]:.0%})"
 
 
-def test_the_adopted_tables_carry_their_fit_hosts_probe():
+def test_the_adopted_tables_carry_their_fit_hosts_probe(monkeypatch):
     """docs/notes/s13srv_rule.md adopted: the tables with s13srv fit runs carry a reference probe and the
-    exponent; the committed records have no probe, so their replays keep the fit host (scale 1)."""
+    exponent; the committed records have no probe, so their replays keep the fit host (scale 1). The tables were
+    fitted before s30pace's ADOPT_SERVE_BOARD_PACE and not refitted under it (docs/notes/s30pace_rule.md): the
+    references are recomputed with the kernel physics they were fitted against (under the pace they differ by
+    <= 2.4e-4, EP2's, and the shared exponent by 9e-5: docs/notes/s30pace.md "Left")."""
     from calibration.serve_engine_fit import HOST_SPEED, candidate_references
     from twin.core.specs import serve_engines
+    from twin.serving import iteration
+    monkeypatch.setattr(iteration, "ADOPT_SERVE_BOARD_PACE", False)
     assert HOST_SPEED
     refs = candidate_references()
     assert refs and all(serve_engines()[t]["host_probe_launch_s"] == pytest.approx(v["host_probe_launch_s"], rel=1e-4)
