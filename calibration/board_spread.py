@@ -21,6 +21,7 @@ from calibration import entry
 from calibration import records as rec
 from calibration.records_io import glob_csv, read_csv
 from twin.core.atomic import write_text
+from twin.costs import board_pace
 
 HELD_FROM_S = 15.0          # the rule: a board's held windows are those at elapsed >= 15 s of its 30 s hold
 POWER_HELD_FRAC = 0.95      # C0: median board power over the held windows >= 0.95 x the power limit
@@ -87,14 +88,14 @@ def published_with(cv_value: float) -> dict:
     """published_runs with ADOPT_SLOWEST_BOARD_PACE off and on at BOARD_HELD_RATE_CV = cv_value (restored after)."""
     from calibration import published_runs as pr   # lazy: the twin's whole step machinery, only for this part
     from twin.training import step
-    saved = step.ADOPT_SLOWEST_BOARD_PACE, step.BOARD_HELD_RATE_CV
+    saved = step.ADOPT_SLOWEST_BOARD_PACE, board_pace.BOARD_HELD_RATE_CV
     out = {}
     try:
         for label, on in (("off", False), ("on", True)):
-            step.ADOPT_SLOWEST_BOARD_PACE, step.BOARD_HELD_RATE_CV = on, cv_value
+            step.ADOPT_SLOWEST_BOARD_PACE, board_pace.BOARD_HELD_RATE_CV = on, cv_value
             out[label] = {r.id: pr.evaluate(r).get("rel_error") for r in pr.load_runs()[0]}
     finally:
-        step.ADOPT_SLOWEST_BOARD_PACE, step.BOARD_HELD_RATE_CV = saved
+        step.ADOPT_SLOWEST_BOARD_PACE, board_pace.BOARD_HELD_RATE_CV = saved
     return out
 
 

@@ -67,11 +67,12 @@ def test_the_committed_judgement_and_the_twin_hold_the_records_figure():
     # the live recompute is the spread only (the published rows under both settings cost ~10 s: the JSON holds them)
     from pathlib import Path
 
+    from twin.costs import board_pace
     from twin.training import step
     judged = json.loads((Path(bs.__file__).resolve().parent / "s29mlm_judgement.json").read_text())["cards"][0]
     live = bs.judge(bs.fresh_dirs()[0])
     assert live["board_held_rate_cv"] == pytest.approx(judged["board_held_rate_cv"], rel=1e-12)
-    assert step.BOARD_HELD_RATE_CV == pytest.approx(live["board_held_rate_cv"], rel=1e-12)
+    assert board_pace.BOARD_HELD_RATE_CV == pytest.approx(live["board_held_rate_cv"], rel=1e-12)
     assert live["C0"]["holds"] and judged["guards"]["G1"]
     c = judged["criteria"]
     assert (c["median_off"], c["within_off"]) == (pytest.approx(bs.OFF_MEDIAN, abs=5e-5), bs.OFF_WITHIN)

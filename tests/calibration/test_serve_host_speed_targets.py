@@ -62,6 +62,10 @@ FOLDERS = {**probe_folders(), **new_host_folders(probe_folders())}
 # throughput +5.9% / +5.7%, h200 r30-short TTFT P99 +20.3%, h100 r30-short TTFT P50 / P99 -12% / -21%, the dosed
 # h100 r30-short's TPOT +20% / +25% and newhost's TTFT P50 +45%, h200/round2 c24 TTFT P99 -26%, h100/round2
 # r30-short TTFT P99 -41%); every one-GPU figure below is T's live figure.
+# (s30pace, docs/notes/s30pace_rule.md, adopted: an EP2 instance's paced kernels at its slower board, +0.36% on the
+# default profile's GEMM and attention) h200x2 r30-short TTFT P99 +25.0% -> +16.1% met and left the list; every EP2
+# figure below is the live one (moves of up to ~9 points on TTFT: the replay's event order under a 0.36% kernel change,
+# not the pace itself); held out 72 -> 73 of 110, fit 82 of 120 and never-fitted 107 of 145 unchanged, none lost.
 NOT_MET: dict = {
     ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.114,
     ("h200", "g1s13-poisson-r40-short", "tpot_p99_s"): -0.232,
@@ -73,12 +77,11 @@ NOT_MET: dict = {
     ("h200", "g1s13-poisson-r30-short", "ttft_p99_s"): +0.203,
     ("h200", "g1s13-closed-c24-short", "output_tokens_per_s"): +0.057,
     ("h200", "g1s13-closed-c12-short", "output_tokens_per_s"): +0.059,
-    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.143,
-    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p99_s"): +0.250,
+    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.180,
     ("h200x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.265,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): -0.205,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): -0.199,
     ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): -0.267,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.341,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.338,
     ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): -0.274,
     ("h100", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.144,
     ("h100", "g1s13-closed-c8-long", "output_tokens_per_s"): -0.055,
@@ -90,30 +93,30 @@ NOT_MET: dict = {
     ("h100", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): +0.199,
     ("h100", "g1s13-poisson-r30-short-slow", "tpot_p99_s"): +0.252,
     ("h100x2", "ep2s13-poisson-r30-short", "output_tokens_per_s"): -0.060,
-    ("h100x2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.315,
+    ("h100x2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.294,
     ("h100x2", "ep2s13-closed-c48-short", "output_tokens_per_s"): -0.223,
     ("h100x2", "ep2s13-closed-c48-short", "tpot_p50_s"): +0.298,
     ("h100x2", "ep2s13-closed-c48-short", "tpot_p99_s"): +0.289,
-    ("h100x2", "ep2s13-poisson-r10-long", "ttft_p50_s"): +0.140,
+    ("h100x2", "ep2s13-poisson-r10-long", "ttft_p50_s"): +0.142,
     ("h100x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): +0.181,
     ("h100x2", "ep2s13-poisson-r10-long", "tpot_p99_s"): +0.227,
-    ("h100x2", "ep2s13-poisson-r30-short-slow", "output_tokens_per_s"): -0.108,
-    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): +0.252,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "output_tokens_per_s"): -0.116,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): +0.254,
     ("h100x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): +0.138,
-    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.212,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.242,
     ("h200/round2", "g1s13-closed-c24-short", "output_tokens_per_s"): +0.111,
     ("h200/round2", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): +0.480,
     ("h200/round2", "g1s13-closed-c24-short", "ttft_p99_s"): -0.256,
     ("h200x2/round2", "ep2s13-poisson-r30-short", "output_tokens_per_s"): +0.081,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p50_s"): -0.117,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p50_s"): -0.265,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.326,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p99_s"): -0.263,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p50_s"): -0.130,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p50_s"): -0.262,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.275,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p99_s"): -0.254,
     ("h200x2/round2", "ep2s13-closed-c48-short", "output_tokens_per_s"): +0.099,
-    ("h200x2/round2", "ep2s13-closed-c48-short", "ttft_p50_s"): +0.129,
-    ("h200x2/round2", "ep2s13-poisson-r10-long", "output_tokens_per_s"): +0.052,
+    ("h200x2/round2", "ep2s13-closed-c48-short", "ttft_p50_s"): +0.130,
+    ("h200x2/round2", "ep2s13-poisson-r10-long", "output_tokens_per_s"): +0.051,
     ("h200x2/round2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.190,
-    ("h200x2/round2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.247,
+    ("h200x2/round2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.244,
     ("h100/round2", "g1s13-poisson-r40-short", "ttft_p99_s"): -0.750,
     ("h100/round2", "g1s13-poisson-r30-short-slow", "output_tokens_per_s"): +0.055,
     ("h100/round2", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): -0.147,
@@ -129,16 +132,16 @@ NOT_MET: dict = {
     ("h100/newhost_20261127_0135", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): +0.085,
     ("h100/newhost_20261127_0135", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): +0.452,
     ("h100/newhost_20261127_0135", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): +0.188,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.166,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short", "tpot_p50_s"): +0.113,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.202,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short", "tpot_p50_s"): +0.103,
     ("h100x2/newhost_20261127_0135", "ep2s13-closed-c48-short", "output_tokens_per_s"): -0.174,
     ("h100x2/newhost_20261127_0135", "ep2s13-closed-c48-short", "tpot_p50_s"): +0.200,
     ("h100x2/newhost_20261127_0135", "ep2s13-closed-c48-short", "tpot_p99_s"): +0.250,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r10-long", "tpot_p50_s"): +0.201,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "output_tokens_per_s"): -0.154,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): +0.265,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): +0.220,
-    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): +0.242,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r10-long", "tpot_p50_s"): +0.197,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "output_tokens_per_s"): -0.155,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): +0.233,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): +0.214,
+    ("h100x2/newhost_20261127_0135", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): +0.220,
 }
 
 
@@ -166,11 +169,16 @@ def test_s13srv_held_out_run_within_target(folder, run_id, figure):
     assert abs(err) <= TARGETS[figure], f"{run_id} {figure}: {err:+.1%} (target {TARGETS[figure]:.0%})"
 
 
-def test_the_adopted_tables_carry_their_fit_hosts_probe():
+def test_the_adopted_tables_carry_their_fit_hosts_probe(monkeypatch):
     """docs/notes/s13srv_rule.md adopted: the tables with s13srv fit runs carry a reference probe and the
-    exponent; the committed records have no probe, so their replays keep the fit host (scale 1)."""
+    exponent; the committed records have no probe, so their replays keep the fit host (scale 1). The tables were
+    fitted before s30pace's ADOPT_SERVE_BOARD_PACE and not refitted under it (docs/notes/s30pace_rule.md): the
+    references are recomputed with the kernel physics they were fitted against (under the pace they differ by
+    <= 2.4e-4, EP2's, and the shared exponent by 9e-5: docs/notes/s30pace.md "Left")."""
     from calibration.serve_engine_fit import HOST_SPEED, candidate_references
     from twin.core.specs import serve_engines
+    from twin.serving import iteration
+    monkeypatch.setattr(iteration, "ADOPT_SERVE_BOARD_PACE", False)
     assert HOST_SPEED
     refs = candidate_references()
     assert refs and all(serve_engines()[t]["host_probe_launch_s"] == pytest.approx(v["host_probe_launch_s"], rel=1e-4)

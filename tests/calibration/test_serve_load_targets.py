@@ -128,6 +128,11 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # and P99 (-32.3% -> -19.7%) now met and left the list; the one-GPU misses re-stated at their live figures (h100 r40
 # TTFT P50 -10.0% -> -14.9%, lo-c12 P99 -25.7% -> -26.5%, lo-r30 P99 -37.7% -> -38.2%; h200 r40 P50 -18.4% -> -18.0%).
 # EP folders unmoved (T does not reach them).
+# (s30pace, docs/notes/s30pace_rule.md, adopted: an EP2 instance's paced kernels at its slower board, +0.36% on the
+# default profile's GEMM and attention) h100x2 r30-short TTFT P50 +12.4% -> +9.9% met and left the list; the EP2 misses
+# at their live figures (r30-short TTFT P99 h100x2 +33.9% -> +36.2%, h200x2 +22.4% -> +24.6%; h100x2 TPOT P50 +13.6% ->
+# +14.0%). Moves of this size from a 0.36% kernel change are the replay's event order (admission at iteration
+# boundaries, the first-met stall charged where an iteration is host-bound), not the pace itself.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.149,
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.265,
@@ -135,12 +140,11 @@ NOT_MET = {
     ("h100x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.155,
     ("h100x2", "ep2-closed-c48-short", "tpot_p50_s"): +0.156,
     ("h100x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.178,
-    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.124,
-    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.339,
-    ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.136,
+    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.362,
+    ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.140,
     ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.180,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.308,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.224,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.310,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.246,
 }
 
 

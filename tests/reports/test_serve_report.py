@@ -26,7 +26,7 @@ def test_headline_claims_and_memory_read_for_people(served):
     data = to_json(result)
     p = build_page(data)
     md = p.markdown()
-    # "Simulating 2,000 requests, the twin serves deepseek-v3 on 8 × H200 at 780 output tokens/s per GPU (6,243 per node), ..."
+    # "Simulating 2,000 requests, the twin serves deepseek-v3 on 8 × H200 at 778 output tokens/s per GPU (6,223 per node), ..."
     assert re.match(r"Simulating [\d,]+ requests, the twin serves deepseek-v3 on 8 × H200 at [\d,]+ output tokens/s per GPU "
                     r"\([\d,]+ per node\), a median time per output token of [\d.]+ ms", p.verdict)
     for label in ("Output tokens/s", "Input (prompt) tokens/s", "Time per output token (TPOT), P50 / P90 / P99",

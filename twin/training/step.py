@@ -54,7 +54,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 import re
 import sys
 from collections import Counter
@@ -63,6 +62,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from twin.costs import comm, compute, context_parallel, layout, memory, tp_overlap
+from twin.costs.board_pace import slowest_board_factor
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
                               moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
@@ -2349,35 +2349,8 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult, release_s: Sequence[float] |
 # 1 / slowest_board_factor(N) of their efficiency. Adopted (campaign s29mlm, calibration/s29mlm_judgement.json: C0-C3
 # and G1 hold; published_runs median 7.12% -> 6.97%, 18 -> 23 rows within 10%).
 ADOPT_SLOWEST_BOARD_PACE = True
-# the relative standard deviation of the boards' held BF16 GEMM rates (real.bench.board_spread on every board of
-# a host at once; calibration.board_spread computes it): one figure for every GPU kind (the rule's premise: a
-# property of the GH100 die under its 700 W cap). Campaign s29mlm (calibration/measurements/h200x4/s29mlm/: four
-# H200 boards of one host held together, 2026-11-28 17:41-17:43 UTC): the reference GEMM's held rates 676.9, 678.1,
-# 673.3, 668.4 TF/s (sample sd / mean; the 462B fc1 GEMM's 1.005% agrees within the rule's factor 3). A host's
-# boards only: host-to-host spread, which adds to it, is not measured (a floor).
-BOARD_HELD_RATE_CV = 0.006446019310766897
-
-
-@functools.cache
-def expected_max_std_normal(n: int) -> float:
-    """E[max of n independent standard normal draws] = integral of x n phi(x) Phi(x)^(n-1) dx, on a grid fine
-    enough for 4 decimals. Worked: n = 1 -> 0; n = 2 -> 1/sqrt(pi) = 0.5642; n = 10 -> 1.5388; n = 100 ->
-    2.5076 (the order-statistics tables, e.g. Harter 1961)."""
-    if n < 1:
-        raise ValueError(f"n = {n}: at least one draw")
-    x = np.linspace(-9.0, 9.0, 36_001)
-    log_cdf = np.log(np.maximum(0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2.0)), 1e-300))
-    density = np.exp(math.log(n) - 0.5 * x * x - 0.5 * math.log(2.0 * math.pi) + (n - 1) * log_cdf)
-    return float(np.sum(x * density) * (x[1] - x[0]))
-
-
-def slowest_board_factor(num_gpus: int, cv: float | None = None) -> float:
-    """The time factor of a synchronous step's compute on `num_gpus` boards whose held rates spread with relative
-    standard deviation `cv` (default BOARD_HELD_RATE_CV): the slowest board's expected time over the typical
-    board's, 1 + cv z(N) (z = expected_max_std_normal, first order in cv). Worked: cv 0.01 -> 1.0223 at 48 GPUs
-    (z 2.2331), 1.0304 at 512 (3.0439), 1.0373 at 6,144 (3.7301)."""
-    cv = BOARD_HELD_RATE_CV if cv is None else cv
-    return 1.0 + cv * expected_max_std_normal(num_gpus) if num_gpus > 1 else 1.0
+# the boards' spread (BOARD_HELD_RATE_CV: campaign s29mlm), z(N) and the factor (slowest_board_factor) live in
+# twin.costs.board_pace, shared with the serving instance's pace (twin.serving.iteration, ADOPT_SERVE_BOARD_PACE)
 
 
 def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:

@@ -212,10 +212,11 @@ PUBLISHED_TOLERANCE = 0.15
 NOT_MET = {
     # 24 h average over the published day (docs/notes/s14srv_rule.md): the busiest hour's prefill nodes
     # fully loaded (an upper bound: no prefill latency is published), the others at the day's load shape
-    "r1_serve_h800_prefill": "+56.3%: 115.2k against 73.7k input tokens/s per node (24 h average over the "
-                             "published day, the busiest hour fully loaded at 125.7k; balanced routing, every "
+    "r1_serve_h800_prefill": "+54.7%: 114.0k against 73.7k input tokens/s per node (24 h average over the "
+                             "published day, the busiest hour fully loaded at 124.4k; balanced routing, every "
                              "prompt 4,384 tokens, the all-to-all on 24 SMs; it meets 73.7k at a busiest-hour load "
-                             "of 64%, deepseek_prefill_over_load, docs/notes/s23deep.md)",
+                             "of 65%, deepseek_prefill_over_load, docs/notes/s23deep.md; +56.3% before s30pace's "
+                             "slowest-board pace of the EP32 instance)",
     # Met since s22dep (DeepEP's low-latency send and receive kernels on the compute stream, measured on 2xH200,
     # docs/notes/s22dep_rule.md) with s22dg's DeepGEMM masked kernel for the routed experts (docs/notes/s22dg2_rule.md)
     # both on: the day decode per node -6.3% (13.9k against 14.8k; +18.3% before either, -9.2% with s22dep alone),
