@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration import (ep_fresh, lease_probe, lease_probe2, prereg, prereg_pp, prereg_pp4, prereg_serve, s28blind,
-                         s29dec, s29dec2, s29idle, s30dec, s30mem, serve_first_met, serve_idle_wake)
+                         s29dec, s29dec2, s29idle, s30dec, s30dec2, s30mem, serve_first_met, serve_idle_wake)
 
 
 @dataclass(frozen=True)
@@ -59,5 +59,6 @@ JUDGED = (
     Judged("s30mem", s30mem.section, s30mem.format_section),   # pipeline-stage kernel rates, screened (candidate)
     Judged("s30dec_synced_kernels", s30dec.section, s30dec.format_table),   # decode as issued: synced, occupancy, kernels
     Judged("s30serve_first_met", serve_first_met.section, serve_first_met.format_section),   # set P: first-met probe (H200)
+    Judged("s30dec2_confirm", s30dec2.section, s30dec2.format_table),   # the same, a second fresh lease (blind)
 )
 JUDGED_KEYS = tuple(j.key for j in JUDGED)

@@ -16,16 +16,19 @@
 # clocks, topology, CPU, uptime), s30dec.log.
 #   bash real/campaigns/s30dec.sh OUTDIR
 # Env: PY (python3), S30DEC_TINY (1: CPU dry run, the tiny model), S30DEC_TINY_GPUS (the dry run's GPU count, 1),
-# S30DEC_TIMEOUT_SCALE (1).
+# S30DEC_TIMEOUT_SCALE (1); S30DEC_NAME (s30dec: the output folder, log and host file names) and S30DEC_CASES (CASES
+# below) for a registration that reruns this campaign on its own cases (real/campaigns/s30dec2.sh).
 set -u
-root=${1:?usage: real/campaigns/s30dec.sh OUTDIR}/s30dec
+name=${S30DEC_NAME:-s30dec}
+root=${1:?usage: real/campaigns/s30dec.sh OUTDIR}/$name
 mkdir -p "$root"
-log="$root/s30dec.log"
+log="$root/$name.log"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} REAL_BENCH_BACK_TO_BACK_STEPS=29
 PY=${PY:-python3}
 tiny=${S30DEC_TINY:-0}
 scale=${S30DEC_TIMEOUT_SCALE:-1}
 CASES="llama3-8b-slice:768:64:3:6,12,40;dsv2-slice:768:64:3:6,12,40;phi35moe-slice:1280:64:3:6,12,40;olmoe-slice:1280:64:3:6,12,40;mixtral-slice:768:64:3:6,12,40;v2-lite-slice:1280:64:3:6,12,40"
+CASES=${S30DEC_CASES:-$CASES}
 wall_s=150
 quick=()
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
@@ -38,10 +41,10 @@ if [ "$tiny" = "1" ]; then
 fi
 wall_s=$((wall_s * scale))
 {
-  echo "s30dec campaign $(date -u +%FT%TZ), $NGPU GPU(s) visible, cases $CASES"
+  echo "$name campaign $(date -u +%FT%TZ), $NGPU GPU(s) visible, cases $CASES"
   if [ "$NGPU" -lt 1 ]; then
     echo "no GPU: nothing to run"
-    echo "s30dec done $(date -u +%FT%TZ)"
+    echo "$name done $(date -u +%FT%TZ)"
     exit 0
   fi
   {
@@ -53,13 +56,13 @@ wall_s=$((wall_s * scale))
     echo "nproc: $(nproc)"
     lscpu | grep -E "Model name|^CPU\(s\)|MHz|NUMA node"
     ps -eo pid,pcpu,etime,comm --sort=-pcpu | head -8
-  } > "$root/host_s30dec.txt" 2>&1
+  } > "$root/host_$name.txt" 2>&1
   mkdir -p "$root/cold"
   start=$(date +%s)
   CUDA_VISIBLE_DEVICES=$ONE_GPU REAL_BENCH_SERVE_CASES="$CASES" \
     timeout -k 5 "$wall_s" "$PY" -m real.bench --out "$root/cold" --only host_steps --budget-s $((wall_s - 20)) \
     ${quick[@]+"${quick[@]}"}
   rc=$?
-  echo "s30dec part cold rc=$rc, $(( $(date +%s) - start )) s"
-  echo "s30dec done $(date -u +%FT%TZ)"
+  echo "$name part cold rc=$rc, $(( $(date +%s) - start )) s"
+  echo "$name done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$log"
