@@ -15,7 +15,15 @@ block than alone. The candidate (twin.core.specs.ADOPT_FA2_IN_BLOCK_HELD) carrie
 FA2 factors (s11fa2, calibration.power_cap.fa2_factors): F(p, L) x k(p, L), 16K at the mean of 8K's and 32K's k;
 the catalog row h100-hbm2e-500w's `attention_clock_fracs_in_block` = F x k / the profile's attention ratio.
 
-    python -m calibration.block_hold [--fresh FOLDER] [--judge] [--json OUT]
+Round 2 (the rule's section "Round 2", no candidate): `--step FOLDER` (campaign s30tt's step_fp8 / step_bf16 parts:
+real.fsdp_memory's rows and the last step's kernels) against the twin's prediction of the same step, pre-registered in
+the rule: tt-8b-cp1-32k's plan on the records' GPU at their GPU count (FSDP over them, one sequence a GPU), the
+training step's sustained profile. Measured: the median over steps 3 and 4 of the slower rank's step; per kernel
+class the profiled step 5 on rank 0 beside the twin's 32 blocks (calibration.cp_block.twin_block_parts) and its
+head, loss, FSDP and optimizer.
+
+    python -m calibration.block_hold [--fresh FOLDER] [--json OUT]
+    python -m calibration.block_hold --step FOLDER [--json OUT]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import pandas as pd
 
 from calibration import entry
 from calibration import records as rec
+from calibration import cp_block
 from calibration.cp_block import measured_kernel_class
 from calibration.power_cap import MAX_SM_CLOCK_MHZ, fa2_factors, power_law, profile_attention_ratio
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
@@ -40,6 +49,7 @@ from twin.core import scenario as scenario_mod
 from twin.core.atomic import write_text
 from twin.core.errors import InfeasiblePlan
 from twin.training import step as step_mod
+from twin.training.results import Perturb
 
 CARD = "h100-hbm2e-500w"          # the capped card every torchtitan row runs on
 LIMIT_W = 500.0                   # its power limit (hardware.toml power_limit_w)
@@ -218,6 +228,78 @@ def judge(folder: Path | str) -> dict:
     return res
 
 
+TIMED_STEPS = (3, 4)   # step 1 compiles, 2 warms, 5 is profiled (real/campaigns/s30tt.sh round 2)
+
+
+def step_prediction(gpu: str, num_gpus: int, precision: str) -> dict:
+    """The twin's step of tt-8b-cp1-32k's plan on `gpu` x num_gpus (FSDP over them, one 32K sequence a GPU; no CP),
+    with 'bf16' or the row's 'fp8' linears: {step_s, blocks_s, head_loss_s, fsdp_s, optimizer_s, classes: {class: s}}."""
+    run = next(r for r in load_runs()[0] if r.id == "tt-8b-cp1-32k")
+    plan = {k: v for k, v in run.plan.items() if k != "cp_kind"}
+    if precision == "bf16":
+        plan = {k: v for k, v in plan.items() if k != "fp8_recipe"} | {"gemm_precision": "bf16"}
+    sc = scenario_of(dataclasses.replace(run, gpu=gpu, num_gpus=num_gpus, global_batch_seqs=num_gpus, plan=plan))
+    st = step_mod.simulate_step(sc, record_events=False, check_memory=False)   # the time even where the count says no
+    _, costs, *_ = step_mod._prepare(sc, None, Perturb(), False)
+    ops = costs.blocks[0].ops
+    block_s = sum(t.duration_s for t in (*costs._forward_tasks(ops), *costs._backward_tasks(ops, True)))
+    head_s = sum(costs._compute_s(list(costs.extra_last), ph) for ph in ("fwd", "bwd_input", "bwd_weight"))
+    parts = cp_block.twin_block_parts(cp_block.block_scenario(1, gpu, sc.workload.seq_len,
+                                                              "fp8-tensorwise" if precision == "fp8" else "bf16"))
+    classes = {c: sc.model.num_layers * (parts["fwd"][c] + parts["bwd"][c]) for c in parts["fwd"]}
+    return {"step_s": st.step_time_s, "blocks_s": sc.model.num_layers * block_s, "head_loss_s": head_s,
+            "fsdp_s": sum(v for k, v in st.op_time_s.items() if k.startswith("fsdp_")),
+            "optimizer_s": st.op_time_s.get("optimizer", 0.0), "block_classes_s": classes}
+
+
+def step_check(folder: Path | str) -> dict:
+    """Round 2: each part's measured step (median over TIMED_STEPS of the slower rank) beside the twin's prediction,
+    the allocator's figures, and the profiled step's kernel seconds by class."""
+    folder = Path(folder)
+    out = {}
+    for part in sorted(p for p in folder.iterdir() if p.is_dir() and glob_csv(p, "fsdp_memory_r*.csv")):
+        rows = pd.concat([read_csv(p) for p in glob_csv(part, "fsdp_memory_r*.csv")], ignore_index=True)
+        ok = rows[(rows["status"] == "ok") & rows["step"].isin(TIMED_STEPS)]
+        slower = ok.groupby("step")["step_time_s"].max()
+        gpu = "h200" if "H200" in str(rows["gpu_name"].iloc[0]) else "h100"
+        precision = "fp8" if str(rows["float8"].iloc[0]) == "True" else "bf16"
+        pred = step_prediction(gpu, int(rows["world_size"].iloc[0]), precision)
+        measured = float(slower.median()) if len(slower) else math.nan
+        res = {"gpu_name": str(rows["gpu_name"].iloc[0]), "world_size": int(rows["world_size"].iloc[0]),
+               "precision": precision, "steps_ok": sorted(int(x) for x in rows[rows["status"] == "ok"]["step"].unique()),
+               "step_times_s": {int(k): float(v) for k, v in rows.groupby("step")["step_time_s"].max().items()},
+               "measured_s": measured, "predicted": pred, "rel_error": pred["step_s"] / measured - 1.0,
+               "peak_reserved_gib": float(rows["peak_reserved_bytes"].max()) / 2**30,
+               "peak_allocated_gib": float(rows["peak_allocated_bytes"].max()) / 2**30,
+               "alloc_retries": int(rows["num_alloc_retries"].max())}
+        kpaths = glob_csv(part, "fsdp_step_kernels_r0.csv")
+        if kpaths:
+            k = read_csv(kpaths[0])
+            k = k.assign(cls=k["kernel"].astype(str).map(measured_kernel_class))
+            res["profiled_classes_s"] = {c: float(v) for c, v in k.groupby("cls")["time_s"].sum().items()}
+            res["profiled_kernels_s"] = float(k["time_s"].sum())
+        out[part.name] = res
+    if not out:
+        raise FileNotFoundError(f"{folder}: no part folder holding fsdp_memory_r*.csv")
+    return out
+
+
+def show_step(res: dict) -> None:
+    for part, r in res.items():
+        p = r["predicted"]
+        print(f"{part}: {r['gpu_name']} x {r['world_size']}, {r['precision']}, steps ok {r['steps_ok']}, "
+              f"times {', '.join(f'{s}: {t:.3f}' for s, t in r['step_times_s'].items())} s")
+        print(f"  measured {r['measured_s']:.3f} s, twin {p['step_s']:.3f} s ({r['rel_error']:+.1%}); twin blocks "
+              f"{p['blocks_s']:.3f}, head+loss {p['head_loss_s']:.3f}, fsdp {p['fsdp_s']:.3f}, optimizer {p['optimizer_s']:.3f}")
+        print(f"  allocator: peak reserved {r['peak_reserved_gib']:.1f} GiB, allocated {r['peak_allocated_gib']:.1f} GiB, "
+              f"retries {r['alloc_retries']}")
+        if "profiled_classes_s" in r:
+            cls = r["profiled_classes_s"]
+            print(f"  profiled step (rank 0, kernels {r['profiled_kernels_s']:.3f} s): "
+                  + ", ".join(f"{c} {v:.3f}" for c, v in sorted(cls.items()))
+                  + "; twin's 32 blocks: " + ", ".join(f"{c} {v:.3f}" for c, v in p["block_classes_s"].items()))
+
+
 def show(res: dict) -> None:
     print(f"{res['folder']}: {res['gpu_name']} at {res['power_limit_w']:.0f} W (idle {res['idle_w']:.1f} W, "
           f"exponent {res['exponent']:g})")
@@ -252,7 +334,16 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", type=entry.folder, default=None,
                     help="a folder holding block_hold.csv (default: every committed <card>/s30tt/)")
     ap.add_argument("--json", type=Path, default=None, help="also write the judgement (calibration/s30tt_judgement.json)")
+    ap.add_argument("--step", type=entry.folder, default=None,
+                    help="round 2: a folder of s30tt's step parts (step_fp8/, step_bf16/) against the twin's step")
     args = ap.parse_args(argv)
+    if args.step:
+        with entry.user_inputs("--step", args.step, "a folder holding s30tt's step_*/fsdp_memory_r*.csv"):
+            res = step_check(args.step)
+        show_step(res)
+        if args.json:
+            write_text(args.json, json.dumps({"rule": RULE + " (Round 2)", "parts": res}, indent=1, default=float) + "\n")
+        return 0
     folders = [args.fresh] if args.fresh else fresh_dirs()
     if not folders:
         print("error: --fresh: got none; allowed: a folder holding block_hold.csv", file=sys.stderr)
