@@ -249,7 +249,8 @@ def step_prediction(gpu: str, num_gpus: int, precision: str) -> dict:
     classes = {c: sc.model.num_layers * (parts["fwd"][c] + parts["bwd"][c]) for c in parts["fwd"]}
     return {"step_s": st.step_time_s, "blocks_s": sc.model.num_layers * block_s, "head_loss_s": head_s,
             "fsdp_s": sum(v for k, v in st.op_time_s.items() if k.startswith("fsdp_")),
-            "optimizer_s": st.op_time_s.get("optimizer", 0.0), "block_classes_s": classes}
+            "optimizer_s": st.op_time_s.get("optimizer", 0.0), "block_classes_s": classes,
+            "memory_gib": st.memory_per_gpu_bytes / 2**30}
 
 
 def step_check(folder: Path | str) -> dict:
@@ -292,7 +293,7 @@ def show_step(res: dict) -> None:
         print(f"  measured {r['measured_s']:.3f} s, twin {p['step_s']:.3f} s ({r['rel_error']:+.1%}); twin blocks "
               f"{p['blocks_s']:.3f}, head+loss {p['head_loss_s']:.3f}, fsdp {p['fsdp_s']:.3f}, optimizer {p['optimizer_s']:.3f}")
         print(f"  allocator: peak reserved {r['peak_reserved_gib']:.1f} GiB, allocated {r['peak_allocated_gib']:.1f} GiB, "
-              f"retries {r['alloc_retries']}")
+              f"retries {r['alloc_retries']}; the twin's count {p['memory_gib']:.1f} GiB")
         if "profiled_classes_s" in r:
             cls = r["profiled_classes_s"]
             print(f"  profiled step (rank 0, kernels {r['profiled_kernels_s']:.3f} s): "

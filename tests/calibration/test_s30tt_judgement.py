@@ -40,3 +40,20 @@ def test_the_factors_recomputed_from_the_records():
     assert abs(k["fwd_32768"] - 1) < 0.03 and abs(k["bwd_32768"] - 1) < 0.03
     # the FP8 GEMM alone is held at the cap (0.849 burst/held), inside the block it barely slows
     assert fac["k_gemm"] > 1.15 and fac["cases"]["gemm_fp8"]["power_w"] > 680
+
+
+STEP = JUDGEMENT.with_name("s30tt_step_judgement.json")
+
+
+def test_round_2_the_twin_predicts_the_rows_step_on_our_gpus():
+    """Round 2 (the rule's section, pre-registered 6.748 / 7.685 s): the row's whole step on 2x H200 measured 6.499 s
+    (Float8) and 7.284 s (BF16); the twin, live, must stay within the rule's 8% of both."""
+    parts = json.loads(STEP.read_text())["parts"]
+    live = block_hold.step_check(rec.records_root() / "h200x2" / "s30tt_step")
+    assert set(live) == set(parts) == {"step_fp8", "step_bf16"}
+    for name, r in live.items():
+        assert math.isclose(r["measured_s"], parts[name]["measured_s"], rel_tol=1e-12)
+        assert r["steps_ok"] == [1, 2, 3, 4, 5] and r["alloc_retries"] == 0
+        assert abs(r["rel_error"]) <= 0.08, (name, r["rel_error"])
+        # the twin's count of live tensors is the run's allocated peak (101.3 GiB) within 1%
+        assert abs(r["predicted"]["memory_gib"] / r["peak_allocated_gib"] - 1) < 0.01
