@@ -31,8 +31,9 @@ local batch 1 at 32,768, full AC, torch.compile, Float8), all off by default (s2
 (each wrapped block under torch.compile(fullgraph=True) before fully_shard, as apply_compile), --float8 (the
 blocks' linears as torchao's tensorwise Float8Linear, real.fp8.tensorwise_linear; the output head stays BF16, as
 torchtitan's float8 converter skips `output`), --seq-len / --local-batch, --sdpa flash (the December 2024
-nightly's choice on H100; torch 2.11 would pick cuDNN), and --profile-last (the last step's kernels on rank 0:
-OUT/fsdp_step_kernels_r0.csv, each kernel's seconds and calls in that step).
+nightly's choice on H100; torch 2.11 would pick cuDNN), --profile-last (the last step's kernels on rank 0:
+OUT/fsdp_step_kernels_r0.csv, each kernel's seconds and calls in that step) and --memory-fraction (the caching
+allocator capped at that fraction of the GPU, torch.cuda.set_per_process_memory_fraction: the row's headroom).
 
 Usage: torchrun --nproc-per-node 2 -m real.fsdp_memory --out DIR --layers N [--steps K] [--tiny]
 """
@@ -58,7 +59,7 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 
 from real.fp8 import tensorwise_linear
 
-COLS = ["config", "ac", "compiled", "float8", "sdpa", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
+COLS = ["config", "ac", "compiled", "float8", "sdpa", "memory_fraction", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
         "world_size", "rank", "step", "status", "step_time_s", "loss", "start_allocated_bytes",
         "after_loss_allocated_bytes", "peak_active_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
         "peak_inactive_split_bytes", "reserved_end_bytes", "segments_end", "num_alloc_retries", "num_ooms",
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-batch", type=int, default=None, help="sequences a rank (default 2)")
     ap.add_argument("--sdpa", choices=("default", "flash"), default="default", help="flash: SDPA restricted to flash")
     ap.add_argument("--profile-last", action="store_true", help="the last step's kernels on rank 0")
+    ap.add_argument("--memory-fraction", type=float, default=None,
+                    help="cap the caching allocator at this fraction of the GPU (torch.cuda.set_per_process_memory_fraction)")
     args = ap.parse_args(argv)
     if args.layers < 1 or args.steps < 2:
         raise SystemExit(f"fsdp_memory: --layers {args.layers} / --steps {args.steps}: need layers >= 1, steps >= 2")
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                  "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE", "")}
     if cuda:
         torch.cuda.set_device(dev)
+        if args.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(args.memory_fraction, dev)
         p = torch.cuda.get_device_properties(dev)
         env.update(gpu_name=p.name, total_memory_bytes=p.total_memory,
                    nccl_version=".".join(map(str, torch.cuda.nccl.version())))
@@ -271,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.randint(0, c["vocab"], shape, generator=g).to(dev)
     rows: list[dict] = []
     base = {"config": args.config, "ac": args.ac, "compiled": args.compile, "float8": args.float8, "sdpa": args.sdpa,
+            "memory_fraction": args.memory_fraction or "",
             "layers": args.layers, **{k: c[k] for k in ("dim", "n_heads", "n_kv_heads",
             "ffn_dim", "vocab", "seq_len", "local_batch")}, "world_size": world, "rank": rank}
     for step in range(1, args.steps + 1):
