@@ -25,12 +25,23 @@ retries, and the allocated bytes at the step's start and after the loss. The all
 come from PYTORCH_CUDA_ALLOC_CONF (recorded in every row).
 Output: OUT/fsdp_memory_r<rank>.csv (one row a step, appended as it ends; the environment in every row).
 
+Session s30tt (docs/notes/s30tt_rule.md, round 2) adds the options of torchtitan's Table 2 CP1 row (tt-8b-cp1-32k:
+local batch 1 at 32,768, full AC, torch.compile, Float8), all off by default (s27mlm2's step unchanged):
+--ac full (ptd checkpoint_wrapper of each block, no policy: parallelize_llama.apply_ac 'full'), --compile
+(each wrapped block under torch.compile(fullgraph=True) before fully_shard, as apply_compile), --float8 (the
+blocks' linears as torchao's tensorwise Float8Linear, real.fp8.tensorwise_linear; the output head stays BF16, as
+torchtitan's float8 converter skips `output`), --seq-len / --local-batch, --sdpa flash (the December 2024
+nightly's choice on H100; torch 2.11 would pick cuDNN), --profile-last (the last step's kernels on rank 0:
+OUT/fsdp_step_kernels_r0.csv, each kernel's seconds and calls in that step) and --memory-fraction (the caching
+allocator capped at that fraction of the GPU, torch.cuda.set_per_process_memory_fraction: the row's headroom).
+
 Usage: torchrun --nproc-per-node 2 -m real.fsdp_memory --out DIR --layers N [--steps K] [--tiny]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import os
@@ -46,7 +57,9 @@ import torch.nn.functional as F
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-COLS = ["config", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
+from real.fp8 import tensorwise_linear
+
+COLS = ["config", "ac", "compiled", "float8", "sdpa", "memory_fraction", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
         "world_size", "rank", "step", "status", "step_time_s", "loss", "start_allocated_bytes",
         "after_loss_allocated_bytes", "peak_active_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
         "peak_inactive_split_bytes", "reserved_end_bytes", "segments_end", "num_alloc_retries", "num_ooms",
@@ -79,8 +92,9 @@ def rope(xq, xk, freqs_cis):
 
 
 class Block(nn.Module):
-    def __init__(self, c: dict):
+    def __init__(self, c: dict, float8: bool = False):
         super().__init__()
+        self.float8 = float8
         d, h, kv = c["dim"], c["n_heads"], c["n_kv_heads"]
         self.h, self.kv, self.hd = h, kv, d // h
         self.wq, self.wk = nn.Linear(d, d, bias=False), nn.Linear(d, kv * self.hd, bias=False)
@@ -92,23 +106,27 @@ class Block(nn.Module):
     def forward(self, x, freqs_cis):
         bs, s, _ = x.shape
         a = self.attention_norm(x)
-        q, k, v = self.wq(a), self.wk(a), self.wv(a)
+        q, k, v = self.lin(self.wq, a), self.lin(self.wk, a), self.lin(self.wv, a)
         q, k, v = q.view(bs, s, -1, self.hd), k.view(bs, s, -1, self.hd), v.view(bs, s, -1, self.hd)
         q, k = rope(q, k, freqs_cis)
         rep = self.h // self.kv
         k = k[:, :, :, None, :].expand(bs, s, self.kv, rep, self.hd).reshape(bs, s, self.h, self.hd)
         v = v[:, :, :, None, :].expand(bs, s, self.kv, rep, self.hd).reshape(bs, s, self.h, self.hd)
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        h = x + self.wo(o.transpose(1, 2).contiguous().view(bs, s, -1))
+        h = x + self.lin(self.wo, o.transpose(1, 2).contiguous().view(bs, s, -1))
         f = self.ffn_norm(h)
-        return h + self.w2(F.silu(self.w1(f)) * self.w3(f))
+        return h + self.lin(self.w2, F.silu(self.lin(self.w1, f)) * self.lin(self.w3, f))
+
+    def lin(self, layer: nn.Linear, x):
+        """The linear in BF16, or as torchao's tensorwise Float8Linear (float8)."""
+        return tensorwise_linear(x, layer.weight) if self.float8 else layer(x)
 
 
 class Model(nn.Module):
-    def __init__(self, c: dict, layers: int):
+    def __init__(self, c: dict, layers: int, float8: bool = False):
         super().__init__()
         self.tok_embeddings = nn.Embedding(c["vocab"], c["dim"])
-        self.layers = nn.ModuleDict({str(i): Block(c) for i in range(layers)})
+        self.layers = nn.ModuleDict({str(i): Block(c, float8) for i in range(layers)})
         self.norm = RMSNorm(c["dim"])
         self.output = nn.Linear(c["dim"], c["vocab"], bias=False)
 
@@ -140,6 +158,26 @@ def op_sac(block: nn.Module) -> nn.Module:
     return checkpoint_wrapper(block, context_fn=context_fn, preserve_rng_state=False)
 
 
+def sdpa_context(sdpa: str, cuda: bool):
+    """SDPA restricted to flash ('flash', on a GPU), else torch's own choice."""
+    if sdpa != "flash" or not cuda:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel   # lazy: only where restricted
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+
+
+def write_kernels(out: pathlib.Path, rank: int, prof, env: dict) -> None:
+    """OUT/fsdp_step_kernels_r<rank>.csv: each kernel of the profiled step (seconds, calls), with the environment."""
+    from real.bench.dense_clock import kernel_totals   # lazy: the profiled step only
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["config", "step", "kernel", "time_s", "calls", *[k for k in COLS if k in env]]
+    with open(out / f"fsdp_step_kernels_r{rank}.csv", "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        wr.writeheader()
+        for name, sec, n in kernel_totals(prof.events(), 1):
+            wr.writerow({**env, "kernel": name, "time_s": sec, "calls": n})
+
+
 def stats(cuda: bool) -> dict:
     if not cuda:
         return defaultdict(int)
@@ -166,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--config", default="", help="a label written in every row")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run on gloo ranks (a tiny model)")
+    ap.add_argument("--ac", choices=("op", "full"), default="op", help="torchtitan's AC mode (default op: per-op SAC)")
+    ap.add_argument("--compile", action="store_true", help="each block under torch.compile(fullgraph=True)")
+    ap.add_argument("--float8", action="store_true", help="the blocks' linears as tensorwise Float8")
+    ap.add_argument("--seq-len", type=int, default=None, help="positions a sequence (default 8,192; tiny 64)")
+    ap.add_argument("--local-batch", type=int, default=None, help="sequences a rank (default 2)")
+    ap.add_argument("--sdpa", choices=("default", "flash"), default="default", help="flash: SDPA restricted to flash")
+    ap.add_argument("--profile-last", action="store_true", help="the last step's kernels on rank 0")
+    ap.add_argument("--memory-fraction", type=float, default=None,
+                    help="cap the caching allocator at this fraction of the GPU (torch.cuda.set_per_process_memory_fraction)")
     args = ap.parse_args(argv)
     if args.layers < 1 or args.steps < 2:
         raise SystemExit(f"fsdp_memory: --layers {args.layers} / --steps {args.steps}: need layers >= 1, steps >= 2")
@@ -173,13 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and not args.tiny
-    c = TINY if args.tiny else FULL
+    c = dict(TINY if args.tiny else FULL)
+    if args.seq_len:
+        c["seq_len"] = args.seq_len
+    if args.local_batch:
+        c["local_batch"] = args.local_batch
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")
     env: dict = {"alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "hostname": platform.node(),
                  "torch_version": torch.__version__, "cuda_version": torch.version.cuda or "",
                  "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE", "")}
     if cuda:
         torch.cuda.set_device(dev)
+        if args.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(args.memory_fraction, dev)
         p = torch.cuda.get_device_properties(dev)
         env.update(gpu_name=p.name, total_memory_bytes=p.total_memory,
                    nccl_version=".".join(map(str, torch.cuda.nccl.version())))
@@ -195,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if cuda else "gloo", **({"device_id": dev} if cuda else {}))
     torch.manual_seed(0)
     with torch.device("meta"):
-        model = Model(c, args.layers)
+        model = Model(c, args.layers, args.float8)
     for lid, block in list(model.layers.items()):
-        model.layers.register_module(lid, op_sac(block))
+        wrapped = op_sac(block) if args.ac == "op" else checkpoint_wrapper(block, preserve_rng_state=False)
+        if args.compile:   # apply_compile after apply_ac, before apply_fsdp (parallelize_llama @ 9dec370)
+            wrapped = torch.compile(wrapped, fullgraph=True, backend="inductor" if cuda else "aot_eager")
+        model.layers.register_module(lid, wrapped)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for lid, block in model.layers.items():
         fully_shard(block, mp_policy=mp, reshard_after_forward=int(lid) < args.layers - 1)
@@ -219,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ids = torch.randint(0, c["vocab"], shape, generator=g).to(dev)
     labels = torch.randint(0, c["vocab"], shape, generator=g).to(dev)
     rows: list[dict] = []
-    base = {"config": args.config, "layers": args.layers, **{k: c[k] for k in ("dim", "n_heads", "n_kv_heads",
+    base = {"config": args.config, "ac": args.ac, "compiled": args.compile, "float8": args.float8, "sdpa": args.sdpa,
+            "memory_fraction": args.memory_fraction or "",
+            "layers": args.layers, **{k: c[k] for k in ("dim", "n_heads", "n_kv_heads",
             "ffn_dim", "vocab", "seq_len", "local_batch")}, "world_size": world, "rank": rank}
     for step in range(1, args.steps + 1):
         status, loss_v, t0 = "ok", float("nan"), time.perf_counter()
@@ -229,15 +287,19 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.reset_peak_memory_stats()
         start_alloc = stats(cuda)["allocated_bytes.all.current"]
         after_loss = 0
+        profile = args.profile_last and step == args.steps and rank == 0
+        prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if profile and cuda
+                else contextlib.nullcontext())
         try:
-            pred = model(ids, freqs_cis)
-            loss = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
-            del pred
-            after_loss = stats(cuda)["allocated_bytes.all.current"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-            opt.step()
-            loss_v = float(loss.detach())
+            with sdpa_context(args.sdpa, cuda), prof:
+                pred = model(ids, freqs_cis)
+                loss = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+                del pred
+                after_loss = stats(cuda)["allocated_bytes.all.current"]
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                opt.step()
+                loss_v = float(loss.detach())
         except torch.OutOfMemoryError:
             status = "oom"
         if cuda:
@@ -258,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fsdp_memory {args.config} L{args.layers} step {step} {status} {r['step_time_s']:.2f} s "
                   f"active {r['peak_active_bytes'] / 2**30:.2f} reserved {r['peak_reserved_bytes'] / 2**30:.2f} GiB "
                   f"retries {r['num_alloc_retries']}", flush=True)
+        if profile and cuda and status == "ok":
+            write_kernels(pathlib.Path(args.out), rank, prof, {"config": args.config, "step": step, **env})
         if status != "ok":
             break
     dist.destroy_process_group()

@@ -46,6 +46,10 @@ MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffic
 # (usable_hbm_inferred: the H800, from the H100), judged apart by the rule.
 ADOPT_USABLE_HBM = True
 ADOPT_USABLE_HBM_INFERRED = False
+# FlashAttention-2's factor under a card's power limit from its speed held inside the rows' own training block
+# rather than alone (session s30tt, docs/notes/s30tt_rule.md; judge `python -m calibration.block_hold`): a card
+# row's `attention_clock_fracs_in_block` replaces its `attention_clock_fracs` when on. Off until the rule adopts.
+ADOPT_FA2_IN_BLOCK_HELD = False
 
 ATTENTION_KINDS = ("mla", "gqa")
 POSITION_EMBEDDINGS = ("rope", "learned")
@@ -270,6 +274,11 @@ def get_gpu(name: str) -> GPUSpec:
     if usable_bytes and (ADOPT_USABLE_HBM_INFERRED if inferred else ADOPT_USABLE_HBM):
         row["hbm_bytes"] = float(usable_bytes)
         row["sources"] = {**row.get("sources", {}), "hbm_bytes": row["sources"]["usable_hbm_bytes"]}
+    in_block = row.pop("attention_clock_fracs_in_block", None)
+    if in_block and ADOPT_FA2_IN_BLOCK_HELD:
+        row["attention_clock_fracs"] = in_block
+        row["sources"] = {**row.get("sources", {}),
+                          "attention_clock_fracs": row["sources"]["attention_clock_fracs_in_block"]}
     if "attention_clock_fracs" in row:   # TOML arrays -> tuples: the spec stays hashable
         row["attention_clock_fracs"] = tuple((str(d), float(n), float(f)) for d, n, f in row["attention_clock_fracs"])
     return GPUSpec(**row)
