@@ -43,7 +43,7 @@ def test_bracketed_probe_is_not_adopted(judgement):
 
 
 def test_the_later_run_is_reported_not_judged(judgement):
-    assert set(judgement) - {"written_by"} == {bj.REGISTRATION, *bj.LATER_RUNS}
+    assert set(judgement) - {"written_by", "commit", "computed_under"} == {bj.REGISTRATION, *bj.LATER_RUNS}
     assert [judgement[n]["judged"] for n in bj.LATER_RUNS] == [False] * len(bj.LATER_RUNS)
     assert len(judgement["s25host2_b"]["rows"]) == 14
 
