@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import json
 import subprocess
@@ -71,7 +72,13 @@ def switches_in_source(text: str) -> dict[str, object]:
 
 
 def live_switches(repo: Path = REPO) -> dict[str, object]:
-    """Every ADOPT_* switch of this tree's twin/ and calibration/ sources, {"<path>:<NAME>": value}."""
+    """Every ADOPT_* switch of this tree's twin/ and calibration/ sources, {"<path>:<NAME>": value} (as the files
+    say, read once a process: a switch set on a module at run time is not seen)."""
+    return dict(_live_switches(Path(repo)))
+
+
+@functools.lru_cache(maxsize=4)
+def _live_switches(repo: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for pattern in SOURCE_GLOBS:
         for path in sorted(repo.glob(pattern)):
@@ -144,6 +151,11 @@ def as_judged(judgement: dict, live: dict | None = None) -> Iterator[dict]:
 
 def _short(key: str) -> str:
     return key.rsplit(":", 1)[1]
+
+
+def read_note(path: Path) -> str | None:
+    """note() of a committed judgement file (None where it is absent)."""
+    return note(json.loads(Path(path).read_text())) if Path(path).is_file() else None
 
 
 def note(judgement: dict, live: dict | None = None) -> str | None:

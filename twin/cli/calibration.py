@@ -296,7 +296,9 @@ def _headline(tables: list[str]) -> str:
             "s29idle: ", "  s29idle ",
             # session 29's serving judgement (calibration.serve_idle_wake: its heading and set O's counts)
             "s29serve ", "  set O in force",
-            "  kernels-host ")   # s29dec2's decode host per kernel launched: fresh, guard, verdict
+            "  kernels-host ",   # s29dec2's decode host per kernel launched: fresh, guard, verdict
+            # s30stale: a committed judgement shown where a switch moved since (calibration.judged_under.note)
+            "  as judged at ", "    as judged at ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

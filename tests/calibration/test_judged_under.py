@@ -1,0 +1,61 @@
+"""calibration.judged_under (docs/notes/s30stale.md): every committed judgement names the commit and the ADOPT_*
+switches it was computed under, so a reader sees what moved since; the switch reader agrees with Python's own
+parser; `twin validate`'s sections that show a committed judgement say "as judged at <commit>; live: ..."."""
+
+import ast
+import json
+import re
+
+from calibration import judged_under as ju
+from calibration import serve_idle_wake
+from twin.training import step
+
+# judgements of session 30's other lanes, stamped by the lead at merge (`python -m calibration.judged_under stamp FILE`)
+UNSTAMPED = {"s30mem_judgement.json"}
+
+
+def test_every_committed_judgement_names_its_commit_and_switches():
+    files = sorted(ju.REPO.glob(ju.JUDGEMENT_GLOB))
+    assert len(files) >= 38
+    for path in files:
+        if path.name in UNSTAMPED:
+            continue
+        j = json.loads(path.read_text())
+        assert re.fullmatch(r"[0-9a-f]{8}", j.get("commit", "")), f"{path.name}: run calibration.judged_under stamp"
+        under = j["computed_under"]
+        assert len(under) > 50 and all(re.fullmatch(r"(twin/[\w/]+|calibration/\w+)\.py:ADOPT_\w+", k) for k in under)
+
+
+def test_the_line_reader_agrees_with_the_whole_module_parse():
+    live = ju.live_switches()
+    assert live["twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE"] is step.ADOPT_SLOWEST_BOARD_PACE
+    for rel in sorted({k.split(":")[0] for k in live}):
+        text = (ju.REPO / rel).read_text()
+        assert ju.switches_in_source(text) == ju._assigned(ast.parse(text).body), rel
+
+
+def test_s29cp2_was_judged_before_the_board_pace_and_the_note_says_so():
+    """s29cp2's judgement (1fd8b9c2) predates ADOPT_SLOWEST_BOARD_PACE (246b62eb, merged after it was written)."""
+    j = json.loads((ju.REPO / "calibration" / "s29cp2_judgement.json").read_text())
+    d = ju.drift(j)
+    assert d["added"].get("twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE") is True and not d["moved"]
+    assert ju.note(j).startswith("as judged at 1fd8b9c2; live: ADOPT_SLOWEST_BOARD_PACE added (True)")
+    # s29mlm adopted that switch: its judgement was computed under the tree that holds it
+    assert ju.note(json.loads((ju.REPO / "calibration" / "s29mlm_judgement.json").read_text())) is None
+
+
+def test_as_judged_sets_the_moved_switches_back_and_restores_them():
+    j = {"commit": "0" * 8, "computed_under": {**ju.live_switches(),
+                                               "twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}}
+    before = step.ADOPT_SLOWEST_BOARD_PACE
+    with ju.as_judged(j) as back:
+        assert back == {"twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}
+        assert step.ADOPT_SLOWEST_BOARD_PACE is False
+    assert step.ADOPT_SLOWEST_BOARD_PACE is before
+    assert ju.note(j) == (f"as judged at 00000000; live: ADOPT_SLOWEST_BOARD_PACE False -> {before} since "
+                          "(the committed figures are that day's)")
+
+
+def test_validate_section_of_a_committed_judgement_says_as_judged():
+    text = serve_idle_wake.format_section(serve_idle_wake.section())
+    assert "  as judged at 5e86db49; live: " in text and "ADOPT_SLOWEST_BOARD_PACE added (True)" in text
