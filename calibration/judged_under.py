@@ -17,6 +17,7 @@ so its entry says what was in force around the judgement, not what the judgement
 
     python -m calibration.judged_under                      # every judgement: its commit and what moved since
     python -m calibration.judged_under stamp FILE... [--at COMMIT]   # add commit / computed_under (git needed)
+    python -m calibration.judged_under recheck FILE LIVE.json   # what the writer's command wrote at HEAD, beside
 
 `stamp` takes the commit from the file's own code_commit where it has one, else the last commit (not a merge)
 that wrote the file; it refuses a file already stamped. Writers stamp their own output with `stamped(out)`.
@@ -29,6 +30,7 @@ import contextlib
 import functools
 import importlib
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -116,14 +118,18 @@ def stamped(out: dict, repo: Path = REPO) -> dict:
 
 def drift(judgement: dict, live: dict | None = None) -> dict:
     """What moved between a judgement's computed_under and `live` (this tree's switches): {"moved": {key: [then,
-    now]}, "added": {key: now} (values other than off only), "removed": [key]}; None where it records none."""
+    now]}, "added": {key: now} (values other than off only), "removed": [key]}; None where it records none. A
+    switch its `rechecked` record found inert (a live recompute with it at today's value gave the same figures) is
+    left out while it keeps that value."""
     then = judgement.get("computed_under")
     if then is None:
         return None
     live = live_switches() if live is None else live
+    inert = judgement.get("rechecked", {}).get("inert_switches", {})
+    live = {k: v for k, v in live.items() if not (k in inert and inert[k] == v)}
     return {"moved": {k: [then[k], v] for k, v in live.items() if k in then and then[k] != v},
             "added": {k: v for k, v in live.items() if k not in then and v not in OFF_VALUES and v != []},
-            "removed": sorted(k for k in then if k not in live)}
+            "removed": sorted(k for k in then if k not in live and k not in inert)}
 
 
 @contextlib.contextmanager
@@ -162,12 +168,64 @@ def note(judgement: dict, live: dict | None = None) -> str | None:
     """"as judged at <commit>; live: <what moved>" where a switch moved since the judgement; None where nothing did
     (the figures may still differ: profiles, records and code move too), or where it records no computed_under."""
     d = drift(judgement, live)
+    r = judgement.get("rechecked", {})
     if d is None or not any(d.values()):
         return None
     parts = [f"{_short(k)} {then} -> {now}" for k, (then, now) in sorted(d["moved"].items())]
     parts += [f"{_short(k)} added ({v})" for k, v in sorted(d["added"].items())]
     parts += [f"{_short(k)} removed" for k in d["removed"]]
-    return f"as judged at {judgement.get('commit', '?')}; live: {', '.join(parts)} since (the committed figures are that day's)"
+    out = f"as judged at {judgement.get('commit', '?')}; live: {', '.join(parts)} since (the committed figures are that day's)"
+    if r and not r.get("same"):
+        verdicts = "; ".join(f"{p} {a} -> {b}" for p, a, b in r.get("verdict_fields", []))
+        out += f"; rechecked at {r['commit']}: {r['num_differing']} figures differ" + (f", {verdicts}" if verdicts else "")
+    return out
+
+
+IGNORED_KEYS = {"code_commit", "commit", "computed_under", "rechecked"}
+
+
+def differences(then: object, now: object, path: str = "") -> list[tuple[str, object, object]]:
+    """The leaves of two judgements that differ, (path, then, now): numbers beyond 1e-6 relative (1e-12 absolute),
+    anything else unequal; the stamp's keys (IGNORED_KEYS) left out."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(then) | set(now), key=str):
+            if k in IGNORED_KEYS and not path:
+                continue
+            p = f"{path}/{k}" if path else str(k)
+            out += differences(then[k], now[k], p) if k in then and k in now else \
+                [(p, then.get(k, "<absent>"), now.get(k, "<absent>"))]
+        return out
+    if isinstance(then, list) and isinstance(now, list):
+        out = [] if len(then) == len(now) else [(f"{path}/len", len(then), len(now))]
+        return out + [d for i, (a, b) in enumerate(zip(then, now)) for d in differences(a, b, f"{path}/{i}")]
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (then, now))
+    if numbers:
+        same = math.isclose(then, now, rel_tol=1e-6, abs_tol=1e-12) or (math.isnan(then) and math.isnan(now))
+        return [] if same else [(path, then, now)]
+    return [] if then == now else [(path, then, now)]
+
+
+def recheck_file(path: Path, live_path: Path, commit: str | None = None, repo: Path = REPO) -> dict:
+    """Record beside a committed judgement what its writer's command gave at this tree's HEAD (`live_path`, the
+    file it wrote): "rechecked": {commit, same, num_differing, verdict_fields (the true/false/null/text leaves that
+    differ), inert_switches (where the same: every switch that had moved since, at its value now)}. Appended
+    before the closing brace; replaces nothing (refuses a file rechecked already)."""
+    text = Path(path).read_text()
+    j = json.loads(text)
+    if "rechecked" in j or "computed_under" not in j:
+        raise SystemExit(f"{path}: rechecked already, or not stamped (stamp first)")
+    diffs = differences(j, json.loads(Path(live_path).read_text()))
+    verdict = [[p, a, b] for p, a, b in diffs if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      for x in (a, b))]
+    d = drift(j, live_switches(repo))
+    inert = {**{k: now for k, (_, now) in d["moved"].items()}, **d["added"]} if not diffs else {}
+    r = {"commit": commit or head_commit(repo), "same": not diffs, "num_differing": len(diffs), "verdict_fields": verdict[:12],
+         "inert_switches": inert}
+    end = text.rstrip().rfind("}")
+    Path(path).write_text(text[:end].rstrip() + f',\n "rechecked": {json.dumps(r, default=str)}\n}}\n')
+    assert json.loads(Path(path).read_text())["rechecked"] == json.loads(json.dumps(r, default=str))
+    return r
 
 
 def written_at(path: Path, repo: Path = REPO) -> str:
@@ -214,7 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("files", type=Path, nargs="+", metavar="FILE")
     s.add_argument("--at", default=None, metavar="COMMIT", help="the commit it was computed under (default: its "
                    "code_commit, else the last commit that wrote it)")
+    c = sub.add_parser("recheck", help="record beside a judgement what its writer's command wrote at HEAD (LIVE.json)")
+    c.add_argument("file", type=Path, metavar="FILE")
+    c.add_argument("live", type=Path, metavar="LIVE.json")
+    c.add_argument("--at", default=None, metavar="COMMIT", help="the commit the command ran at (default HEAD; its "
+                   "switches must be this tree's)")
     a = ap.parse_args(argv)
+    if a.command == "recheck":
+        for f in (a.file, a.live):
+            if not f.is_file():
+                print(f"error: {f}: not a file; expected a judgement JSON", file=sys.stderr)
+                return entry.EXIT_INVALID
+        r = recheck_file(a.file, a.live, a.at)
+        print(f"{a.file.name}: {'same' if r['same'] else str(r['num_differing']) + ' differ'} at {r['commit']}")
+        return 0
     if a.command == "stamp":
         for f in a.files:
             if not f.is_file():

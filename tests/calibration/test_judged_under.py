@@ -59,3 +59,23 @@ def test_as_judged_sets_the_moved_switches_back_and_restores_them():
 def test_validate_section_of_a_committed_judgement_says_as_judged():
     text = serve_idle_wake.format_section(serve_idle_wake.section())
     assert "  as judged at 5e86db49; live: " in text and "ADOPT_SLOWEST_BOARD_PACE added (True)" in text
+
+
+def test_a_recheck_at_a_later_commit_is_recorded_and_read():
+    """s30stale reran each cheap writer at 88725ac0 (`judged_under recheck`): where the figures were the same, the
+    switches moved since are inert for that file and its note is gone; where they differ the note says how much."""
+    rechecked = {p.name: json.loads(p.read_text()) for p in ju.REPO.glob(ju.JUDGEMENT_GLOB)}
+    rechecked = {k: j for k, j in rechecked.items() if "rechecked" in j}
+    assert len(rechecked) >= 20
+    for name, j in rechecked.items():
+        r = j["rechecked"]
+        assert r["same"] == (r["num_differing"] == 0) and (not r["inert_switches"] or r["same"]), name
+    assert ju.note(rechecked["s28pp4_judgement.json"]) is None   # the lease's figures: the same live
+    assert ju.note(rechecked["s29cp2_judgement.json"]).endswith(
+        "; rechecked at 88725ac0: 111 figures differ, adopt False -> True; criteria/P1/holds False -> True")
+
+
+def test_differences_names_each_leaf_that_moved():
+    then = {"adopt": False, "x": [1.0, 2.0], "code_commit": "a", "rows": {"a": 0.1}}
+    now = {"adopt": True, "x": [1.0, 2.0 + 1e-9], "code_commit": "b", "rows": {"a": 0.2, "b": 1}}
+    assert ju.differences(then, now) == [("adopt", False, True), ("rows/a", 0.1, 0.2), ("rows/b", "<absent>", 1)]
