@@ -56,8 +56,16 @@ def test_as_judged_sets_the_moved_switches_back_and_restores_them():
                           "(the committed figures are that day's)")
 
 
-def test_validate_section_of_a_committed_judgement_says_as_judged():
-    text = serve_idle_wake.format_section(serve_idle_wake.section())
+def test_validate_section_of_a_committed_judgement_says_as_judged(tmp_path):
+    """s29serve's section shows its committed figures; rechecked the same at 88725ac0 it prints no note, and without
+    that recheck it names the switch moved since (ADOPT_SLOWEST_BOARD_PACE)."""
+    committed = serve_idle_wake.JUDGEMENT_FILE
+    assert "as judged at" not in serve_idle_wake.format_section(serve_idle_wake.section())
+    j = json.loads(committed.read_text())
+    assert j["rechecked"]["same"]
+    bare = tmp_path / committed.name
+    bare.write_text(json.dumps({k: v for k, v in j.items() if k != "rechecked"}))
+    text = serve_idle_wake.format_section(serve_idle_wake.section(path=bare))
     assert "  as judged at 5e86db49; live: " in text and "ADOPT_SLOWEST_BOARD_PACE added (True)" in text
 
 
