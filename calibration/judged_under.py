@@ -17,10 +17,15 @@ so its entry says what was in force around the judgement, not what the judgement
 
     python -m calibration.judged_under                      # every judgement: its commit and what moved since
     python -m calibration.judged_under stamp FILE... [--at COMMIT]   # add commit / computed_under (git needed)
-    python -m calibration.judged_under recheck FILE LIVE.json   # what the writer's command wrote at HEAD, beside
+    python -m calibration.judged_under recheck FILE LIVE.json [--at COMMIT]   # the writer's command rerun, beside
 
 `stamp` takes the commit from the file's own code_commit where it has one, else the last commit (not a merge)
-that wrote the file; it refuses a file already stamped. Writers stamp their own output with `stamped(out)`.
+that wrote the file; it refuses a file already stamped. Writers stamp their own output with `stamped(out)`
+(prereg.write_code_record does). `recheck` records what the writer's own command wrote at a later commit
+(LIVE.json, written in a scratch copy of the tree) as "rechecked": same or not, how many figures differ and
+which true/false/text fields; where the same, the switches moved by then are inert for that file (drift and
+note leave them out while they keep those values). `as_judged` sets moved switches back for a recompute (a
+test's proof that the switches alone moved a file's figures).
 """
 
 from __future__ import annotations
