@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration import entry, prereg, prereg_pp4
+from calibration import entry, judged_under, prereg, prereg_pp4
 from calibration import ep_forward_host as efh
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL, step_times_by_rep_s
@@ -421,7 +421,8 @@ def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE) -> di
                                 **{c: c[len("base_"):] for c in reg.columns if c.startswith("base_predicted_idle")}})
     sec = prereg_pp4.compared(preds, prereg_pp4.measured(root, sub), sub)
     judged = json.loads(JUDGEMENT_FILE.read_text()) if JUDGEMENT_FILE.exists() else None
-    sec["judgement"] = None if judged is None else {"run": judged["run"], "verdict": judged["verdict"]}
+    sec["judgement"] = None if judged is None else {"run": judged["run"], "verdict": judged["verdict"],
+                                                    "note": judged_under.note(judged)}
     return sec
 
 
@@ -443,6 +444,8 @@ def format_section(sec: dict) -> str:
                 lines.append(f"    {name}{tag}: pp2ep2 median |err| {c['ep_median']:.1%}, P90 {c['ep_p90']:.1%}; all "
                              f"{c['median']:.1%} / {c['p90']:.1%}; idle {c['idle_within']} of {c['idle_ranks']} "
                              f"rank-rows within; misordered {c['misordered']}")
+        if j.get("note"):   # s30stale: a switch moved since the judgement; its figures are that day's
+            lines.append(f"    {j['note']}")
         if len(table) > 1:
             lines.append("  registered before the run, base (balanced routing):")
     return "\n".join(lines + table[1:])

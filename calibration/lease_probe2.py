@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration import entry, prereg
+from calibration import entry, judged_under, prereg
 from calibration import ep_forward_host as efh
 from calibration import lease_probe as lp
 from calibration import records as rec
@@ -346,7 +346,7 @@ def section(root: Path | str | None = None) -> dict:
                                     "registered_base_s": float(m["predicted_base_s"].iloc[0])})
     if JUDGEMENT_FILE.exists():
         judged = json.loads(JUDGEMENT_FILE.read_text())
-        out["judgement"] = {"run": judged["run"], "verdict": judged["verdict"]}
+        out["judgement"] = {"run": judged["run"], "verdict": judged["verdict"], "note": judged_under.note(judged)}
     return out
 
 
@@ -361,6 +361,8 @@ def format_section(sec: dict) -> str:
                      f"(adopted: {'P' if v['adopt'] else 'none'}); pp2 control base {b.get('control_median', 0):.1%} / "
                      f"{b.get('control_p90', 0):.1%}, Q {q.get('median', 0):.1%} / {q.get('p90', 0):.1%} "
                      f"(adopted: {'Q' if v.get('adopt_q') else 'none'})")
+        if j.get("note"):   # s30stale: a switch moved since the judgement; its figures are that day's
+            lines.append(f"  {j['note']}")
     if sec.get("rows"):
         t = pd.DataFrame(sec["rows"])
         for bench, g in t.groupby("bench", sort=False):

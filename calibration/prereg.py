@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import entry
+from calibration import judged_under
 from calibration import host_input
 from calibration import op_host_rate
 from calibration import pipeline as pipe
@@ -246,10 +247,12 @@ def refuses_uncommitted_record() -> bool:
 
 
 def write_code_record(path: Path, command: str, out: dict) -> None:
-    """A judgement record: the command that wrote it, the code's commit, then the judgement."""
+    """A judgement record: the command that wrote it, the code's commit, then the judgement, then the commit and the
+    ADOPT_* switches it was computed under (calibration.judged_under, s30stale)."""
     commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
-    Path(path).write_text(json.dumps({"command": command, "code_commit": commit, **out}, indent=1, default=float) + "\n")
+    Path(path).write_text(json.dumps({"command": command, "code_commit": commit, **out, "commit": commit,
+                                      "computed_under": judged_under.live_switches()}, indent=1, default=float) + "\n")
 
 
 def write_registered(path: Path, predict: Callable[[], pd.DataFrame], allow_dirty: bool = False) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration import entry
+from calibration import entry, judged_under
 from calibration import pipeline_judgement as judgement
 from calibration import pipeline as pipe
 from calibration import prereg
@@ -282,7 +282,7 @@ def section(root: Path | str | None = None) -> dict:
     if rec_ is None:
         return {"registration": NAME, "fresh": fresh, "guards": [], "criteria": {}, "adopt": False}
     return {**_assemble(fresh, {"guards": rec_["guards"], "validate_guard": rec_["validate_guard"]}),
-            "guards_from": f"{JUDGEMENT_FILE.name} (code {rec_.get('code_commit')})"}
+            "guards_from": f"{JUDGEMENT_FILE.name} (code {rec_.get('code_commit')})", "guards_note": judged_under.note(rec_)}
 
 
 def format_section(sec: dict) -> str:
@@ -301,6 +301,8 @@ def format_section(sec: dict) -> str:
         lines.append(f"  s29idle guard {g['set']}: idle within B {g['B']['num_within']} / C {g['C']['num_within']} of "
                      f"{g['B']['num_rank_rows']}, lost {len(g['lost_rank_rows'])}; steps median |err| "
                      f"{g['B']['median_abs_rel_error']:.2%} / {g['C']['median_abs_rel_error']:.2%}")
+    if sec.get("guards_note"):   # s30stale: the guards are the committed judgement's; a switch moved since
+        lines.append(f"  s29idle guards {sec['guards_note']}")
     vg = sec.get("validate_guard")
     if vg:
         lines.append(f"  s29idle guard validate h200x2: PP2 rank-rows within {vg['B']['rank_rows_within']} / "

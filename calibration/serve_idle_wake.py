@@ -29,7 +29,7 @@ from unittest import mock
 
 import numpy as np
 
-from calibration import entry, prereg
+from calibration import entry, judged_under, prereg
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
@@ -223,7 +223,7 @@ def section(root: Path | str | None = None, path: Path = JUDGEMENT_FILE) -> dict
     rows = j.get("J", {})
     return {"adopt": j.get("adopt"), "criteria": j.get("criteria", {}), "ttft": j.get("ttft"), "lost": j.get("lost", []),
             "set_o": {k: list(seh.checks(v)) for k, v in rows.items()}, "runs": len(rows.get("None", [])),
-            "summary": j.get("summary", {}), "seen_sets": j.get("seen_sets", {})}
+            "summary": j.get("summary", {}), "seen_sets": j.get("seen_sets", {}), "note": judged_under.note(j)}
 
 
 def format_section(sec: dict) -> str:
@@ -242,6 +242,8 @@ def format_section(sec: dict) -> str:
         lines.append("  issue 15 held out in force -> I: " + ", ".join(
             f"{g} {v['in_force'][0]}/{v['in_force'][1]} -> {v[JUDGED][0]}/{v[JUDGED][1]}" for g, v in sorted(held.items())))
     lines.append("  criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in sec["criteria"].items()))
+    if sec.get("note"):   # s30stale: a switch moved since the judgement; its figures are that day's
+        lines.append(f"  {sec['note']}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from calibration import bracket_judge as bj
-from calibration import prereg, step_bracket
+from calibration import judged_under, prereg, step_bracket
 from calibration import records as rec
 from calibration.records_io import resolve_csv
 
@@ -43,7 +43,7 @@ def test_bracketed_probe_is_not_adopted(judgement):
 
 
 def test_the_later_run_is_reported_not_judged(judgement):
-    assert set(judgement) - {"written_by"} == {bj.REGISTRATION, *bj.LATER_RUNS}
+    assert set(judgement) - {"written_by", *judged_under.IGNORED_KEYS} == {bj.REGISTRATION, *bj.LATER_RUNS}
     assert [judgement[n]["judged"] for n in bj.LATER_RUNS] == [False] * len(bj.LATER_RUNS)
     assert len(judgement["s25host2_b"]["rows"]) == 14
 

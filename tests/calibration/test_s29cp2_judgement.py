@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from calibration import cp_schedule
+from calibration import judged_under
 from twin.costs import context_parallel as cpx
 
 RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s29cp2"
@@ -50,3 +51,17 @@ def test_live_fake_cp2_float8_schedule_is_the_real_one():
     assert len(real) == len(fake) == 2
     assert all(cp_schedule.attention_order(f[(1, ph)]) == cp_schedule.attention_order(r[(1, ph)])
                for f, r in zip(fake, real) for ph in cp_schedule.PHASES)
+
+
+def test_the_published_rows_as_judged_and_live(judgement):
+    """s30stale: the file was computed before ADOPT_SLOWEST_BOARD_PACE (its computed_under); with that switch set back
+    (judged_under.as_judged) the switch-off published figures are the recorded ones, so nothing else moved them. Live
+    they are today's (median 6.97%, 23 within 10%: docs/notes/s30stale.md), under which P1 would hold on a tie; the
+    verdict is history and stands (not adopted)."""
+    with judged_under.as_judged(judgement) as back:
+        assert back == {"twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}
+        off = cp_schedule.published_figures_fp8(None)
+    assert off["median"] == pytest.approx(judgement["published_off"]["median"], abs=1e-12)
+    assert off["within"] == judgement["published_off"]["within"]
+    assert off["rows"] == pytest.approx(judgement["published_off"]["rows"], abs=1e-12)
+    assert not judgement["adopt"] and not cpx.ADOPT_CP_SCHEDULE_WAIT_FP8_BLOCK

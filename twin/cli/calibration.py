@@ -298,7 +298,9 @@ def _headline(tables: list[str]) -> str:
             "s29serve ", "  set O in force",
             "s30serve ", "  set P in force",   # session 30's (calibration.serve_first_met: heading and set P's counts)
             "  kernels-host ",   # s29dec2's decode host per kernel launched: fresh, guard, verdict
-            "  synced-kernels ")   # s30dec's decode as issued (synced window, occupancy, kernels launched): verdicts
+            "  synced-kernels ",   # s30dec's decode as issued (synced window, occupancy, kernels launched): verdicts
+            # s30stale: a committed judgement shown where a switch moved since (calibration.judged_under.note)
+            "  as judged at ", "    as judged at ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

@@ -1,0 +1,89 @@
+"""calibration.judged_under (docs/notes/s30stale.md): every committed judgement names the commit and the ADOPT_*
+switches it was computed under, so a reader sees what moved since; the switch reader agrees with Python's own
+parser; `twin validate`'s sections that show a committed judgement say "as judged at <commit>; live: ..."."""
+
+import ast
+import json
+import re
+
+from calibration import judged_under as ju
+from calibration import serve_idle_wake
+from twin.training import step
+
+# judgements of session 30's other lanes, stamped by the lead at merge (`python -m calibration.judged_under stamp FILE`)
+UNSTAMPED = {"s30mem_judgement.json"}
+
+
+def test_every_committed_judgement_names_its_commit_and_switches():
+    files = sorted(ju.REPO.glob(ju.JUDGEMENT_GLOB))
+    assert len(files) >= 38
+    for path in files:
+        if path.name in UNSTAMPED:
+            continue
+        j = json.loads(path.read_text())
+        assert re.fullmatch(r"[0-9a-f]{8}", j.get("commit", "")), f"{path.name}: run calibration.judged_under stamp"
+        under = j["computed_under"]
+        assert len(under) > 50 and all(re.fullmatch(r"(twin/[\w/]+|calibration/\w+)\.py:ADOPT_\w+", k) for k in under)
+
+
+def test_the_line_reader_agrees_with_the_whole_module_parse():
+    live = ju.live_switches()
+    assert live["twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE"] is step.ADOPT_SLOWEST_BOARD_PACE
+    for rel in sorted({k.split(":")[0] for k in live}):
+        text = (ju.REPO / rel).read_text()
+        assert ju.switches_in_source(text) == ju._assigned(ast.parse(text).body), rel
+
+
+def test_s29cp2_was_judged_before_the_board_pace_and_the_note_says_so():
+    """s29cp2's judgement (1fd8b9c2) predates ADOPT_SLOWEST_BOARD_PACE (246b62eb, merged after it was written)."""
+    j = json.loads((ju.REPO / "calibration" / "s29cp2_judgement.json").read_text())
+    d = ju.drift(j)
+    assert d["added"].get("twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE") is True and not d["moved"]
+    assert ju.note(j).startswith("as judged at 1fd8b9c2; live: ADOPT_SLOWEST_BOARD_PACE added (True)")
+    # s29mlm adopted that switch: its judgement was computed under the tree that holds it
+    assert ju.note(json.loads((ju.REPO / "calibration" / "s29mlm_judgement.json").read_text())) is None
+
+
+def test_as_judged_sets_the_moved_switches_back_and_restores_them():
+    j = {"commit": "0" * 8, "computed_under": {**ju.live_switches(),
+                                               "twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}}
+    before = step.ADOPT_SLOWEST_BOARD_PACE
+    with ju.as_judged(j) as back:
+        assert back == {"twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}
+        assert step.ADOPT_SLOWEST_BOARD_PACE is False
+    assert step.ADOPT_SLOWEST_BOARD_PACE is before
+    assert ju.note(j) == (f"as judged at 00000000; live: ADOPT_SLOWEST_BOARD_PACE False -> {before} since "
+                          "(the committed figures are that day's)")
+
+
+def test_validate_section_of_a_committed_judgement_says_as_judged(tmp_path):
+    """s29serve's section shows its committed figures; rechecked the same at 88725ac0 it prints no note, and without
+    that recheck it names the switch moved since (ADOPT_SLOWEST_BOARD_PACE)."""
+    committed = serve_idle_wake.JUDGEMENT_FILE
+    assert "as judged at" not in serve_idle_wake.format_section(serve_idle_wake.section())
+    j = json.loads(committed.read_text())
+    assert j["rechecked"]["same"]
+    bare = tmp_path / committed.name
+    bare.write_text(json.dumps({k: v for k, v in j.items() if k != "rechecked"}))
+    text = serve_idle_wake.format_section(serve_idle_wake.section(path=bare))
+    assert "  as judged at 5e86db49; live: " in text and "ADOPT_SLOWEST_BOARD_PACE added (True)" in text
+
+
+def test_a_recheck_at_a_later_commit_is_recorded_and_read():
+    """s30stale reran each cheap writer at 88725ac0 (`judged_under recheck`): where the figures were the same, the
+    switches moved since are inert for that file and its note is gone; where they differ the note says how much."""
+    rechecked = {p.name: json.loads(p.read_text()) for p in ju.REPO.glob(ju.JUDGEMENT_GLOB)}
+    rechecked = {k: j for k, j in rechecked.items() if "rechecked" in j}
+    assert len(rechecked) >= 20
+    for name, j in rechecked.items():
+        r = j["rechecked"]
+        assert r["same"] == (r["num_differing"] == 0) and (not r["inert_switches"] or r["same"]), name
+    assert ju.note(rechecked["s28pp4_judgement.json"]) is None   # the lease's figures: the same live
+    assert ju.note(rechecked["s29cp2_judgement.json"]).endswith(
+        "; rechecked at 88725ac0: 111 figures differ, adopt False -> True; criteria/P1/holds False -> True")
+
+
+def test_differences_names_each_leaf_that_moved():
+    then = {"adopt": False, "x": [1.0, 2.0], "code_commit": "a", "rows": {"a": 0.1}}
+    now = {"adopt": True, "x": [1.0, 2.0 + 1e-9], "code_commit": "b", "rows": {"a": 0.2, "b": 1}}
+    assert ju.differences(then, now) == [("adopt", False, True), ("rows/a", 0.1, 0.2), ("rows/b", "<absent>", 1)]
