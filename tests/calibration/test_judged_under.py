@@ -11,7 +11,7 @@ from calibration import serve_idle_wake
 from twin.training import step
 
 # judgements of session 30's other lanes, stamped by the lead at merge (`python -m calibration.judged_under stamp FILE`)
-UNSTAMPED = {"s30mem_judgement.json"}
+UNSTAMPED: set[str] = set()
 
 
 def test_every_committed_judgement_names_its_commit_and_switches():
@@ -39,9 +39,12 @@ def test_s29cp2_was_judged_before_the_board_pace_and_the_note_says_so():
     j = json.loads((ju.REPO / "calibration" / "s29cp2_judgement.json").read_text())
     d = ju.drift(j)
     assert d["added"].get("twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE") is True and not d["moved"]
-    assert ju.note(j).startswith("as judged at 1fd8b9c2; live: ADOPT_SLOWEST_BOARD_PACE added (True)")
-    # s29mlm adopted that switch: its judgement was computed under the tree that holds it
-    assert ju.note(json.loads((ju.REPO / "calibration" / "s29mlm_judgement.json").read_text())) is None
+    note = ju.note(j)
+    assert note.startswith("as judged at 1fd8b9c2; live: ") and "ADOPT_SLOWEST_BOARD_PACE added (True)" in note
+    # s29mlm adopted that switch: its judgement was computed under the tree that holds it (switches adopted
+    # later, e.g. session 30's, may still be named until a recheck)
+    later = ju.note(json.loads((ju.REPO / "calibration" / "s29mlm_judgement.json").read_text()))
+    assert later is None or "ADOPT_SLOWEST_BOARD_PACE" not in later
 
 
 def test_as_judged_sets_the_moved_switches_back_and_restores_them():
@@ -60,7 +63,7 @@ def test_validate_section_of_a_committed_judgement_says_as_judged(tmp_path):
     """s29serve's section shows its committed figures; rechecked the same at 88725ac0 it prints no note, and without
     that recheck it names the switch moved since (ADOPT_SLOWEST_BOARD_PACE)."""
     committed = serve_idle_wake.JUDGEMENT_FILE
-    assert "as judged at" not in serve_idle_wake.format_section(serve_idle_wake.section())
+    assert "ADOPT_SLOWEST_BOARD_PACE" not in serve_idle_wake.format_section(serve_idle_wake.section())
     j = json.loads(committed.read_text())
     assert j["rechecked"]["same"]
     bare = tmp_path / committed.name
@@ -78,7 +81,8 @@ def test_a_recheck_at_a_later_commit_is_recorded_and_read():
     for name, j in rechecked.items():
         r = j["rechecked"]
         assert r["same"] == (r["num_differing"] == 0) and (not r["inert_switches"] or r["same"]), name
-    assert ju.note(rechecked["s28pp4_judgement.json"]) is None   # the lease's figures: the same live
+    pp4 = ju.note(rechecked["s28pp4_judgement.json"])   # the lease's figures: the same live at 88725ac0
+    assert pp4 is None or "ADOPT_SLOWEST_BOARD_PACE" not in pp4   # (switches adopted after the recheck stay named)
     assert ju.note(rechecked["s29cp2_judgement.json"]).endswith(
         "; rechecked at 88725ac0: 111 figures differ, adopt False -> True; criteria/P1/holds False -> True")
 

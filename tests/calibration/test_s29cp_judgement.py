@@ -77,7 +77,8 @@ def test_the_published_rows_as_judged(judgement):
     published figures are the recorded ones (one published_runs.compare). Live: off 6.97%, on 7.27%, P1 still
     fails (docs/notes/s30stale.md)."""
     with judged_under.as_judged(judgement) as back:
-        assert back == {"twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE": False}
+        # the board pace, and any switch adopted after it (set back to False: absent when this was judged)
+        assert back["twin/training/step.py:ADOPT_SLOWEST_BOARD_PACE"] is False and not any(back.values())
         off = cp_schedule.published_figures(None)
     assert off["median"] == pytest.approx(judgement["published_off"]["median"], abs=1e-12)
     assert off["within"] == judgement["published_off"]["within"]
