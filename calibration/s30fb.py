@@ -13,10 +13,12 @@ the compute stream's idle inside the pair (its span less the union of its kernel
 the pair's span on the other streams. Nothing here is judged; no switch reads it.
 
     python -m calibration.s30fb h200x2/s30fb_<stamp>/dsv2-slice [...]   # folders under the records root
+    python -m calibration.s30fb h200x2/s29idle/dsv2-slice                # a bench folder (pipeline_ops.csv): no kernels
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -138,13 +140,15 @@ def kernel_pairs(events: pd.DataFrame, model: str, n: int) -> dict[int, dict[int
 
 def table(folder: Path, inputs: tuple | None = None) -> pd.DataFrame:
     """One row per (model, n, rank, pair position k) of a probe folder's DualPipeV configurations."""
-    host = read_csv(folder / "pipeline_host.csv")
+    hpath = folder / "pipeline_host.csv"
+    host = read_csv(hpath) if csv_exists(hpath) else read_csv(folder / "pipeline_ops.csv")   # a bench folder's ops
     kpath = folder / "pipeline_kernel_events.csv"
     events = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
     rows = []
     inputs = inputs if inputs is not None else prereg.two_gpu_inputs(GPU)
-    layers = int(pd.read_json(folder / "env_pipeline_probe.json", typ="series").get("num_layers", 4)) \
-        if (folder / "env_pipeline_probe.json").exists() else 4
+    env = folder / "env_pipeline_probe.json"
+    layers = int(json.loads(env.read_text())["config"]["num_layers"]) if env.is_file() else \
+        int(read_csv(folder / "pipeline_step.csv")["num_layers"].iloc[0])
     dv = host[host["schedule"] == "dualpipev"]
     for (model, n), _ in dv.groupby(["model", "num_microbatches"]):
         meas = measured_pairs(host, str(model), int(n))
@@ -164,6 +168,23 @@ def table(folder: Path, inputs: tuple | None = None) -> pd.DataFrame:
     return df
 
 
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, n, rank, pair type: the F's chunk and the B's chunk), the mean over its pairs of: the span's miss
+    (measured - twin), the F part's miss, and where kernels exist the kernel ms less the twin's per part and component,
+    the compute stream's gaps and the NCCL time inside; ms."""
+    d = df.assign(pair=df["label"].str.replace(r"F\d+\.(\d)&BW\d+\.(\d)", r"F.\1&BW.\2", regex=True),
+                  f_miss_ms=df["meas_f_ms"] - df["twin_f_ms"])
+    cols = ["miss_ms", "f_miss_ms"]
+    if "F_ms" in d:
+        for part in "FB":
+            for c in COMPONENTS:
+                d[f"{part}_{c}_d_ms"] = d[f"{part}_{c}_ms"] - d[f"twin_{part}_{c}_ms"]
+            cols += [f"{part}_{c}_d_ms" for c in COMPONENTS]
+        cols += ["gaps_ms", "nccl_inside_ms"]
+    g = d.groupby(["model", "n", "rank", "pair"])
+    return g[cols].mean().join(g.size().rename("pairs")).reset_index()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s30fb", __doc__)
     ap.add_argument("folders", nargs="+", help="probe folders under the records root (with pipeline_host.csv)")
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             df = table(folder, inputs)
         print(f"== {f}")
         print(df.round(2).to_string(index=False))
+        print(summary(df).round(2).to_string(index=False))
     return 0
 
 

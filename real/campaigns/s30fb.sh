@@ -13,7 +13,8 @@
 # Rows carry GPU name, clocks, power limit, driver-side torch / CUDA / NCCL versions.
 #   bash real/campaigns/s30fb.sh OUTDIR
 # Outputs: OUTDIR/s30fb/<model>/{pipeline_host,pipeline_op_kernels,pipeline_kernel_events}.csv,
-# env_pipeline_probe.json; s30fb.log; host_s30fb.txt (nvidia-smi, topology, clocks).
+# env_pipeline_probe.json, gpu_clocks.csv (nvidia-smi every 100 ms through the part: SM / memory clock, power,
+# temperature of both GPUs); s30fb.log; host_s30fb.txt (nvidia-smi, topology, clocks).
 # Env: PY (python3), S30FB_PARTS (default: every model), S30FB_TINY (1: CPU dry run on gloo ranks, the tiny model,
 # pp2:dualpipev:4), S30FB_TIMEOUT_SCALE (1).
 set -u
@@ -40,9 +41,17 @@ for case in dsv2-slice:70:50:pp2:dualpipev:6,pp2:dualpipev:10,pp2:dualpipev:4 \
   shape=(--model "$model" --num-layers 4 --seq-len 4096 --mb-seqs 1)
   [ "$tiny" = "1" ] && shape=(--tiny) && configs=pp2:dualpipev:4
   mkdir -p "$root/$model"
+  # both GPUs' SM clock, power and temperature every 100 ms through the part (is the busy end-stage rank throttled?)
+  smi_pid=
+  if [ "$tiny" != "1" ]; then
+    nvidia-smi --query-gpu=timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu \
+      --format=csv -lms 100 > "$root/$model/gpu_clocks.csv" 2>&1 &
+    smi_pid=$!
+  fi
   part "$model" "$limit" "${torchrun[@]}" -m real.pipeline.probe --out "$root/$model" "${shape[@]}" \
     --configs "$configs" --holdout 0 --ep-holdout 0 "${reps[@]}" --profile-max-microbatches 10 --kernel-events \
     --budget-s "$budget"
+  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
 done
 nvidia-smi --query-gpu=index,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv >> "$root/host_$campaign.txt" 2>&1
 echo "s30fb done $(date -u +%FT%TZ)" | tee -a "$log"
