@@ -138,6 +138,37 @@ def kernel_pairs(events: pd.DataFrame, model: str, n: int) -> dict[int, dict[int
     return out
 
 
+def kernel_clocks(folder: Path) -> pd.DataFrame:
+    """The profiled steps' compute kernels each at its GPU's nearest 100 ms nvidia-smi SM clock sample (gpu_clocks.csv,
+    within 0.1 s; the probe's profiler axis to UTC by profiler_t0_ns): per (n, component, kernel name, rank) with calls on
+    both ranks, the median duration (us), clock (MHz) and cycles (duration x clock, in 1e3 cycles), and the correlation
+    of duration with 1 / clock over the calls. A kernel whose time goes as 1 / clock has the same cycles on both ranks."""
+    ev = read_csv(folder / "pipeline_kernel_events.csv").drop(columns=["sm_clock_mhz"])
+    clocks = read_csv(folder / "gpu_clocks.csv")
+    clocks["t"] = (pd.to_datetime(clocks["timestamp_utc"]) - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds()
+    ev = ev[ev["event"] == "kernel"]
+    ev = ev.assign(t=ev["profiler_t0_ns"] / 1e9 + ev["start_us"] / 1e6, d=ev["end_us"] - ev["start_us"],
+                   comp=ev["name"].astype(str).map(pipe.kernel_component))
+    ev = ev[ev["comp"].isin(("attention", "grouped_gemm"))]
+    parts = []
+    for g, k in clocks.groupby("gpu_index"):
+        mine = ev[ev["rank"] == g].sort_values("t")
+        parts.append(pd.merge_asof(mine, k.sort_values("t")[["t", "sm_clock_mhz"]], on="t", direction="nearest",
+                                   tolerance=0.1))
+    j = pd.concat(parts).dropna(subset=["sm_clock_mhz"])
+    j = j.assign(cycles=j["d"] * j["sm_clock_mhz"] / 1e3)
+    rows = []
+    for (n, comp, name), s in j.groupby(["num_microbatches", "comp", "name"]):
+        if s["rank"].nunique() < 2 or len(s) < 8:
+            continue
+        corr = float(np.corrcoef(s["d"], 1 / s["sm_clock_mhz"])[0, 1]) if s["sm_clock_mhz"].nunique() > 1 else np.nan
+        for rank, r in s.groupby("rank"):
+            rows.append({"n": int(n), "component": comp, "kernel": str(name)[:48], "rank": int(rank), "calls": len(r),
+                         "dur_us": float(r["d"].median()), "clock_mhz": float(r["sm_clock_mhz"].median()),
+                         "kcycles": float(r["cycles"].median()), "corr_d_inv_f": corr})
+    return pd.DataFrame(rows)
+
+
 def table(folder: Path, inputs: tuple | None = None) -> pd.DataFrame:
     """One row per (model, n, rank, pair position k) of a probe folder's DualPipeV configurations."""
     hpath = folder / "pipeline_host.csv"
@@ -198,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {f}")
         print(df.round(2).to_string(index=False))
         print(summary(df).round(2).to_string(index=False))
+        if csv_exists(folder / "gpu_clocks.csv") and csv_exists(folder / "pipeline_kernel_events.csv"):
+            print(kernel_clocks(folder).round(2).to_string(index=False))
     return 0
 
 

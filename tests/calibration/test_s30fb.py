@@ -28,3 +28,12 @@ def test_rank0_pairs_split_and_agree_with_timed_steps():
         k = kern[0][idx]
         assert k["F_ms"] > 1.0 and k["B_ms"] > 1.0 and k["gaps_ms"] >= 0
         assert np.isclose(sum(k[f"{p}_{c}_ms"] for p in "FB" for c in s30fb.COMPONENTS), k["F_ms"] + k["B_ms"])
+
+
+def test_attention_cycles_match_across_ranks_at_different_clocks():
+    # s30fb's own records (dsv2 n10): the cuDNN SDPA forward runs >8% longer on the power-capped end-stage GPU, but
+    # its duration x SM clock (cycles) is the same on both ranks within 3%: its time goes as 1 / clock
+    k = s30fb.kernel_clocks(rec.records_root() / "h200x2/s30fb_20261128_2153/dsv2-slice")
+    fwd = k[(k["n"] == 10) & k["kernel"].str.contains("flash_fpro")].set_index("rank")
+    assert fwd.loc[0, "dur_us"] > 1.08 * fwd.loc[1, "dur_us"] and fwd.loc[0, "clock_mhz"] < fwd.loc[1, "clock_mhz"]
+    assert abs(fwd.loc[0, "kcycles"] / fwd.loc[1, "kcycles"] - 1) < 0.03
