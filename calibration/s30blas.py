@@ -55,11 +55,11 @@ def summary(folder: Path) -> dict[str, pd.DataFrame]:
 @entry.script
 def main(argv: list[str] | None = None) -> None:
     p = entry.parser("calibration.s30blas", __doc__)
-    p.add_argument("--folder", type=entry.records_folder, default=None,
+    p.add_argument("--folder", type=entry.records_folder, default="h200x2/s30blas",
                    help="the campaign's records folder (default: h200x2/s30blas under the records root)")
     p.add_argument("--json", type=Path, default=None, help="write the tables here as JSON")
     args = p.parse_args(argv)
-    folder = args.folder or entry.records_folder("h200x2/s30blas")
+    folder = args.folder
     pd.set_option("display.width", 200)
     tables = summary(folder)
     for cond, t in tables.items():
