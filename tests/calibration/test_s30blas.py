@@ -36,3 +36,20 @@ def test_summary_agrees_with_first_met_excess_and_shows_the_met_drift(table):
     assert t.excess_median_s.sub(ref.excess_median_s.loc[t.index]).abs().max() < 1e-12
     met = [t.excess_median_s[(f"ep2rep-poisson-r20-short-{k}", "met")] for k in range(2, 5)]
     assert met[0] > met[-1]   # s30ep section 5: the met iterations' excess falls over identical repeats
+
+
+def test_committed_summary_is_what_the_committed_records_give():
+    """calibration/s30blas_summary.json (written by `python -m calibration.s30blas --json`) recomputed live from
+    h200x2/s30blas: both conditions, every (run, class) row, the same figures."""
+    import json
+    import math
+
+    committed = json.loads((REPO / "calibration/s30blas_summary.json").read_text())
+    live = s30blas.summary(REPO / "calibration/measurements/h200x2/s30blas")
+    assert set(committed) == set(live) == {"default", "nocache"}
+    for cond, rows in committed.items():
+        t = live[cond].to_dict("records")
+        assert len(rows) == len(t)
+        for a, b in zip(rows, t):
+            assert (a["run_id"], a["cls"], a["iterations"]) == (b["run_id"], b["cls"], b["iterations"])
+            assert math.isclose(a["excess_median_s"], b["excess_median_s"], rel_tol=1e-6, abs_tol=1e-9)   # to_json keeps 10 digits
