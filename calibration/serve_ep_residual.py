@@ -76,6 +76,15 @@ def first_met_excess(folder: Path) -> pd.DataFrame:
     the run's table's terms, new_size_s / new_bin_s left out), and the mean stall the table charges
     them (host-bound rows only, as the twin). A committed folder's runs take their session table;
     another folder's, its GPU's unpinned table (base_table)."""
+    df = first_met_rows(folder)
+    g = df.groupby(["split", "run_id", "cls"], sort=False)
+    return pd.DataFrame({"iterations": g.size(), "excess_median_s": g.excess_s.median(),
+                         "excess_mean_s": g.excess_s.mean(), "charged_mean_s": g.charged_s.mean()}).reset_index()
+
+
+def first_met_rows(folder: Path) -> pd.DataFrame:
+    """first_met_excess's rows, one an eager prompt-carrying iteration: split, run_id, cls, measured_s (the slower
+    rank's duration), excess_s and charged_s."""
     folder = Path(folder)
     load = load_runs(folder)
     sess = sessions(load)
@@ -106,12 +115,9 @@ def first_met_excess(folder: Path) -> pd.DataFrame:
                 met |= set(enumerate(row.rank_sizes))
                 met_bins |= {(g, n // bin_tokens) for g, n in enumerate(row.rank_sizes)}
                 if row.prompt_iteration_s > 0:
-                    out.append({"split": split, "run_id": row.run_id, "cls": cls, "excess_s": row.measured_s - b,
-                                "charged_s": st})
-    df = pd.DataFrame(out, columns=["split", "run_id", "cls", "excess_s", "charged_s"])
-    g = df.groupby(["split", "run_id", "cls"], sort=False)
-    return pd.DataFrame({"iterations": g.size(), "excess_median_s": g.excess_s.median(),
-                         "excess_mean_s": g.excess_s.mean(), "charged_mean_s": g.charged_s.mean()}).reset_index()
+                    out.append({"split": split, "run_id": row.run_id, "cls": cls, "measured_s": row.measured_s,
+                                "excess_s": row.measured_s - b, "charged_s": st})
+    return pd.DataFrame(out, columns=["split", "run_id", "cls", "measured_s", "excess_s", "charged_s"])
 
 
 def host_state_windows(iterations: pd.DataFrame) -> pd.DataFrame:
