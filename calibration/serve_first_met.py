@@ -222,19 +222,8 @@ def format_section(sec: dict) -> str:
     """Its heading and one line per setting (checks and median over set P, its TTFT checks), then the guards."""
     if not sec:
         return "s30serve first-met probe (candidate P): set P not judged (no calibration/s30serve_judgement.json)"
-    a, b = sec["set_p"].get("None", [0, math.nan]), sec["set_p"].get(JUDGED, [0, math.nan])
-    lines = [f"s30serve first-met probe (candidate P, {'ADOPTED' if sec['adopt'] else 'not adopted'}): set P "
-             f"({sec['runs']} runs, {5 * sec['runs']} checks)",
-             f"  set P in force {a[0]} met, median |err| {a[1]:.1%} -> P {b[0]} met, {b[1]:.1%}"]
-    if sec.get("ttft"):
-        (ta, tb) = sec["ttft"]
-        lines.append(f"  set P TTFT checks: in force {ta[0]} met, median {ta[1]:.1%} -> P {tb[0]} met, {tb[1]:.1%}")
-    held = {k.split("/", 1)[1]: v for k, v in sec["summary"].items() if k.startswith("committed_holdout/")}
-    if held:
-        lines.append("  issue 15 held out in force -> P: " + ", ".join(
-            f"{g} {v['in_force'][0]}/{v['in_force'][1]} -> {v[JUDGED][0]}/{v[JUDGED][1]}" for g, v in sorted(held.items())))
-    lines.append("  criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in sec["criteria"].items()))
-    return "\n".join(lines)
+    return siw.format_set_lines(sec, "set_p", "s30serve first-met probe (candidate P, {verdict}): set P ({runs} runs, "
+                                "{checks} checks)", "P", "P", JUDGED)
 
 
 def _print_fit(got: dict) -> None:

@@ -230,17 +230,25 @@ def format_section(sec: dict) -> str:
     """Its heading and one line per setting (checks and median over set O, its TTFT checks), then the guards."""
     if not sec:
         return "s29serve first iteration after idle (candidate I): set O not judged (no calibration/s29serve_judgement.json)"
-    a, b = sec["set_o"].get("None", [0, math.nan]), sec["set_o"].get(JUDGED, [0, math.nan])
-    lines = [f"s29serve first iteration after idle (candidate I, {'ADOPTED' if sec['adopt'] else 'not adopted'}): set O "
-             f"(H200, {sec['runs']} runs, {5 * sec['runs']} checks)",
-             f"  set O in force {a[0]} met, median |err| {a[1]:.1%} -> I {b[0]} met, {b[1]:.1%}"]
+    return format_set_lines(sec, "set_o", "s29serve first iteration after idle (candidate I, {verdict}): set O "
+                            "(H200, {runs} runs, {checks} checks)", "O", "I", JUDGED)
+
+
+def format_set_lines(sec: dict, set_key: str, heading: str, set_name: str, letter: str, judged: str) -> str:
+    """A judged serving set's lines (shared by s29serve's set O and s30serve's set P): the heading, the set's checks
+    and median in force -> under the candidate, its TTFT checks, issue 15's held out, the criteria, and the
+    judged_under note where a switch moved since."""
+    a, b = sec[set_key].get("None", [0, math.nan]), sec[set_key].get(judged, [0, math.nan])
+    lines = [heading.format(verdict="ADOPTED" if sec["adopt"] else "not adopted", runs=sec["runs"], checks=5 * sec["runs"]),
+             f"  set {set_name} in force {a[0]} met, median |err| {a[1]:.1%} -> {letter} {b[0]} met, {b[1]:.1%}"]
     if sec.get("ttft"):
         (ta, tb) = sec["ttft"]
-        lines.append(f"  set O TTFT checks: in force {ta[0]} met, median {ta[1]:.1%} -> I {tb[0]} met, {tb[1]:.1%}")
+        lines.append(f"  set {set_name} TTFT checks: in force {ta[0]} met, median {ta[1]:.1%} -> {letter} {tb[0]} met, "
+                     f"{tb[1]:.1%}")
     held = {k.split("/", 1)[1]: v for k, v in sec["summary"].items() if k.startswith("committed_holdout/")}
     if held:
-        lines.append("  issue 15 held out in force -> I: " + ", ".join(
-            f"{g} {v['in_force'][0]}/{v['in_force'][1]} -> {v[JUDGED][0]}/{v[JUDGED][1]}" for g, v in sorted(held.items())))
+        lines.append(f"  issue 15 held out in force -> {letter}: " + ", ".join(
+            f"{g} {v['in_force'][0]}/{v['in_force'][1]} -> {v[judged][0]}/{v[judged][1]}" for g, v in sorted(held.items())))
     lines.append("  criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in sec["criteria"].items()))
     if sec.get("note"):   # s30stale: a switch moved since the judgement; its figures are that day's
         lines.append(f"  {sec['note']}")
