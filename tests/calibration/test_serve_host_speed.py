@@ -257,7 +257,12 @@ def test_decode_level_references_move_the_ep_decode_path_only():
 
 
 def test_the_tables_carry_the_decode_level_only_where_adopted(monkeypatch):
+    """The tables were fitted before s30pace's ADOPT_SERVE_BOARD_PACE and not refitted under it
+    (docs/notes/s30pace.md "Left"): the references are recomputed with the kernel physics they were fitted
+    against, as test_serve_host_speed_targets.test_the_adopted_tables_carry_their_fit_hosts_probe does."""
     from calibration import serve_engine_fit as sef
+    from twin.serving import iteration
+    monkeypatch.setattr(iteration, "ADOPT_SERVE_BOARD_PACE", False)
     adopted = sef.ADOPT_EP_DECODE_LEVEL
     # ADOPT_EP_DECODE_LEVEL picks among the variants in references(); all_scales and ep_levels do not read it
     with memo.sharing():
