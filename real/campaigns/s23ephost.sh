@@ -48,6 +48,9 @@ campaign=s23ephost
 
 quick=(--min-time-s 0.3 --reps-min 3 --reps-max 4)
 [ "$tiny" = "1" ] && quick=(--min-time-s 0 --reps-min 2 --reps-max 2)
+# the bench budgets scale with the parts' timeouts (scale 1 on a GPU: the budgets that ran; the dry run's 4 gives a
+# loaded CPU the time to reach the PP2 configuration, which a 10 s budget on a slow host did not: session 30's CI)
+fit_budget_s=$(( 10 * scale )) ho_budget_s=$(( 8 * scale ))
 shape_of() {   # model:layers -> the bench's shape arguments (the tiny model in the dry run)
   if [ "$tiny" = "1" ]; then echo "--tiny"; else echo "--model ${1%%:*} --num-layers ${1##*:} --seq-len 4096 --mb-seqs 1"; fi
 }
@@ -58,7 +61,7 @@ for case in $FIT_MODELS; do
   # shellcheck disable=SC2046
   part "fit_$model" 26 "${torchrun[@]}" -m real.pipeline --out "$out" $(shape_of "$case") --precision bf16 \
     --warmup 2 "${quick[@]}" --layouts ep2,pp2 --ep-microbatches 1,4 --ep-holdout 0 \
-    --schedules 1f1b --microbatches 4 --holdout 0 --host-marks host,events --budget-s 10
+    --schedules 1f1b --microbatches 4 --holdout 0 --host-marks host,events --budget-s $fit_budget_s
 done
 for case in $HOLDOUT_MODELS; do
   model=${case%%:*}
@@ -67,6 +70,6 @@ for case in $HOLDOUT_MODELS; do
   # shellcheck disable=SC2046
   part "ho_$model" 22 "${torchrun[@]}" -m real.pipeline --out "$out" $(shape_of "$case") --precision bf16 \
     --warmup 2 "${quick[@]}" --layouts ep2 --ep-microbatches 1,2,4 --ep-holdout 1,2,4 \
-    --budget-s 8
+    --budget-s $ho_budget_s
 done
 echo "s23ephost done $(date -u +%FT%TZ)" | tee -a "$log"

@@ -26,7 +26,7 @@ def test_s23ephost_campaign_cpu_dry_run(tmp_path):
     rows at 1 and 4 micro-batches and PP2 1f1b at 4 under both mark modes, with every mark of dispatch
     and combine in the EP2 forwards (CUDA-event GPU times only in events mode: none on CPU); the
     held-out part writes EP2 rows at 1, 2, 4, all held out, with the bench's environment columns."""
-    d, log = dry_run("s23ephost", tmp_path, 120, S23EPHOST_PARTS="fit_qwen2moe-mla-slice ho_bench-small")
+    d, log = dry_run("s23ephost", tmp_path, 280, S23EPHOST_PARTS="fit_qwen2moe-mla-slice ho_bench-small")
     assert "s23ephost part fit_qwen2moe-mla-slice rc=0" in log and "s23ephost part ho_bench-small rc=0" in log, log[-2000:]
     assert "part fit_qwen3moe-mla-slice" not in log and "part ho_mixtral-slice" not in log
     for mode in ("host", "events"):
