@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.predict as predict
-from calibration import ep_host, memo
+from calibration import ep_host, memo, rank_clock
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
 from calibration.predict import (CUB_LAUNCH_TERM, EP_POSTSYNC_TERM, EP_PRESYNC_TERM, CubLaunch, Eager, gpu_spec,
                                 timed_window_s, with_host_terms)
@@ -149,13 +149,16 @@ def stage_kernel_scale(gpu: GPUSpec) -> dict | None:
 def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
               accumulate: dict | None = None, host: dict | None = None,
-              ep_rows: dict | None = None) -> StageOps:
+              ep_rows: dict | None = None, clock: dict | None = None) -> StageOps:
     """F, B and W op lists of one micro-batch on one model stage; `host`: the host seconds per
     launched kernel of the pipeline's own ops where measured (`measured_host_s`), else the
     profile's (Profile.eager host_s of layer records); `ep_rows`: layer -> the most loaded EP
     rank's received rows per local expert (ep_layer_rows); balanced where absent. A pipeline
-    stage's kernels at the profiled ops' rates under ADOPT_PIPELINE_KERNEL_RATES (s30mem)."""
+    stage's kernels at the profiled ops' rates under ADOPT_PIPELINE_KERNEL_RATES (s30mem); `clock`:
+    {(direction, component): factor} of the rank's power-capped clock (rank_clock.clock_scale, s31clk), on top."""
     scale = None if (first and last) else stage_kernel_scale(gpu)
+    if clock:
+        scale = {k: (scale or {}).get(k, 1.0) * clock.get(k, 1.0) for k in set(scale or {}) | set(clock)}
     with predict.stage_kernel_scale(scale):
         return _stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate,
                           host, ep_rows)
@@ -1269,6 +1272,23 @@ def mirror_wait_s(schedule: str, pp: int, num_microbatches: int, gpu_name: str) 
     return c * math.sqrt(num_microbatches)
 
 
+# s31clk (docs/notes/s31clk_rule.md, committed before the fresh records that judge it): each pipeline rank's
+# compute-bound kernels at the SM clock its own predicted draw settles at under the card's power limit
+# (calibration.rank_clock: the twin's kernel seconds of the rank over the step, the law's static and dynamic parts);
+# a rank below the limit keeps the twin's rates. Off until its rule says otherwise.
+ADOPT_RANK_POWER_CLOCK = False
+
+
+def rank_clocks_mhz(schedule, stage_kernel_s: dict, makespan_s: float, gpu: GPUSpec) -> list[float] | None:
+    """Each rank's power-capped SM clock (rank_clock.rank_clock_mhz) from a simulation at the twin's rates; None where
+    the card has no fitted law."""
+    law = rank_clock.RANK_POWER.get(gpu.name)
+    if law is None or not gpu.tdp_w:
+        return None
+    return [rank_clock.rank_clock_mhz(k["compute"], k["memory"], makespan_s, law, float(gpu.tdp_w))
+            for k in rank_clock.rank_kernel_s(schedule, stage_kernel_s)]
+
+
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                  host: dict | None = None, host_by_rank: dict | None = None,
                  ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0) -> tuple[PipelineResult, float, dict]:
@@ -1276,7 +1296,29 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
     `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
     profile's; `host_by_rank`: each pipeline rank's own (measured_host_by_rank), which then issue
-    that rank's ops (host_led_parts)."""
+    that rank's ops (host_led_parts). Under ADOPT_RANK_POWER_CLOCK (s31clk) a pp > 1 row is simulated at the twin's
+    rates, each rank's clock solved from that simulation (rank_clocks_mhz), and simulated again with each rank's
+    compute-bound kernels at its clock (details: "rank_clock_mhz")."""
+    out = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows, hold_before_last_w_s)
+    if not ADOPT_RANK_POWER_CLOCK or int(row["pp"]) <= 1:
+        return out
+    result, _, det = out
+    schedule = build_schedule(det["schedule"], int(row["pp"]), int(row["num_microbatches"]))
+    clocks = rank_clocks_mhz(schedule, det["stage_kernel_s"], result.makespan_s, gpu)
+    if clocks is None or all(c >= rank_clock.MAX_SM_CLOCK_MHZ for c in clocks):
+        return result, out[1], {**det, "rank_clock_mhz": clocks}
+    scales = {r: rank_clock.clock_scale(c) for r, c in enumerate(clocks)}
+    result, step, det = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows,
+                                      hold_before_last_w_s, scales)
+    return result, step, {**det, "rank_clock_mhz": clocks}
+
+
+def _simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
+                  host: dict | None = None, host_by_rank: dict | None = None,
+                  ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0,
+                  rank_scale: dict | None = None) -> tuple[PipelineResult, float, dict]:
+    """simulate_row's simulation; `rank_scale`: {rank: rank_clock.clock_scale of its clock}, each rank's ops then
+    built at its own factors (issued from rank_ops, placed per rank)."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -1302,27 +1344,31 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
     rank_ops = None
-    if host_by_rank and pp > 1:
+    # the ranks whose ops are built apart: their own host rates (host_by_rank) and / or their own clock (rank_scale)
+    own = sorted({r for r in (host_by_rank or {}) if r < pp} | set(rank_scale or {})) if pp > 1 else []
+    rank_rates = {r: (host_by_rank or {}).get(r, host) for r in own}
+    if own:
         rank_ops = {}
-        for r, rates in host_by_rank.items():
-            if r >= pp:
-                continue
+        for r in own:
+            rates = rank_rates[r]
             mine = {s: stage_ops(spec, stages[s], s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                                 accumulate_frac=fracs[s], accumulate=accumulate, host=rates, ep_rows=ep_rows)
+                                 accumulate_frac=fracs[s], accumulate=accumulate, host=rates, ep_rows=ep_rows,
+                                 clock=(rank_scale or {}).get(r))
                     for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
-            rank_ops[r] = (mine, rates.get("between_ops", 0.0))
+            rank_ops[r] = (mine, (rates or {}).get("between_ops", 0.0))
     placed = None
     if ADOPT_FIRST_BACKWARD_PLACEMENT and pp > 1:
-        def placed_at(rates: dict | None) -> dict:
+        def placed_at(rates: dict | None, clock: dict | None = None) -> dict:
             by_frac = {f: {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                                        accumulate_frac=f, accumulate=accumulate, host=rates, ep_rows=ep_rows)
+                                        accumulate_frac=f, accumulate=accumulate, host=rates, ep_rows=ep_rows,
+                                        clock=clock)
                            for s, layers in enumerate(stages)} for f in (0.0, 1.0)}
             return placed_parts(schedule, by_frac[0.0], by_frac[1.0])
         placed = placed_at(host)
         # each rank's ops placed at its own rates where it has them (host_led_parts issues rank r's
         # ops from rank_ops[r]; the placed lists must be the same rank's)
-        for r in sorted(rank_ops or {}):
-            placed.update({k: v for k, v in placed_at(host_by_rank[r]).items() if k[0] == r})
+        for r in own:
+            placed.update({k: v for k, v in placed_at(rank_rates[r], (rank_scale or {}).get(r)).items() if k[0] == r})
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0), rank_ops,
                                (host or {}).get("first_op", 1.0) if pp > 1 else 1.0, hold_before_last_w_s, placed)

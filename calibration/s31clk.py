@@ -1,0 +1,285 @@
+"""s31clk: a power-capped SM clock per pipeline rank (issue 13), fitted on s30fb's clock records, screened on every
+committed PP2 set, judged on a fresh 2xH200 set (docs/notes/s31clk_rule.md).
+
+The law is calibration.rank_clock's; the switch pipeline.ADOPT_RANK_POWER_CLOCK (off). Its two dynamic-power
+parameters (D_compute, D_memory: a kernel class's board power above the static part at the maximum clock, per unit of
+duty) are fitted here by least squares on s30fb's 100 ms nvidia-smi samples (h200x2/s30fb_20261128_2153: dsv2- and
+mixtral-mla-slice, DualPipeV pp 2 at n 4 / 6 / 10 and 6 / 10; a fitting set, split fit): per configuration and GPU, the
+median board power and SM clock over the timed steps (samples while either GPU draws >= BUSY_W), against the twin's
+kernel seconds of that rank (switch off) at the measured clock over the measured step. The static part is the card's
+idle power (h200/power.csv), the exponent the assumed k = 3 (calibration.power_cap). Nothing judged is read by the fit.
+
+    python -m calibration.s31clk fit          # D_compute, D_memory (rank_clock.RANK_POWER) and the fitting points
+    python -m calibration.s31clk screen       # B (off) and C (on) on every committed PP2 set (a few minutes of CPU)
+    python -m calibration.s31clk write        # the fresh set's predictions, B and C (refuses dirty code)
+    python -m calibration.s31clk judge        # the rule's verdict on the fresh records, once filed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import entry
+from calibration import pipeline as pipe
+from calibration import prereg
+from calibration import rank_clock
+from calibration import prereg_pp
+from calibration import records as rec
+from calibration import s29idle, s30mem
+from calibration.power_cap import DYNAMIC_POWER_EXPONENT, MAX_SM_CLOCK_MHZ, idle_power_w
+from calibration.records_io import read_csv
+from calibration.whole_step import gpu_spec
+
+NAME = "s31clk"
+GPU = "h200"
+FIT_FOLDERS = ("h200x2/s30fb_20261128_2153/dsv2-slice", "h200x2/s30fb_20261128_2153/mixtral-mla-slice")
+# the fresh set: real/campaigns/s31clk.sh's PP, in its order (a test holds them equal); slices and counts no PP record
+# holds (phi35moe- and llama3-8b-slice PP2 records hold 4 and 6 micro-batches; olmoe-slice none)
+FRESH_CASES = (("phi35moe-slice", 4), ("llama3-8b-slice", 4), ("olmoe-slice", 4))
+FRESH_MICROBATCHES = (8, 12)
+SCHEDULES = ("1f1b", "zb1p", "dualpipev", "dualpipe")
+FRESH_SUBDIR = NAME   # calibration/measurements/h200x2/s31clk/<model>/
+BUSY_W = 600.0          # a 100 ms sample inside the timed steps: either GPU at or above this (s30fb §2's selection)
+CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision"]
+
+
+@contextlib.contextmanager
+def switch(on: bool):
+    """pipeline.ADOPT_RANK_POWER_CLOCK held at `on` inside, restored after."""
+    was = pipe.ADOPT_RANK_POWER_CLOCK
+    pipe.ADOPT_RANK_POWER_CLOCK = on
+    try:
+        yield
+    finally:
+        pipe.ADOPT_RANK_POWER_CLOCK = was
+
+
+def _num_layers(folder: Path) -> int:
+    return int(json.loads((folder / "env_pipeline_probe.json").read_text())["config"]["num_layers"])
+
+
+def busy_samples(clocks: pd.DataFrame) -> pd.DataFrame:
+    """gpu_clocks.csv's samples paired by time (GPU 0's and GPU 1's within 60 ms): one row per instant with
+    power_w_0, sm_clock_mhz_0, power_w_1, sm_clock_mhz_1 and t (a timestamp)."""
+    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True)).sort_values("t")
+    g0 = c[c["gpu_index"] == 0][["t", "power_w", "sm_clock_mhz"]].add_suffix("_0").rename(columns={"t_0": "t"})
+    g1 = c[c["gpu_index"] == 1][["t", "power_w", "sm_clock_mhz"]].add_suffix("_1").rename(columns={"t_1": "t"})
+    return pd.merge_asof(g0, g1, on="t", direction="nearest", tolerance=pd.Timedelta("60ms")).dropna()
+
+
+def fit_points(root: Path | str | None = None, folders: tuple = FIT_FOLDERS) -> list[dict]:
+    """Per fitting configuration and rank (rank r on GPU r): the median power and SM clock over the configuration's
+    busy samples (those after the previous configuration's rows were written and up to its own, either GPU >= BUSY_W),
+    the measured step (median over the timed steps of pipeline_host.csv), and the twin's kernel seconds of the rank
+    (switch off; compute, memory) with its makespan."""
+    root = Path(rec.records_root() if root is None else root)
+    profile, accumulate, host, hold_s = prereg.two_gpu_inputs(GPU, root)
+    out = []
+    for folder in folders:
+        h = read_csv(root / folder / "pipeline_host.csv")
+        pairs = busy_samples(read_csv(root / folder / "gpu_clocks.csv"))
+        stamps = h.groupby("num_microbatches")["timestamp_utc"].max().map(lambda s: pd.Timestamp(s))
+        prev = None
+        for n, stamp in stamps.sort_values().items():
+            ops = h[h["num_microbatches"] == n]
+            window = pairs[(pairs["t"] <= stamp + pd.Timedelta("1s")) & ((pairs["t"] > prev) if prev is not None else True)]
+            busy = window[(window["power_w_0"] >= BUSY_W) | (window["power_w_1"] >= BUSY_W)]
+            prev = stamp + pd.Timedelta("1s")
+            cfg = ops.iloc[0]
+            row = {k: cfg[k] for k in CONFIG_KEYS} | {"dp": 1, "num_layers": _num_layers(root / folder)}
+            with switch(False):
+                res, _, det = pipe.simulate_row(pd.Series(row), gpu_spec(GPU), profile, accumulate, host, None, None,
+                                                hold_s)
+            schedule = pipe.build_schedule(det["schedule"], int(row["pp"]), int(n))
+            kern = rank_clock.rank_kernel_s(schedule, det["stage_kernel_s"])
+            reps = ops.groupby("rep")
+            step = float((reps["end_s"].max() - reps["start_s"].min()).median())
+            for rank in (0, 1):
+                out.append({"folder": folder, "model": str(row["model"]), "schedule": str(row["schedule"]),
+                            "num_microbatches": int(n), "rank": rank, "samples": int(len(busy)),
+                            "power_w": float(busy[f"power_w_{rank}"].median()),
+                            "clock_mhz": float(busy[f"sm_clock_mhz_{rank}"].median()),
+                            "measured_step_s": step, "twin_makespan_s": float(res.makespan_s),
+                            "compute_s": kern[rank]["compute"], "memory_s": kern[rank]["memory"]})
+    return out
+
+
+def fit_law(points: list[dict], static_w: float, exponent: float = DYNAMIC_POWER_EXPONENT) -> dict:
+    """Least squares of P - P_s = x^k (u_compute D_compute + u_memory D_memory) over the points, x = f / f_max,
+    u_compute = compute_s x f_max / f / measured step, u_memory = memory_s / measured step: {static_w, compute_w,
+    memory_w, rms_w, n}."""
+    a, y = [], []
+    for p in points:
+        x = p["clock_mhz"] / MAX_SM_CLOCK_MHZ
+        a.append([x ** exponent * p["compute_s"] / x / p["measured_step_s"],
+                  x ** exponent * p["memory_s"] / p["measured_step_s"]])
+        y.append(p["power_w"] - static_w)
+    a, y = np.array(a), np.array(y)
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    rms = float(np.sqrt(np.mean((a @ coef - y) ** 2)))
+    return {"static_w": float(static_w), "compute_w": float(coef[0]), "memory_w": float(coef[1]), "rms_w": rms,
+            "n": len(points)}
+
+
+def fit(root: Path | str | None = None) -> tuple[dict, list[dict]]:
+    """The law's parameters from the fitting records, and the points (each with the law's clock for its rank, solved
+    at the twin's makespan as the candidate solves it)."""
+    root = rec.records_root() if root is None else root
+    points = fit_points(root)
+    law = fit_law(points, idle_power_w(GPU, root))
+    limit_w = float(gpu_spec(GPU).tdp_w)
+    for p in points:
+        p["law_clock_mhz"] = rank_clock.rank_clock_mhz(p["compute_s"], p["memory_s"], p["twin_makespan_s"], law,
+                                                       limit_w)
+    return law, points
+
+
+# the committed pre-registered PP2 sets (all seen): (label, predictions file whose rows are re-priced, records subdir)
+GUARD_SETS = s30mem.GUARD_SETS
+ROW_KEYS = s30mem.ROW_KEYS
+STEP_NOT_WORSE = 0.001   # C's median |step error| at most B's + 0.1 point (s29idle's G2, s30mem's S2)
+
+
+def priced_sets(root: Path | str | None = None, sets: tuple = GUARD_SETS) -> list[dict]:
+    """Each committed PP2 set's rows priced live with the switch off (B) and on (C), scored as its pre-registration
+    scores them (prereg_pp.section), with the rank-rows within under B lost under C and those gained."""
+    root = rec.records_root() if root is None else root
+    out, inputs = [], {}
+    for label, path, subdir in sets:
+        rows = read_csv(path)[ROW_KEYS].to_dict("records")
+        secs = {}
+        for who, on in (("B", False), ("C", True)):
+            with switch(on):
+                preds = prereg.predict_ep(rows, root, inputs=inputs).assign(code_commit="live")
+            secs[who] = prereg_pp.section(root, subdir=subdir, preds=preds)
+        keys = ("gpu", "model", "schedule", "num_microbatches", "rank", "measured_idle_s")
+        moved = [{k: c[k] for k in keys} | {"B_s": b["predicted_idle_s"], "C_s": c["predicted_idle_s"],
+                                            "B_within": bool(b["within"]), "C_within": bool(c["within"])}
+                 for b, c in zip(secs["B"]["idle"], secs["C"]["idle"]) if bool(b["within"]) != bool(c["within"])]
+        out.append({"set": label, "B": s29idle._score(secs["B"]), "C": s29idle._score(secs["C"]),
+                    "lost_rank_rows": [m for m in moved if m["B_within"]],
+                    "gained_rank_rows": [m for m in moved if not m["B_within"]]})
+    return out
+
+
+def row_clocks(rows: list[dict], root: Path | str | None = None) -> list[dict]:
+    """Each row's ranks' clocks under the law (rank_clocks_mhz from the switch-off simulation) and the law's board
+    power of each rank at its clock, beside the row's NVML reading where it has one (rank 0's GPU: the bench's energy
+    over the timed cycles' wall time)."""
+    root = rec.records_root() if root is None else root
+    inputs: dict = {}
+    out = []
+    law = rank_clock.RANK_POWER[gpu_spec(GPU).name]
+    for r in rows:
+        gpu = str(r["gpu"])
+        if gpu not in inputs:
+            inputs[gpu] = prereg.two_gpu_inputs(gpu, root)
+        profile, accumulate, host, hold_s = inputs[gpu]
+        if gpu != GPU:
+            continue
+        with switch(False):
+            res, _, det = pipe.simulate_row(pd.Series(r), gpu_spec(gpu), profile, accumulate, host, None, None, hold_s)
+        schedule = pipe.build_schedule(det["schedule"], int(r["pp"]), int(r["num_microbatches"]))
+        kern = rank_clock.rank_kernel_s(schedule, det["stage_kernel_s"])
+        clocks = pipe.rank_clocks_mhz(schedule, det["stage_kernel_s"], res.makespan_s, gpu_spec(gpu))
+        power = [rank_clock.power_w(f, k["compute"], k["memory"], res.makespan_s, law) for f, k in zip(clocks, kern)]
+        out.append({k: r[k] for k in ("model", "schedule", "num_microbatches")}
+                   | {"clock_mhz": clocks, "law_power_w": power, "measured_power_w": r.get("power_w")})
+    return out
+
+
+def fit_configs(root: Path | str | None = None) -> list[dict]:
+    """s30fb's own configurations (the fitting set: DualPipeV n 4 / 6 / 10) priced B and C: measured step and idle
+    (median over the timed steps of pipeline_host.csv) against each."""
+    root = Path(rec.records_root() if root is None else root)
+    profile, accumulate, host, hold_s = prereg.two_gpu_inputs(GPU, root)
+    out = []
+    for folder in FIT_FOLDERS:
+        h = read_csv(root / folder / "pipeline_host.csv")
+        for cfg, ops in h.groupby(CONFIG_KEYS):
+            row = dict(zip(CONFIG_KEYS, cfg)) | {"dp": 1, "num_layers": _num_layers(root / folder)}
+            reps = ops.groupby("rep")
+            idle = pipe.measured_idle_s(ops)
+            r = {"folder": folder, "model": row["model"], "num_microbatches": int(row["num_microbatches"]),
+                 "measured_s": float((reps["end_s"].max() - reps["start_s"].min()).median()),
+                 "measured_idle_s": [float(idle[k]) for k in sorted(idle)]}
+            for who, on in (("B", False), ("C", True)):
+                with switch(on):
+                    res, pred, _ = pipe.simulate_row(pd.Series(row), gpu_spec(GPU), profile, accumulate, host, None,
+                                                     None, hold_s)
+                r[f"{who}_s"], r[f"{who}_idle_s"] = float(pred), [float(x) for x in res.idle_s]
+            out.append(r)
+    return out
+
+
+def screen(root: Path | str | None = None) -> dict:
+    """The candidate on everything seen: the committed PP2 sets, s30fb's fitting configurations, the control clocks."""
+    root = rec.records_root() if root is None else root
+    sets = priced_sets(root)
+    clocks = {}
+    for label, path, _ in GUARD_SETS:
+        rows = read_csv(path)
+        clocks[label] = row_clocks(rows.to_dict("records"), root)
+    return {"sets": sets, "fit_configs": fit_configs(root), "clocks": clocks}
+
+
+def format_screen(sc: dict) -> str:
+    lines = []
+    for s in sc["sets"]:
+        b, c = s["B"], s["C"]
+        lines.append(f"{s['set']}: steps median |err| B {b['median_abs_rel_error']:.2%} / C {c['median_abs_rel_error']:.2%},"
+                     f" P90 {b['p90_abs_rel_error']:.2%} / {c['p90_abs_rel_error']:.2%}; idle within B {b['num_within']} / "
+                     f"C {c['num_within']} of {b['num_rank_rows']} (lost {len(s['lost_rank_rows'])}, gained "
+                     f"{len(s['gained_rank_rows'])}); misordered B {b['num_misordered']} / C {c['num_misordered']} of "
+                     f"{b['num_resolved']}")
+        for m in s["lost_rank_rows"] + s["gained_rank_rows"]:
+            lines.append(f"   {'lost' if m['B_within'] else 'gained'} {m['model']} {m['schedule']} n{m['num_microbatches']} "
+                         f"rank {m['rank']}: measured {m['measured_idle_s'] * 1e3:.1f} ms, B {m['B_s'] * 1e3:.1f}, "
+                         f"C {m['C_s'] * 1e3:.1f}")
+    for r in sc["fit_configs"]:
+        lines.append(f"fit {r['model']} n{r['num_microbatches']}: step {r['measured_s'] * 1e3:.1f} / B {r['B_s'] * 1e3:.1f} / "
+                     f"C {r['C_s'] * 1e3:.1f} ms; idle " + ", ".join(
+                         f"r{k} {m * 1e3:.1f} / {b * 1e3:.1f} / {c * 1e3:.1f}"
+                         for k, (m, b, c) in enumerate(zip(r["measured_idle_s"], r["B_idle_s"], r["C_idle_s"]))))
+    for label, rows in sc["clocks"].items():
+        by = {}
+        for r in rows:
+            by.setdefault(r["schedule"], []).append(r)
+        for sched, rr in sorted(by.items()):
+            c0 = np.median([r["clock_mhz"][0] for r in rr])
+            c1 = np.median([r["clock_mhz"][1] for r in rr])
+            p0 = np.median([r["law_power_w"][0] for r in rr])
+            m0 = np.nanmedian([float(r["measured_power_w"]) if r["measured_power_w"] not in (None, "") else np.nan
+                               for r in rr])
+            lines.append(f"clocks {label} {sched}: {len(rr)} rows, law rank 0 / 1 median {c0:.0f} / {c1:.0f} MHz; rank 0 "
+                         f"law {p0:.0f} W, measured (bench energy / wall, rank 0's GPU) {m0:.0f} W")
+    return "\n".join(lines)
+
+
+@entry.script
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.s31clk", __doc__)
+    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen"])
+    args = ap.parse_args(argv)
+    if args.action == "fit":
+        law, points = fit()
+        for p in points:
+            print(f"{p['model']:18s} n{p['num_microbatches']:<3d} rank {p['rank']}: {p['samples']:3d} samples, "
+                  f"{p['power_w']:5.0f} W at {p['clock_mhz']:5.0f} MHz (law {p['law_clock_mhz']:5.0f}); step "
+                  f"{p['measured_step_s'] * 1e3:6.1f} ms (twin {p['twin_makespan_s'] * 1e3:6.1f}); kernels compute "
+                  f"{p['compute_s'] * 1e3:6.1f}, memory {p['memory_s'] * 1e3:6.1f} ms")
+        print({k: round(v, 1) if isinstance(v, float) else v for k, v in law.items()})
+        return 0
+    if args.action == "screen":
+        print(format_screen(screen()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
