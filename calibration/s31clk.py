@@ -33,7 +33,7 @@ from calibration import prereg_pp
 from calibration import records as rec
 from calibration import s29idle, s30mem
 from calibration.power_cap import DYNAMIC_POWER_EXPONENT, MAX_SM_CLOCK_MHZ, idle_power_w
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 from calibration.whole_step import gpu_spec
 
 NAME = "s31clk"
@@ -44,6 +44,10 @@ FIT_FOLDERS = ("h200x2/s30fb_20261128_2153/dsv2-slice", "h200x2/s30fb_20261128_2
 FRESH_CASES = (("phi35moe-slice", 4), ("llama3-8b-slice", 4), ("olmoe-slice", 4))
 FRESH_MICROBATCHES = (8, 12)
 SCHEDULES = ("1f1b", "zb1p", "dualpipev", "dualpipe")
+# the one-GPU part (real/campaigns/s31clk1.sh's CASES, in its order): a whole step on one GPU (layout ep1), 8 micro-batches
+ONE_GPU_CASES = (("llama3-8b-slice", 4), ("olmoe-slice", 4), ("phi35moe-slice", 4), ("qwen2moe-mla-slice", 4),
+                 ("v2-lite-slice", 4))
+ONE_GPU_MICROBATCHES = 8
 FRESH_SUBDIR = NAME   # calibration/measurements/h200x2/s31clk/<model>/
 BUSY_W = 600.0          # a 100 ms sample inside the timed steps: either GPU at or above this (s30fb §2's selection)
 CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision"]
@@ -262,10 +266,149 @@ def format_screen(sc: dict) -> str:
     return "\n".join(lines)
 
 
+PREDICTIONS_FILE = prereg.PREREG_DIR / "s31clk_predictions.csv"
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s31clk_judgement.json"
+ONE_GPU_SUBDIR = "s31clk1"   # calibration/measurements/h200/s31clk1/<model>/
+# docs/notes/s31clk_rule.md's clock criteria (part A): a rank-row's measured clock is the median of its GPU's 100 ms
+# samples over the configuration's busy instants (any sampled GPU >= JUDGE_BUSY_W) after the first SETTLE_SAMPLES of
+# them (the limit's ~0.1-0.3 s transient, s30fb §2)
+JUDGE_BUSY_W = 300.0
+SETTLE_SAMPLES = 5
+CLOCK_TOL_MHZ = 60.0          # A1 / A2: the law's clock within this of the measured
+CAPPED_BELOW_MHZ = 1900.0     # A2: a rank-row counts as held by the limit below this
+
+
+def fresh_rows() -> list[dict]:
+    return [{"gpu": GPU, "bench": "pipeline_step", "model": m, "schedule": s, "pp": 2, "ep": 1, "dp": 1, "num_gpus": 2,
+             "num_microbatches": n, "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16", "num_layers": layers}
+            for m, layers in FRESH_CASES for n in FRESH_MICROBATCHES for s in SCHEDULES]
+
+
+def one_gpu_rows() -> list[dict]:
+    return [{"gpu": GPU, "bench": "ep_step", "model": m, "schedule": "1f1b", "pp": 1, "ep": 1, "dp": 1, "num_gpus": 1,
+             "num_microbatches": ONE_GPU_MICROBATCHES, "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16",
+             "num_layers": layers} for m, layers in ONE_GPU_CASES]
+
+
+def law_clocks(r: dict, inputs: tuple) -> list[float]:
+    """The law's clock of each rank of a row (pp 1: the one GPU), from the twin's simulation at its rates (switch off)."""
+    profile, accumulate, host, hold_s = inputs
+    with switch(False):
+        res, _, det = pipe.simulate_row(pd.Series(r), gpu_spec(GPU), profile, accumulate, host, None, None, hold_s)
+    schedule = pipe.build_schedule(det["schedule"], int(r["pp"]), int(r["num_microbatches"]))
+    return pipe.rank_clocks_mhz(schedule, det["stage_kernel_s"], res.makespan_s, gpu_spec(GPU))
+
+
+def predict_all(root: Path | str | None = None) -> pd.DataFrame:
+    """The fresh two-GPU rows priced B (switch off) and C (on, columns prefixed cand_), with the law's clock of each
+    rank (law_clock_r<k>_mhz); then the one-GPU rows with the law's clock of their GPU (no step prediction)."""
+    root = rec.records_root() if root is None else root
+    inputs = {GPU: prereg.two_gpu_inputs(GPU, root)}
+    rows = fresh_rows()
+    with switch(False):
+        base = prereg.predict_ep(rows, root, inputs=inputs)
+    with switch(True):
+        cand = prereg.predict_ep(rows, root, inputs=inputs)
+    cols = ["predicted_s"] + [c for c in base.columns if c.startswith("predicted_idle_r")]
+    two = pd.concat([base, cand[cols].add_prefix("cand_")], axis=1)
+    clocks = [law_clocks(r, inputs[GPU]) for r in rows]
+    for k in (0, 1):
+        two[f"law_clock_r{k}_mhz"] = [c[k] for c in clocks]
+    one = pd.DataFrame(one_gpu_rows())
+    one["law_clock_r0_mhz"] = [law_clocks(r, inputs[GPU])[0] for r in one_gpu_rows()]
+    return pd.concat([two, one], ignore_index=True)
+
+
+def write(allow_dirty: bool = False) -> pd.DataFrame:
+    return prereg.write_registered(PREDICTIONS_FILE, predict_all, allow_dirty)
+
+
+def config_clocks(steps: pd.DataFrame, clocks: pd.DataFrame) -> list[dict]:
+    """Per row of a campaign folder's pipeline_step.csv (written per configuration, in run order): each sampled GPU's
+    median SM clock and power over the configuration's settled busy instants (the rule's selection: after the previous
+    row's stamp, up to its own + 1 s; any GPU >= JUDGE_BUSY_W; the first SETTLE_SAMPLES such instants dropped)."""
+    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True), gpu_index=clocks["gpu_index"].astype(int))
+    wide = c.pivot_table(index=c["t"].dt.round("100ms"), columns="gpu_index", values=["power_w", "sm_clock_mhz"],
+                         aggfunc="median").dropna()
+    out, prev = [], None
+    stamps = pd.to_datetime(steps["timestamp_utc"], utc=True)
+    for (_, row), stamp in sorted(zip(steps.iterrows(), stamps), key=lambda x: x[1]):
+        end = stamp + pd.Timedelta("1s")
+        win = wide[(wide.index <= end) & ((wide.index > prev) if prev is not None else True)]
+        prev = end
+        busy = win[(win["power_w"] >= JUDGE_BUSY_W).any(axis=1)].iloc[SETTLE_SAMPLES:]
+        gpus = sorted(int(g) for g in wide["power_w"].columns)
+        out.append({"model": str(row["model"]), "schedule": str(row["schedule"]), "pp": int(row["pp"]),
+                    "num_microbatches": int(row["num_microbatches"]), "samples": int(len(busy)),
+                    "clock_mhz": [float(busy["sm_clock_mhz"][g].median()) if len(busy) else float("nan") for g in gpus],
+                    "power_w": [float(busy["power_w"][g].median()) if len(busy) else float("nan") for g in gpus]})
+    return out
+
+
+def measured_clocks(root: Path | str | None = None) -> list[dict]:
+    """config_clocks of every filed folder of the fresh set: h200x2/s31clk/<model>/ (ranks 0, 1 on GPUs 0, 1) and
+    h200/s31clk1/<model>/ (the one sampled GPU)."""
+    root = Path(rec.records_root() if root is None else root)
+    out = []
+    for sub in (Path(f"{GPU}x2") / FRESH_SUBDIR, Path(GPU) / ONE_GPU_SUBDIR):
+        for m, _ in (FRESH_CASES if sub.name == FRESH_SUBDIR else ONE_GPU_CASES):
+            folder = root / sub / m
+            if not (csv_exists(folder / "pipeline_step.csv") and csv_exists(folder / "gpu_clocks.csv")):
+                continue
+            out += config_clocks(read_csv(folder / "pipeline_step.csv"), read_csv(folder / "gpu_clocks.csv"))
+    return out
+
+
+def clock_criteria(preds: pd.DataFrame, meas: list[dict]) -> dict:
+    """Part A: A1 (one GPU: the law within CLOCK_TOL_MHZ on >= 4 of 5 rows, median |error| <= 40 MHz), A2 (two GPUs:
+    within CLOCK_TOL_MHZ on >= 75% of rank-rows, held-by-the-limit (< CAPPED_BELOW_MHZ) agreeing on >= 80%)."""
+    rows = []
+    for m in meas:
+        p = preds[(preds["model"] == m["model"]) & (preds["pp"] == m["pp"])
+                  & (preds["num_microbatches"] == m["num_microbatches"])
+                  & ((preds["schedule"] == m["schedule"]) if m["pp"] > 1 else True)]
+        if p.empty:
+            continue
+        for k, f in enumerate(m["clock_mhz"][: int(m["pp"])]):
+            law = float(p.iloc[0][f"law_clock_r{k}_mhz"])
+            rows.append({**{x: m[x] for x in ("model", "schedule", "pp", "num_microbatches")}, "rank": k,
+                         "measured_mhz": f, "law_mhz": law, "error_mhz": law - f,
+                         "capped_agree": (law < CAPPED_BELOW_MHZ) == (f < CAPPED_BELOW_MHZ)})
+    one = [r for r in rows if r["pp"] == 1]
+    two = [r for r in rows if r["pp"] > 1]
+    within = lambda rr: sum(abs(r["error_mhz"]) <= CLOCK_TOL_MHZ for r in rr)   # noqa: E731
+    a1 = (len(one) == len(ONE_GPU_CASES) and within(one) >= 4
+          and float(np.median([abs(r["error_mhz"]) for r in one])) <= 40.0) if one else None
+    a2 = (len(two) > 0 and within(two) >= 0.75 * len(two)
+          and sum(r["capped_agree"] for r in two) >= 0.8 * len(two)) if two else None
+    return {"rows": rows, "A1": a1, "A2": a2,
+            "A1_within": within(one), "A1_rows": len(one), "A2_within": within(two), "A2_rows": len(two),
+            "A2_capped_agree": sum(r["capped_agree"] for r in two)}
+
+
+def judge(root: Path | str | None = None) -> dict:
+    """The rule's verdict on whatever fresh records are filed: part A (the law's clocks), part B (B and C on the
+    fresh two-GPU set, scored as s29idle's: steps, rank idle within 10%, ranking), the screen's guards (recorded in
+    docs/notes/s31clk.md: failed, so the switch is not adopted whatever part B says)."""
+    root = rec.records_root() if root is None else root
+    if not csv_exists(PREDICTIONS_FILE):
+        return {"registration": NAME, "predictions": None}
+    preds = read_csv(PREDICTIONS_FILE)
+    a = clock_criteria(preds, measured_clocks(root))
+    two = preds[preds["pp"] > 1].reset_index(drop=True)
+    secs = {"B": prereg_pp.section(root, subdir=FRESH_SUBDIR, preds=two),
+            "C": prereg_pp.section(root, subdir=FRESH_SUBDIR, preds=s29idle._candidate_frame(two))}
+    scores = {w: s29idle._score(v) if v["rows"] else None for w, v in secs.items()}
+    return {"registration": NAME, "note": "docs/notes/s31clk_rule.md", "switch": "pipeline.ADOPT_RANK_POWER_CLOCK",
+            "predictions_commit": str(preds["code_commit"].iloc[0]), "clocks": a, "B": scores["B"], "C": scores["C"],
+            "adopt": False, "why_not_adopted": "the screen's guards on the committed PP2 sets failed before the rule "
+            "(docs/notes/s31clk.md): no fresh outcome adopts the switch; part A decides the next round's term"}
+
+
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s31clk", __doc__)
-    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen"])
+    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen", "write", "judge"])
     args = ap.parse_args(argv)
     if args.action == "fit":
         law, points = fit()
@@ -278,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "screen":
         print(format_screen(screen()))
+    if args.action == "write":
+        df = write()
+        print(df.to_string(max_cols=30))
+    if args.action == "judge":
+        print(json.dumps(judge(), indent=1, default=float))
     return 0
 
 

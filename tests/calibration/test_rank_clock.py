@@ -1,0 +1,83 @@
+"""calibration.rank_clock and pipeline.ADOPT_RANK_POWER_CLOCK (s31clk, issue 13): a pipeline rank's SM clock under the
+power limit from its predicted duty and kernel mix; the committed law is the live fit on s30fb's clock records; the
+switch moves only capped ranks' compute-bound kernels and never a one-GPU (pp 1) row."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from calibration import pipeline as pipe
+from calibration import prereg, rank_clock, s31clk
+from calibration.power_cap import MAX_SM_CLOCK_MHZ
+from calibration.whole_step import gpu_spec
+from twin.core.schedules import build_schedule
+
+LAW = {"static_w": 100.0, "compute_w": 1000.0, "memory_w": 300.0}
+
+
+def test_rank_below_the_limit_keeps_the_maximum_clock():
+    # duty 0.3 compute + 0.2 memory: 100 + 300 + 60 = 460 W at f_max, under 700 W
+    assert rank_clock.power_w(MAX_SM_CLOCK_MHZ, 0.3, 0.2, 1.0, LAW) == pytest.approx(460.0)
+    assert rank_clock.rank_clock_mhz(0.3, 0.2, 1.0, LAW, 700.0) == MAX_SM_CLOCK_MHZ
+    assert rank_clock.clock_scale(MAX_SM_CLOCK_MHZ) == {}
+
+
+def test_capped_rank_settles_where_its_power_meets_the_limit():
+    # duty 0.6 compute + 0.4 memory, a full timeline: 100 + 600 + 120 = 820 W at f_max > 700 W
+    f = rank_clock.rank_clock_mhz(0.6, 0.4, 1.0, LAW, 700.0)
+    assert f < MAX_SM_CLOCK_MHZ and rank_clock.power_w(f, 0.6, 0.4, 1.0, LAW) == pytest.approx(700.0, abs=0.05)
+    # the stretched compute outgrows the step (0.6 x f_max / f + 0.4 > 1): the step follows, so the duty stays 1;
+    # at x = f / f_max: 100 + x^3 (0.6 / x x 1000 + 0.4 x 300) / (0.6 / x + 0.4) = 700 W
+    x = f / MAX_SM_CLOCK_MHZ
+    assert 100 + x ** 3 * (600 / x + 120) / (0.6 / x + 0.4) == pytest.approx(700.0, abs=0.05)
+    scale = rank_clock.clock_scale(f)
+    assert scale[("fb", "gemm")] == scale[("w", "attention")] == pytest.approx(MAX_SM_CLOCK_MHZ / f)
+    assert ("fb", "memory") not in scale
+    assert math.isnan(rank_clock.rank_clock_mhz(0.6, 0.4, 1.0, LAW, 90.0))   # a limit under the static part
+
+
+def test_rank_kernel_seconds_follow_the_program():
+    # 1F1B at pp 2, 2 micro-batches: each rank runs its stage's F twice and BW twice (B + W)
+    sched = build_schedule("1f1b", 2, 2)
+    kern = {0: {"F": {"gemm": 1.0, "memory": 0.5}, "B": {"attention": 2.0}, "W": {"grouped_gemm": 1.0, "nccl": 9.0}},
+            1: {"F": {"gemm": 3.0}, "B": {"memory": 1.0}, "W": {"launch": 0.25}}}
+    assert rank_clock.rank_kernel_s(sched, kern) == [{"compute": 2 * (1 + 2 + 1), "memory": 2 * 0.5},
+                                                     {"compute": 2 * 3, "memory": 2 * (1 + 0.25)}]
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return prereg.two_gpu_inputs("h200")
+
+
+def _row(**kw):
+    return pd.Series({"model": "llama3-8b-slice", "schedule": "dualpipev", "pp": 2, "ep": 1, "dp": 1,
+                      "num_microbatches": 4, "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16",
+                      "num_layers": 4, **kw})
+
+
+def test_switch_slows_the_capped_rank_only_and_never_one_gpu(inputs):
+    profile, acc, host, hold = inputs
+    gpu = gpu_spec("h200")
+    with s31clk.switch(False):
+        b, b_step, _ = pipe.simulate_row(_row(), gpu, profile, acc, host, None, None, hold)
+        one_b = pipe.simulate_row(_row(pp=1, schedule="1f1b"), gpu, profile, acc, host, None, None, hold)[1]
+    with s31clk.switch(True):
+        c, c_step, det = pipe.simulate_row(_row(), gpu, profile, acc, host, None, None, hold)
+        one_c = pipe.simulate_row(_row(pp=1, schedule="1f1b"), gpu, profile, acc, host, None, None, hold)[1]
+    # DualPipeV's end-stage rank (0) is held by the limit, rank 1 is not (the law, committed inputs)
+    f0, f1 = det["rank_clock_mhz"]
+    assert f0 < 1800 and f1 == MAX_SM_CLOCK_MHZ
+    assert c_step > b_step and c.busy_s[0] > b.busy_s[0] and c.busy_s[1] == pytest.approx(b.busy_s[1], rel=1e-9)
+    assert one_c == one_b
+
+
+def test_committed_law_is_the_live_fit():
+    law, points = s31clk.fit()
+    committed = rank_clock.RANK_POWER[gpu_spec("h200").name]
+    assert {k: round(law[k], 1) for k in ("static_w", "compute_w", "memory_w")} == committed
+    # the fitting records' capped rank (DualPipeV rank 0) is the lower clock of each configuration, law and measured
+    for a, b in zip(points[::2], points[1::2]):
+        assert a["rank"] == 0 and b["rank"] == 1
+        assert a["clock_mhz"] < b["clock_mhz"] and a["law_clock_mhz"] < b["law_clock_mhz"]
