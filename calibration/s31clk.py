@@ -33,7 +33,7 @@ from calibration import prereg_pp
 from calibration import records as rec
 from calibration import s29idle, s30mem
 from calibration.power_cap import DYNAMIC_POWER_EXPONENT, MAX_SM_CLOCK_MHZ, idle_power_w
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, pack_record, read_csv
 from calibration.whole_step import gpu_spec
 
 NAME = "s31clk"
@@ -71,7 +71,7 @@ def _num_layers(folder: Path) -> int:
 def busy_samples(clocks: pd.DataFrame) -> pd.DataFrame:
     """gpu_clocks.csv's samples paired by time (GPU 0's and GPU 1's within 60 ms): one row per instant with
     power_w_0, sm_clock_mhz_0, power_w_1, sm_clock_mhz_1 and t (a timestamp)."""
-    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True)).sort_values("t")
+    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True, format="ISO8601")).sort_values("t")
     g0 = c[c["gpu_index"] == 0][["t", "power_w", "sm_clock_mhz"]].add_suffix("_0").rename(columns={"t_0": "t"})
     g1 = c[c["gpu_index"] == 1][["t", "power_w", "sm_clock_mhz"]].add_suffix("_1").rename(columns={"t_1": "t"})
     return pd.merge_asof(g0, g1, on="t", direction="nearest", tolerance=pd.Timedelta("60ms")).dropna()
@@ -327,11 +327,11 @@ def config_clocks(steps: pd.DataFrame, clocks: pd.DataFrame) -> list[dict]:
     """Per row of a campaign folder's pipeline_step.csv (written per configuration, in run order): each sampled GPU's
     median SM clock and power over the configuration's settled busy instants (the rule's selection: after the previous
     row's stamp, up to its own + 1 s; any GPU >= JUDGE_BUSY_W; the first SETTLE_SAMPLES such instants dropped)."""
-    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True), gpu_index=clocks["gpu_index"].astype(int))
+    c = clocks.assign(t=pd.to_datetime(clocks["timestamp_utc"], utc=True, format="ISO8601"), gpu_index=clocks["gpu_index"].astype(int))
     wide = c.pivot_table(index=c["t"].dt.round("100ms"), columns="gpu_index", values=["power_w", "sm_clock_mhz"],
                          aggfunc="median").dropna()
     out, prev = [], None
-    stamps = pd.to_datetime(steps["timestamp_utc"], utc=True)
+    stamps = pd.to_datetime(steps["timestamp_utc"], utc=True, format="ISO8601")
     for (_, row), stamp in sorted(zip(steps.iterrows(), stamps), key=lambda x: x[1]):
         end = stamp + pd.Timedelta("1s")
         win = wide[(wide.index <= end) & ((wide.index > prev) if prev is not None else True)]
@@ -405,10 +405,61 @@ def judge(root: Path | str | None = None) -> dict:
             "(docs/notes/s31clk.md): no fresh outcome adopts the switch; part A decides the next round's term"}
 
 
+SMI_COLUMNS = {"timestamp": "timestamp_utc", "index": "gpu_index", "clocks.current.sm [MHz]": "sm_clock_mhz",
+               "clocks.current.memory [MHz]": "mem_clock_mhz", "power.draw [W]": "power_w",
+               "power.limit [W]": "power_limit_w", "temperature.gpu": "temperature_c"}
+ENV_COLUMNS = ("gpu_name", "max_sm_clock_mhz", "driver_version", "torch_version", "cuda_version", "nccl_version",
+               "num_gpus")
+
+
+def clocks_record(raw: pd.DataFrame, env: dict, split: str = "holdout") -> pd.DataFrame:
+    """The campaigns' raw `nvidia-smi --query-gpu=timestamp,index,clocks.sm,clocks.mem,power.draw,power.limit,
+    temperature.gpu --format=csv` output as a record (s30fb's gpu_clocks schema): units stripped, the host's clock taken
+    as UTC (the leases run in UTC), and every row with the run's GPU name, versions and GPU count (env_pipeline_*.json)."""
+    df = raw.rename(columns=lambda c: SMI_COLUMNS.get(c.strip(), c.strip()))
+    df = df[[c for c in SMI_COLUMNS.values() if c in df.columns]].copy()
+    for c in df.columns:
+        if c != "timestamp_utc":
+            df[c] = pd.to_numeric(df[c].astype(str).str.extract(r"([-0-9.]+)")[0], errors="coerce")
+    t = pd.to_datetime(df["timestamp_utc"].astype(str).str.strip(), format="%Y/%m/%d %H:%M:%S.%f", errors="coerce")
+    df["timestamp_utc"] = t.dt.tz_localize("UTC").map(lambda x: x.isoformat(timespec="milliseconds") if pd.notna(x) else "")
+    df = df[df["timestamp_utc"] != ""].dropna(subset=["sm_clock_mhz", "power_w"])
+    df["gpu_index"] = df["gpu_index"].astype(int)
+    for c in ENV_COLUMNS:
+        df[c] = env.get(c)
+    df["split"] = split
+    return df
+
+
+def file_folder(src: Path, dest: Path) -> list[str]:
+    """One campaign model folder filed as records: its CSVs packed (.csv.xz), gpu_clocks.csv converted (clocks_record),
+    the env json copied; returns the files written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    env_files = sorted(src.glob("env_pipeline_*.json"))
+    env = json.loads(env_files[0].read_text()) if env_files else {}
+    out = []
+    for path in sorted(src.iterdir()):
+        if path.name == "gpu_clocks.csv":
+            target = dest / "gpu_clocks.csv"
+            clocks_record(pd.read_csv(path, skipinitialspace=True), env).to_csv(target, index=False)
+        elif path.suffix == ".csv":
+            target = dest / path.name
+            target.write_bytes(path.read_bytes())
+        elif path.suffix == ".json":
+            (dest / path.name).write_text(path.read_text())
+            out.append(path.name)
+            continue
+        else:
+            continue
+        out.append(pack_record(target).name)
+    return out
+
+
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s31clk", __doc__)
-    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen", "write", "judge"])
+    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen", "write", "judge", "file"])
+    ap.add_argument("folders", nargs="*", type=Path, help="file: SRC DEST (a campaign model folder, its records folder)")
     args = ap.parse_args(argv)
     if args.action == "fit":
         law, points = fit()
@@ -424,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "write":
         df = write()
         print(df.to_string(max_cols=30))
+    if args.action == "file":
+        if len(args.folders) != 2:
+            ap.error("file: SRC DEST")
+        print(", ".join(file_folder(*args.folders)))
     if args.action == "judge":
         print(json.dumps(judge(), indent=1, default=float))
     return 0

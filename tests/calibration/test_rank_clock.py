@@ -10,6 +10,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import prereg, rank_clock, s31clk
 from calibration.power_cap import MAX_SM_CLOCK_MHZ
+from calibration.records_io import read_csv
 from calibration.whole_step import gpu_spec
 from twin.core.schedules import build_schedule
 
@@ -81,3 +82,68 @@ def test_committed_law_is_the_live_fit():
     for a, b in zip(points[::2], points[1::2]):
         assert a["rank"] == 0 and b["rank"] == 1
         assert a["clock_mhz"] < b["clock_mhz"] and a["law_clock_mhz"] < b["law_clock_mhz"]
+
+
+def test_registered_clocks_are_the_live_law(inputs):
+    """The pre-registered predictions (docs/notes/s31clk_rule.md) hold the law's clocks as the code computes them now:
+    two rows recomputed (llama3's DualPipeV n8 on two GPUs, its one-GPU step)."""
+    preds = read_csv(s31clk.PREDICTIONS_FILE)
+    assert len(preds) == 24 + len(s31clk.ONE_GPU_CASES) and preds["code_commit"].nunique() == 1
+    for pp, sched in ((2, "dualpipev"), (1, "1f1b")):
+        sel = preds[(preds["model"] == "llama3-8b-slice") & (preds["pp"] == pp) & (preds["schedule"] == sched)
+                    & (preds["num_microbatches"] == 8)]
+        row = sel.iloc[0][s31clk.ROW_KEYS].to_dict()
+        live = s31clk.law_clocks(row, inputs)
+        assert [round(x, 3) for x in live] == [round(float(sel.iloc[0][f"law_clock_r{k}_mhz"]), 3) for k in range(pp)]
+
+
+def test_config_clocks_take_each_configuration_s_settled_busy_samples():
+    """Two configurations written at 10 s and 20 s; samples every 100 ms on two GPUs: the first configuration's busy
+    stretch (3-8 s) at 1700 / 1950 MHz after a 5-sample transient at 1980, the second's (13-18 s) at 1800 / 1800; idle
+    samples (120 W) between. Each row gets its own stretch's medians, the transient dropped."""
+    t0 = pd.Timestamp("2026-11-29T00:00:00Z")
+    samples = []
+    for k in range(250):
+        t = k / 10
+        busy1, busy2 = 3 <= t < 8, 13 <= t < 18
+        for g in (0, 1):
+            if busy1:
+                f = 1980 if t < 3.5 else (1700 if g == 0 else 1950)
+                p = 690
+            elif busy2:
+                f, p = (1980 if t < 13.5 else 1800), 650
+            else:
+                f, p = 1980, 120
+            samples.append({"timestamp_utc": (t0 + pd.Timedelta(seconds=t)).isoformat(), "gpu_index": g,
+                            "sm_clock_mhz": f, "power_w": p})
+    steps = pd.DataFrame([{"model": "m", "schedule": "zb1p", "pp": 2, "num_microbatches": 8,
+                           "timestamp_utc": (t0 + pd.Timedelta(seconds=10)).isoformat()},
+                          {"model": "m", "schedule": "zb1p", "pp": 2, "num_microbatches": 12,
+                           "timestamp_utc": (t0 + pd.Timedelta(seconds=20)).isoformat()}])
+    got = s31clk.config_clocks(steps, pd.DataFrame(samples))
+    assert [g["clock_mhz"] for g in got] == [[1700.0, 1950.0], [1800.0, 1800.0]]
+    assert [g["samples"] for g in got] == [45, 45] and got[0]["power_w"] == [690.0, 690.0]
+
+
+def test_raw_nvidia_smi_samples_become_a_record(tmp_path):
+    """The campaigns' raw nvidia-smi CSV (units in the header and the values) filed in s30fb's gpu_clocks schema, every
+    row carrying the run's GPU name and versions; a truncated last line (the sampler killed) is dropped."""
+    raw = ("timestamp, index, clocks.current.sm [MHz], clocks.current.memory [MHz], power.draw [W], power.limit [W], "
+           "temperature.gpu\n"
+           "2026/11/29 00:10:00.123, 0, 1695 MHz, 3201 MHz, 688.40 W, 700.00 W, 51\n"
+           "2026/11/29 00:10:00.125, 1, 1920 MHz, 3201 MHz, 623.10 W, 700.00 W, 47\n"
+           "2026/11/29 00:10:00.2")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gpu_clocks.csv").write_text(raw)
+    (src / "pipeline_step.csv").write_text("bench,time_s\npipeline_step,0.5\n")
+    env = {"gpu_name": "NVIDIA H200", "max_sm_clock_mhz": 1980.0, "driver_version": "580.159.04",
+           "torch_version": "2.11.0+cu130", "cuda_version": "13.0", "nccl_version": "2.28.9", "num_gpus": 2}
+    (src / "env_pipeline_pp2.json").write_text(__import__("json").dumps(env))
+    written = s31clk.file_folder(src, tmp_path / "dest")
+    assert sorted(written) == ["env_pipeline_pp2.json", "gpu_clocks.csv.xz", "pipeline_step.csv.xz"]
+    rec = read_csv(tmp_path / "dest" / "gpu_clocks.csv")
+    assert rec["timestamp_utc"].tolist() == ["2026-11-29T00:10:00.123+00:00", "2026-11-29T00:10:00.125+00:00"]
+    assert rec["sm_clock_mhz"].tolist() == [1695, 1920] and rec["power_w"].tolist() == [688.4, 623.1]
+    assert (rec["gpu_name"] == "NVIDIA H200").all() and (rec["driver_version"] == "580.159.04").all()
+    assert (rec["power_limit_w"] == 700.0).all() and (rec["split"] == "holdout").all()
