@@ -13,6 +13,8 @@ idle power (h200/power.csv), the exponent the assumed k = 3 (calibration.power_c
     python -m calibration.s31clk screen       # B (off) and C (on) on every committed PP2 set (a few minutes of CPU)
     python -m calibration.s31clk write        # the fresh set's predictions, B and C (refuses dirty code)
     python -m calibration.s31clk judge        # the rule's verdict on the fresh records, once filed
+    python -m calibration.s31clk record       # and its record, calibration/s31clk_judgement.json
+    python -m calibration.s31clk file SRC DEST   # a campaign model folder filed as records (nvidia-smi samples converted)
 """
 
 from __future__ import annotations
@@ -458,7 +460,7 @@ def file_folder(src: Path, dest: Path) -> list[str]:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s31clk", __doc__)
-    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen", "write", "judge", "file"])
+    ap.add_argument("action", nargs="?", default="fit", choices=["fit", "screen", "write", "judge", "record", "file"])
     ap.add_argument("folders", nargs="*", type=Path, help="file: SRC DEST (a campaign model folder, its records folder)")
     args = ap.parse_args(argv)
     if args.action == "fit":
@@ -479,8 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.folders) != 2:
             ap.error("file: SRC DEST")
         print(", ".join(file_folder(*args.folders)))
-    if args.action == "judge":
-        print(json.dumps(judge(), indent=1, default=float))
+    if args.action in ("judge", "record"):
+        if args.action == "record" and prereg.refuses_uncommitted_record():
+            return 2
+        out = judge()
+        print(json.dumps(out, indent=1, default=float))
+        if args.action == "record":
+            prereg.write_code_record(JUDGEMENT_FILE, "python -m calibration.s31clk record", out)
     return 0
 
 
