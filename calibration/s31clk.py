@@ -447,7 +447,7 @@ def file_folder(src: Path, dest: Path) -> list[str]:
         elif path.suffix == ".csv":
             target = dest / path.name
             target.write_bytes(path.read_bytes())
-        elif path.suffix == ".json":
+        elif path.suffix == ".json" and path.name.startswith("env"):
             (dest / path.name).write_text(path.read_text())
             out.append(path.name)
             continue
