@@ -388,7 +388,7 @@ def clock_criteria(preds: pd.DataFrame, meas: list[dict]) -> dict:
             "A2_capped_agree": sum(r["capped_agree"] for r in two)}
 
 
-def judge(root: Path | str | None = None) -> dict:
+def judge(root: Path | str | None = None, with_guards: bool = True) -> dict:
     """The rule's verdict on whatever fresh records are filed: part A (the law's clocks), part B (B and C on the
     fresh two-GPU set, scored as s29idle's: steps, rank idle within 10%, ranking), the screen's guards (recorded in
     docs/notes/s31clk.md: failed, so the switch is not adopted whatever part B says)."""
@@ -401,8 +401,29 @@ def judge(root: Path | str | None = None) -> dict:
     secs = {"B": prereg_pp.section(root, subdir=FRESH_SUBDIR, preds=two),
             "C": prereg_pp.section(root, subdir=FRESH_SUBDIR, preds=s29idle._candidate_frame(two))}
     scores = {w: s29idle._score(v) if v["rows"] else None for w, v in secs.items()}
+    part_b = None
+    if scores["B"] and scores["C"]:
+        b, c = scores["B"], scores["C"]
+        lost = [{k: x[k] for k in ("model", "schedule", "num_microbatches", "rank")}
+                for x, y in zip(secs["B"]["idle"], secs["C"]["idle"]) if x["within"] and not y["within"]]
+        part_b = {"C1_idle_within_plus_4_none_lost": c["num_within"] >= b["num_within"] + 4 and not lost,
+                  "C2_steps": (c["median_abs_rel_error"] <= prereg.MEDIAN_TARGET
+                               and c["p90_abs_rel_error"] <= prereg.P90_TARGET
+                               and c["median_abs_rel_error"] <= b["median_abs_rel_error"] + STEP_NOT_WORSE),
+                  "C3_ranking": c["num_misordered"] <= b["num_misordered"], "lost_rank_rows": lost}
+    guards = None
+    if with_guards:
+        sets = priced_sets(root)
+        guards = {"sets": [{"set": x["set"], "B": x["B"], "C": x["C"], "lost": len(x["lost_rank_rows"]),
+                            "gained": len(x["gained_rank_rows"])} for x in sets],
+                  "G1_no_rank_row_lost": all(not x["lost_rank_rows"] for x in sets),
+                  "G2_steps_not_worse": all(x["C"]["median_abs_rel_error"] <= x["B"]["median_abs_rel_error"]
+                                            + STEP_NOT_WORSE for x in sets)}
     return {"registration": NAME, "note": "docs/notes/s31clk_rule.md", "switch": "pipeline.ADOPT_RANK_POWER_CLOCK",
-            "predictions_commit": str(preds["code_commit"].iloc[0]), "clocks": a, "B": scores["B"], "C": scores["C"],
+            "predictions_commit": str(preds["code_commit"].iloc[0]),
+            "targets": {"clock_tol_mhz": CLOCK_TOL_MHZ, "capped_below_mhz": CAPPED_BELOW_MHZ,
+                        "judge_busy_w": JUDGE_BUSY_W, "settle_samples": SETTLE_SAMPLES},
+            "clocks": a, "B": scores["B"], "C": scores["C"], "part_b": part_b, "guards": guards,
             "adopt": False, "why_not_adopted": "the screen's guards on the committed PP2 sets failed before the rule "
             "(docs/notes/s31clk.md): no fresh outcome adopts the switch; part A decides the next round's term"}
 
