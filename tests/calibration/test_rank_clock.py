@@ -147,3 +147,24 @@ def test_raw_nvidia_smi_samples_become_a_record(tmp_path):
     assert rec["sm_clock_mhz"].tolist() == [1695, 1920] and rec["power_w"].tolist() == [688.4, 623.1]
     assert (rec["gpu_name"] == "NVIDIA H200").all() and (rec["driver_version"] == "580.159.04").all()
     assert (rec["power_limit_w"] == 700.0).all() and (rec["split"] == "holdout").all()
+
+
+def test_judgement_record_and_live_part_a():
+    """calibration/s31clk_judgement.json (`python -m calibration.s31clk record`): the verdict follows its figures (A1 and
+    A2 missed, part B's C1-C3 met, the guards failed, so not adopted and the switch off); part A recomputed live from
+    the filed records equals the record (the clocks are records and the law, no twin pricing)."""
+    import json
+    j = json.loads(s31clk.JUDGEMENT_FILE.read_text())
+    a = j["clocks"]
+    assert (a["A1_within"], a["A1_rows"], a["A2_within"], a["A2_rows"], a["A2_capped_agree"]) == (3, 5, 32, 48, 46)
+    assert a["A1"] is False and a["A2"] is False   # A2: 32 / 48 within 60 MHz < 75%, though 46 / 48 agree on held
+    assert all(v for k, v in j["part_b"].items() if k.startswith("C")) and not j["part_b"]["lost_rank_rows"]
+    assert j["C"]["num_within"] == 45 and j["B"]["num_within"] == 37
+    assert not j["guards"]["G1_no_rank_row_lost"] and not j["guards"]["G2_steps_not_worse"]
+    assert j["adopt"] is False and pipe.ADOPT_RANK_POWER_CLOCK is False
+    live = s31clk.clock_criteria(read_csv(s31clk.PREDICTIONS_FILE), s31clk.measured_clocks())
+    assert {k: v for k, v in live.items() if k != "rows"} == {k: v for k, v in a.items() if k != "rows"}
+    # the limit holds 1F1B's and ZB1P's last rank (rank 1) on llama3-8b-slice, well below the law's 1,701 MHz
+    held = [r for r in live["rows"] if r["model"] == "llama3-8b-slice" and r["schedule"] in ("1f1b", "zb1p")
+            and r["rank"] == 1]
+    assert len(held) == 4 and all(r["measured_mhz"] < 1600 < r["law_mhz"] for r in held)
