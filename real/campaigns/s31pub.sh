@@ -6,7 +6,7 @@
 # 2 x 8,192, burst) the measured gain is 53.07 / 47.32 = 1.122 ms, the twin's 55.80 / 45.91 = 1.215. No record holds
 # a whole step of those rows in eager and compiled form, so none says whether the block's gap survives in a step.
 # Three parts, one process each, one GPU (FSDP2 over one rank), real.fsdp_memory with Table 1's shape and options:
-# Llama 3.1 8B cut to 12 blocks (+ embedding, final norm, BF16 head, FP32 loss), local batch 2 x 8,192, per-op SAC
+# Llama 3.1 8B cut to 16 blocks on a card of >= 120 GB (6 on an 80 GB card; + embedding, final norm, BF16 head, FP32 loss), local batch 2 x 8,192, per-op SAC
 # (torchtitan 9dec370's 'op' policy), flash SDPA (the rows' FA2), expandable segments, clip + foreach AdamW; 6 steps,
 # the last profiled: step_eager (torch eager), step_compile (each block under torch.compile), step_fp8 (compiled +
 # tensorwise Float8 linears, Table 1's third row).
@@ -16,7 +16,7 @@
 # anyway, file by card (the rule judges whichever card ran, with that card's profile).
 #   bash real/campaigns/s31pub.sh OUTDIR
 # Env: PY (python3), S31PUB_TINY (1: CPU dry run, tiny shapes), S31PUB_TIMEOUT_SCALE (1),
-# S31PUB_PARTS (" step_eager step_compile step_fp8 "), S31PUB_LAYERS (12).
+# S31PUB_PARTS (" step_eager step_compile step_fp8 "), S31PUB_LAYERS (16 on a card of >= 120 GB, else 6).
 set -u
 root=${1:?usage: s31pub.sh OUTDIR}/s31pub
 mkdir -p "$root"
@@ -25,10 +25,12 @@ PY=${PY:-python3}
 tiny=${S31PUB_TINY:-0}
 scale=${S31PUB_TIMEOUT_SCALE:-1}
 parts=${S31PUB_PARTS:-" step_eager step_compile step_fp8 "}
-layers=${S31PUB_LAYERS:-12}
 campaign=s31pub
 gpus=1
 . "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the GPU-count check, part(), torchrun (one rank)
+ mem_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+layers=${S31PUB_LAYERS:-$([ "${mem_mib:-0}" -ge 120000 ] 2>/dev/null && echo 16 || echo 6)}
+echo "$campaign: $layers blocks (card memory ${mem_mib:-?} MiB)" | tee -a "$log"
 step=(--layers "$layers" --steps 6 --seq-len 8192 --local-batch 2 --ac op --sdpa flash --profile-last)
 [ "$tiny" = "1" ] && step=(--tiny --layers 2 --steps 3 --seq-len 64 --local-batch 2 --ac op)
 [ "$tiny" = "1" ] && export CUDA_VISIBLE_DEVICES=""
