@@ -24,7 +24,6 @@ import math
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from calibration import entry
 from calibration.cp_block import measured_kernel_class
