@@ -425,8 +425,9 @@ WGRAD_ACCUM_BYTES = 8.0
 # (calibration.dense_block.compiled_elementwise_ratio: eager_elementwise_eff's estimator on h100/dense_block.csv's
 # two compiled 8B Llama fitting records, 2 x 8,192: 0.687 forward, 0.570 fwd+bwd; median). Carried to every GPU
 # (the H200 has no compiled block record). Candidate of docs/notes/s31pub_rule.md, judged on the 8B rows' own step
-# (campaign s31pub); off, compiled elementwise kernels stream at memory_eff and an FP8 GEMM's casts at fp8_stack's.
-ADOPT_COMPILED_ELEMENTWISE_EFF = False
+# (campaign s31pub): adopted (F1-F2, P1-P3, G1-G2 hold); off, compiled elementwise kernels stream at memory_eff and
+# an FP8 GEMM's casts at fp8_stack's.
+ADOPT_COMPILED_ELEMENTWISE_EFF = True    # adopted: docs/notes/s31pub_rule.md (calibration/s31pub_judgement.json)
 COMPILED_ELEMENTWISE_RATIO = 0.6289713050004453
 
 
