@@ -156,7 +156,8 @@ def judge(folder: Path | str, validate_pair: tuple[dict, dict] | None = None) ->
 
 
 def show(res: dict) -> None:
-    print(f"{res['folder']}: {res['gpu_name']}, {res['layers']} blocks; figure = median of steps {res['measured_steps']}")
+    print(f"{res['folder']}: {res['gpu_name']}, {res['layers']} blocks; "
+          f"figure = median of steps {res['measured_steps']}")
     for part, s in res["steps"].items():
         times = ", ".join(f"{k}: {v:.4f}" for k, v in s["step_times_s"].items())
         print(f"  {part} ({s['row']}): measured {s['measured_s']:.4f} s  twin off {s['twin_off_s']:.4f} "
@@ -185,7 +186,8 @@ def show(res: dict) -> None:
 
 def main(argv=None) -> int:
     ap = entry.parser("calibration.compiled_step", __doc__)
-    ap.add_argument("folder", type=entry.folder, help="the campaign's s31pub folder (step_eager, step_compile, step_fp8)")
+    ap.add_argument("folder", type=entry.folder,
+                    help="the campaign's s31pub folder (step_eager, step_compile, step_fp8)")
     ap.add_argument("--guards", nargs=2, type=Path, metavar=("OFF.json", "ON.json"), default=None,
                     help="two `twin validate --json` files, the switch off and on (the rule's G1)")
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")
