@@ -271,6 +271,24 @@ def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str | None = 
     return float(min(1.0, base.memory_eff * ratio.median())) if len(ratio) else 0.0
 
 
+def compiled_elementwise_ratio(gpu: str = "h100", root: Path | str | None = None) -> float:
+    """compute.COMPILED_ELEMENTWISE_RATIO (docs/notes/s31pub_rule.md): eager_elementwise_eff's estimator on the
+    torch.compile'd records. Over `gpu`'s fitting records with compiled == 'inductor' and block 'llama' or 'head',
+    per profiled record the time its GEMM and attention kernels leave (timed - their kernel sums: Inductor's
+    elementwise kernels and the gaps between kernels) against the twin's elementwise seconds at memory_eff (the
+    committed fitted profile); the median of twin / left-over, the fraction of memory_eff those kernels reach.
+    Raises where `gpu` has no such record (the H100 has two: the 8B block at 2 x 8,192, forward and fwd+bwd)."""
+    root = records_root() if root is None else root
+    df = compare(gpu, root) if csv_exists(Path(root) / gpu / BLOCK_FILE) else pd.DataFrame()
+    if "measured_gemm_s" in df:
+        df = df[(df["split"] == "fit") & (df["compiled"] == "inductor") & df["block"].isin(["llama", "head"])
+                & df["twin_s"].notna() & df["measured_gemm_s"].notna()]
+    if "measured_gemm_s" not in df or df.empty:
+        raise ValueError(f"{gpu}: no profiled compiled Llama block or head among the fitting records")
+    left_s = df["time_s"] - df["measured_gemm_s"] - df["measured_attention_s"]
+    return float((df["twin_elementwise_s"] / left_s)[left_s > 0].median())
+
+
 def write_dense_terms(gpu: str, root: Path | str | None = None, profiles_dir: Path | None = None) -> dict:
     """Set the committed profile's `attention_kernels` and `eager_elementwise_eff` from the
     records (what `twin fit` computes with the rest of the profile), every other key of the JSON

@@ -378,11 +378,15 @@ def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile)
     return memory_time_s(rows * width * 4.0 + rows * k * 12.0, gpu, profile)
 
 
-def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile, eager: bool = False) -> float:
+def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile, eager: bool = False,
+                  compiled: bool = False) -> float:
     """A bandwidth-bound kernel: its bytes at the profile's streaming efficiency (`eager`: torch
-    eager's elementwise chains, at Profile.eager_elementwise_eff where measured), one launch; inside
-    layers at the profile's in-layer memory factor (Profile.in_layer, s15gl's candidate G)."""
+    eager's elementwise chains, at Profile.eager_elementwise_eff where measured; `compiled`: inside a
+    torch.compile'd block, at COMPILED_ELEMENTWISE_RATIO of it under ADOPT_COMPILED_ELEMENTWISE_EFF), one
+    launch; inside layers at the profile's in-layer memory factor (Profile.in_layer, s15gl's candidate G)."""
     eff = (profile.eager_elementwise_eff or profile.memory_eff) if eager else profile.memory_eff
+    if compiled and ADOPT_COMPILED_ELEMENTWISE_EFF:
+        eff *= COMPILED_ELEMENTWISE_RATIO
     return (bytes_moved / (gpu.hbm_bytes_per_s * eff) + profile.launch_s) * profile.in_layer_factor("memory")
 
 
@@ -416,6 +420,16 @@ def chunked_gemm_time_s(op: Op, phase: str, precision: str, chunks: int, gpu: GP
 # FP32; each micro-batch accumulates into them): it reads and writes 4 bytes per weight element
 WGRAD_ACCUM_BYTES = 8.0
 
+# Inside a torch.compile'd block (Op.compiled: plan.kernels 'fused_blocks') the time a block's GEMM and attention
+# kernels leave, Inductor's elementwise kernels and the gaps between kernels, runs at this fraction of memory_eff
+# (calibration.dense_block.compiled_elementwise_ratio: eager_elementwise_eff's estimator on h100/dense_block.csv's
+# two compiled 8B Llama fitting records, 2 x 8,192: 0.687 forward, 0.570 fwd+bwd; median). Carried to every GPU
+# (the H200 has no compiled block record). Candidate of docs/notes/s31pub_rule.md, judged on the 8B rows' own step
+# (campaign s31pub): adopted (F1-F2, P1-P3, G1-G2 hold); off, compiled elementwise kernels stream at memory_eff and
+# an FP8 GEMM's casts at fp8_stack's.
+ADOPT_COMPILED_ELEMENTWISE_EFF = True    # adopted: docs/notes/s31pub_rule.md (calibration/s31pub_judgement.json)
+COMPILED_ELEMENTWISE_RATIO = 0.6289713050004453
+
 
 def layer_widths(op: Op) -> tuple[int, int] | None:
     """A GEMM op's (outputs, inputs) as its kernels run them (its forward is m x n over k), or None
@@ -432,6 +446,8 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
     if op.kind in GEMM_KINDS:
         prec = op.precision or precision
         casts_s = fp8_cast_time_s(op, phase, gpu, profile) if prec == "fp8" else 0.0
+        if op.compiled and ADOPT_COMPILED_ELEMENTWISE_EFF:   # the casts as Inductor's kernels in the block
+            casts_s /= COMPILED_ELEMENTWISE_RATIO
         # the layer's widths n and k are every pass's row lengths (twin.costs.gemm_alignment)
         align = op.align or align_class(op.n, op.k)
         if phase == "fwd":
@@ -456,7 +472,7 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
         # a backward elementwise/norm kernel reads the saved input and the output gradient (1.5 x
         # the forward bytes unless the op says: flops.eager_ops); each further kernel one launch
         if phase == "fwd":
-            return memory_time_s(op.bytes, gpu, profile, op.eager) + (op.launches - 1) * profile.launch_s
+            return memory_time_s(op.bytes, gpu, profile, op.eager, op.compiled) + (op.launches - 1) * profile.launch_s
         bwd_bytes = 1.5 * op.bytes if op.bwd_bytes is None else op.bwd_bytes
-        return memory_time_s(bwd_bytes, gpu, profile, op.eager) + (op.bwd_launches - 1) * profile.launch_s
+        return memory_time_s(bwd_bytes, gpu, profile, op.eager, op.compiled) + (op.bwd_launches - 1) * profile.launch_s
     raise ValueError(f"not a compute op: {op.kind}")

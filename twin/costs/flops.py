@@ -215,6 +215,9 @@ class Op:
     recompute: bool = False
     precision: str | None = None
     eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
+    # a memory op, or an FP8 GEMM's cast kernels, inside a torch.compile'd block (compiled_ops; plan.kernels
+    # 'fused_blocks'): compute.COMPILED_ELEMENTWISE_RATIO under compute.ADOPT_COMPILED_ELEMENTWISE_EFF
+    compiled: bool = False
     dropout: float = 0.0  # an attention core's dropout probability (training): Profile.attention_dropout
     # a GEMM's alignment class (compute.ADOPT_GEMM_ALIGNMENT): 0 = from its widths n and k
     # (twin.costs.gemm_alignment.align_class); 8 = aligned whatever its widths (a stand-in width
@@ -368,6 +371,15 @@ def eager_ops(ops: list[Op]) -> list[Op]:
         out.append(dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd,
                                        bwd_launches=k_bwd, eager=True))
     return out
+
+
+def compiled_ops(ops: list[Op]) -> list[Op]:
+    """The ops of a torch.compile'd block (plan.kernels = "fused_blocks": torchtitan's apply_compile): every
+    memory op and GEMM marked `compiled`, so that its elementwise kernels (a GEMM's: its FP8 casts) can be priced
+    at the compiled blocks' measured rate (compute.ADOPT_COMPILED_ELEMENTWISE_EFF, docs/notes/s31pub_rule.md);
+    bytes, kernel counts and attention unchanged."""
+    return [dataclasses.replace(op, compiled=True) if op.kind == OpKind.MEMORY or op.kind in GEMM_KINDS else op
+            for op in ops]
 
 
 def _unfused_linears(op: Op, m: ModelSpec, tp: int) -> list[Op]:

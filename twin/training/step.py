@@ -64,7 +64,7 @@ import numpy as np
 from twin.costs import comm, compute, context_parallel, layout, memory, tp_overlap
 from twin.costs.board_pace import slowest_board_factor
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
+                              attention_params, compiled_ops, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
                               moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
@@ -277,6 +277,8 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
                for op, s in zip(ops, split)]
     if p.kernels == "eager":   # the elementwise chains as torch eager issues them (after the SP split)
         ops = eager_ops(ops)
+    elif p.kernels == "fused_blocks":   # inside a torch.compile'd block (priced as such only under its switch)
+        ops = compiled_ops(ops)
     return _Block(tuple(ops), not dense)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from twin.core.errors import ScenarioError
 from twin.costs import compute
-from twin.costs.flops import EAGER_ELEMENTWISE, Op, OpKind, attention_ops, eager_ops
+from twin.costs.flops import EAGER_ELEMENTWISE, Op, OpKind, attention_ops, compiled_ops, eager_ops
 from twin.costs.memory import kv_exchange_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.core.specs import get_gpu, get_model
@@ -167,9 +167,13 @@ def test_torchao_float8_all_gathers_tp_inputs_in_fp8_and_reduce_scatters_in_bf16
 
 def test_fused_blocks_compile_the_blocks_and_leave_the_head_eager():
     """plan.kernels 'fused_blocks' (torchtitan's apply_compile: torch.compile per TransformerBlock):
-    the blocks' ops are the fused ones, the final norm and the FP32 loss those of eager."""
+    the blocks' ops are the fused ones, marked as run inside a compiled block (their memory ops and GEMMs:
+    compute.ADOPT_COMPILED_ELEMENTWISE_EFF's rate, docs/notes/s31pub_rule.md), the final norm and the FP32 loss
+    those of eager."""
     fused, blocks, eager = (_costs(scenario(pp=1, kernels=k)) for k in ("fused", "fused_blocks", "eager"))
-    assert blocks.blocks[0].ops == fused.blocks[0].ops != eager.blocks[0].ops
+    assert compiled_ops(list(fused.blocks[0].ops)) == list(blocks.blocks[0].ops)
+    assert blocks.blocks[0].ops != fused.blocks[0].ops != eager.blocks[0].ops
+    assert not any(op.compiled for op in fused.blocks[0].ops + eager.blocks[0].ops + blocks.extra_last)
     assert blocks.extra_last == eager.extra_last != fused.extra_last
     assert [op.launches for op in blocks.extra_last if op.name == "final_norm"] == [EAGER_ELEMENTWISE["norm"][2]]
 
