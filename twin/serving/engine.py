@@ -96,6 +96,10 @@ ADOPT_PROBED_FIRST_MET = False
 # FirstMetProbe whose busy_s = idle_s = shapes x lookup_s and post_idle_prompt_s = 0 (calibration.serve_load_validation
 # .lookup_charges), for every model with a shape count on a card with a fitted look-up. Off: nothing changes.
 ADOPT_LOOKUP_PER_SHAPE = False
+# (s31look amendment, docs/notes/s31look_rule.md "Amendment 1", before any set Q record existed) under
+# ADOPT_LOOKUP_PER_SHAPE the look-ups' charge is a host stall, paid where the table pays its own first-met stall
+# (twin.serving.timing.exposed_stall_s: new_size_host_bound, new_size_backlog), not on every eager iteration
+LOOKUP_HOST_EXPOSED = True
 
 
 @dataclass(frozen=True)
@@ -763,6 +767,9 @@ class Instance:
             if self.probe is not None:   # (ADOPT_PROBED_FIRST_MET) the probe's measured charges
                 extra = self._probe_charge(sizes, prompt_tokens, costs.is_eager(b_time, p_time, width_ctx),
                                            env.now - self.last_end >= IDLE_WAKE_AFTER_S)
+                if ADOPT_LOOKUP_PER_SHAPE and not ADOPT_PROBED_FIRST_MET and LOOKUP_HOST_EXPOSED:
+                    # (s31look amendment) the look-ups are a host stall: paid as the table pays its own first-met stall
+                    extra = costs.exposed_host_stall_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
                 pre_s += extra if prompt_tokens else 0.0
             kv_now = self.kv_used() + decode_now * tps
