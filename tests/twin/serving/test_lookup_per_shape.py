@@ -18,11 +18,11 @@ from twin.serving.workload import from_records
 from tests.twin.serving.test_probed_first_met import ARRIVAL, ISL, OSL, ROW, TABLE
 
 
-def _steps_ms(on: bool, fit_path, extra=frozenset()) -> list[tuple[int, int, float]]:
+def _steps_ms(on: bool, fit_path, extra=frozenset(), row=ROW) -> list[tuple[int, int, float]]:
     with mock.patch.object(engine, "ADOPT_LOOKUP_PER_SHAPE", on), mock.patch.object(slv, "LOOKUP_FIT", fit_path):
-        sc = slv.scenario_for(ROW, spread=False, engine=TABLE)
+        sc = slv.scenario_for(row, spread=False, engine=TABLE)
         sc = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, trace_iterations=10 ** 4))
-        before = frozenset(slv.warm_pass_pairs(ROW)) | extra
+        before = frozenset(slv.warm_pass_pairs(row)) | extra
         res = simulate(sc, requests=from_records(ARRIVAL, ISL, OSL, sc.traffic), run_batch_sizes=before)
     return [(t[4], t[5], t[3] * 1e3) for t in res.trace if t[5] > 0]
 
@@ -30,7 +30,7 @@ def _steps_ms(on: bool, fit_path, extra=frozenset()) -> list[tuple[int, int, flo
 @pytest.fixture
 def fit_path(tmp_path):
     p = tmp_path / "fit.json"
-    p.write_text(json.dumps({"lookup_s": {"h200": 0.0005}, "shapes": {"bench-small": 11}}))
+    p.write_text(json.dumps({"lookup_s": {"h200": 0.0005}, "shapes": {"bench-small": 11, "v3-slice-1l": 10}}))
     slv._LOOKUP_CACHE.pop(p, None)
     return p
 
@@ -44,11 +44,22 @@ def test_each_new_size_pays_its_shapes_look_ups_once_idle_or_not(fit_path):
     assert d == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-6)   # sizes an earlier run of the process ran
 
 
+def test_the_charge_is_a_host_stall_exposed_as_the_tables_own(fit_path):
+    """(amendment 1) v3-slice-1l's prompt steps are GPU-bound by the table's rule (kernels over the fixed host terms):
+    the look-ups hide there; with the exposure off they would be paid."""
+    row = {**ROW, "model": "v3-slice-1l"}
+    off = _steps_ms(False, fit_path, row=row)
+    assert _steps_ms(True, fit_path, row=row) == off
+    with mock.patch.object(engine, "LOOKUP_HOST_EXPOSED", False):
+        d = [b[2] - a[2] for a, b in zip(off, _steps_ms(True, fit_path, row=row))]
+    assert d == pytest.approx([5.0, 0.0, 5.0, 0.0], abs=1e-6)
+
+
 def test_off_other_card_or_model_without_a_count_nothing_moves(fit_path, tmp_path):
     base = _steps_ms(False, fit_path)
     assert _steps_ms(True, tmp_path / "missing.json") == base
     assert slv.lookup_charges("NVIDIA H100 80GB HBM3", "bench-small", fit_path) is None
-    assert slv.lookup_charges("NVIDIA H200", "v3-slice-1l", fit_path) is None
+    assert slv.lookup_charges("NVIDIA H200", "mixtral-mla-slice", fit_path) is None
     assert slv.lookup_charges("NVIDIA H200", "bench-small", fit_path) == pytest.approx(
         {"busy_s": 0.0055, "idle_s": 0.0055, "post_idle_prompt_s": 0.0})
     with mock.patch.object(engine, "ADOPT_LOOKUP_PER_SHAPE", True), mock.patch.object(slv, "LOOKUP_FIT", fit_path):
