@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
@@ -90,9 +91,45 @@ def fit(root: Path | str | None = None, shape_counts: dict | None = None) -> dic
     return out
 
 
-def candidate():
-    """L on: the switch (serve_load_validation.warm_pass_pairs hands the replays lookup_charges)."""
-    return mock.patch.object(engine, "ADOPT_LOOKUP_PER_SHAPE", True)
+def candidate(exposed: bool = False):
+    """L on: the switch (serve_load_validation.warm_pass_pairs hands the replays lookup_charges), as the rule's commit
+    ran it (no exposure); `exposed`: the void amendment 1 (the charge exposed as the table's own stall), evidence only."""
+    stack = ExitStack()
+    stack.enter_context(mock.patch.object(engine, "ADOPT_LOOKUP_PER_SHAPE", True))
+    stack.enter_context(mock.patch.object(engine, "LOOKUP_HOST_EXPOSED", exposed))
+    return stack
+
+
+POSITIONS = ("poisson-early", "closed-c9", "poisson-late")   # set Q's runs in their process's order
+
+
+def evidence(root: Path | str | None = None) -> dict:
+    """No criterion. Set Q in force, under L and under the void amendment 1 (L exposed): checks met and median |error|
+    over all checks, the TTFT checks and by position in the process; the seen sets (A-M, O, P) under L exposed; and the
+    nocache run's measured TTFT / TPOT P50 beside set Q's bench-small runs."""
+    root = Path(rec.records_root() if root is None else root)
+    out: dict = {"set_q": {}, "seen_exposed": {}, "nocache": {}}
+    for label, ctx in (("in force", ExitStack), (JUDGED, candidate), (f"{JUDGED} exposed", lambda: candidate(True))):
+        with ctx():
+            rows = seh.set_rows(NAME, FRESH_MODELS, root)
+            q = {"all": list(seh.checks(rows)), "ttft": list(seh.checks(rows, TTFT))}
+            for pos in POSITIONS:
+                sub = [r for r in rows if pos in r["run_id"]]
+                q[pos] = {"all": list(seh.checks(sub)), "ttft": list(seh.checks(sub, TTFT))}
+            q["runs"] = {r["run_id"]: {k: r[f"{k}_rel_error"] for k in seh.FIGURES} for r in rows}
+            out["set_q"][label] = q
+    with candidate(True):
+        on = seen_rows(root)
+    off = seen_rows(root)
+    g = guard_criteria(off, on)
+    out["seen_exposed"] = {k: [list(v[0]), list(v[1])] for k, v in g["sets"].items()}
+    for sub in ("", "nocache/"):
+        d = root / "h200" / NAME / f"{sub}bench-small"
+        with open_csv(d / "serve_load.csv") as f:
+            out["nocache"][sub.rstrip("/") or "cache on"] = {
+                r["run_id"]: {k: float(r[k]) for k in ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "output_tokens_per_s")}
+                for r in csv.DictReader(f)}
+    return out
 
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
@@ -142,9 +179,10 @@ def _print_fit(got: dict) -> None:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_lookup", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit"), default="judge",
+    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit", "evidence"), default="judge",
                     help="fit: lookup_s from the probe records; guards: sets A-M, O, P and the committed sets under L "
-                         "(no set Q); judge: set Q, the guards and the verdict")
+                         "(no set Q); judge: set Q, the guards and the verdict; evidence: set Q by position, the void "
+                         "amendment 1 on set Q and the seen sets, the nocache run (no criterion)")
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit or the judgement")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
@@ -164,6 +202,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no {slv.LOOKUP_FIT.name}: run `python -m calibration.serve_lookup fit --json "
               f"calibration/{slv.LOOKUP_FIT.name}` first", file=sys.stderr)
         return 2
+    if args.what == "evidence":
+        got = evidence(root)
+        for label, q in got["set_q"].items():
+            print(f"set Q {label}: {q['all'][0]} met, median {q['all'][1]:.2%}; TTFT {q['ttft'][0]} met, median "
+                  f"{q['ttft'][1]:.2%}; " + "; ".join(f"{p} {q[p]['all'][0]} met {q[p]['all'][1]:.2%} (TTFT {q[p]['ttft'][0]}, "
+                                                    f"{q[p]['ttft'][1]:.2%})" for p in POSITIONS))
+        for k, (a, b) in got["seen_exposed"].items():
+            print(f"set {k} in force -> {JUDGED} exposed: {a[0]} -> {b[0]} met, median {a[1]:.2%} -> {b[1]:.2%}")
+        for label, runs in got["nocache"].items():
+            for run, v in runs.items():
+                print(f"bench-small {label} {run}: TTFT P50 {v['ttft_p50_s'] * 1e3:.2f} ms, P99 {v['ttft_p99_s'] * 1e3:.2f} ms,"
+                      f" TPOT P50 {v['tpot_p50_s'] * 1e3:.3f} ms, {v['output_tokens_per_s']:.0f} out tok/s")
+        if args.json:
+            prereg.write_code_record(args.json, f"python -m calibration.serve_lookup evidence --json {args.json.as_posix()}",
+                                     {"evidence_only": True, **got})
+        return 0
     fresh = (NAME, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set Q records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)

@@ -96,10 +96,11 @@ ADOPT_PROBED_FIRST_MET = False
 # FirstMetProbe whose busy_s = idle_s = shapes x lookup_s and post_idle_prompt_s = 0 (calibration.serve_load_validation
 # .lookup_charges), for every model with a shape count on a card with a fitted look-up. Off: nothing changes.
 ADOPT_LOOKUP_PER_SHAPE = False
-# (s31look amendment, docs/notes/s31look_rule.md "Amendment 1", before any set Q record existed) under
-# ADOPT_LOOKUP_PER_SHAPE the look-ups' charge is a host stall, paid where the table pays its own first-met stall
-# (twin.serving.timing.exposed_stall_s: new_size_host_bound, new_size_backlog), not on every eager iteration
-LOOKUP_HOST_EXPOSED = True
+# (s31look "amendment 1", docs/notes/s31look_rule.md: VOID as a rule change, committed 20 s after the campaign that judges L
+# had started; evidence only, off) under ADOPT_LOOKUP_PER_SHAPE the look-ups' charge as a host stall, paid where the table
+# pays its own first-met stall (twin.serving.timing.exposed_stall_s: new_size_host_bound, new_size_backlog), not on
+# every eager iteration. The candidate judged is L without it (the rule's commit, 1fa3a350).
+LOOKUP_HOST_EXPOSED = False
 
 
 @dataclass(frozen=True)

@@ -44,15 +44,15 @@ def test_each_new_size_pays_its_shapes_look_ups_once_idle_or_not(fit_path):
     assert d == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-6)   # sizes an earlier run of the process ran
 
 
-def test_the_charge_is_a_host_stall_exposed_as_the_tables_own(fit_path):
-    """(amendment 1) v3-slice-1l's prompt steps are GPU-bound by the table's rule (kernels over the fixed host terms):
-    the look-ups hide there; with the exposure off they would be paid."""
+def test_exposed_as_the_tables_own_stall_the_charge_hides_on_gpu_bound_steps(fit_path):
+    """(the void amendment 1, evidence: engine.LOOKUP_HOST_EXPOSED) v3-slice-1l's prompt steps are GPU-bound by the
+    table's rule (kernels over the fixed host terms): with the exposure on the look-ups hide there; L as judged pays them."""
     row = {**ROW, "model": "v3-slice-1l"}
     off = _steps_ms(False, fit_path, row=row)
-    assert _steps_ms(True, fit_path, row=row) == off
-    with mock.patch.object(engine, "LOOKUP_HOST_EXPOSED", False):
-        d = [b[2] - a[2] for a, b in zip(off, _steps_ms(True, fit_path, row=row))]
+    d = [b[2] - a[2] for a, b in zip(off, _steps_ms(True, fit_path, row=row))]
     assert d == pytest.approx([5.0, 0.0, 5.0, 0.0], abs=1e-6)
+    with mock.patch.object(engine, "LOOKUP_HOST_EXPOSED", True):
+        assert _steps_ms(True, fit_path, row=row) == off
 
 
 def test_off_other_card_or_model_without_a_count_nothing_moves(fit_path, tmp_path):
