@@ -296,6 +296,31 @@ def first_met_charges(gpu_name: str, model: str, path: Path | None = None) -> di
     return _FIRST_MET_CACHE[path].get(card, {}).get(model)
 
 
+# (s31look, docs/notes/s31look_rule.md) candidate L's inputs: the look-up's cost per card (calibration.serve_lookup fit,
+# from the first-met probe's fitting records) and each model's count of size-dependent dense GEMM shapes
+# (real/serve/gemmshapes.py), read under twin.serving.engine.ADOPT_LOOKUP_PER_SHAPE only
+LOOKUP_FIT = Path(__file__).resolve().parent / "s31look_fit.json"
+_LOOKUP_CACHE: dict = {}
+
+
+def lookup_charges(gpu_name: str, model: str, path: Path | None = None) -> dict | None:
+    """Candidate L's charges for a model on a card: busy_s = idle_s = the model's GEMM shapes x the card's lookup_s,
+    post_idle_prompt_s 0; None without a fitted look-up for the card or a shape count for the model."""
+    path = LOOKUP_FIT if path is None else path
+    if path not in _LOOKUP_CACHE:
+        _LOOKUP_CACHE[path] = json.loads(path.read_text()) if path.exists() else {}
+    fit = _LOOKUP_CACHE[path]
+    try:
+        card = gpu_key(gpu_name or "")
+    except ValueError:
+        return None
+    lookup_s, shapes = fit.get("lookup_s", {}).get(card), fit.get("shapes", {}).get(model)
+    if lookup_s is None or shapes is None:
+        return None
+    charge_s = float(shapes) * float(lookup_s)
+    return {"busy_s": charge_s, "idle_s": charge_s, "post_idle_prompt_s": 0.0}
+
+
 def warm_pass_pairs(run: dict) -> set[tuple]:
     """(rank, size) pairs a run's warm pass ran (warm_pass_sizes on every rank); under twin.serving.engine.ADOPT_IDLE_WAKE
     (s29serve) the sizes between warm_shapes and the token budget as (rank, size, engine.BUSY_MET): met only where first
@@ -304,6 +329,8 @@ def warm_pass_pairs(run: dict) -> set[tuple]:
     warm = int(float(run.get("warm_shapes") or 0))
     charges = (first_met_charges(run.get("gpu_name", ""), run.get("model", ""))
                if engine.ADOPT_PROBED_FIRST_MET and warm > 0 and not engine.ADOPT_IDLE_WAKE else None)
+    if charges is None and engine.ADOPT_LOOKUP_PER_SHAPE and warm > 0 and not engine.ADOPT_IDLE_WAKE:
+        charges = lookup_charges(run.get("gpu_name", ""), run.get("model", ""))   # (s31look) candidate L
     if charges is not None:   # (s30serve) the pass and the budget met; the sizes between pay the probe's charges
         budget = int(float(run.get("token_budget") or 0))
         met = set(range(1, warm + 1)) | ({budget} if budget > 0 else set())

@@ -563,6 +563,23 @@ S30P_PLANS = {f"gpu1-s30p-{short}": _s21_plan(m, runs=(
     RunSpec("closed-c7-p", "closed", S30P_IN, S30P_OUT, concurrency=7, seed=303 + 3 * k)),
     warm_tokens=S30P_WARM_TOKENS, load_s=S30P_LOAD_S, prefix="n30p") for k, (m, short) in enumerate(S30P_MODELS.items())}
 
+# s31look (docs/notes/s31look_rule.md, set Q): two probed models (bench-small, v2-lite-slice) and three the first-met probe
+# never ran (qwen3moe-mla-slice, qwen2moe-mla-slice, v3-slice-2l), a warm pass of 288 flat tokens under prompts of
+# 304-928 tokens (every prompt step a size between the pass and the budget), Poisson 2.5/s first (the process's sizes
+# above the pass unmet), a closed loop of 9 (many sizes met mid-stream), then Poisson 3.5/s late in the process (after
+# the loop's sizes: a fixed look-up keeps charging new sizes, a fading cost would not): loads, lengths and seeds (321-335)
+# no record holds; 5 s of load a run, no --timing
+S31Q_IN, S31Q_OUT = "uniform:304-928", "uniform:24-112"
+S31Q_WARM_TOKENS = 288
+S31Q_LOAD_S = 5.0
+S31Q_MODELS = {"bench-small": "bench", "v2-lite-slice": "v2lite", "qwen3moe-mla-slice": "qwen3moe",
+               "qwen2moe-mla-slice": "qwen2moe", "v3-slice-2l": "v3s2l"}
+S31Q_PLANS = {f"gpu1-s31q-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-early-q", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=2.5, seed=321 + 3 * k),
+    RunSpec("closed-c9-q", "closed", S31Q_IN, S31Q_OUT, concurrency=9, seed=322 + 3 * k),
+    RunSpec("poisson-late-q", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=3.5, seed=323 + 3 * k)),
+    warm_tokens=S31Q_WARM_TOKENS, load_s=S31Q_LOAD_S, prefix="n31q") for k, (m, short) in enumerate(S31Q_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -611,5 +628,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS,
          "tiny-new": TINY_NEW}

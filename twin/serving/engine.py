@@ -88,6 +88,19 @@ IDLE_WAKE_PROMPT_TERM = True   # ADOPT_IDLE_WAKE's part (b); off: part (a) alone
 # a prompt iteration after such an idle pays post_idle_prompt_s (the probe's met-size steps after the sleep against
 # those right after a step). Off, or without a probe record: nothing changes.
 ADOPT_PROBED_FIRST_MET = False
+# (s31look, docs/notes/s31look_rule.md, committed before its judging records existed) Candidate L: an exact flat size new
+# to the engine process costs cuBLASLt's heuristics look-up (s30blas: gone with CUBLASLT_HEURISTICS_CACHE_CAPACITY=0),
+# one per distinct dense GEMM shape whose row count is the size (real/serve/gemmshapes.py counts them per model: every
+# layer after the first hits the cache), at a fixed cost per look-up that does not fade (the probe's later sizes,
+# calibration.serve_lookup fit). Under the switch the same replay path as ADOPT_PROBED_FIRST_MET runs with a
+# FirstMetProbe whose busy_s = idle_s = shapes x lookup_s and post_idle_prompt_s = 0 (calibration.serve_load_validation
+# .lookup_charges), for every model with a shape count on a card with a fitted look-up. Off: nothing changes.
+ADOPT_LOOKUP_PER_SHAPE = False
+# (s31look "amendment 1", docs/notes/s31look_rule.md: VOID as a rule change, committed 20 s after the campaign that judges L
+# had started; evidence only, off) under ADOPT_LOOKUP_PER_SHAPE the look-ups' charge as a host stall, paid where the table
+# pays its own first-met stall (twin.serving.timing.exposed_stall_s: new_size_host_bound, new_size_backlog), not on
+# every eager iteration. The candidate judged is L without it (the rule's commit, 1fa3a350).
+LOOKUP_HOST_EXPOSED = False
 
 
 @dataclass(frozen=True)
@@ -224,7 +237,8 @@ class Engine:
                                          and not isinstance(x, FirstMetProbe))
         # (ADOPT_PROBED_FIRST_MET) the probe's charges: its sizes count met for the table's terms (as in force) and pay
         # the probe's first-met excess when first run, unless an earlier run of the process ran them
-        probe = next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None) if ADOPT_PROBED_FIRST_MET else None
+        probe = (next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None)
+                 if ADOPT_PROBED_FIRST_MET or ADOPT_LOOKUP_PER_SHAPE else None)
         self.first_met_probe = probe
         self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
         if probe is not None:
@@ -754,6 +768,9 @@ class Instance:
             if self.probe is not None:   # (ADOPT_PROBED_FIRST_MET) the probe's measured charges
                 extra = self._probe_charge(sizes, prompt_tokens, costs.is_eager(b_time, p_time, width_ctx),
                                            env.now - self.last_end >= IDLE_WAKE_AFTER_S)
+                if ADOPT_LOOKUP_PER_SHAPE and not ADOPT_PROBED_FIRST_MET and LOOKUP_HOST_EXPOSED:
+                    # (s31look amendment) the look-ups are a host stall: paid as the table pays its own first-met stall
+                    extra = costs.exposed_host_stall_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
                 pre_s += extra if prompt_tokens else 0.0
             kv_now = self.kv_used() + decode_now * tps

@@ -728,6 +728,19 @@ class IterationCosts:
         kern, _, eager, _, _ = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
         return eager and kern < e["iteration_s"] + e["eager_iteration_s"] + e["prompt_iteration_s"]
 
+    def exposed_host_stall_s(self, stall_s: float, batch: int, ctx: float, prompt_tokens: float, span: float,
+                             max_ctx: float, prefix_tokens: float = 0.0) -> float:
+        """(s31look, ADOPT_LOOKUP_PER_SHAPE) The part of a host stall of `stall_s` an eager prompt iteration pays, by the
+        rule the table applies to its own first-met stall (exposed_stall_s with its new_size_host_bound /
+        new_size_backlog: all where the kernels are shorter than the fixed host terms)."""
+        e = self.engine
+        if stall_s <= 0.0 or not e:
+            return stall_s
+        kern, _, eager, _, _ = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
+        launches = (e["iteration_s"] + (e["eager_iteration_s"] if eager else 0.0)
+                    + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
+        return exposed_stall_s(stall_s, kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
+
     @property
     def cold_eager_after(self) -> int:
         """Graph iterations since an instance's last eager one after which its next eager iteration
