@@ -23,6 +23,7 @@ the power fit only).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -100,12 +101,19 @@ def fit_points(root: Path | str | None = None) -> list[dict]:
     (switches off) and its makespan. s30fb: s31clk.fit_points' selection; s31clk / s31clk1: the s31clk rule's."""
     root = Path(rec.records_root() if root is None else root)
     inputs = prereg.two_gpu_inputs(GPU, root)
-    out = []
+    out, memo = [], {}
+
+    def components(row: dict) -> tuple[float, list[dict]]:   # one simulation a configuration, not one a rank
+        key = tuple(sorted(row.items()))
+        if key not in memo:
+            memo[key] = _components(row, inputs)
+        return memo[key]
+
     for p in s31clk.fit_points(root):
         row = {"gpu": GPU, "model": p["model"], "schedule": p["schedule"], "pp": 2, "ep": 1, "dp": 1,
                "num_microbatches": p["num_microbatches"], "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16",
                "num_layers": s31clk._num_layers(root / p["folder"])}
-        span, comps = _components(row, inputs)
+        span, comps = components(row)
         ops = _ops(root / p["folder"], "pipeline_host.csv")
         out.append({k: p[k] for k in ("folder", "model", "schedule", "num_microbatches", "rank", "power_w",
                                       "clock_mhz", "measured_step_s")} | {"pp": 2, "twin_makespan_s": span,
@@ -125,7 +133,7 @@ def fit_points(root: Path | str | None = None) -> list[dict]:
                 row = rows.get(_row_key(meas))
                 if row is None or meas["samples"] == 0:
                     continue
-                span, comps = _components(row, inputs)
+                span, comps = components(row)
                 ops = _ops(folder, "pipeline_ops.csv") if int(meas["pp"]) > 1 else None
                 for k in range(int(meas["pp"])):
                     out.append({"folder": str(sub / m), "model": m, "schedule": meas["schedule"], "pp": meas["pp"],
@@ -140,7 +148,9 @@ def fit_points(root: Path | str | None = None) -> list[dict]:
 COMPUTE_OPS = ("F", "B", "W", "BW", "FB")
 
 
+@functools.lru_cache(maxsize=16)
 def _ops(folder: Path, name: str) -> pd.DataFrame:
+    """A folder's per-op spans, read once (the fit reads them per rank)."""
     return read_csv(folder / name)
 
 
