@@ -1277,6 +1277,23 @@ def mirror_wait_s(schedule: str, pp: int, num_microbatches: int, gpu_name: str) 
 # (calibration.rank_clock: the twin's kernel seconds of the rank over the step, the law's static and dynamic parts);
 # a rank below the limit keeps the twin's rates. Off until its rule says otherwise.
 ADOPT_RANK_POWER_CLOCK = False
+# s31clk2 (docs/notes/s31clk2_rule.md, committed before the fresh records that judge it): round 2. Each pipeline rank's
+# compute-bound kernels priced from the reference clock their rates were fitted at (rank_clock.REF_CLOCK_MHZ, per GPU
+# and class) to the rank's clock under round 2's law (rank_clock.RANK_POWER_REF: dense GEMM / grouped GEMM + attention
+# / memory): ref / f_rank both ways; its memory-bound kernels at rank_clock.MEMORY_SCALE. pp > 1 rows only (a
+# one-GPU step keeps its rates). Off until its rule says so.
+ADOPT_RANK_REF_CLOCK = False
+
+
+def rank_ref_clocks_mhz(schedule, stage_kernel_s: dict, makespan_s: float, gpu: GPUSpec) -> list[float] | None:
+    """Each rank's clock by round 2's law (rank_clock.rank_ref_clock_mhz) from a simulation at the twin's rates; None
+    where the card has no reference clocks or law."""
+    law, ref = rank_clock.RANK_POWER_REF.get(gpu.name), rank_clock.REF_CLOCK_MHZ.get(gpu.name)
+    if law is None or ref is None or not gpu.tdp_w:
+        return None
+    mem = rank_clock.MEMORY_SCALE.get(gpu.name, 1.0)
+    return [rank_clock.rank_ref_clock_mhz(k, makespan_s, law, ref, float(gpu.tdp_w), mem)
+            for k in rank_clock.rank_component_s(schedule, stage_kernel_s)]
 
 
 def rank_clocks_mhz(schedule, stage_kernel_s: dict, makespan_s: float, gpu: GPUSpec) -> list[float] | None:
@@ -1300,10 +1317,20 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     rates, each rank's clock solved from that simulation (rank_clocks_mhz), and simulated again with each rank's
     compute-bound kernels at its clock (details: "rank_clock_mhz")."""
     out = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows, hold_before_last_w_s)
-    if not ADOPT_RANK_POWER_CLOCK or int(row["pp"]) <= 1:
+    if not (ADOPT_RANK_POWER_CLOCK or ADOPT_RANK_REF_CLOCK) or int(row["pp"]) <= 1:
         return out
     result, _, det = out
     schedule = build_schedule(det["schedule"], int(row["pp"]), int(row["num_microbatches"]))
+    if ADOPT_RANK_REF_CLOCK:   # s31clk2: every rank re-priced from the classes' reference clocks to its own
+        clocks = rank_ref_clocks_mhz(schedule, det["stage_kernel_s"], result.makespan_s, gpu)
+        if clocks is None:
+            return result, out[1], {**det, "rank_clock_mhz": None}
+        ref = rank_clock.REF_CLOCK_MHZ[gpu.name]
+        mem = rank_clock.MEMORY_SCALE.get(gpu.name, 1.0)
+        scales = {r: rank_clock.ref_clock_scale(c, ref, mem) for r, c in enumerate(clocks)}
+        result, step, det = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows,
+                                          hold_before_last_w_s, scales)
+        return result, step, {**det, "rank_clock_mhz": clocks}
     clocks = rank_clocks_mhz(schedule, det["stage_kernel_s"], result.makespan_s, gpu)
     if clocks is None or all(c >= rank_clock.MAX_SM_CLOCK_MHZ for c in clocks):
         return result, out[1], {**det, "rank_clock_mhz": clocks}

@@ -39,14 +39,14 @@ CLOCK_TOL_MHZ = 0.01
 RANK_POWER: dict[str, dict] = {"NVIDIA H200 SXM5 141GB": {"static_w": 124.2, "compute_w": 1082.2, "memory_w": 299.3}}
 
 
-def rank_kernel_s(schedule, stage_kernel_s: dict) -> list[dict]:
-    """Per pipeline rank, its kernels' GPU seconds per class over one step: {"compute": s, "memory": s}, from each
-    model stage's per-micro-batch kernel seconds by op kind ({stage: {"F" | "B" | "W": {component: s}}},
+def rank_component_s(schedule, stage_kernel_s: dict) -> list[dict]:
+    """Per pipeline rank, its kernels' GPU seconds per component over one step ({component: s}, NCCL left out), from
+    each model stage's per-micro-batch kernel seconds by op kind ({stage: {"F" | "B" | "W": {component: s}}},
     calibration.pipeline.simulate_row's stage_kernel_s) and the rank's program (an FB pair: F of its chunk, B of its
     b_chunk, W too unless split; BW: B and W)."""
     out = []
     for rank, program in enumerate(schedule.programs):
-        acc = {"compute": 0.0, "memory": 0.0}
+        acc: dict[str, float] = {}
         for op in program:
             if op.kind == "FB":
                 parts = [("F", op.chunk), ("B", op.b_chunk)] + ([] if op.b_split else [("W", op.b_chunk)])
@@ -57,12 +57,19 @@ def rank_kernel_s(schedule, stage_kernel_s: dict) -> list[dict]:
             else:
                 parts = []
             for kind, chunk in parts:
-                for c, s in stage_kernel_s[schedule.stage_of(rank, chunk)][kind].items():
-                    if c == "nccl":
-                        continue
-                    acc["compute" if c in COMPUTE_COMPONENTS else "memory"] += float(s)
+                for c, sec in stage_kernel_s[schedule.stage_of(rank, chunk)][kind].items():
+                    if c != "nccl":
+                        acc[c] = acc.get(c, 0.0) + float(sec)
         out.append(acc)
     return out
+
+
+def rank_kernel_s(schedule, stage_kernel_s: dict) -> list[dict]:
+    """Per pipeline rank, its kernels' GPU seconds per class over one step: {"compute": s, "memory": s}
+    (rank_component_s, compute = COMPUTE_COMPONENTS)."""
+    return [{"compute": sum(s for c, s in acc.items() if c in COMPUTE_COMPONENTS),
+             "memory": sum(s for c, s in acc.items() if c not in COMPUTE_COMPONENTS)}
+            for acc in rank_component_s(schedule, stage_kernel_s)]
 
 
 def power_w(clock_mhz: float, compute_s: float, memory_s: float, makespan_s: float, law: dict,
@@ -100,3 +107,78 @@ def clock_scale(clock_mhz: float) -> dict:
     if abs(k - 1.0) < 1e-12:
         return {}
     return {(d, c): k for d in ("fb", "w") for c in COMPUTE_COMPONENTS}
+
+
+# s31clk2 (round 2, docs/notes/s31clk2_rule.md): the twin's compute-bound kernel rates describe the clock their fitting
+# records ran at, not f_max. Per GPU and kernel class, that reference clock (the time-weighted median SM clock of the
+# fitting split's BF16 rows of the class's records: gemm.csv `gemm`; gemm.csv `grouped_gemm` + `grouped_gemm_wgrad`;
+# attention.csv `attn_fwd` + `attn_bwd`; `python -m calibration.s31clk2 refs`, a test keeps these equal to the live
+# figures). A rank at clock f runs a class's kernels at ref / f of the twin's time, both ways (faster above ref).
+REF_CLOCK_MHZ: dict[str, dict] = {"NVIDIA H200 SXM5 141GB": {"gemm": 1545.0, "grouped_gemm": 1485.0,
+                                                             "attention": 1755.0}}
+# GPU name -> the factor on a pipeline rank's memory-bound kernels (component `memory`; launch-bound kernels keep
+# launch_s) beside the reference clocks: least squares of each rank's measured compute-op seconds per step (F / B / W
+# / BW / FB spans, median over timed steps) = sum_class twin seconds x ref / f_measured + factor x twin memory seconds
+# (+ the rest as priced) over s30fb's and s31clk's PP2 rank-rows (`python -m calibration.s31clk2 fit`; a test keeps it
+# equal to the live fit). Left free, the three reference clocks come out 1,536 / 1,397 / 1,831 MHz beside the
+# records' 1,545 / 1,485 / 1,755 (docs/notes/s31clk2.md).
+MEMORY_SCALE: dict[str, float] = {"NVIDIA H200 SXM5 141GB": 1.258}
+# the power law's classes (round 2): dense GEMM, grouped GEMM with attention, memory (every other kernel)
+POWER_CLASS = {"gemm": "gemm", "grouped_gemm": "grouped", "attention": "grouped"}
+POWER_CLASSES = ("gemm", "grouped", "memory")
+# GPU name -> static_w (h200/power.csv `idle`, 124.2 W) and each class's dynamic power at f_max per unit of duty
+# (<class>_w: `python -m calibration.s31clk2 fit` on s30fb + s31clk + s31clk1's clock records; a test keeps these equal
+# to the live fit)
+RANK_POWER_REF: dict[str, dict] = {"NVIDIA H200 SXM5 141GB": {"static_w": 124.2, "gemm_w": 1431.4, "grouped_w": 1637.7,
+                                                              "memory_w": 168.6}}
+
+
+def class_seconds(clock_mhz: float, component_s: dict, ref: dict, memory_scale: float = 1.0) -> dict:
+    """Each power class's kernel seconds at `clock_mhz`: compute components at ref[c] / f of the twin's time, the
+    `memory` component at memory_scale x, the rest as priced."""
+    t = {k: 0.0 for k in POWER_CLASSES}
+    for c, sec in component_s.items():
+        t[POWER_CLASS.get(c, "memory")] += sec * (ref[c] / clock_mhz if c in ref else
+                                                  memory_scale if c == "memory" else 1.0)
+    return t
+
+
+def class_duty(clock_mhz: float, component_s: dict, span_s: float, ref: dict, memory_scale: float = 1.0) -> dict:
+    """Each power class's duty at `clock_mhz`: class_seconds over max(span_s, the rank's own kernel seconds there)."""
+    t = class_seconds(clock_mhz, component_s, ref, memory_scale)
+    span = max(span_s, sum(t.values()))
+    return {k: v / span if span > 0 else 0.0 for k, v in t.items()}
+
+
+def power_ref_w(clock_mhz: float, component_s: dict, span_s: float, law: dict, ref: dict,
+                memory_scale: float = 1.0, exponent: float = DYNAMIC_POWER_EXPONENT) -> float:
+    """The rank's board power at `clock_mhz` (round 2's law: P_s + (f / f_max)^k x sum_class u_class D_class)."""
+    u = class_duty(clock_mhz, component_s, span_s, ref, memory_scale)
+    x = clock_mhz / MAX_SM_CLOCK_MHZ
+    return law["static_w"] + x ** exponent * sum(u[k] * law[f"{k}_w"] for k in POWER_CLASSES)
+
+
+def rank_ref_clock_mhz(component_s: dict, span_s: float, law: dict, ref: dict, limit_w: float,
+                       memory_scale: float = 1.0, exponent: float = DYNAMIC_POWER_EXPONENT) -> float:
+    """The clock the rank settles at under `limit_w` by round 2's law: f_max where it draws no more there, else the
+    root of power_ref_w(f) = limit_w (bisection); a limit at or below the static part: nan."""
+    p = lambda f: power_ref_w(f, component_s, span_s, law, ref, memory_scale, exponent)   # noqa: E731
+    if span_s <= 0 or p(MAX_SM_CLOCK_MHZ) <= limit_w:
+        return MAX_SM_CLOCK_MHZ
+    if limit_w <= law["static_w"]:
+        return float("nan")
+    lo, hi = 1.0, MAX_SM_CLOCK_MHZ
+    while hi - lo > CLOCK_TOL_MHZ:
+        mid = 0.5 * (lo + hi)
+        if p(mid) > limit_w:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+def ref_clock_scale(clock_mhz: float, ref: dict, memory_scale: float = 1.0) -> dict:
+    """calibration.predict.stage_kernel_scale's factors for a rank at `clock_mhz` (round 2): each compute class's
+    kernels (both directions) at ref[c] / f, memory-bound kernels at memory_scale."""
+    out = {(d, c): ref[c] / clock_mhz for d in ("fb", "w") for c in COMPUTE_COMPONENTS if c in ref}
+    return out | ({(d, "memory"): memory_scale for d in ("fb", "w")} if memory_scale != 1.0 else {})

@@ -17,9 +17,12 @@
 # (nvidia-smi, topology, clocks, GPUs used).
 #   bash real/campaigns/s31clk.sh OUTDIR
 # Env: PY (python3), S31CLK_PARTS (default: every model), S31CLK_TINY (1: CPU dry run, the tiny model on 2 gloo ranks,
-# DualPipeV alone), S31CLK_TIMEOUT_SCALE (1).
+# DualPipeV alone), S31CLK_TIMEOUT_SCALE (1). Parametrised for a later round's fresh set (s31clk2.sh sets them):
+# S31CLK_CAMPAIGN (the name: output folder OUTDIR/<name>/, log, host file), S31CLK_PP (the cases, PP's form),
+# S31CLK_MBS (the micro-batch counts).
 set -u
-root=${1:?usage: s31clk.sh OUTDIR}/s31clk
+campaign=${S31CLK_CAMPAIGN:-s31clk}
+root=${1:?usage: s31clk.sh OUTDIR}/$campaign
 mkdir -p "$root"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PY:-python3}
@@ -27,8 +30,8 @@ tiny=${S31CLK_TINY:-0}
 scale=${S31CLK_TIMEOUT_SCALE:-1}
 # model:layers:part timeout s:bench budget s, in calibration/s31clk.py FRESH_CASES's order (a test holds them equal)
 PP="phi35moe-slice:4:95:82 llama3-8b-slice:4:95:82 olmoe-slice:4:80:68"
-campaign=s31clk
-parts=" ${S31CLK_PARTS:-phi35moe-slice llama3-8b-slice olmoe-slice} "
+PP=${S31CLK_PP:-$PP}
+parts=" ${S31CLK_PARTS:-$(for c in $PP; do printf '%s ' "${c%%:*}"; done)} "
 . "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the two-GPU check (exit 0 on fewer), part(), torchrun
 {
   echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset} (the first two)"
@@ -38,6 +41,7 @@ parts=" ${S31CLK_PARTS:-phi35moe-slice llama3-8b-slice olmoe-slice} "
 reps=(--warmup 2 --min-time-s 0 --reps-min 4 --reps-max 4)
 schedules=1f1b,zb1p,dualpipev,dualpipe
 mbs=8,12
+mbs=${S31CLK_MBS:-$mbs}
 [ "$tiny" = "1" ] && reps=(--warmup 1 --min-time-s 0 --reps-min 1 --reps-max 1) && schedules=dualpipev && mbs=4
 for case in $PP; do
   IFS=: read -r model layers limit budget <<< "$case"
@@ -58,4 +62,4 @@ for case in $PP; do
   [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
 done
 nvidia-smi --query-gpu=index,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv >> "$root/host_$campaign.txt" 2>&1
-echo "s31clk done $(date -u +%FT%TZ)" | tee -a "$log"
+echo "$campaign done $(date -u +%FT%TZ)" | tee -a "$log"
