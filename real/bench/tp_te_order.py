@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -42,8 +40,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from real.bench.gemm_align import Nvml, environment
-from real.bench.tp_traffic import MODELS, QUICK_MODELS, QUICK_TOKENS, TOKENS, TP, _agree_max, _gemm, _init, gemms
+from real.bench.tp_traffic import (MODELS, QUICK_MODELS, QUICK_TOKENS, TOKENS, TP, _agree_max, _gemm, finite_mean,
+                                   gemms, on_every_rank, rank_setup, transfer)
 from real.telemetry import Telemetry
 
 CONDITIONS = ("alone", "ce", "rs", "ag")
@@ -60,24 +58,10 @@ COLUMNS = ["campaign", "timestamp_utc", "rank", "board", "world_size", "model", 
 
 
 def _traffic(kind: str, hidden: int, tokens: int, world: int, dev, group_name):
-    """(a function issuing one transfer, its bytes) of one kind, or (None, reason)."""
-    dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    elem = torch.empty((), dtype=dt).element_size()
-    if kind == "ce":
-        if group_name is None:
-            return None, "symmetric memory unavailable (CPU run or torch without it)"
-        from real.bench.async_tp import _peer_copy   # lazy: symmetric memory only on a GPU run
-        rows = tokens * (TP - 1) // TP   # the ring exchange's TP - 1 chunks of tokens / TP rows
-        try:
-            return _peer_copy((rows, hidden), rows * hidden, dt, dev, group_name), rows * hidden * elem
-        except Exception as exc:   # a torch whose private symmetric-memory API differs: rows say why
-            return None, f"{type(exc).__name__}: {str(exc)[:160]}"
-    rows = tokens - tokens % world
-    full = torch.randn(rows, hidden, device=dev, dtype=dt)
-    shard = torch.randn(rows // world, hidden, device=dev, dtype=dt)
-    if kind == "rs":
-        return (lambda: dist.reduce_scatter_tensor(shard, full)), rows * hidden * elem
-    return (lambda: dist.all_gather_into_tensor(full, shard)), rows * hidden * elem
+    """(a function issuing one transfer, its bytes) of one kind, or (None, reason): 'ce' the ring exchange's TP - 1
+    chunks of tokens / TP rows, 'rs' and 'ag' the whole TP buffer (tokens x hidden)."""
+    rows = tokens * (TP - 1) // TP if kind == "ce" else tokens
+    return transfer(kind, rows, hidden, world, dev, group_name)
 
 
 def _quantiles(xs: list[float]) -> tuple[float, float, float]:
@@ -130,34 +114,13 @@ def _iterations(mm, traffic, iters: int, dev, side, tel: Telemetry | None) -> di
     torch.cuda.synchronize(dev)
     g = [e0.elapsed_time(eg) * 1e-3 for e0, eg, _ in marks if eg is not None]
     c = [e0.elapsed_time(ec) * 1e-3 for e0, _, ec in marks if ec is not None]
-
-    def mean(xs):
-        xs = [x for x in xs if not math.isnan(x)]
-        return statistics.fmean(xs) if xs else math.nan
-    tel_fields = {k: mean(v) for k, v in samples.items()} | {"sm_clock_samples": len(samples["sm_clock_mhz"])}
+    tel_fields = {k: finite_mean(v) for k, v in samples.items()} | {"sm_clock_samples": len(samples["sm_clock_mhz"])}
     return {"g": g, "c": c, "timing": "cuda_events_te_bulk_order", "tel": tel_fields}
 
 
 def run(out: Path, quick: bool) -> int:
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    _init(dev)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    nvml, tel = Nvml(local), Telemetry(local)
-    static = tel.static_info()
-    env = {**environment(dev, nvml), "power_limit_w": static.get("power_limit_w", ""),
-           "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else "",
-           "nccl_channels": os.environ.get("NCCL_MAX_NCHANNELS", "default"), "world_size": world}
-    board = f"gpu{local}" if dev.type == "cuda" else f"cpu{local}"
-    group_name = None
-    if dev.type == "cuda":
-        try:
-            from real.bench.async_tp import _symm_group_name   # lazy: symmetric memory only on a GPU run
-            group_name = _symm_group_name(dev)
-        except Exception as exc:   # the 'ce' rows say why
-            print(f"tp_te_order rank {rank}: no symmetric memory: {exc}", flush=True)
-    (out / f"env_rank{rank}.json").write_text(json.dumps({**env, **static, "board": board}, indent=1, default=str))
-    side = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
+    s = rank_setup(out, "tp_te_order")
+    dev, rank, world, tel, env, board, side = (s[k] for k in ("dev", "rank", "world", "tel", "env", "board", "side"))
     models, tokens = (QUICK_MODELS, QUICK_TOKENS) if quick else (MODELS, TOKENS)
     reps, window_s = (QUICK_REPS, QUICK_WINDOW_S) if quick else (REPS, WINDOW_S)
     t0 = time.perf_counter()
@@ -173,10 +136,8 @@ def run(out: Path, quick: bool) -> int:
 
         warmed = False
         for model, hidden in models:
-            traffic = {kind: _traffic(kind, hidden, tokens, world, dev, group_name) for kind in ("ce", "rs", "ag")}
-            for kind, (fn, _) in traffic.items():   # a kind runs on every rank or on none (its collectives)
-                if _agree_max(0.0 if fn is not None else 1.0, dev) > 0 and fn is not None:
-                    traffic[kind] = (None, "unavailable on another rank")
+            traffic = on_every_rank({kind: _traffic(kind, hidden, tokens, world, dev, s["group_name"])
+                                     for kind in ("ce", "rs", "ag")}, dev)
             for name, m, n, k in gemms(hidden, tokens):
                 mm = _gemm(m, n, k, dev)
                 first = _iterations(mm, None, 3, dev, side, None)["g"]

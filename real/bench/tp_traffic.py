@@ -90,26 +90,77 @@ def _init(dev) -> None:
         dist.barrier()   # every gloo rank connected before any goes on (real/bench/cli.py says why)
 
 
-def _traffic(kind: str, hidden: int, tokens: int, world: int, dev, group_name):
-    """(a function issuing one call, its bytes) of one traffic kind, or (None, reason)."""
+def transfer(kind: str, rows: int, hidden: int, world: int, dev, group_name):
+    """(a function issuing one transfer of `rows` x `hidden`, its bytes) of one kind, or (None, reason): 'ce' one
+    copy-engine pull from the next rank's symmetric-memory buffer (a GPU run only), 'rs' one NCCL reduce-scatter of
+    the rows (whole rows a rank: `rows` rounded down to the world's multiple), 'ag' one NCCL all-gather into them.
+    The bench modules (this one, real.bench.tp_te_order) choose the rows each kind moves."""
     dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     elem = torch.empty((), dtype=dt).element_size()
     if kind == "ce":
         if group_name is None:
             return None, "symmetric memory unavailable (CPU run or torch without it)"
         from real.bench.async_tp import _peer_copy   # lazy: symmetric memory only on a GPU run
-        rows = tokens // TP   # one TE ring chunk: a TP 8 rank's share of the sequence
         try:
             return _peer_copy((rows, hidden), rows * hidden, dt, dev, group_name), rows * hidden * elem
         except Exception as exc:   # a torch whose private symmetric-memory API differs: rows say why
             return None, f"{type(exc).__name__}: {str(exc)[:160]}"
-    rows = tokens // 4 if kind == "rs" else tokens   # TE's pipeline chunk (num_splits 4); the bulk gather's buffer
     rows -= rows % world
     full = torch.randn(rows, hidden, device=dev, dtype=dt)
     shard = torch.randn(rows // world, hidden, device=dev, dtype=dt)
     if kind == "rs":
         return (lambda: dist.reduce_scatter_tensor(shard, full)), rows * hidden * elem
     return (lambda: dist.all_gather_into_tensor(full, shard)), rows * hidden * elem
+
+
+def _traffic(kind: str, hidden: int, tokens: int, world: int, dev, group_name):
+    """(a function issuing one call, its bytes) of one traffic kind, or (None, reason): 'ce' one TE ring chunk (a
+    TP 8 rank's share of the sequence), 'rs' TE's pipeline chunk (num_splits 4), 'ag' the bulk gather's buffer."""
+    rows = {"ce": tokens // TP, "rs": tokens // 4}.get(kind, tokens)
+    return transfer(kind, rows, hidden, world, dev, group_name)
+
+
+def on_every_rank(traffic: dict, dev) -> dict:
+    """`traffic` (kind -> (fn, bytes) or (None, reason)) with a kind that another rank lacks made unavailable here
+    too: a kind runs on every rank or on none (its collectives)."""
+    for kind, (fn, _) in traffic.items():
+        if _agree_max(0.0 if fn is not None else 1.0, dev) > 0 and fn is not None:
+            traffic[kind] = (None, "unavailable on another rank")
+    return traffic
+
+
+def rank_setup(out: Path, bench: str) -> dict:
+    """One rank's start, shared by the bench modules: the device (this rank's GPU, or the CPU on gloo), the process
+    group (_init), NVML and telemetry, the environment every row carries, the board, the symmetric-memory group
+    ('ce' transfers; None on a CPU run or where torch lacks it: `bench` prints why), env_rank<r>.json written under
+    `out`, and the high-priority side stream (TE's userbuffers stream; None on CPU)."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    _init(dev)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    nvml, tel = Nvml(local), Telemetry(local)
+    static = tel.static_info()
+    env = {**environment(dev, nvml), "power_limit_w": static.get("power_limit_w", ""),
+           "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else "",
+           "nccl_channels": os.environ.get("NCCL_MAX_NCHANNELS", "default"), "world_size": world}
+    board = f"gpu{local}" if dev.type == "cuda" else f"cpu{local}"
+    group_name = None
+    if dev.type == "cuda":
+        try:
+            from real.bench.async_tp import _symm_group_name   # lazy: symmetric memory only on a GPU run
+            group_name = _symm_group_name(dev)
+        except Exception as exc:   # the 'ce' rows say why
+            print(f"{bench} rank {rank}: no symmetric memory: {exc}", flush=True)
+    (out / f"env_rank{rank}.json").write_text(json.dumps({**env, **static, "board": board}, indent=1, default=str))
+    side = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
+    return {"dev": dev, "rank": rank, "world": world, "tel": tel, "env": env, "board": board, "group_name": group_name,
+            "side": side}
+
+
+def finite_mean(xs) -> float:
+    """The mean of `xs` without its NaNs (NaN where none is left): the telemetry's samples of a window."""
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.fmean(xs) if xs else math.nan
 
 
 def _agree_max(x: float, dev) -> float:
@@ -202,35 +253,14 @@ def _window(mm, gemm_calls: int, preload: int, traffic, traffic_calls: int, dev,
                    traffic_start_s=start, covered=ends[-1] >= span and start <= 1e-3)
     else:
         out.update(traffic_calls_in_span=0, traffic_time_beside_s=math.nan, covered="")
-
-    def mean(xs):
-        xs = [x for x in xs if not math.isnan(x)]
-        return statistics.fmean(xs) if xs else math.nan
-    out.update(sm_clock_mhz=mean(clocks), sm_clock_samples=len(clocks), power_w=mean(powers),
-               temperature_c=mean(temps), mem_clock_mhz=mean(mems))
+    out.update(sm_clock_mhz=finite_mean(clocks), sm_clock_samples=len(clocks), power_w=finite_mean(powers),
+               temperature_c=finite_mean(temps), mem_clock_mhz=finite_mean(mems))
     return out
 
 
 def run(out: Path, quick: bool) -> int:
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    _init(dev)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    nvml, tel = Nvml(local), Telemetry(local)
-    static = tel.static_info()
-    env = {**environment(dev, nvml), "power_limit_w": static.get("power_limit_w", ""),
-           "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else "",
-           "nccl_channels": os.environ.get("NCCL_MAX_NCHANNELS", "default"), "world_size": world}
-    board = f"gpu{local}" if dev.type == "cuda" else f"cpu{local}"
-    group_name = None
-    if dev.type == "cuda":
-        try:
-            from real.bench.async_tp import _symm_group_name   # lazy: symmetric memory only on a GPU run
-            group_name = _symm_group_name(dev)
-        except Exception as exc:   # the 'ce' rows say why
-            print(f"tp_traffic rank {rank}: no symmetric memory: {exc}", flush=True)
-    (out / f"env_rank{rank}.json").write_text(json.dumps({**env, **static, "board": board}, indent=1, default=str))
-    side = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
+    s = rank_setup(out, "tp_traffic")
+    dev, rank, world, tel, env, board, side = (s[k] for k in ("dev", "rank", "world", "tel", "env", "board", "side"))
     models, tokens = (QUICK_MODELS, QUICK_TOKENS) if quick else (MODELS, TOKENS)
     reps = QUICK_REPS if quick else REPS
     window_s, preload_s, warm_s = ((QUICK_WINDOW_S, QUICK_PRELOAD_S, QUICK_WARM_S) if quick
@@ -241,10 +271,8 @@ def run(out: Path, quick: bool) -> int:
         writer.writeheader()
         warmed = False
         for model, hidden in models:
-            traffic = {kind: _traffic(kind, hidden, tokens, world, dev, group_name) for kind in ("ce", "rs", "ag")}
-            for kind, (fn, _) in traffic.items():   # a kind runs on every rank or on none (its collectives)
-                if _agree_max(0.0 if fn is not None else 1.0, dev) > 0 and fn is not None:
-                    traffic[kind] = (None, "unavailable on another rank")
+            traffic = on_every_rank({kind: _traffic(kind, hidden, tokens, world, dev, s["group_name"])
+                                     for kind in ("ce", "rs", "ag")}, dev)
             for name, m, n, k in gemms(hidden, tokens):
                 mm = _gemm(m, n, k, dev)
                 t_mm = _time_calls(mm, 3, dev)[0]

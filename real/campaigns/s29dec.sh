@@ -14,52 +14,11 @@
 # Outputs OUTDIR/s29dec/cold/: model.csv (prefill, decode: the probed steps; GPU name, clocks, power, torch/CUDA
 # versions in every row), serve_steps.csv, host_dispatch.csv, serve_kernels.csv, step_kernels.csv, env.json;
 # OUTDIR/s29dec/host_s29dec.txt (nvidia-smi, clocks, topology, CPU, uptime), s29dec.log.
+# The part itself is real/campaigns/cold_host_steps.sh (the decode campaigns' one script since s31ci; this one's
+# outputs, timeout and host record as before).
 #   bash real/campaigns/s29dec.sh OUTDIR
 # Env: PY (python3), S29DEC_TINY (1: CPU dry run, the tiny model), S29DEC_TINY_GPUS (the dry run's GPU count, 1),
 # S29DEC_TIMEOUT_SCALE (1).
 set -u
-root=${1:?usage: real/campaigns/s29dec.sh OUTDIR}/s29dec
-mkdir -p "$root"
-log="$root/s29dec.log"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} REAL_BENCH_BACK_TO_BACK_STEPS=29
-PY=${PY:-python3}
-tiny=${S29DEC_TINY:-0}
-scale=${S29DEC_TIMEOUT_SCALE:-1}
 CASES="llama3-8b-slice:1024:64:4:2,8,24,48;dsv2-slice:1024:64:2,8:2,8,24,48;phi35moe-slice:2048:64:2:2,8,24,48;olmoe-slice:2048:64:2,8:2,8,24,48"
-wall_s=150
-quick=()
-. "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
-if [ "$tiny" = "1" ]; then
-  quick=(--quick)
-  CASES="tiny:16:10:2:2"
-  wall_s=60
-  export REAL_BENCH_BACK_TO_BACK_STEPS=2
-  NGPU=${S29DEC_TINY_GPUS:-1}
-fi
-wall_s=$((wall_s * scale))
-{
-  echo "s29dec campaign $(date -u +%FT%TZ), $NGPU GPU(s) visible, cases $CASES"
-  if [ "$NGPU" -lt 1 ]; then
-    echo "no GPU: nothing to run"
-    echo "s29dec done $(date -u +%FT%TZ)"
-    exit 0
-  fi
-  {
-    echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}; this campaign's GPU: $ONE_GPU"
-    nvidia-smi --query-gpu=index,name,pci.bus_id,power.limit,clocks.max.sm,clocks.sm,clocks.mem,driver_version --format=csv
-    nvidia-smi -q -d CLOCK
-    nvidia-smi topo -m
-    echo "uptime: $(uptime)"
-    echo "nproc: $(nproc)"
-    lscpu | grep -E "Model name|^CPU\(s\)|MHz|NUMA node"
-    ps -eo pid,pcpu,etime,comm --sort=-pcpu | head -8
-  } > "$root/host_s29dec.txt" 2>&1
-  mkdir -p "$root/cold"
-  start=$(date +%s)
-  CUDA_VISIBLE_DEVICES=$ONE_GPU REAL_BENCH_SERVE_CASES="$CASES" \
-    timeout -k 5 "$wall_s" "$PY" -m real.bench --out "$root/cold" --only host_steps --budget-s $((wall_s - 20)) \
-    ${quick[@]+"${quick[@]}"}
-  rc=$?
-  echo "s29dec part cold rc=$rc, $(( $(date +%s) - start )) s"
-  echo "s29dec done $(date -u +%FT%TZ)"
-} 2>&1 | tee "$log"
+exec bash "$(dirname "$0")/cold_host_steps.sh" s29dec "$CASES" "${1:?usage: real/campaigns/s29dec.sh OUTDIR}"

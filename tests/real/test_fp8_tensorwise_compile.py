@@ -3,11 +3,13 @@ compiled with inductor on CUDA around the full-AC checkpoint, gave zero gradient
 implementations (TENSORWISE_IMPLS) must give the eager numbers eager and the eager gradients compiled,
 with torch.utils.checkpoint as real/bench/cp_block.py runs the block."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -24,12 +26,23 @@ from real.dense import build_block, rope_freqs_cis
 def _cheap_inductor():
     """Inductor as these tests run it: scalar C++ kernels (no vector ISA: no AVX-512 probes, and ~30 fewer kernel
     files of Vectorized<> templates for gcc) compiled in this process, not in a pool of subprocesses that each
-    import torch. The same graphs through dynamo, AOT autograd (the checkpoint's recompute among them), inductor's
-    lowering, fusion and C++ code generation, compiled by gcc and run: what s18tt's zero gradients came from is the
-    graph, not the CPU's vector width, and the GPU's inductor writes Triton. With a cold cache (a clean CI's, the
-    precompiled header included), the module took 87 s of CPU with inductor's defaults and 65 s so; the block test
-    alone 81 s and 50 s (s30ci, its processes and theirs reaped, other jobs on the two cores)."""
-    return torch._inductor.config.patch({"compile_threads": 1, "cpp.vec_isa_ok": False})
+    import torch, and by gcc at -O0 (inductor's other flags kept). The same graphs through dynamo, AOT autograd (the
+    checkpoint's recompute among them), inductor's lowering, fusion and C++ code generation, compiled by gcc and run:
+    what s18tt's zero gradients came from is the graph, not the CPU's vector width or gcc's optimiser, and the GPU's
+    inductor writes Triton. With a cold cache (a clean CI's, the precompiled header included), the module took 87 s of
+    CPU with inductor's defaults and 65 s without the vector ISA and the pool (s30ci); the two inductor tests 47-59 s at
+    -O3 and 40-51 s at -O0, 50 and 40 s in two runs each taken in turn (s31ci: pytest and its processes reaped, a fresh
+    TMPDIR each; 32 kernels and a 127 MB precompiled header either way). A torch whose cpp_builder lacks the function fails here, not silently at -O3."""
+    from torch._inductor import cpp_builder   # lazy: inductor's builder only where a test compiles
+    optimised = cpp_builder._get_optimization_cflags
+
+    def unoptimised(cpp_compiler, min_optimize=False):   # inductor's flags for gcc, -O0 for -O3
+        cflags, ldflags = optimised(cpp_compiler, min_optimize)
+        return ["O0" if f == "O3" else f for f in cflags], ldflags
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._inductor.config.patch({"compile_threads": 1, "cpp.vec_isa_ok": False}))
+    stack.enter_context(mock.patch.object(cpp_builder, "_get_optimization_cflags", unoptimised))
+    return stack
 
 
 def _rel(a, b) -> float:
