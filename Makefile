@@ -46,7 +46,12 @@ browser:
 #   not every figure again
 # - measure a new module's CPU (`pytest --durations=0 MODULE`); one over ~20 s of CPU: say why in it
 # - a test that compiles with inductor on CPU: scalar kernels compiled in-process (cpp.vec_isa_ok False,
-#   compile_threads 1: tests/real/test_fp8_tensorwise_compile.py's _cheap_inductor); a clean CI's cache is cold
+#   compile_threads 1, gcc at -O0: tests/real/test_fp8_tensorwise_compile.py's _cheap_inductor); a clean CI's
+#   cache is cold
+# - campaigns that run one part with their own cases share the part's script (real/campaigns/cold_host_steps.sh)
+#   and its CPU dry run runs once; each campaign's names, switches and cases are checked without a GPU (bash only)
+# - a CPU figure is only comparable with one taken beside it: the same code read 450 and 517 s of CPU for
+#   tests/calibration in two runs under other jobs' load (docs/notes/s31ci.md)
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under
