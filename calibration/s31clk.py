@@ -152,16 +152,21 @@ ROW_KEYS = s30mem.ROW_KEYS
 STEP_NOT_WORSE = 0.001   # C's median |step error| at most B's + 0.1 point (s29idle's G2, s30mem's S2)
 
 
-def priced_sets(root: Path | str | None = None, sets: tuple = GUARD_SETS) -> list[dict]:
-    """Each committed PP2 set's rows priced live with the switch off (B) and on (C), scored as its pre-registration
-    scores them (prereg_pp.section), with the rank-rows within under B lost under C and those gained."""
+def priced_sets(root: Path | str | None = None, sets: tuple = GUARD_SETS, candidate=None,
+                two_gpu_only: bool = False) -> list[dict]:
+    """Each committed PP2 set's rows (only those with pp > 1 where `two_gpu_only`) priced live with the candidate's
+    switch (`candidate`, a context manager taking on/off; this round's `switch` by default) off (B) and on (C), scored
+    as its pre-registration scores them (prereg_pp.section), with the rank-rows within under B lost under C and those
+    gained."""
     root = rec.records_root() if root is None else root
+    candidate = switch if candidate is None else candidate
     out, inputs = [], {}
     for label, path, subdir in sets:
-        rows = read_csv(path)[ROW_KEYS].to_dict("records")
+        df = read_csv(path)
+        rows = (df[df["pp"] > 1] if two_gpu_only else df)[ROW_KEYS].to_dict("records")
         secs = {}
         for who, on in (("B", False), ("C", True)):
-            with switch(on):
+            with candidate(on):
                 preds = prereg.predict_ep(rows, root, inputs=inputs).assign(code_commit="live")
             secs[who] = prereg_pp.section(root, subdir=subdir, preds=preds)
         keys = ("gpu", "model", "schedule", "num_microbatches", "rank", "measured_idle_s")

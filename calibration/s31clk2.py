@@ -216,27 +216,9 @@ def fit(root: Path | str | None = None) -> tuple[dict, dict, list[dict]]:
 
 
 def priced_sets(root: Path | str | None = None, sets: tuple = GUARD_SETS) -> list[dict]:
-    """Each committed PP2 set's two-GPU rows priced live with the candidate off (B) and on (C), scored as its
-    pre-registration scores them (prereg_pp.section), with the rank-rows within under B lost under C and those
-    gained."""
-    root = rec.records_root() if root is None else root
-    out, inputs = [], {}
-    for label, path, subdir in sets:
-        df = read_csv(path)
-        rows = df[df["pp"] > 1][s31clk.ROW_KEYS].to_dict("records")
-        secs = {}
-        for who, on in (("B", False), ("C", True)):
-            with switch(on):
-                preds = prereg.predict_ep(rows, root, inputs=inputs).assign(code_commit="live")
-            secs[who] = prereg_pp.section(root, subdir=subdir, preds=preds)
-        keys = ("gpu", "model", "schedule", "num_microbatches", "rank", "measured_idle_s")
-        moved = [{k: c[k] for k in keys} | {"B_s": b["predicted_idle_s"], "C_s": c["predicted_idle_s"],
-                                            "B_within": bool(b["within"]), "C_within": bool(c["within"])}
-                 for b, c in zip(secs["B"]["idle"], secs["C"]["idle"]) if bool(b["within"]) != bool(c["within"])]
-        out.append({"set": label, "B": s29idle._score(secs["B"]), "C": s29idle._score(secs["C"]),
-                    "lost_rank_rows": [m for m in moved if m["B_within"]],
-                    "gained_rank_rows": [m for m in moved if not m["B_within"]]})
-    return out
+    """Each committed PP2 set's two-GPU rows priced live with the candidate off (B) and on (C): round 1's scoring
+    (s31clk.priced_sets) under this round's switch."""
+    return s31clk.priced_sets(root, sets, candidate=switch, two_gpu_only=True)
 
 
 def format_sets(sets: list[dict]) -> str:
