@@ -1283,6 +1283,27 @@ ADOPT_RANK_POWER_CLOCK = False
 # / memory): ref / f_rank both ways; its memory-bound kernels at rank_clock.MEMORY_SCALE. pp > 1 rows only (a
 # one-GPU step keeps its rates). Off until its rule says so.
 ADOPT_RANK_REF_CLOCK = False
+# s32idle (docs/notes/s32idle.md; screened, not adopted): round 3. Only the ranks' clock *spread* moves a row: each
+# rank's kernels of the form's components at (f_mean / f_rank)^elasticity of the twin's time, f_rank round 2's law's
+# clock (rank_ref_clocks_mhz), f_mean the row's geometric mean over its ranks, so the twin's rates keep their level
+# (their reference clock is not asked) and a held rank runs long against a free one. Forms: "uniform" (every kernel but
+# the launch-bound follows the clock), "compute" (GEMM, grouped GEMM and attention only: HBM's clock does not move).
+# The elasticities: least squares through the origin of the measured-over-twin log busy ratio of a row's two ranks on
+# their measured log clock ratio (weighted by the compute share for "compute") over the 53 2xH200 PP2 configurations
+# with both GPUs' clocks sampled: s30fb, s31clk, s31clk2 (`python -m calibration.s32idle fit`; a test holds these equal
+# to calibration/s32idle_judgement.json's fit, which that command writes). pp > 1 only. Off.
+ADOPT_RANK_CLOCK_SPREAD = False
+RANK_CLOCK_SPREAD_FORM = "uniform"
+SPREAD_FORMS: dict[str, tuple[str, ...]] = {"uniform": ("gemm", "grouped_gemm", "attention", "memory"),
+                                            "compute": ("gemm", "grouped_gemm", "attention")}
+RANK_CLOCK_ELASTICITY: dict[str, dict[str, float]] = {"NVIDIA H200 SXM5 141GB": {"uniform": 0.3212, "compute": 0.4845}}
+
+
+def spread_scale(clock_mhz: float, mean_mhz: float, elasticity: float, components: tuple[str, ...]) -> dict:
+    """predict.stage_kernel_scale's factors of a rank at `clock_mhz` in a row whose ranks' geometric mean clock is
+    `mean_mhz`: `components`, both directions, at (mean / clock)^elasticity; {} where that is 1."""
+    k = (mean_mhz / clock_mhz) ** elasticity
+    return {} if abs(k - 1.0) < 1e-12 else {(d, c): k for d in ("fb", "w") for c in components}
 
 
 def rank_ref_clocks_mhz(schedule, stage_kernel_s: dict, makespan_s: float, gpu: GPUSpec) -> list[float] | None:
@@ -1317,10 +1338,23 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     rates, each rank's clock solved from that simulation (rank_clocks_mhz), and simulated again with each rank's
     compute-bound kernels at its clock (details: "rank_clock_mhz")."""
     out = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows, hold_before_last_w_s)
-    if not (ADOPT_RANK_POWER_CLOCK or ADOPT_RANK_REF_CLOCK) or int(row["pp"]) <= 1:
+    if not (ADOPT_RANK_POWER_CLOCK or ADOPT_RANK_REF_CLOCK or ADOPT_RANK_CLOCK_SPREAD) or int(row["pp"]) <= 1:
         return out
     result, _, det = out
     schedule = build_schedule(det["schedule"], int(row["pp"]), int(row["num_microbatches"]))
+    if ADOPT_RANK_CLOCK_SPREAD:   # s32idle: the ranks' clock spread about their mean, the rates' level kept
+        clocks = rank_ref_clocks_mhz(schedule, det["stage_kernel_s"], result.makespan_s, gpu)
+        alpha = RANK_CLOCK_ELASTICITY.get(gpu.name, {}).get(RANK_CLOCK_SPREAD_FORM)
+        if clocks is None or alpha is None or not all(math.isfinite(c) and c > 0 for c in clocks):
+            return result, out[1], {**det, "rank_clock_mhz": clocks}
+        mean = math.exp(sum(math.log(c) for c in clocks) / len(clocks))
+        comps = SPREAD_FORMS[RANK_CLOCK_SPREAD_FORM]
+        scales = {r: spread_scale(c, mean, alpha, comps) for r, c in enumerate(clocks)}
+        if not any(scales.values()):
+            return result, out[1], {**det, "rank_clock_mhz": clocks}
+        result, step, det = _simulate_row(row, gpu, profile, accumulate, host, host_by_rank, ep_rows,
+                                          hold_before_last_w_s, scales)
+        return result, step, {**det, "rank_clock_mhz": clocks}
     if ADOPT_RANK_REF_CLOCK:   # s31clk2: every rank re-priced from the classes' reference clocks to its own
         clocks = rank_ref_clocks_mhz(schedule, det["stage_kernel_s"], result.makespan_s, gpu)
         if clocks is None:
