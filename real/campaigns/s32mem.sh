@@ -14,7 +14,7 @@
 #   full_e        full AC, 16 blocks (6), expandable segments, segments at the end
 #   cap102_e      op_e capped (torch.cuda.set_per_process_memory_fraction) at 1.02 x op_e's live peak
 #   cap102_n / cap106_n   op_n capped at 1.02 / 1.06 x op_n's live peak
-# Budget: ~35 s a part (s31pub's eager part: 32 s), ~4 min; timeouts 120 s each.
+# Budget: ~35 s a part (s31pub's eager part: 32 s), ~4 min; timeouts 75 s each (worst case ~9 min).
 # One GPU (GPU 0; exits 0 with nothing run without one). Allocator figures do not depend on clocks, so another lane
 # may use another GPU of the host. An H100 instead of an H200: run anyway, file by card (the rule judges fractions).
 #   bash real/campaigns/s32mem.sh OUTDIR
@@ -49,7 +49,7 @@ fi
 run() {   # run NAME ALLOC_CONF ARGS...: one part of real.fsdp_memory under that allocator setting
   local name=$1 conf=$2
   shift 2
-  PYTORCH_CUDA_ALLOC_CONF=$conf part "$name" 120 "${torchrun[@]}" -m real.fsdp_memory --out "$root/$name" \
+  PYTORCH_CUDA_ALLOC_CONF=$conf part "$name" 75 "${torchrun[@]}" -m real.fsdp_memory --out "$root/$name" \
     "${step[@]}" --config "s32_$name" "$@"
 }
 cap() {   # cap BASE RATIO: the fraction of the GPU that is RATIO x BASE's largest steady live peak (empty on the CPU)
