@@ -44,6 +44,7 @@ from twin.core.units import GIB
 from twin.costs.flops import param_counts, train_flops_per_token
 from twin.training.results import StepResult
 from twin.training.step import simulate_step, training_capacity_bytes
+from calibration import allocator_reserve
 from calibration.records_io import csv_exists, read_csv
 
 RUNS_FILE = Path(__file__).resolve().parent / "data" / "published_runs.toml"
@@ -57,6 +58,11 @@ MEMORY_ROW_TARGET = 0.15   # counted memory against a published figure: a yardst
 # calibration.allocator_reserve.reserve_fraction; docs/notes/s27mlm2_rule.md, candidate B). The comparison only:
 # fits stay on the count (the allocator frees its cached blocks and retries before it runs out).
 ADOPT_ALLOCATOR_RESERVED_PEAK = False
+# The same comparison re-decided (docs/notes/s32mem_rule.md): f pooled over every uncapped part of our records of the
+# row's allocator setting (calibration.allocator_reserve.pooled_reserve_fraction), and the estimate no larger than the
+# row's capacity (the allocator cannot reserve more than the card leaves it: where its reserve meets that limit it
+# frees its cached blocks and retries, s30tt_cap). Comparison only: fits stay on the count. Takes precedence over B.
+ADOPT_RESERVED_PEAK_POOLED = False
 ALLOCATORS = ("expandable", "default")   # expandable_segments on / off (calibration.allocator_reserve.SETTINGS)
 
 # Megatron-LM's README rows (source 'megatron') do not publish their micro-batch; each assumes one sequence (a
@@ -277,8 +283,14 @@ def memory_fields(run: PublishedRun, breakdown: dict, capacity_bytes: float) -> 
     GPU's capacity and whether the count fits it, and the published figure where there is one."""
     counted = float(sum(breakdown.values()))
     published = None if run.published_memory_gib is None else run.published_memory_gib * GIB
-    # what the published figure measures: with ADOPT_ALLOCATOR_RESERVED_PEAK, the allocator's reserve beside the count
-    compared = counted * (1.0 + reserve_fraction(run.allocator)) if ADOPT_ALLOCATOR_RESERVED_PEAK else counted
+    # what the published figure measures: with ADOPT_RESERVED_PEAK_POOLED (or s27mlm2's ADOPT_ALLOCATOR_RESERVED_PEAK),
+    # the allocator's reserve beside the count
+    if ADOPT_RESERVED_PEAK_POOLED and run.allocator is not None:
+        compared = min(counted * (1.0 + allocator_reserve.pooled_reserve_fraction(run.allocator)), capacity_bytes)
+    elif ADOPT_ALLOCATOR_RESERVED_PEAK:
+        compared = counted * (1.0 + reserve_fraction(run.allocator))
+    else:
+        compared = counted
     return {"memory_per_gpu_bytes": counted, "memory_breakdown_bytes": {k: float(v) for k, v in breakdown.items()},
             "memory_capacity_bytes": float(capacity_bytes), "memory_fits": counted <= capacity_bytes,
             "published_memory_bytes": published, "memory_compared_bytes": compared,
@@ -287,8 +299,7 @@ def memory_fields(run: PublishedRun, breakdown: dict, capacity_bytes: float) -> 
 
 def reserve_fraction(allocator: str | None) -> float:
     """The allocator's reserve beyond live tensors at the peak, as a fraction of them (0 without a setting)."""
-    from calibration.allocator_reserve import reserve_fraction as measured   # lazy: reads campaign s27mlm2's record
-    return measured(allocator)
+    return allocator_reserve.reserve_fraction(allocator)
 
 
 def summarize_memory(rows: list[dict]) -> dict:

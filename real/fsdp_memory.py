@@ -35,6 +35,13 @@ nightly's choice on H100; torch 2.11 would pick cuDNN), --profile-last (the last
 OUT/fsdp_step_kernels_r0.csv, each kernel's seconds and calls in that step) and --memory-fraction (the caching
 allocator capped at that fraction of the GPU, torch.cuda.set_per_process_memory_fraction: the row's headroom).
 
+Session s32mem (docs/notes/s32mem_rule.md) adds --ac none (no recomputation: the Llama 3 8K rows' "without activation
+checkpointing"), the allocator's peaks per phase of every step (forward with the loss, backward, clip + optimizer:
+torch.cuda.reset_peak_memory_stats at each boundary, host-side accounting, no synchronisation; the step's peaks are
+the largest of them, as before) and --segments (the caching allocator's segments at the last step's end, when the
+reserved bytes stand at their peak: OUT/fsdp_segments_r<rank>.csv, one row a segment with its stream, pool, size,
+allocated and active bytes, blocks and largest free block, from torch.cuda.memory_snapshot()).
+
 Usage: torchrun --nproc-per-node 2 -m real.fsdp_memory --out DIR --layers N [--steps K] [--tiny]
 """
 
@@ -59,10 +66,12 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 
 from real.fp8 import tensorwise_linear
 
+PHASES = ("fwd", "bwd", "opt")   # forward with the loss; backward; clip + optimizer step
 COLS = ["config", "ac", "compiled", "float8", "sdpa", "memory_fraction", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
         "world_size", "rank", "step", "status", "step_time_s", "loss", "start_allocated_bytes",
         "after_loss_allocated_bytes", "peak_active_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
-        "peak_inactive_split_bytes", "reserved_end_bytes", "segments_end", "num_alloc_retries", "num_ooms",
+        "peak_inactive_split_bytes", *[f"{ph}_peak_{k}_bytes" for ph in PHASES for k in ("allocated", "reserved")],
+        "reserved_end_bytes", "segments_end", "num_alloc_retries", "num_ooms",
         "alloc_conf", "gpu_name", "total_memory_bytes", "max_sm_clock_mhz", "max_mem_clock_mhz",
         "power_limit_w", "driver_version", "torch_version", "cuda_version", "nccl_version", "nccl_nvls_enable",
         "hostname", "timestamp_utc"]
@@ -184,6 +193,38 @@ def stats(cuda: bool) -> dict:
     return torch.cuda.memory_stats()
 
 
+PEAKS = ("active_bytes.all.peak", "allocated_bytes.all.peak", "reserved_bytes.all.peak", "inactive_split_bytes.all.peak")
+SEGMENT_COLS = ["segment", "stream", "pool", "total_size_bytes", "allocated_size_bytes", "active_size_bytes",
+                "num_blocks", "largest_free_block_bytes", "is_expandable"]
+
+
+def phase_peaks(cuda: bool) -> dict:
+    """The allocator's peaks since the last reset, then a reset (host-side accounting: no synchronisation needed;
+    the reset sets each peak to the current value, so the step's peak is the largest of its phases')."""
+    if not cuda:
+        return defaultdict(int)
+    m = torch.cuda.memory_stats()
+    torch.cuda.reset_peak_memory_stats()
+    return {k: m[k] for k in PEAKS}
+
+
+def write_segments(out: pathlib.Path, rank: int, env: dict) -> None:
+    """OUT/fsdp_segments_r<rank>.csv: every segment of the caching allocator now (torch.cuda.memory_snapshot(): its
+    stream, large or small pool, size, allocated and active bytes, blocks, largest free block), with the row's labels."""
+    out.mkdir(parents=True, exist_ok=True)
+    cols = [*SEGMENT_COLS, *[k for k in COLS if k in env]]
+    with open(out / f"fsdp_segments_r{rank}.csv", "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        wr.writeheader()
+        for i, seg in enumerate(torch.cuda.memory_snapshot()):
+            free = [b["size"] for b in seg.get("blocks", []) if b.get("state") == "inactive"]
+            wr.writerow({**env, "segment": i, "stream": seg.get("stream", ""), "pool": seg.get("segment_type", ""),
+                         "total_size_bytes": seg.get("total_size", 0), "allocated_size_bytes": seg.get("allocated_size", 0),
+                         "active_size_bytes": seg.get("active_size", 0), "num_blocks": len(seg.get("blocks", [])),
+                         "largest_free_block_bytes": max(free, default=0),
+                         "is_expandable": seg.get("is_expandable", "")})
+
+
 def write_row(out: pathlib.Path, rank: int, row: dict) -> None:
     """Append one row to OUT/fsdp_memory_r<rank>.csv at once (a rank that runs out of memory or is killed by
     the campaign's timeout keeps the steps it finished; no collective is needed to write)."""
@@ -204,13 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--config", default="", help="a label written in every row")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run on gloo ranks (a tiny model)")
-    ap.add_argument("--ac", choices=("op", "full"), default="op", help="torchtitan's AC mode (default op: per-op SAC)")
+    ap.add_argument("--ac", choices=("op", "full", "none"), default="op",
+                    help="torchtitan's AC mode (default op: per-op SAC; none: every block keeps what autograd saves)")
     ap.add_argument("--compile", action="store_true", help="each block under torch.compile(fullgraph=True)")
     ap.add_argument("--float8", action="store_true", help="the blocks' linears as tensorwise Float8")
     ap.add_argument("--seq-len", type=int, default=None, help="positions a sequence (default 8,192; tiny 64)")
     ap.add_argument("--local-batch", type=int, default=None, help="sequences a rank (default 2)")
     ap.add_argument("--sdpa", choices=("default", "flash"), default="default", help="flash: SDPA restricted to flash")
     ap.add_argument("--profile-last", action="store_true", help="the last step's kernels on rank 0")
+    ap.add_argument("--segments", action="store_true", help="the allocator's segments at the last step's end")
     ap.add_argument("--memory-fraction", type=float, default=None,
                     help="cap the caching allocator at this fraction of the GPU (torch.cuda.set_per_process_memory_fraction)")
     args = ap.parse_args(argv)
@@ -250,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     with torch.device("meta"):
         model = Model(c, args.layers, args.float8)
     for lid, block in list(model.layers.items()):
-        wrapped = op_sac(block) if args.ac == "op" else checkpoint_wrapper(block, preserve_rng_state=False)
+        if args.ac == "op":
+            wrapped = op_sac(block)
+        elif args.ac == "full":
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
+        else:   # none: the block as it is
+            wrapped = block
         if args.compile:   # apply_compile after apply_ac, before apply_fsdp (parallelize_llama @ 9dec370)
             wrapped = torch.compile(wrapped, fullgraph=True, backend="inductor" if cuda else "aot_eager")
         model.layers.register_module(lid, wrapped)
@@ -290,13 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         profile = args.profile_last and step == args.steps and rank == 0
         prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if profile and cuda
                 else contextlib.nullcontext())
+        phase: dict = {}
         try:
             with sdpa_context(args.sdpa, cuda), prof:
                 pred = model(ids, freqs_cis)
                 loss = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
                 del pred
                 after_loss = stats(cuda)["allocated_bytes.all.current"]
+                phase["fwd"] = phase_peaks(cuda)
                 loss.backward()
+                phase["bwd"] = phase_peaks(cuda)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
                 opt.step()
                 loss_v = float(loss.detach())
@@ -305,12 +356,16 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             torch.cuda.synchronize()
         m = stats(cuda)
+        phase[PHASES[len(phase)]] = {k: m[k] for k in PEAKS}   # the phase it ended in (the optimizer's if ok)
+        peaks = {k: max(p[k] for p in phase.values()) for k in PEAKS}   # the step's: the largest over its phases
         rows.append({**base, "step": step, "status": status, "step_time_s": time.perf_counter() - t0, "loss": loss_v,
                      "start_allocated_bytes": start_alloc, "after_loss_allocated_bytes": after_loss,
-                     "peak_active_bytes": m["active_bytes.all.peak"],
-                     "peak_allocated_bytes": m["allocated_bytes.all.peak"],
-                     "peak_reserved_bytes": m["reserved_bytes.all.peak"],
-                     "peak_inactive_split_bytes": m["inactive_split_bytes.all.peak"],
+                     "peak_active_bytes": peaks["active_bytes.all.peak"],
+                     "peak_allocated_bytes": peaks["allocated_bytes.all.peak"],
+                     "peak_reserved_bytes": peaks["reserved_bytes.all.peak"],
+                     "peak_inactive_split_bytes": peaks["inactive_split_bytes.all.peak"],
+                     **{f"{ph}_peak_{k}_bytes": p[f"{k}_bytes.all.peak"] for ph, p in phase.items()
+                        for k in ("allocated", "reserved")},
                      "reserved_end_bytes": m["reserved_bytes.all.current"], "segments_end": m["segment.all.current"],
                      "num_alloc_retries": m["num_alloc_retries"], "num_ooms": m["num_ooms"],
                      "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat()})
@@ -320,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fsdp_memory {args.config} L{args.layers} step {step} {status} {r['step_time_s']:.2f} s "
                   f"active {r['peak_active_bytes'] / 2**30:.2f} reserved {r['peak_reserved_bytes'] / 2**30:.2f} GiB "
                   f"retries {r['num_alloc_retries']}", flush=True)
+        if args.segments and cuda and step == args.steps and status == "ok":
+            write_segments(pathlib.Path(args.out), rank, {**base, "step": step, **env})
         if profile and cuda and status == "ok":
             write_kernels(pathlib.Path(args.out), rank, prof, {"config": args.config, "step": step, **env})
         if status != "ok":
