@@ -6,9 +6,12 @@ import csv
 from types import SimpleNamespace
 
 from real.serve.coldtrace import TAG, summarize
-from real.serve.plans import PLANS, S31Q_IN, S31Q_OUT, S31Q_WARM_TOKENS, S32C_PLANS, S32C_WARM_W
+from real.serve.plans import (PLANS, S31Q_IN, S31Q_OUT, S31Q_WARM_TOKENS, S32C_PLANS, S32C_WARM_W, S32K_IN, S32K_MODELS,
+                              S32K_OUT, S32K_PLANS, S32K_WARM_TOKENS)
 from tests.campaigns import dry_run, without_gpus
-from tests.real.test_real_campaign_s26start2 import _seen
+from tests.real.test_real_campaign_s26start2 import _engine, _seen
+from twin.serving.engine import IDLE_WAKE_AFTER_S
+from twin.serving.pipeline import eager_ops
 
 
 def test_s32cold_without_a_gpu_runs_nothing(tmp_path):
@@ -52,7 +55,7 @@ def test_summarize_counts_first_launches_slow_calls_and_mallocs_per_range():
 
 
 def test_s32c_plans_fit_records_of_set_q_regime_cold_fresh_again():
-    seeds, _, _ = _seen("gpu1-s32c-")
+    seeds, _, _ = _seen(("gpu1-s32c-", "gpu1-s32k-"))
     for name, plan in S32C_PLANS.items():
         assert PLANS[name] is plan and len(plan.runs) == 3
         cold, fresh, again = plan.runs
@@ -61,3 +64,30 @@ def test_s32c_plans_fit_records_of_set_q_regime_cold_fresh_again():
         assert cold.seed == again.seed != fresh.seed and not {cold.seed, fresh.seed} & seeds
         assert cold.warm_shapes == (S32C_WARM_W if name.endswith("w1024") else S31Q_WARM_TOKENS)
         assert fresh.warm_shapes == again.warm_shapes == 0
+
+
+def test_s32cold2_without_a_gpu_runs_nothing(tmp_path):
+    d, log = without_gpus("s32cold2", tmp_path)
+    assert "skipped: no GPU" in log and "s32cold2 end" in log and (d / "host.txt").exists()
+    assert "parts " + " ".join(f"set:gpu1-s32k-{s}" for s in S32K_MODELS.values()) in log
+
+
+def test_s32k_plans_are_fresh_their_prompts_above_the_pass_poisson_around_a_loop():
+    seeds, lengths, loads = _seen(("gpu1-s32k-", "gpu1-s32c-"))
+    lo, hi = (int(x) for x in S32K_IN.split(":")[1].split("-"))
+    assert S32K_WARM_TOKENS < lo and not set(S32K_MODELS) & {"bench-small", "v2-lite-slice"}   # the probe's models
+    run_ids = [r.name for p in S32K_PLANS.values() for r in p.runs]
+    assert len(set(run_ids)) == len(run_ids)
+    for model, short in S32K_MODELS.items():
+        plan = PLANS[f"gpu1-s32k-{short}"]
+        _engine(plan)
+        assert plan.model == model and eager_ops(model) is not None
+        assert all(r.split == "holdout" and r.pin == "core" and (r.input_len, r.output_len) == (S32K_IN, S32K_OUT)
+                   for r in plan.runs)
+        assert [r.warm_shapes for r in plan.runs] == [S32K_WARM_TOKENS, 0, 0]
+        assert [r.arrival for r in plan.runs] == ["poisson", "closed", "poisson"]
+        assert hi + plan.runs[1].concurrency < plan.token_budget
+        assert all(1.0 / r.rate_per_s >= 2 * IDLE_WAKE_AFTER_S for r in plan.runs if r.arrival == "poisson")
+        assert not {r.seed for r in plan.runs} & seeds and (model, S32K_IN) not in lengths
+        for r in plan.runs:
+            assert (model, r.arrival, r.rate_per_s if r.arrival == "poisson" else r.concurrency) not in loads
