@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,6 +46,10 @@ FIT_PARTS = ("timed", "eager")   # unprofiled probe processes (trace*: under the
 FIT_FILE = Path(__file__).resolve().parent / "s32cold_fit.json"
 CARD = "h200"
 JUDGED = "K"
+
+
+def _med(xs) -> float | None:
+    return float(np.median(xs)) if len(xs) else None
 
 
 def _read(path: Path) -> list[dict]:
@@ -228,12 +231,11 @@ def probe_figures(root: Path | str | None = None) -> dict:
                     c: float(np.sum([float(k[c]) for k in ks if k["run_id"] == r]))
                     for c in ("new_kernels", "slow_launches", "malloc_calls", "gemm_s", "duration_s")}
                     | {"steps": sum(k["run_id"] == r for k in ks),
-                       "gemm_max_s_with_new_kernel_median": float(np.median(
-                           [float(k["gemm_max_s"]) for k in ks if k["run_id"] == r and int(k["new_kernels"]) > 0]
-                           or [math.nan])),
-                       "gemm_max_s_without_median": float(np.median(
-                           [float(k["gemm_max_s"]) for k in ks if k["run_id"] == r and int(k["new_kernels"]) == 0]
-                           or [math.nan]))} for r in runs}
+                       "gemm_max_s_with_new_kernel_median": _med(
+                           [float(k["gemm_max_s"]) for k in ks if k["run_id"] == r and int(k["new_kernels"]) > 0]),
+                       "gemm_max_s_without_median": _med(
+                           [float(k["gemm_max_s"]) for k in ks if k["run_id"] == r and int(k["new_kernels"]) == 0])}
+                    for r in runs}
             if csv_exists(root / part / m / "serve_stalls.csv"):
                 st = _read(root / part / m / "serve_stalls.csv")
                 out["allocs"][f"{part}/{m}"] = {r.rsplit("-", 1)[1]: int(sum(
