@@ -129,11 +129,32 @@ EARLY = "poisson-early"
 TTFT_P50 = ("ttft_p50_s",)
 
 
-def candidate():
-    """K on (serve_load_validation.warm_pass_pairs hands a warmed one-GPU run's replay cold_charges)."""
+def candidate(exposed: bool = False):
+    """K on (serve_load_validation.warm_pass_pairs hands a warmed one-GPU run's replay cold_charges); `exposed`: the
+    charge paid as the table's own first-met stall (engine.COLD_HOST_EXPOSED: evidence only, after the guard screen)."""
     stack = ExitStack()
     stack.enter_context(mock.patch.object(engine, "ADOPT_COLD_SIZES", True))
+    stack.enter_context(mock.patch.object(engine, "COLD_HOST_EXPOSED", exposed))
     return stack
+
+
+def evidence(root: Path | str | None = None, guards: bool = True) -> dict:
+    """No criterion. Set K and set Q in force, under K and under K exposed (the charge as a host stall): checks met
+    and median |error| by position in the process; with `guards` the seen sets under K exposed."""
+    root = rec.records_root() if root is None else root
+    out: dict = {"set_k": {}, "set_q": {}, "seen_exposed": {}}
+    for label, ctx in (("in force", ExitStack), (JUDGED, candidate), (f"{JUDGED} exposed", lambda: candidate(True))):
+        with ctx():
+            for key, (name, models) in (("set_k", (FRESH, FRESH_MODELS)), ("set_q", SET_Q)):
+                rows = seh.set_rows(name, models, root)
+                out[key][label] = {"all": list(seh.checks(rows)), "by_position": by_position(rows),
+                                   "runs": {r["run_id"]: {k: r[f"{k}_rel_error"] for k in seh.FIGURES} for r in rows}}
+    if guards:
+        with candidate(True):
+            on = seen_rows(root)
+        g = guard_criteria(seen_rows(root), on)
+        out["seen_exposed"] = {k: [list(v[0]), list(v[1])] for k, v in g["sets"].items()}
+    return out
 
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
@@ -246,7 +267,7 @@ def probe_figures(root: Path | str | None = None) -> dict:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s32cold", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit", "probe", "screen"), default="judge",
+    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit", "probe", "screen", "evidence"), default="judge",
                     help="fit: K's constants from the probe; probe: the probe's mechanism figures; screen: set Q (seen) "
                          "under K; guards: the seen and committed sets under K (no set K); judge: set K, guards, verdict")
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
@@ -285,6 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
+    if args.what == "evidence":
+        got = evidence(root)
+        for key in ("set_k", "set_q"):
+            for label, v in got[key].items():
+                print(f"{key} {label}: {v['all'][0]} met, median {v['all'][1]:.2%}; " + "; ".join(
+                    f"{p} {x['all'][0]} met {x['all'][1]:.2%} (TTFT P50 {x['ttft_p50'][0]}, {x['ttft_p50'][1]:.2%})"
+                    for p, x in v["by_position"].items()))
+        for k, (a, b) in got["seen_exposed"].items():
+            print(f"set {k} in force -> {JUDGED} exposed: {a[0]} -> {b[0]} met, median {a[1]:.2%} -> {b[1]:.2%}")
+        if args.json:
+            prereg.write_code_record(args.json, f"python -m calibration.s32cold evidence --json {args.json.as_posix()}",
+                                     {"evidence_only": True, **got})
+        return 0
     fresh = (FRESH, FRESH_MODELS) if args.what == "judge" else None
     if fresh and not seh.set_rows(FRESH, FRESH_MODELS, root):
         print(f"no set K records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)

@@ -109,6 +109,9 @@ LOOKUP_HOST_EXPOSED = False
 # .cold_charges, calibration/s32cold_fit.json): the first eager iteration of one of its sizes pays busy_s x h / (h + n),
 # n the probe's sizes the process met before (earlier runs, then this run's). Off: nothing changes.
 ADOPT_COLD_SIZES = False
+# (s32cold, evidence only, no rule: added after the guard screen showed set I's v3-slice-1l over-charged) under
+# ADOPT_COLD_SIZES the charge as a host stall, paid as the table pays its own first-met stall (exposed_host_stall_s). Off.
+COLD_HOST_EXPOSED = False
 
 
 @dataclass(frozen=True)
@@ -779,7 +782,8 @@ class Instance:
             if self.probe is not None:   # (ADOPT_PROBED_FIRST_MET) the probe's measured charges
                 extra = self._probe_charge(sizes, prompt_tokens, costs.is_eager(b_time, p_time, width_ctx),
                                            env.now - self.last_end >= IDLE_WAKE_AFTER_S)
-                if ADOPT_LOOKUP_PER_SHAPE and not ADOPT_PROBED_FIRST_MET and LOOKUP_HOST_EXPOSED:
+                if not ADOPT_PROBED_FIRST_MET and ((ADOPT_LOOKUP_PER_SHAPE and LOOKUP_HOST_EXPOSED)
+                                                   or (ADOPT_COLD_SIZES and COLD_HOST_EXPOSED)):
                     # (s31look amendment) the look-ups are a host stall: paid as the table pays its own first-met stall
                     extra = costs.exposed_host_stall_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
