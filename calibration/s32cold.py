@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
-    if args.what == "evidence":
-        got = evidence(root)
+    if args.what == "evidence":   # --no-committed: without the seen sets (set K and set Q only)
+        got = evidence(root, guards=not args.no_committed)
         for key in ("set_k", "set_q"):
             for label, v in got[key].items():
                 print(f"{key} {label}: {v['all'][0]} met, median {v['all'][1]:.2%}; " + "; ".join(
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, (a, b) in got["seen_exposed"].items():
             print(f"set {k} in force -> {JUDGED} exposed: {a[0]} -> {b[0]} met, median {a[1]:.2%} -> {b[1]:.2%}")
         if args.json:
-            prereg.write_code_record(args.json, f"python -m calibration.s32cold evidence --json {args.json.as_posix()}",
+            cmd = "python -m calibration.s32cold evidence" + (" --no-committed" if args.no_committed else "")
+            prereg.write_code_record(args.json, f"{cmd} --json {args.json.as_posix()}",
                                      {"evidence_only": True, **got})
         return 0
     fresh = (FRESH, FRESH_MODELS) if args.what == "judge" else None
