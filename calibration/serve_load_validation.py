@@ -321,6 +321,32 @@ def lookup_charges(gpu_name: str, model: str, path: Path | None = None) -> dict 
     return {"busy_s": charge_s, "idle_s": charge_s, "post_idle_prompt_s": 0.0}
 
 
+# (s32cold, docs/notes/s32cold_rule.md) candidate K's inputs: per card the cost per GEMM shape of a process's first size
+# above its warm pass and the sizes over which it fades (calibration.s32cold fit, from the s32cold probe's fitting
+# records), and the shape counts (s31look's), read under twin.serving.engine.ADOPT_COLD_SIZES only
+COLD_FIT = Path(__file__).resolve().parent / "s32cold_fit.json"
+_COLD_CACHE: dict = {}
+
+
+def cold_charges(gpu_name: str, model: str, ep_size: int = 1, path: Path | None = None) -> dict | None:
+    """Candidate K's charges for a model on a card, one GPU: busy_s = idle_s = shapes x shape_s, fade_sizes;
+    None under EP, without a fit for the card or a shape count for the model."""
+    path = COLD_FIT if path is None else path
+    if path not in _COLD_CACHE:
+        _COLD_CACHE[path] = json.loads(path.read_text()) if path.exists() else {}
+    fit = _COLD_CACHE[path]
+    try:
+        card = gpu_key(gpu_name or "")
+    except ValueError:
+        return None
+    shape_s, fade = fit.get("shape_s", {}).get(card), fit.get("fade_sizes", {}).get(card)
+    shapes = fit.get("shapes", {}).get(model)
+    if ep_size != 1 or shape_s is None or fade is None or shapes is None:
+        return None
+    charge_s = float(shapes) * float(shape_s)
+    return {"busy_s": charge_s, "idle_s": charge_s, "post_idle_prompt_s": 0.0, "fade_sizes": float(fade)}
+
+
 def warm_pass_pairs(run: dict) -> set[tuple]:
     """(rank, size) pairs a run's warm pass ran (warm_pass_sizes on every rank); under twin.serving.engine.ADOPT_IDLE_WAKE
     (s29serve) the sizes between warm_shapes and the token budget as (rank, size, engine.BUSY_MET): met only where first
@@ -331,12 +357,15 @@ def warm_pass_pairs(run: dict) -> set[tuple]:
                if engine.ADOPT_PROBED_FIRST_MET and warm > 0 and not engine.ADOPT_IDLE_WAKE else None)
     if charges is None and engine.ADOPT_LOOKUP_PER_SHAPE and warm > 0 and not engine.ADOPT_IDLE_WAKE:
         charges = lookup_charges(run.get("gpu_name", ""), run.get("model", ""))   # (s31look) candidate L
+    if charges is None and engine.ADOPT_COLD_SIZES and warm > 0 and not engine.ADOPT_IDLE_WAKE:   # (s32cold) K
+        charges = cold_charges(run.get("gpu_name", ""), run.get("model", ""), len(ranks))
     if charges is not None:   # (s30serve) the pass and the budget met; the sizes between pay the probe's charges
         budget = int(float(run.get("token_budget") or 0))
         met = set(range(1, warm + 1)) | ({budget} if budget > 0 else set())
         between = frozenset((g, n) for g in ranks for n in range(warm + 1, budget))
         return ({(g, n) for g in ranks for n in met}
-                | {engine.FirstMetProbe(between, charges["busy_s"], charges["idle_s"], charges["post_idle_prompt_s"])})
+                | {engine.FirstMetProbe(between, charges["busy_s"], charges["idle_s"], charges["post_idle_prompt_s"],
+                                        charges.get("fade_sizes", 0.0))})
     if not engine.ADOPT_IDLE_WAKE or warm <= 0:
         return {(g, n) for g in ranks for n in warm_pass_sizes(run)}
     budget = int(float(run.get("token_budget") or 0))

@@ -19,6 +19,9 @@ the slowest rank's, the lockstep waiting for it); a run with `co_runner_nice` ru
 included) beside a busy process on each rank's main-thread CPU (hostspeed.CoRunner).
 --stall-trace records every iteration's host counters (serve_stalls.csv) and each run's whole-host view
 (serve_hostrun.csv) (real/serve/stalltrace.py: what stops the engine for 10-30 ms on some hosts);
+--kernel-trace profiles the process from after its graphs are captured to its end and writes each iteration's kernels
+first launched, CUDA runtime calls (launches, cudaMalloc) and GEMM host time (serve_kernels.csv, serve_apicalls.csv;
+real/serve/coldtrace.py, s32cold);
 --gc-freeze collects and freezes Python's heap right before each run's load (gc.freeze(), as vLLM and SGLang do
 after their warm-up), so a cyclic collection during the run walks only the objects made since.
 """
@@ -44,6 +47,8 @@ from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.fp8 import BF16
 from real.model import build_model
+from real.serve.coldtrace import CALL_COLS, KERNEL_COLS, KernelTrace
+from real.serve.coldtrace import write as write_trace
 from real.serve.engine import Engine, EngineConfig
 from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local_cpus
 from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, pause_probe, probe
@@ -74,6 +79,8 @@ def _args(argv):
     ap.add_argument("--stall-trace", action="store_true",
                     help="record each iteration's host counters (serve_stalls.csv) and each run's host view "
                          "(serve_hostrun.csv); real/serve/stalltrace.py")
+    ap.add_argument("--kernel-trace", action="store_true",
+                    help="profile every iteration: kernels first launched, runtime calls (real/serve/coldtrace.py)")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="gc.collect() and gc.freeze() right before each run's load (off: Python's GC as it comes)")
     args = ap.parse_args(argv)
@@ -164,6 +171,7 @@ def pause_columns(per_rank: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     t_start = time.perf_counter()
+    module_loading = os.environ.get("CUDA_MODULE_LOADING", "default")   # before torch's CUDA init sets LAZY when unset
     args, plan, only = _args(argv)
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
@@ -196,7 +204,9 @@ def main(argv=None) -> int:
     env["host_cpus"] = {"allowed_at_start": _cpu_text(sorted(ALLOWED_AT_START)), "cpu_count": os.cpu_count(),
                         "gpu_local": _cpu_text(gpu_local_cpus(gpu_index)) if gpu_index is not None else "",
                         "pin_default": args.pin, "timing": args.timing, "host_probe": args.host_probe,
-                        "stall_trace": args.stall_trace, "gc_freeze": args.gc_freeze, "gc_threshold": gc.get_threshold(),
+                        "stall_trace": args.stall_trace, "gc_freeze": args.gc_freeze,
+                        "kernel_trace": args.kernel_trace,
+                        "module_loading": module_loading, "gc_threshold": gc.get_threshold(),
                         **cpu_info()}
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     spec = get_spec(plan.model)
@@ -216,6 +226,10 @@ def main(argv=None) -> int:
     if rank == 0:
         log(f"{plan.model} on {env['gpu_name']} x{world}: {num_graphs} decode graphs captured in "
             f"{time.perf_counter() - t:.1f} s")
+    trace = None
+    if args.kernel_trace:
+        trace = KernelTrace(engine, use_cuda)
+        trace.start()
     for run in plan.warmup:
         t = time.perf_counter()
         run_load(engine, make_arrivals(run, spec.vocab_size, rank, world), run.max_duration_s, control)
@@ -243,6 +257,8 @@ def main(argv=None) -> int:
             log(f"budget of {args.budget_s:.0f} s spent: {run.name} and the rest skipped")
             break
         engine.graphs = graphs if run.cuda_graphs else None
+        if trace is not None:
+            trace.phase, trace.run_id = "run", run.name
         pin_mode = run.pin or args.pin
         cpus = pin(pin_mode)
         if run.warm_shapes:
@@ -317,6 +333,17 @@ def main(argv=None) -> int:
             f"{summary['output_tokens_per_s']:.0f} out tok/s, {summary['input_tokens_per_s']:.0f} in tok/s, "
             f"TTFT p50 {summary['ttft_p50_s'] * 1e3:.1f} ms, TPOT p50 {summary['tpot_p50_s'] * 1e3:.2f} ms, "
             f"{summary['num_iterations']} iterations in {summary['duration_s']:.2f} s")
+    if trace is not None and rank == 0:
+        t = time.perf_counter()
+        krows, calls = trace.stop()
+        fixed = {"model": plan.model, "module_loading": module_loading,
+                 **{k: env.get(k, "") for k in ENV_COLS},
+                 "sm_clock_mhz": tel.sm_clock_mhz(), "mem_clock_mhz": tel.mem_clock_mhz(),
+                 "power_limit_w": env.get("power_limit_w", ""), "driver_version": env.get("driver_version", ""),
+                 "nccl_version": env["nccl_version"], "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_trace(out_dir / "serve_kernels.csv", KERNEL_COLS, krows, fixed)
+        write_trace(out_dir / "serve_apicalls.csv", CALL_COLS, calls, fixed)
+        log(f"kernel trace: {len(krows)} ranges, {len(calls)} slow calls, parsed in {time.perf_counter() - t:.1f} s")
     if args.stall_trace:  # after the last run: what a full collection of this heap costs on this host
         env["gc_tracked_before_full"] = gc_tracked()
         env["gc_full_collect_s"] = timed_full_collection()

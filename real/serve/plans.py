@@ -580,6 +580,50 @@ S31Q_PLANS = {f"gpu1-s31q-{short}": _s21_plan(m, runs=(
     RunSpec("poisson-late-q", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=3.5, seed=323 + 3 * k)),
     warm_tokens=S31Q_WARM_TOKENS, load_s=S31Q_LOAD_S, prefix="n31q") for k, (m, short) in enumerate(S31Q_MODELS.items())}
 
+# s32cold (docs/notes/s32cold.md; fitting records, a probe): a process's first Poisson run against the same stream
+# again and a fresh stream later in the process. Set Q's lengths and rate (Poisson 2.5/s, prompts 304-928, outputs
+# 24-112, 5 s of load, the first run warmed to 288 flat tokens), seeds 341-342 no record holds: `cold` (the process's
+# first run), `fresh` (a new stream: exact sizes new, the process no longer new), `again` (cold's stream once more: its
+# sizes met). Run names c32-<short>-*, split fit. The -w1024 plan warms the first run to 1,024 flat tokens (every
+# size of the stream met before it: does the excess go with the sizes or with the process's first run?).
+S32C_RUNS = (RunSpec("poisson-cold", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=2.5, seed=341),
+             RunSpec("poisson-fresh", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=2.5, seed=342),
+             RunSpec("poisson-again", "poisson", S31Q_IN, S31Q_OUT, rate_per_s=2.5, seed=341))
+S32C_WARM_W = 1024
+
+
+def _s32c_plan(model: str, short: str, warm_tokens: int) -> "Plan":
+    plan = _s21_plan(model, runs=S32C_RUNS, warm_tokens=warm_tokens, load_s=S31Q_LOAD_S, prefix="c32")
+    return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, split="fit", name=r.name.replace(
+        f"c32-{s21_short(model)}-", f"c32-{short}-")) for r in plan.runs))
+
+
+S32C_PLANS = {"gpu1-s32c-bench": _s32c_plan("bench-small", "bench", S31Q_WARM_TOKENS),
+              "gpu1-s32c-v2lite": _s32c_plan("v2-lite-slice", "v2lite", S31Q_WARM_TOKENS),
+              "gpu1-s32c-bench-w1024": _s32c_plan("bench-small", "benchw", S32C_WARM_W)}
+
+# s32cold set K (docs/notes/s32cold_rule.md, held out: judges twin.serving.engine.ADOPT_COLD_SIZES): four models the
+# probe never ran, a warm pass of 320 flat tokens under prompts of 336-1008 (every prompt step a size above the pass),
+# Poisson 2.25/s first (the process's first sizes above its pass), a closed loop of 11, Poisson 2.75/s late; outputs
+# 20-104, seeds 361-372, 5 s of load a run: loads, lengths and seeds no record holds; run names k32-<short>-*
+S32K_IN, S32K_OUT = "uniform:336-1008", "uniform:20-104"
+S32K_WARM_TOKENS = 320
+S32K_MODELS = {"mixtral-mla-slice": "mixtral", "qwen3moe-mla-slice": "qwen3moe", "v3-slice-1l": "v3s1l",
+               "v3-slice-2l": "v3s2l"}
+
+
+def _s32k_plan(model: str, short: str, k: int) -> "Plan":
+    plan = _s21_plan(model, runs=(
+        RunSpec("poisson-early-k", "poisson", S32K_IN, S32K_OUT, rate_per_s=2.25, seed=361 + 3 * k),
+        RunSpec("closed-c11-k", "closed", S32K_IN, S32K_OUT, concurrency=11, seed=362 + 3 * k),
+        RunSpec("poisson-late-k", "poisson", S32K_IN, S32K_OUT, rate_per_s=2.75, seed=363 + 3 * k)),
+        warm_tokens=S32K_WARM_TOKENS, load_s=S31Q_LOAD_S, prefix="k32")
+    return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, name=r.name.replace(
+        f"k32-{s21_short(model)}-", f"k32-{short}-")) for r in plan.runs))
+
+
+S32K_PLANS = {f"gpu1-s32k-{short}": _s32k_plan(m, short, k) for k, (m, short) in enumerate(S32K_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -628,5 +672,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS,
          "tiny-new": TINY_NEW}

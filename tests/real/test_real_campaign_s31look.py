@@ -50,7 +50,7 @@ def test_s31look_parts_without_timing_bounded_with_a_tiny_mode():
 
 
 def test_s31q_plans_are_fresh_their_prompts_above_the_pass_poisson_around_a_loop():
-    seeds, lengths, loads = _seen("gpu1-s31q-")
+    seeds, lengths, loads = _seen(("gpu1-s31q-", "gpu1-s32c-", "gpu1-s32k-"))   # s32cold's plans came after set Q
     lo, hi = (int(x) for x in S31Q_IN.split(":")[1].split("-"))
     assert S31Q_OUT.startswith("uniform:") and S31Q_WARM_TOKENS < lo
     for model, short in S31Q_MODELS.items():

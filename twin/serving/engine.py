@@ -101,6 +101,17 @@ ADOPT_LOOKUP_PER_SHAPE = False
 # pays its own first-met stall (twin.serving.timing.exposed_stall_s: new_size_host_bound, new_size_backlog), not on
 # every eager iteration. The candidate judged is L without it (the rule's commit, 1fa3a350).
 LOOKUP_HOST_EXPOSED = False
+# (s32cold, docs/notes/s32cold_rule.md, committed before its judging records existed; off until that rule adopts it)
+# Candidate K: a warmed process's first prompt steps at sizes above its warm pass cost more the fewer such sizes it has
+# met (the s32cold probe: host time in the GEMM calls, cuBLASLt's look-ups of a new row count and its kernels first
+# used; not CUDA's module loading, not the allocator). Under the switch the replay path of ADOPT_PROBED_FIRST_MET runs
+# with a FirstMetProbe whose busy_s = idle_s = shapes x shape_s and fade_sizes = h (calibration.serve_load_validation
+# .cold_charges, calibration/s32cold_fit.json): the first eager iteration of one of its sizes pays busy_s x h / (h + n),
+# n the probe's sizes the process met before (earlier runs, then this run's). Off: nothing changes.
+ADOPT_COLD_SIZES = False
+# (s32cold, evidence only, no rule: added after the guard screen showed set I's v3-slice-1l over-charged) under
+# ADOPT_COLD_SIZES the charge as a host stall, paid as the table pays its own first-met stall (exposed_host_stall_s). Off.
+COLD_HOST_EXPOSED = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class FirstMetProbe:
     busy_s: float
     idle_s: float
     post_idle_prompt_s: float
+    fade_sizes: float = 0.0   # (ADOPT_COLD_SIZES) > 0: a first-met charge x fade / (fade + the probe's sizes met before)
 
 
 class HostStalls:
@@ -238,7 +250,7 @@ class Engine:
         # (ADOPT_PROBED_FIRST_MET) the probe's charges: its sizes count met for the table's terms (as in force) and pay
         # the probe's first-met excess when first run, unless an earlier run of the process ran them
         probe = (next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None)
-                 if ADOPT_PROBED_FIRST_MET or ADOPT_LOOKUP_PER_SHAPE else None)
+                 if ADOPT_PROBED_FIRST_MET or ADOPT_LOOKUP_PER_SHAPE or ADOPT_COLD_SIZES else None)
         self.first_met_probe = probe
         self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
         if probe is not None:
@@ -473,6 +485,8 @@ class Instance:
         # (ADOPT_PROBED_FIRST_MET) the probe's sizes this instance has not run yet, and its charges
         self.probe = eng.first_met_probe
         self.probed_unmet = set(eng.probed_unmet)
+        # (ADOPT_COLD_SIZES) the probe's sizes the process met before this run (its earlier runs'), then this run's
+        self.probed_met = len(self.probe.sizes) - len(self.probed_unmet) if self.probe is not None else 0
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -768,7 +782,8 @@ class Instance:
             if self.probe is not None:   # (ADOPT_PROBED_FIRST_MET) the probe's measured charges
                 extra = self._probe_charge(sizes, prompt_tokens, costs.is_eager(b_time, p_time, width_ctx),
                                            env.now - self.last_end >= IDLE_WAKE_AFTER_S)
-                if ADOPT_LOOKUP_PER_SHAPE and not ADOPT_PROBED_FIRST_MET and LOOKUP_HOST_EXPOSED:
+                if not ADOPT_PROBED_FIRST_MET and ((ADOPT_LOOKUP_PER_SHAPE and LOOKUP_HOST_EXPOSED)
+                                                   or (ADOPT_COLD_SIZES and COLD_HOST_EXPOSED)):
                     # (s31look amendment) the look-ups are a host stall: paid as the table pays its own first-met stall
                     extra = costs.exposed_host_stall_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
@@ -824,7 +839,9 @@ class Instance:
             keys = set(enumerate(sizes)) & self.probed_unmet
             if keys:
                 self.probed_unmet -= keys
-                extra += p.idle_s if post_idle else p.busy_s
+                fade = p.fade_sizes / (p.fade_sizes + self.probed_met) if p.fade_sizes > 0 else 1.0
+                self.probed_met += len(keys)
+                extra += (p.idle_s if post_idle else p.busy_s) * fade
         return extra
 
     def _meet_busy(self, sizes: list[int], post_idle: bool) -> None:
