@@ -112,6 +112,11 @@ ADOPT_COLD_SIZES = False
 # (s32cold, evidence only, no rule: added after the guard screen showed set I's v3-slice-1l over-charged) under
 # ADOPT_COLD_SIZES the charge as a host stall, paid as the table pays its own first-met stall (exposed_host_stall_s). Off.
 COLD_HOST_EXPOSED = False
+# (s32kern, docs/notes/s32kern_rule.md) Candidate C: a warmed one-GPU H200 process pays, on an eager iteration of flat
+# size M, kernel_s per GEMM kernel the model's kernel map gives for M that the process has not launched yet (the warm-up
+# loads' and the warm pass's sizes launched first), plus lookup_s where M is an exact size above the pass it had not
+# run (calibration/s32kern_fit.json, from the s32cold probe's traced records alone). Off until the rule says adopt.
+ADOPT_COLD_KERNELS = False
 
 
 @dataclass(frozen=True)
