@@ -14,7 +14,8 @@ the same plan, stream and order), every eager prompt step of the cold and fresh 
       prompt tokens launched first (serve_kernels.csv new_kernel_names; a step without such a twin is left out),
   x2 = 1 where its flat size is new to the process (not a warm-up size, not 1..W, not run before in the process);
 and kernel_s, lookup_s = least squares of y on (x1, x2), no intercept, pooled. lookup_s is kept only if the probe pins
-it (lookup_s > 2 standard errors); else 0.
+it (lookup_s > 2 standard errors); else 0. warmup_sizes: the flat sizes the profiled processes' warm-up loads ran
+(both, pooled): every plan runs the same GPU1 warm-up loads and seeds.
 
     python -m calibration.s32kern fit [--json calibration/s32kern_fit.json]
 """
@@ -30,7 +31,7 @@ import numpy as np
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import open_csv
+from calibration.records_io import csv_exists, open_csv
 
 NAME = "s32kern"
 PROBE = "s32cold/probe"
@@ -99,13 +100,19 @@ def pair_points(plain: Path, trace: Path) -> list[dict]:
 def fit(root: Path | str | None = None) -> dict:
     """kernel_s and lookup_s (the module doc) from the probe's records on the H200."""
     root = Path(rec.records_root() if root is None else root)
-    pts, per = [], {}
+    pts, per, warmup = [], {}, set()
     for plain, trace in PAIRS:
-        got = pair_points(root / CARD / PROBE / plain, root / CARD / PROBE / trace)
+        a, t = root / CARD / PROBE / plain, root / CARD / PROBE / trace
+        if not (csv_exists(a / "serve_iterations.csv") and csv_exists(t / "serve_kernels.csv")):
+            continue
+        warmup |= traced(t)[0]
+        got = pair_points(a, t)
         pts += got
         per[plain] = {"steps": len(got), "new_kernels": sum(g["kernels"] for g in got),
                       "new_sizes": sum(g["new_size"] for g in got),
                       "excess_median_s": float(np.median([g["excess_s"] for g in got]))}
+    if len(pts) < 3:
+        return {}
     x = np.array([[g["kernels"], g["new_size"]] for g in pts], dtype=float)
     y = np.array([g["excess_s"] for g in pts])
     b, *_ = np.linalg.lstsq(x, y, rcond=None)
@@ -113,7 +120,7 @@ def fit(root: Path | str | None = None) -> dict:
     se = np.sqrt(np.diag((r @ r / (len(y) - 2)) * np.linalg.inv(x.T @ x)))
     pinned = bool(b[1] > PINNED_SE * se[1])
     return {"kernel_s": {CARD: float(b[0])}, "lookup_s": {CARD: float(b[1]) if pinned else 0.0},
-            "lookup_fit_s": float(b[1]), "se_s": [float(s) for s in se], "lookup_pinned": pinned, "points": len(pts),
+            "warmup_sizes": sorted(warmup), "lookup_fit_s": float(b[1]), "se_s": [float(s) for s in se], "lookup_pinned": pinned, "points": len(pts),
             "processes": per,
             "source": "python -m calibration.s32kern fit (docs/notes/s32kern_rule.md): the s32cold probe's records "
                       "(calibration/measurements/h200/s32cold/probe/{timed,eager,trace,trace-eager}/bench-small/, "
