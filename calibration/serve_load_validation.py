@@ -347,6 +347,69 @@ def cold_charges(gpu_name: str, model: str, ep_size: int = 1, path: Path | None 
     return {"busy_s": charge_s, "idle_s": charge_s, "post_idle_prompt_s": 0.0, "fade_sizes": float(fade)}
 
 
+# (s32kern, docs/notes/s32kern_rule.md) candidate C: a warmed one-GPU H200 process's first-used GEMM kernels counted on
+# its model's kernel map (real/serve/kernelmap.py, the s32kern campaign's fitting records), kernel_s and lookup_s and the
+# warm-up loads' sizes from calibration/s32kern_fit.json (the s32cold probe alone); read under ADOPT_COLD_KERNELS only
+COLD_KERNEL_FIT = Path(__file__).resolve().parent / "s32kern_fit.json"
+COLD_KERNEL_MAPS = Path("h200") / "s32kern" / "kmap"   # <model>/kernelmap.csv under the records root
+# the flat-size weights (calibration.kernel_regions.FLAT_WEIGHTS) and the query projection of a model without a query
+# low rank (wq_XD: qwen2moe, qwen3moe, mixtral, v2-lite): run at M = the flat batch size
+COLD_KERNEL_WEIGHTS = ("attn.wq_a", "attn.wq_b", "attn.wkv_a", "attn.wo", "ffn.w13_2FD", "ffn.w2_DF", "ffn.gate",
+                       "ffn.shared.w13", "ffn.shared.w2", "attn.wq_XD")
+COLD_KERNEL_MAX = 2048   # a complete map: every flat-size weight at M = 1..2048
+_CK_CACHE: dict = {}
+
+
+def cold_kernel_map(model: str, root: Path | None = None) -> tuple | None:
+    """kernels[M] (M = 0..COLD_KERNEL_MAX): the ids of the kernels the model's flat-size weights launch at M on the
+    H200 (the s32kern map); None without a complete map."""
+    from calibration import records as rec   # lazy: the records root only under ADOPT_COLD_KERNELS
+
+    path = Path(rec.records_root() if root is None else root) / COLD_KERNEL_MAPS / model / "kernelmap.csv"
+    key = str(path)
+    if key not in _CK_CACHE:
+        _CK_CACHE[key] = None
+        if csv_exists(path):
+            with open_csv(path) as f:
+                rows = [r for r in csv.DictReader(f) if any(w in r["weight"] for w in COLD_KERNEL_WEIGHTS)]
+            weights = {r["weight"] for r in rows}
+            by_m: dict[int, set] = {}
+            got = set()
+            for r in rows:
+                m = int(r["m"])
+                got.add((r["weight"], m))
+                by_m.setdefault(m, set()).update(k for k in (r["kernels"] or "").split(";") if k)
+            if weights and got >= {(w, m) for w in weights for m in range(1, COLD_KERNEL_MAX + 1)}:
+                ids = {k: i for i, k in enumerate(sorted(set().union(*by_m.values())))}
+                _CK_CACHE[key] = tuple(frozenset(ids[k] for k in by_m.get(m, ())) for m in range(COLD_KERNEL_MAX + 1))
+    return _CK_CACHE[key]
+
+
+def cold_kernel_fit(path: Path | None = None) -> dict:
+    path = COLD_KERNEL_FIT if path is None else path
+    key = ("fit", str(path))
+    if key not in _CK_CACHE:
+        _CK_CACHE[key] = json.loads(path.read_text()) if path.exists() else {}
+    return _CK_CACHE[key]
+
+
+def cold_kernels(run: dict, met) -> "engine.ColdKernels | None":
+    """Candidate C's charges for a run whose process met the flat sizes `met` before it (the warm pass, its earlier
+    runs'; the warm-up loads' are added here): None off the H200, under EP, without a fit or a complete map."""
+    fit = cold_kernel_fit()
+    try:
+        card = gpu_key(run.get("gpu_name") or "")
+    except ValueError:
+        return None
+    ks, ls = fit.get("kernel_s", {}).get(card), fit.get("lookup_s", {}).get(card)
+    if int(float(run.get("ep_size") or 1)) != 1 or ks is None or ls is None:
+        return None
+    kmap = cold_kernel_map(run.get("model", ""))
+    if kmap is None:
+        return None
+    return engine.ColdKernels(kmap, set(met) | set(fit.get("warmup_sizes", ())), ks, ls)
+
+
 def warm_pass_pairs(run: dict) -> set[tuple]:
     """(rank, size) pairs a run's warm pass ran (warm_pass_sizes on every rank); under twin.serving.engine.ADOPT_IDLE_WAKE
     (s29serve) the sizes between warm_shapes and the token budget as (rank, size, engine.BUSY_MET): met only where first
@@ -399,13 +462,23 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
         return {r["run_id"]: frozenset(warmed(r) | warmup_sizes(r)) for r in runs}
     out, seen, last = {}, set(), None
+    cold_met: set | None = None   # (ADOPT_COLD_KERNELS) a warmed process's sizes run so far: the pass, its runs'
     for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
         t = _utc_s(run["timestamp_utc"])
         if _new_session(last, t, run):
             seen = warmup_sizes(run)
+            cold_met = None
         seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
+        warm = int(float(run.get("warm_shapes") or 0))
+        if engine.ADOPT_COLD_KERNELS and (warm > 0 or cold_met is not None):
+            cold_met = (cold_met or set()) | set(range(1, warm + 1))
+            ck = cold_kernels(run, cold_met)
+            if ck is not None:
+                out[run["run_id"]] = out[run["run_id"]] | {ck}
         seen |= sizes.get(run["run_id"], set())
+        if cold_met is not None:
+            cold_met |= {n for g, n in sizes.get(run["run_id"], set()) if g == 0}
         last = t
     return out
 

@@ -624,6 +624,31 @@ def _s32k_plan(model: str, short: str, k: int) -> "Plan":
 
 S32K_PLANS = {f"gpu1-s32k-{short}": _s32k_plan(m, short, k) for k, (m, short) in enumerate(S32K_MODELS.items())}
 
+# s32kern set N (docs/notes/s32kern_rule.md, held out: judges twin.serving.engine.ADOPT_COLD_KERNELS, a first-used GEMM
+# kernel's host cost counted per kernel on each model's kernel map): set K's regime on fresh loads, lengths and seeds
+# (381-392): a warm pass of 336 flat tokens under prompts of 352-976 (every prompt step a size above the pass), Poisson
+# 2.4/s first (the process's first sizes above its pass), a closed loop of 13, Poisson 3.25/s late; outputs 28-96, 5 s
+# of load a run; run names n32k-<short>-*
+S32N_IN, S32N_OUT = "uniform:352-976", "uniform:28-96"
+S32N_WARM_TOKENS = 336
+S32N_MODELS = {"qwen2moe-mla-slice": "qwen2moe", "mixtral-mla-slice": "mixtral", "v3-slice-1l": "v3s1l",
+               "v3-slice-2l": "v3s2l"}
+
+
+def _s32n_plan(model: str, short: str, k: int) -> "Plan":
+    plan = _s21_plan(model, runs=(
+        RunSpec("poisson-early-n", "poisson", S32N_IN, S32N_OUT, rate_per_s=2.4, seed=381 + 3 * k),
+        RunSpec("closed-c13-n", "closed", S32N_IN, S32N_OUT, concurrency=13, seed=382 + 3 * k),
+        RunSpec("poisson-late-n", "poisson", S32N_IN, S32N_OUT, rate_per_s=3.25, seed=383 + 3 * k)),
+        warm_tokens=S32N_WARM_TOKENS, load_s=S31Q_LOAD_S, prefix="n32k")
+    return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, name=r.name.replace(
+        f"n32k-{s21_short(model)}-", f"n32k-{short}-")) for r in plan.runs))
+
+
+S32N_PLANS = {f"gpu1-s32n-{short}": _s32n_plan(m, short, k) for k, (m, short) in enumerate(S32N_MODELS.items())}
+# the models whose kernel maps s32kern's campaign takes (fitting inputs): set N's, set K's and set Q's
+S32KERN_MAP_MODELS = tuple(dict.fromkeys((*S32N_MODELS, *S32K_MODELS, *S31Q_MODELS)))
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -672,5 +697,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS, **S32N_PLANS,
          "tiny-new": TINY_NEW}

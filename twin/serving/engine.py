@@ -112,6 +112,11 @@ ADOPT_COLD_SIZES = False
 # (s32cold, evidence only, no rule: added after the guard screen showed set I's v3-slice-1l over-charged) under
 # ADOPT_COLD_SIZES the charge as a host stall, paid as the table pays its own first-met stall (exposed_host_stall_s). Off.
 COLD_HOST_EXPOSED = False
+# (s32kern, docs/notes/s32kern_rule.md) Candidate C: a warmed one-GPU H200 process pays, on an eager iteration of flat
+# size M, kernel_s per GEMM kernel the model's kernel map gives for M that the process has not launched yet (the warm-up
+# loads' and the warm pass's sizes launched first), plus lookup_s where M is an exact size above the pass it had not
+# run (calibration/s32kern_fit.json, from the s32cold probe's traced records alone). Off until the rule says adopt.
+ADOPT_COLD_KERNELS = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,22 @@ class FirstMetProbe:
     idle_s: float
     post_idle_prompt_s: float
     fade_sizes: float = 0.0   # (ADOPT_COLD_SIZES) > 0: a first-met charge x fade / (fade + the probe's sizes met before)
+
+
+class ColdKernels:
+    """(ADOPT_COLD_KERNELS) One run's first-used GEMM kernels (docs/notes/s32kern_rule.md): `kernels[M]` the kernel ids
+    an eager iteration of flat size M launches (the model's kernel map; empty past its end), `met` the flat sizes the
+    process ran before this run (the warm-up loads', the warm pass's, its earlier runs' eager ones), `kernel_s` per
+    kernel first launched, `lookup_s` per exact size above the pass first run. An element of run_batch_sizes (it
+    counts no size met for the table's terms); hashed by identity."""
+
+    def __init__(self, kernels: tuple, met, kernel_s: float, lookup_s: float):
+        self.kernels, self.met = kernels, frozenset(int(n) for n in met)
+        self.kernel_s, self.lookup_s = float(kernel_s), float(lookup_s)
+        self.launched = frozenset().union(*(self.of(n) for n in self.met))
+
+    def of(self, size: int) -> frozenset:
+        return self.kernels[size] if 0 <= size < len(self.kernels) else frozenset()
 
 
 class HostStalls:
@@ -246,12 +267,15 @@ class Engine:
         self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
                                          for x in run_batch_sizes
                                          if not (ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,))
-                                         and not isinstance(x, FirstMetProbe))
+                                         and not isinstance(x, (FirstMetProbe, ColdKernels)))
         # (ADOPT_PROBED_FIRST_MET) the probe's charges: its sizes count met for the table's terms (as in force) and pay
         # the probe's first-met excess when first run, unless an earlier run of the process ran them
         probe = (next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None)
                  if ADOPT_PROBED_FIRST_MET or ADOPT_LOOKUP_PER_SHAPE or ADOPT_COLD_SIZES else None)
         self.first_met_probe = probe
+        # (ADOPT_COLD_KERNELS) the run's first-used kernels and look-ups (None: none charged)
+        self.cold_kernels = (next((x for x in run_batch_sizes if isinstance(x, ColdKernels)), None)
+                             if ADOPT_COLD_KERNELS else None)
         self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
         if probe is not None:
             self.run_batch_sizes = self.run_batch_sizes | frozenset(probe.sizes)
@@ -487,6 +511,10 @@ class Instance:
         self.probed_unmet = set(eng.probed_unmet)
         # (ADOPT_COLD_SIZES) the probe's sizes the process met before this run (its earlier runs'), then this run's
         self.probed_met = len(self.probe.sizes) - len(self.probed_unmet) if self.probe is not None else 0
+        # (ADOPT_COLD_KERNELS) the kernels this process has launched and the sizes it has run, then this run's
+        self.cold = eng.cold_kernels
+        self.cold_launched = set(self.cold.launched) if self.cold is not None else set()
+        self.cold_met = set(self.cold.met) if self.cold is not None else set()
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -788,6 +816,10 @@ class Instance:
                     extra = costs.exposed_host_stall_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
                 pre_s += extra if prompt_tokens else 0.0
+            if self.cold is not None and costs.is_eager(b_time, p_time, width_ctx):   # (ADOPT_COLD_KERNELS)
+                extra = self._cold_kernel_charge(sizes)
+                dur += extra
+                pre_s += extra if prompt_tokens else 0.0
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -842,6 +874,17 @@ class Instance:
                 fade = p.fade_sizes / (p.fade_sizes + self.probed_met) if p.fade_sizes > 0 else 1.0
                 self.probed_met += len(keys)
                 extra += (p.idle_s if post_idle else p.busy_s) * fade
+        return extra
+
+    def _cold_kernel_charge(self, sizes: list[int]) -> float:
+        """(ADOPT_COLD_KERNELS) An eager iteration's extra seconds: kernel_s per kernel of its flat size(s) the process
+        had not launched, lookup_s per size it had not run. Counts them launched and run."""
+        c, extra = self.cold, 0.0
+        for n in set(sizes):
+            new = c.of(n) - self.cold_launched
+            extra += c.kernel_s * len(new) + (c.lookup_s if n not in self.cold_met else 0.0)
+            self.cold_launched |= new
+            self.cold_met.add(n)
         return extra
 
     def _meet_busy(self, sizes: list[int], post_idle: bool) -> None:
