@@ -36,6 +36,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
+from calibration import serve_idle_wake as siw
 from calibration import serve_lookup as slk
 from calibration.records_io import csv_exists, open_csv
 from twin.serving import engine
@@ -183,15 +184,8 @@ def criteria(out: dict) -> dict:
     ea, eb = seh.checks(eo, TTFT_P50), seh.checks(en, TTFT_P50)
     crit = {"K1_three_more_checks_lower_median": bool(full and b[0] >= a[0] + MORE_CHECKS and b[1] < a[1]),
             "K2_early_ttft_p50_no_fewer_lower_median": bool(full and eo and eb[0] >= ea[0] and eb[1] < ea[1])}
-    lost = None
-    if rows[None]["committed"] is not None:
-        from calibration import serve_idle_wake as siw   # lazy: only with the committed sets
-        lost = siw.per_check_losses(rows[None]["committed"]["committed_holdout"],
-                                    rows[JUDGED]["committed"]["committed_holdout"])
-        crit["G1_issue15_no_check_lost"] = not lost
-        so, sn = res["summary_off"], res["summary_on"]
-        crit["G3_committed_holdout_no_fewer"] = sn["committed_holdout"][0] >= so["committed_holdout"][0]
-        crit["G3_with_input_holdout_no_fewer"] = sn["with_input_holdout"][0] >= so["with_input_holdout"][0]
+    held, lost = siw.holdout_guards(rows, res, JUDGED)
+    crit.update(held)
     crit.update(res["guard"]["criteria"])
     complete = len(res["guard"]["criteria"]) == len(GUARDED) and lost is not None
     return {"criteria": crit, "early": (ea, eb), "all": (a, b), "lost": lost or [],

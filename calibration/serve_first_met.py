@@ -177,14 +177,8 @@ def criteria(out: dict) -> dict:
     ta, tb = seh.checks(off, TTFT), seh.checks(on, TTFT)
     crit = {"P1_three_more_checks_lower_median": bool(full and b[0] >= a[0] + MORE_CHECKS and b[1] < a[1]),
             "P2_ttft_more_checks_lower_median": bool(full and tb[0] > ta[0] and tb[1] < ta[1])}
-    lost = None
-    if rows[None]["committed"] is not None:
-        lost = siw.per_check_losses(rows[None]["committed"]["committed_holdout"],
-                                    rows[JUDGED]["committed"]["committed_holdout"])
-        crit["G1_issue15_no_check_lost"] = not lost
-        so, sn = res["summary_off"], res["summary_on"]
-        crit["G3_committed_holdout_no_fewer"] = sn["committed_holdout"][0] >= so["committed_holdout"][0]
-        crit["G3_with_input_holdout_no_fewer"] = sn["with_input_holdout"][0] >= so["with_input_holdout"][0]
+    held, lost = siw.holdout_guards(rows, res, JUDGED)
+    crit.update(held)
     crit.update(res["guard"]["criteria"])
     complete = bool(res["guard"]["criteria"]) and lost is not None
     return {"criteria": crit, "ttft": (ta, tb), "all": (a, b), "lost": lost or [],

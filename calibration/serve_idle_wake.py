@@ -167,6 +167,19 @@ def per_check_losses(off: dict, on: dict) -> list[str]:
     return lost
 
 
+def holdout_guards(rows: dict, res: dict, judged: str) -> tuple[dict, list[str] | None]:
+    """A serving candidate's guards on issue 15's held-out sets, where its judge replayed the committed sets: G1 (no
+    held-out check met in force is missed under `judged`) and G3 (the committed held-out set and the one with the input
+    meet no fewer checks). (criteria, lost checks); ({}, None) without the committed sets."""
+    if rows[None]["committed"] is None:
+        return {}, None
+    lost = per_check_losses(rows[None]["committed"]["committed_holdout"], rows[judged]["committed"]["committed_holdout"])
+    so, sn = res["summary_off"], res["summary_on"]
+    return {"G1_issue15_no_check_lost": not lost,
+            "G3_committed_holdout_no_fewer": sn["committed_holdout"][0] >= so["committed_holdout"][0],
+            "G3_with_input_holdout_no_fewer": sn["with_input_holdout"][0] >= so["with_input_holdout"][0]}, lost
+
+
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: each of sets A-M no fewer checks met; sets A-H pooled reported (with the median)."""
     out = swb.guard_criteria(off, on)
@@ -185,13 +198,8 @@ def criteria(out: dict) -> dict:
     ta, tb = seh.checks(off, TTFT), seh.checks(on, TTFT)
     crit = {"O1_more_checks_lower_median": bool(full and b[0] > a[0] and b[1] < a[1]),
             "O2_ttft_more_checks_lower_median": bool(full and tb[0] > ta[0] and tb[1] < ta[1])}
-    lost = None
-    if rows[None]["committed"] is not None:
-        lost = per_check_losses(rows[None]["committed"]["committed_holdout"], rows[JUDGED]["committed"]["committed_holdout"])
-        crit["G1_issue15_no_check_lost"] = not lost
-        so, sn = res["summary_off"], res["summary_on"]
-        crit["G3_committed_holdout_no_fewer"] = sn["committed_holdout"][0] >= so["committed_holdout"][0]
-        crit["G3_with_input_holdout_no_fewer"] = sn["with_input_holdout"][0] >= so["with_input_holdout"][0]
+    held, lost = holdout_guards(rows, res, JUDGED)
+    crit.update(held)
     crit.update(res["guard"]["criteria"])
     complete = bool(res["guard"]["criteria"]) and lost is not None
     return {"criteria": crit, "ttft": (ta, tb), "all": (a, b), "lost": lost or [],
