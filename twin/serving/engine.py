@@ -406,6 +406,31 @@ class GroupQueues:
         return self.queues[g].popleft()
 
 
+class _Draws:
+    """`n` uniform draws of a generator, drawn as they are used (s32ci: a decode run draws one per step it may run, up
+    to MAX_RUN, and mostly runs a few): draw i is rng.random(n).tolist()[i], and finish() leaves the generator where
+    rng.random(n) leaves it (PCG64 takes one 64-bit step a double: the unused ones are skipped by advance). A bit
+    generator without advance draws all n at once."""
+
+    __slots__ = ("rng", "n", "u")
+
+    def __init__(self, rng: np.random.Generator, n: int):
+        self.rng, self.n = rng, n
+        self.u: list[float] = [] if hasattr(rng.bit_generator, "advance") else rng.random(n).tolist()
+
+    def at(self, i: int) -> float:
+        u = self.u
+        if i >= len(u):
+            u += self.rng.random(min(max(16, 2 * len(u)), self.n - len(u))).tolist()
+        return u[i]
+
+    def finish(self) -> None:
+        left = self.n - len(self.u)
+        if left > 0:
+            self.rng.bit_generator.advance(left)
+            self.n = len(self.u)
+
+
 class Instance:
     """One serving instance: a queue, a prefill FIFO, a decoding set, and its iteration loop.
 
@@ -931,7 +956,7 @@ class Instance:
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
         b_time = self.dp * max(self.dec_g) if self.rr else b
         spread = self.costs.spread
-        u = eng.rng.random(steps).tolist() if spread is not None else None
+        draws = _Draws(eng.rng, steps) if spread is not None else None
         sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
         if self.busy_met:
             self._meet_busy(sizes, env.now - self.last_end >= IDLE_WAKE_AFTER_S)
@@ -948,13 +973,15 @@ class Instance:
                                          new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0,
                                          cold_eager=cold_eager and i == 0, post_prompt=post[i])[0]
             if spread is not None:
-                dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
+                dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, draws.at(i))
             if stalls is not None:
                 dur += stalls.draw_s(dur)
             total += dur
             cum.append(total)
             if total >= until:
                 break
+        if draws is not None:
+            draws.finish()                         # the generator where rng.random(steps) leaves it
         steps = len(cum)
         start = env.now
         done = steps

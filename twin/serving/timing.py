@@ -289,20 +289,27 @@ def sharing_grids():
     predict_run) evaluate each point once instead of once a replay. The grid is a function of those
     four alone (the traffic and its seed never enter it), and nothing changes a switch or a profile
     while a block is open; outside one each IterationCosts keeps its own. Within a block grid_points
-    counts the points of the shared grid."""
+    counts the points of the shared grid. (s32ci) They share the stage shares of the eager pipeline and the
+    engine-table iterations priced too (each a function of the same four and its own arguments): a seed's replay
+    prices an iteration another seed priced by one look-up."""
     return _SHARED_GRIDS.block()
 
 
+# (s32ci) engine-table iterations kept per block and scenario (IterationCosts._iteration_engine_s; a few thousand a
+# recorded load run): past this many the block's memo stops taking new ones (memory bound; the prices are the same)
+ITERATION_MEMO_MAX = 200_000
+
+
 def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
-           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict]:
-    """(decode, prefill, prefix grid points, decode_parts) for an IterationCosts: fresh, or those of the
-    open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive; the engine's
-    prompt kernels apart: their prefill grid lacks the ops the engine terms price)."""
-    fresh = ({}, {}, {}, {})
+           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict, dict, dict | None]:
+    """(decode, prefill, prefix grid points, decode_parts, stage shares, iterations priced) for an IterationCosts:
+    fresh (no iteration memo: None), or those of the open sharing_grids() block for its arguments (the profile by
+    identity: the block keeps it alive; the engine's prompt kernels apart: their prefill grid lacks the ops the
+    engine terms price)."""
     grids = _SHARED_GRIDS.kept
     if grids is None:
-        return fresh
-    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, fresh))[1]
+        return {}, {}, {}, {}, {}, None
+    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, ({}, {}, {}, {}, {}, {})))[1]
 
 
 # (s21srvnew2, docs/notes/s21srvnew2_rule.md, committed before any figure under it) The one-GPU tables were fitted
@@ -586,14 +593,15 @@ class IterationCosts:
         self.page_buckets = sorted(s.graph_page_buckets)
         # decode (i, j), prefill (i, j) and prefix (i) grid points, and one decode_step breakdown per
         # batch grid point (reports)
-        self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile, self.engine_prefill)
+        # (s32ci) the stage shares and, inside a sharing_grids() block, the engine-table iterations priced: shared too
+        (self._decode, self._prefill, self._prefix, self.decode_parts, self._stage_shares,
+         self._iterations) = _grids(m, gpu, s, profile, self.engine_prefill)
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
         self.ops = eager_ops(m.name)
         # (ADOPT_GRAPH_OP_FLOOR) the captured decode forward's operators beyond the tables' fit model's
         self.graph_ops_over_fit = graph_ops(self.ops, m) - fit_model_graph_ops() if self.ops is not None else 0.0
-        self._stage_shares: dict[tuple, tuple[float, float, float, float]] = {}
 
     # -- grid evaluations ---------------------------------------------------------------------
     def _policies(self) -> list[int]:
@@ -812,7 +820,26 @@ class IterationCosts:
                             cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
-        are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
+        are fitted on instance totals (the groups step in lockstep, the slower setting the time).
+        (s32ci) Inside a sharing_grids() block an iteration priced before (by any IterationCosts of the block's
+        scenario: another seed's replay) is looked up: the price is a function of the arguments and the scenario."""
+        memo = self._iterations
+        if memo is None:
+            return self._priced_iteration_s(batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens,
+                                            new_size, new_bin, cold, cold_eager, post_prompt)
+        key = (batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens, new_size, new_bin, cold,
+               cold_eager, post_prompt)
+        got = memo.get(key)
+        if got is None:
+            got = self._priced_iteration_s(*key)
+            if len(memo) < ITERATION_MEMO_MAX:
+                memo[key] = got
+        return got
+
+    def _priced_iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
+                            chunks: int, pairs: float, prefix_tokens: float, new_size: bool, new_bin: float,
+                            cold: float, cold_eager: bool, post_prompt: bool) -> tuple[float, float]:
+        """_iteration_engine_s computed."""
         kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens, pairs)
         e = self.engine if eager else self.graph_engine
         if not e:
