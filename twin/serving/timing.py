@@ -289,27 +289,46 @@ def sharing_grids():
     predict_run) evaluate each point once instead of once a replay. The grid is a function of those
     four alone (the traffic and its seed never enter it), and nothing changes a switch or a profile
     while a block is open; outside one each IterationCosts keeps its own. Within a block grid_points
-    counts the points of the shared grid. (s32ci) They share the stage shares of the eager pipeline and the
-    engine-table iterations priced too (each a function of the same four and its own arguments): a seed's replay
-    prices an iteration another seed priced by one look-up."""
+    counts the points of the shared grid. (s32ci) The eager pipeline's stage shares are shared too, and a folder's
+    replays (validate_load, serve_host_speed.replay) open one around all their runs: a folder's runs are a few
+    scenarios."""
     return _SHARED_GRIDS.block()
+
+
+_SHARED_ITERATIONS = BlockStore()   # (s32ci) the open sharing_iterations() block's engine-table iterations priced
+
+
+def sharing_iterations():
+    """(s32ci) IterationCosts of one scenario (as sharing_grids) made inside the block look up an engine-table
+    iteration another of them priced (IterationCosts._iteration_engine_s: the price is a function of the scenario
+    and the iteration's arguments): predict_run's seeded replays of one run meet most of each other's iterations.
+    Kept per block (a run's: a few thousand), not per folder (another run's contexts seldom recur)."""
+    return _SHARED_ITERATIONS.block()
+
+
+def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
+           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict, dict]:
+    """(decode, prefill, prefix grid points, decode_parts, stage shares) for an IterationCosts: fresh, or those of
+    the open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive; the engine's
+    prompt kernels apart: their prefill grid lacks the ops the engine terms price)."""
+    grids = _SHARED_GRIDS.kept
+    if grids is None:
+        return {}, {}, {}, {}, {}
+    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, ({}, {}, {}, {}, {})))[1]
 
 
 # (s32ci) engine-table iterations kept per block and scenario (IterationCosts._iteration_engine_s; a few thousand a
 # recorded load run): past this many the block's memo stops taking new ones (memory bound; the prices are the same)
-ITERATION_MEMO_MAX = 200_000
+ITERATION_MEMO_MAX = 100_000
 
 
-def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
-           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict, dict, dict | None]:
-    """(decode, prefill, prefix grid points, decode_parts, stage shares, iterations priced) for an IterationCosts:
-    fresh (no iteration memo: None), or those of the open sharing_grids() block for its arguments (the profile by
-    identity: the block keeps it alive; the engine's prompt kernels apart: their prefill grid lacks the ops the
-    engine terms price)."""
-    grids = _SHARED_GRIDS.kept
-    if grids is None:
-        return {}, {}, {}, {}, {}, None
-    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, ({}, {}, {}, {}, {}, {})))[1]
+def _iteration_memo(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
+                    engine_prefill: bool = False) -> dict | None:
+    """The open sharing_iterations() block's iterations priced for the scenario (keyed as _grids); None outside."""
+    kept = _SHARED_ITERATIONS.kept
+    if kept is None:
+        return None
+    return kept.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, {}))[1]
 
 
 # (s21srvnew2, docs/notes/s21srvnew2_rule.md, committed before any figure under it) The one-GPU tables were fitted
@@ -593,9 +612,10 @@ class IterationCosts:
         self.page_buckets = sorted(s.graph_page_buckets)
         # decode (i, j), prefill (i, j) and prefix (i) grid points, and one decode_step breakdown per
         # batch grid point (reports)
-        # (s32ci) the stage shares and, inside a sharing_grids() block, the engine-table iterations priced: shared too
-        (self._decode, self._prefill, self._prefix, self.decode_parts, self._stage_shares,
-         self._iterations) = _grids(m, gpu, s, profile, self.engine_prefill)
+        # (s32ci) the stage shares too; inside a sharing_iterations() block, the engine-table iterations priced
+        (self._decode, self._prefill, self._prefix, self.decode_parts,
+         self._stage_shares) = _grids(m, gpu, s, profile, self.engine_prefill)
+        self._iterations = _iteration_memo(m, gpu, s, profile, self.engine_prefill)
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
@@ -821,7 +841,7 @@ class IterationCosts:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time).
-        (s32ci) Inside a sharing_grids() block an iteration priced before (by any IterationCosts of the block's
+        (s32ci) Inside a sharing_iterations() block an iteration priced before (by any IterationCosts of the block's
         scenario: another seed's replay) is looked up: the price is a function of the arguments and the scenario."""
         memo = self._iterations
         if memo is None:

@@ -12,7 +12,7 @@ from calibration.serve_load_validation import scenario_for
 from twin.core.scenario import SERVING, load_scenario
 from twin.serving.engine import _Draws
 from twin.serving.simulate import simulate
-from twin.serving.timing import IterationCosts, sharing_grids
+from twin.serving.timing import IterationCosts, sharing_grids, sharing_iterations
 from twin.serving.workload import from_records
 
 
@@ -76,19 +76,23 @@ def _engine_replay(seed: int):
 
 
 def test_engine_table_replays_look_up_the_iterations_another_seed_priced_and_give_its_figures(monkeypatch):
-    """(s32ci) Inside a block an engine-table iteration priced by one seed's replay is looked up by the next
-    (IterationCosts._iteration_engine_s' memo): fewer iterations priced, the same figures to the bit."""
+    """(s32ci) Inside a sharing_iterations() block an engine-table iteration priced by one seed's replay is looked
+    up by the next (IterationCosts._iteration_engine_s' memo): fewer iterations priced, the same figures to the bit;
+    nothing kept outside the block."""
     priced = []
     real = timing.IterationCosts._priced_iteration_s
     monkeypatch.setattr(timing.IterationCosts, "_priced_iteration_s",
                         lambda self, *a: priced.append(1) or real(self, *a))
     alone = [_figures(_engine_replay(seed)) for seed in range(3)]
     priced_alone, priced[:] = len(priced), []
-    with sharing_grids():
+    with sharing_grids(), sharing_iterations():
         shared = [_figures(_engine_replay(seed)) for seed in range(3)]
     assert shared == alone
     assert alone[0] != alone[1]
     assert 0 < len(priced) < priced_alone
+    assert timing._SHARED_ITERATIONS.kept is None
+    sc = scenario_for(RUN)
+    assert IterationCosts(sc.model, sc.gpu, sc.serve)._iterations is None
     print(f"iterations priced: {priced_alone} alone, {len(priced)} in a block")
 
 
