@@ -212,3 +212,23 @@ def test_committed_packed_traces_are_found_by_their_plain_name():
         others = [plain, *(plain.with_name(plain.name + s) for s in PACKED_SUFFIXES)]
         assert [o.name for o in others if o.is_file()] == [path.name], f"{path}: committed more than one way"
         assert resolve_trace(plain) == path and resolve_trace(plain.with_name(plain.name + ".gz")) == path
+
+
+def test_a_record_read_again_is_the_parse_it_was_until_the_file_changes(tmp_path):
+    """(s32ci) read_csv serves a file it parsed before (same size, modification time and arguments) from the
+    process's kept frames: a copy equal to a fresh parse, which a caller may edit without changing the next read;
+    a rewritten file, other arguments or a callable argument parse again."""
+    f = tmp_path / "rows.csv"
+    f.write_text("a,b,name\n1,2.5,x\n3,,y\n")
+    first = read_csv(f)
+    again = read_csv(f)
+    pd.testing.assert_frame_equal(again, pd.read_csv(f))
+    assert again is not first
+    again.loc[0, "a"] = 99
+    pd.testing.assert_frame_equal(read_csv(f), pd.read_csv(f))        # the edit did not reach the kept frame
+    pd.testing.assert_frame_equal(read_csv(f, dtype=str), pd.read_csv(f, dtype=str))
+    pd.testing.assert_frame_equal(read_csv(f, usecols=lambda c: c != "b"), pd.read_csv(f, usecols=lambda c: c != "b"))
+    pd.testing.assert_frame_equal(read_csv(f, usecols=["a", "name"]), pd.read_csv(f, usecols=["a", "name"]))
+    f.write_text("a,b,name\n5,6.5,z\n")                                  # rewritten: parsed again
+    pd.testing.assert_frame_equal(read_csv(f), pd.read_csv(f))
+    assert len(read_csv(f)) == 1
