@@ -616,6 +616,8 @@ class IterationCosts:
         (self._decode, self._prefill, self._prefix, self.decode_parts,
          self._stage_shares) = _grids(m, gpu, s, profile, self.engine_prefill)
         self._iterations = _iteration_memo(m, gpu, s, profile, self.engine_prefill)
+        if self._iterations is None:   # no memo: no look-up on the way
+            self._iteration_engine_s = self._priced_iteration_s
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
@@ -857,9 +859,10 @@ class IterationCosts:
         return got
 
     def _priced_iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
-                            chunks: int, pairs: float, prefix_tokens: float, new_size: bool, new_bin: float,
-                            cold: float, cold_eager: bool, post_prompt: bool) -> tuple[float, float]:
-        """_iteration_engine_s computed."""
+                            chunks: int, pairs: float, prefix_tokens: float = 0.0,
+                            new_size: bool = False, new_bin: float = False, cold: float = 0.0,
+                            cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
+        """_iteration_engine_s computed (outside a sharing_iterations() block an instance calls it directly)."""
         kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens, pairs)
         e = self.engine if eager else self.graph_engine
         if not e:
