@@ -30,6 +30,7 @@ import hashlib
 import json
 import lzma
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -157,17 +158,22 @@ def read_csv(path: Path | str, **kwargs) -> pd.DataFrame:
 # (s32ci) parsed records kept per process: path, size, modification time and read_csv's arguments -> the frame; the
 # least recently read dropped past PARSED_MAX_BYTES (the frames' own memory), a frame over a quarter of it not kept
 PARSED_MAX_BYTES = 256 * 2 ** 20
+PARSED_SETTLED_S = 2.0
 _PARSED: collections.OrderedDict[tuple, pd.DataFrame] = collections.OrderedDict()
 _PARSED_BYTES: dict[tuple, int] = {}
 
 
 def _parsed_key(path: Path, kwargs: dict) -> tuple | None:
     """_PARSED's key of a read, or None where its arguments cannot name it (a callable: usecols=lambda ...; an
-    unhashable value) or the file is not there (pandas raises as before)."""
+    unhashable value), the file is not there (pandas raises as before) or was written in the last
+    PARSED_SETTLED_S (a file system's modification times are coarse, a few ms: two writes of one size that close
+    could share one; a file kept was last written before the clock moved past it)."""
     if any(callable(v) and not isinstance(v, type) for v in kwargs.values()):
         return None
     try:
         st = path.stat()
+        if not st.st_mtime < time.time() - PARSED_SETTLED_S:
+            return None
         key = (str(path), st.st_size, st.st_mtime_ns,
                tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())))
         hash(key)
