@@ -52,6 +52,9 @@ browser:
 #   and its CPU dry run runs once; each campaign's names, switches and cases are checked without a GPU (bash only)
 # - a CPU figure is only comparable with one taken beside it: the same code read 450 and 517 s of CPU for
 #   tests/calibration in two runs under other jobs' load (docs/notes/s31ci.md)
+# - a product speed-up keeps every output to the bit (s32ci: `twin validate --json` compared field by field before and
+#   after): replays of one scenario inside twin.serving.timing's sharing_grids / sharing_iterations blocks, records
+#   through calibration.records_io.read_csv (parsed once a process), bisections that may skip walks (bisected_rate)
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under

@@ -796,13 +796,11 @@ def fb_forward_rate_s(forward: list, backward: list, ep_terms: dict, lead_s: flo
     def gpu_s(rate: float) -> float:   # = issue(_with_host(forward, rate, ep_terms) + backward, lead_s, gap_s)[0]
         return _issued_s(at_rate, rate, lead_s, gap_s)[0]
 
-    lo, hi = 0.0, 2 * duration_s / launches
-    if not gpu_s(lo) < duration_s < gpu_s(hi):
+    hi = 2 * duration_s / launches
+    at_lo, at_hi = gpu_s(0.0), gpu_s(hi)
+    if not at_lo < duration_s < at_hi:
         return None
-    for _ in range(32):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if gpu_s(mid) < duration_s else (lo, mid)
-    return 0.5 * (lo + hi)
+    return bisected_rate(gpu_s, duration_s, hi, at_lo, at_hi) if _monotone(at_rate) else _bisected(gpu_s, duration_s, hi)
 
 
 def bench_host_marks(folder: Path) -> bool:
@@ -856,13 +854,107 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
     def interval(rate: float) -> float:   # = issue(_with_host(op_list, rate, ep_terms), lead_s, gap_s)[1] + lead_s
         return _issued_host_s(at_rate, rate, lead_s, gap_s) + lead_s
 
-    lo, hi = 0.0, 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
-    if not interval(lo) < host_interval_s < interval(hi):
+    hi = 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
+    at_lo, at_hi = interval(0.0), interval(hi)
+    if not at_lo < host_interval_s < at_hi:
         return None
-    for _ in range(32):                             # to ~1e-10 of the range
+    return (bisected_rate(interval, host_interval_s, hi, at_lo, at_hi) if _monotone(at_rate)
+            else _bisected(interval, host_interval_s, hi))
+
+
+BISECTION_STEPS = 32   # solved_host_rate_s' and fb_forward_rate_s' halvings of [0, hi]: to ~1e-10 of the range
+
+
+def _bisected(f, target: float, hi: float) -> float:
+    """The rate the bisection of [0, hi] gives (BISECTION_STEPS halvings, the upper half kept where f(mid) <
+    target, the midpoint of what is left), f evaluated at every midpoint: bisected_rate's definition."""
+    lo = 0.0
+    for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if interval(mid) < host_interval_s else (lo, mid)
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+# regula falsi steps (Illinois, each with a step across the root) that narrow the bracket before the bisection: the
+# walk is piecewise linear in the rate, so a few land within ~1e-12 of the root and the bisection's 32 midpoints are
+# then decided without a walk (the committed records: ~7 walks a solve, the two ends' included, against 34)
+FALSI_STEPS = 12
+FALSI_SLACK = 4
+
+
+def bisected_rate(f, target: float, hi: float, f_lo: float, f_hi: float) -> float:
+    """_bisected(f, target, hi) to the bit, for f non-decreasing with f(0) = f_lo < target < f_hi = f(hi), in
+    fewer evaluations of f. A point known to lie below the root (f < target) or at or above it decides a later
+    comparison: a midpoint at or below a point with f < target has f(mid) < target too, one at or above a point with
+    f >= target has f(mid) >= target (f non-decreasing). So the bisection takes the same halves as _bisected, the
+    same floats in the same order, and walks f only at a midpoint inside the bracket [a, b] that regula falsi
+    narrowed first from (0, hi): each falsi point, then a point across the root from it (twice its estimated
+    distance, at least half the bracket aimed for), which closes the bracket once the falsi point is on the root's
+    linear piece."""
+    a, b = 0.0, hi                    # f(a) < target <= f(b)
+    fa, fb = f_lo, f_hi               # the values interpolated on (Illinois halves the stale end's)
+    true_a, true_b = f_lo, f_hi       # f at a and b
+    side, walks = 0, 0
+    tight = hi * 2.0 ** -(BISECTION_STEPS + 8)
+    for _ in range(FALSI_STEPS):
+        # done once tight; given up where the walks spent exceed the halvings gained by more than FALSI_SLACK (no
+        # linear piece reached: a flat stretch at the target): the bisection then walks what is left
+        if b - a <= tight or walks > math.log2(hi / (b - a)) + FALSI_SLACK:
+            break
+        walks += 2
+        r = a + (target - fa) * (b - a) / (fb - fa)
+        if not a < r < b:
+            r = 0.5 * (a + b)
+        fr = f(r)
+        if fr < target:
+            a, fa, true_a = r, fr, fr
+            if side < 0:
+                fb = target + 0.5 * (fb - target)
+            side = -1
+        else:
+            b, fb, true_b = r, fr, fr
+            if side > 0:
+                fa = target + 0.5 * (fa - target)
+            side = 1
+        if b - a <= tight:
+            break
+        slope = (true_b - true_a) / (b - a)
+        d = max(0.5 * tight, 2.0 * abs(target - fr) / slope) if slope > 0 else 0.5 * tight
+        s = r + d if fr < target else r - d
+        if a < s < b:
+            fs = f(s)
+            if fs < target:
+                a, fa, true_a = s, fs, fs
+                if side < 0:
+                    fb = target + 0.5 * (fb - target)
+                side = -1
+            else:
+                b, fb, true_b = s, fs, fs
+                if side > 0:
+                    fa = target + 0.5 * (fa - target)
+                side = 1
+    lo = 0.0
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if mid <= a:
+            below = True
+        elif mid >= b:
+            below = False
+        else:
+            below = f(mid) < target
+            if below:
+                a = mid
+            else:
+                b = mid
+        lo, hi = (mid, hi) if below else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _monotone(ops: list) -> bool:
+    """Whether _issued_s on `ops` is non-decreasing in the rate, in floating point as in the reals: every launch at
+    the rate takes it times a factor >= 0 (rounding is monotone: a larger host clock never gives a smaller sum or
+    max). bisected_rate needs it; a list with a negative or NaN factor is bisected walk by walk."""
+    return all(h.factor >= 0.0 for h, _ in ops if type(h) is _Rate)
 
 
 class _Rate:

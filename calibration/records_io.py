@@ -22,6 +22,7 @@ reads as absent (a refit from the manifest sees exactly the records the manifest
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gzip
@@ -29,6 +30,7 @@ import hashlib
 import json
 import lzma
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -135,10 +137,60 @@ def open_csv(path: Path | str) -> IO[str]:
 
 
 def read_csv(path: Path | str, **kwargs) -> pd.DataFrame:
-    """pandas.read_csv of the CSV behind `path` (plain or compressed, resolve_csv)."""
+    """pandas.read_csv of the CSV behind `path` (plain or compressed, resolve_csv). (s32ci) A file read before in this
+    process, unchanged since (its size and modification time) and read with the same arguments, is served from
+    _PARSED as a deep copy (a caller may edit what it gets) instead of being decompressed and parsed again: a
+    validation or a test worker reads the same records many times."""
     path = resolve_csv(path)
     _note_read(path)
-    return pd.read_csv(path, **kwargs)
+    key = _parsed_key(path, kwargs)
+    if key is None:
+        return pd.read_csv(path, **kwargs)
+    kept = _PARSED.get(key)
+    if kept is None:
+        frame = pd.read_csv(path, **kwargs)
+        _keep_parsed(key, frame)
+        return frame
+    _PARSED.move_to_end(key)
+    return kept.copy(deep=True)
+
+
+# (s32ci) parsed records kept per process: path, size, modification time and read_csv's arguments -> the frame; the
+# least recently read dropped past PARSED_MAX_BYTES (the frames' own memory), a frame over a quarter of it not kept
+PARSED_MAX_BYTES = 256 * 2 ** 20
+PARSED_SETTLED_S = 2.0
+_PARSED: collections.OrderedDict[tuple, pd.DataFrame] = collections.OrderedDict()
+_PARSED_BYTES: dict[tuple, int] = {}
+
+
+def _parsed_key(path: Path, kwargs: dict) -> tuple | None:
+    """_PARSED's key of a read, or None where its arguments cannot name it (a callable: usecols=lambda ...; an
+    unhashable value), the file is not there (pandas raises as before) or was written in the last
+    PARSED_SETTLED_S (a file system's modification times are coarse, a few ms: two writes of one size that close
+    could share one; a file kept was last written before the clock moved past it)."""
+    if any(callable(v) and not isinstance(v, type) for v in kwargs.values()):
+        return None
+    try:
+        st = path.stat()
+        if not st.st_mtime < time.time() - PARSED_SETTLED_S:
+            return None
+        key = (str(path), st.st_size, st.st_mtime_ns,
+               tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())))
+        hash(key)
+    except (OSError, TypeError):
+        return None
+    return key
+
+
+def _keep_parsed(key: tuple, frame: pd.DataFrame) -> None:
+    size = int(frame.memory_usage(index=True, deep=False).sum())
+    if size > PARSED_MAX_BYTES // 4:
+        return
+    _PARSED[key] = frame.copy(deep=True)
+    _PARSED_BYTES[key] = size
+    while sum(_PARSED_BYTES.values()) > PARSED_MAX_BYTES:
+        old, _ = _PARSED.popitem(last=False)
+        del _PARSED_BYTES[old]
 
 
 def unpacked_bytes(path: Path) -> bytes:

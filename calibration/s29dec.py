@@ -127,9 +127,11 @@ def grid_frame(pred: dict, column: str = "grid_predicted_s") -> pd.DataFrame:
 
 
 def _case_grid(grid: pd.DataFrame, gpu: str, r) -> pd.DataFrame:
-    return grid[(grid["gpu"] == gpu) & (grid["bench"] == r["bench"]) & (grid["model"] == r["model"])
-                & (grid["batch"] == int(r["batch"])) & (grid["prompt_len"] == int(r["prompt_len"]))
-                & (grid["gen_len"] == int(r["gen_len"]))]
+    """The grid rows of record `r` on `gpu` (s32ci: numpy masks, one take; the same rows, order and index)."""
+    eq = step_host.equal_mask
+    return grid[eq(grid["gpu"], gpu) & eq(grid["bench"], r["bench"]) & eq(grid["model"], r["model"])
+                & eq(grid["batch"], int(r["batch"])) & eq(grid["prompt_len"], int(r["prompt_len"]))
+                & eq(grid["gen_len"], int(r["gen_len"]))]
 
 
 def _measured_host_per_op(steps: pd.DataFrame, r, twin_ops: int) -> float:

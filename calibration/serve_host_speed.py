@@ -106,23 +106,28 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
 
     prompts_before = prompts_run_before(Path(folder), engine_of)   # {} unless a table warms its prompt path
     out = []
-    for run in runs:
-        if run.get("split") not in splits or (run_ids is not None and run["run_id"] not in run_ids):
-            continue
-        r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
-        r = {**r, "engine_timing": run["run_id"] in timed}
-        engine = engine_of(run)[0]
-        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine,
-                           prompts_before.get(run["run_id"], 0))
-        row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": engine,
-               "p": record_host_launch_s(run), "dosed": bool(run.get("co_runner_nice", ""))}
-        for k in FIGURES:
-            meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
-            err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
-            row[f"{k}_measured"], row[f"{k}_predicted"], row[f"{k}_rel_error"] = meas, pred[k], err
-            row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
-        out.append(row)
+    with timing.sharing_grids():   # (s32ci) a folder's runs are a few scenarios: each grid point once
+        for run in runs:
+            if run.get("split") in splits and (run_ids is None or run["run_id"] in run_ids):
+                out.append(_replayed_run(run, host_input, reqs, before, timed, engine_of(run)[0], prompts_before))
     return out
+
+
+def _replayed_run(run: dict, host_input: bool, reqs: list[dict], before: dict, timed: set, engine: str,
+                  prompts_before: dict) -> dict:
+    """replay's row of one run, replayed on table `engine`."""
+    r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
+    r = {**r, "engine_timing": run["run_id"] in timed}
+    pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine,
+                       prompts_before.get(run["run_id"], 0))
+    row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": engine,
+           "p": record_host_launch_s(run), "dosed": bool(run.get("co_runner_nice", ""))}
+    for k in FIGURES:
+        meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
+        err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
+        row[f"{k}_measured"], row[f"{k}_predicted"], row[f"{k}_rel_error"] = meas, pred[k], err
+        row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
+    return row
 
 
 def checks(rows: list[dict]) -> tuple[int, int, list[float]]:

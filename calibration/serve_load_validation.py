@@ -32,7 +32,7 @@ from twin.core.scenario import SERVING, from_dict
 from twin.core.specs import serve_engines
 from twin.serving import engine
 from twin.serving.simulate import simulate
-from twin.serving.timing import engine_spread, sharing_grids
+from twin.serving.timing import engine_spread, sharing_grids, sharing_iterations
 from twin.serving.workload import from_records
 from calibration.records_io import csv_exists, open_csv
 
@@ -497,7 +497,9 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
     arrival = None if run["arrival"] == "closed" else [float(r["arrival_s"]) for r in rows]
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs = []
-    with sharing_grids():   # the seeds' replays of one scenario: each iteration-time grid point computed once
+    # the seeds' replays of one scenario: each iteration-time grid point computed once, and (s32ci) each engine-table
+    # iteration priced once
+    with sharing_grids(), sharing_iterations():
         for seed in range(SPREAD_SEED_BASE, SPREAD_SEED_BASE + seeds):
             one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
             figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
@@ -525,21 +527,22 @@ def validate_load(records_dir: str | Path, spread: bool = True, prompts_before: 
     timed = timed_run_ids(its)
     sess = sessions(runs)
     out = []
-    for run in runs:
-        run = {**run, "engine_timing": run["run_id"] in timed}
-        # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
-        # the engine as fitted on the run's session when the folder holds several (EP)
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],
-                           session_engine_name(run, sess[run["run_id"]]), prompts_before.get(run["run_id"], 0))
-        row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
-               "arrival": run["arrival"]}
-        for k in FIGURES:
-            meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
-            row[f"{k}_measured"], row[f"{k}_predicted"] = meas, pred[k]
-            err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
-            row[f"{k}_rel_error"] = err
-            row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
-        out.append(row)
+    with sharing_grids():   # (s32ci) a folder's runs are a few scenarios: each grid point once
+        for run in runs:
+            run = {**run, "engine_timing": run["run_id"] in timed}
+            # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
+            # the engine as fitted on the run's session when the folder holds several (EP)
+            pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],
+                               session_engine_name(run, sess[run["run_id"]]), prompts_before.get(run["run_id"], 0))
+            row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
+                   "arrival": run["arrival"]}
+            for k in FIGURES:
+                meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
+                row[f"{k}_measured"], row[f"{k}_predicted"] = meas, pred[k]
+                err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
+                row[f"{k}_rel_error"] = err
+                row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
+            out.append(row)
     return out
 
 

@@ -57,11 +57,22 @@ def fit_step_ratio(host_dispatch: pd.DataFrame, steps: pd.DataFrame, gpu: str, r
 
 
 def record_steps(steps: pd.DataFrame, row, block: str = "probed") -> pd.DataFrame:
-    """The serve_steps rows of one model.csv record (its bench, model, batch, lengths, precision), of `block`."""
-    s = steps[(steps["bench"] == row["bench"]) & (steps["block"] == block)]
+    """The serve_steps rows of one model.csv record (its bench, model, batch, lengths, precision), of `block`.
+    (s32ci) One mask over the frame, one take: the rows, order and index of filtering column by column."""
+    keep = (equal_mask(steps["bench"], row["bench"]) & equal_mask(steps["block"], block)
+            & equal_mask(steps["model"], row["model"]) & equal_mask(steps["precision"], row["precision"]))
     for c in ("batch", "prompt_len", "gen_len"):
-        s = s[pd.to_numeric(s[c], errors="coerce") == int(row[c])]
-    return s[(s["model"] == row["model"]) & (s["precision"] == row["precision"])]
+        keep &= pd.to_numeric(steps[c], errors="coerce").to_numpy() == int(row[c])
+    return steps[keep]
+
+
+def equal_mask(column: pd.Series, value) -> np.ndarray:
+    """column == value as a numpy mask (record_steps, s29dec's case grids); a text column compared as Python objects (pandas' Arrow string comparison
+    boxes the value on every call: ~10x slower on these frames), the same truth for every element (a missing one:
+    False)."""
+    if isinstance(value, str) and (column.dtype == object or isinstance(column.dtype, pd.StringDtype)):
+        return column.to_numpy(dtype=object, na_value=None) == value
+    return (column == value).to_numpy(dtype=bool)
 
 
 def step_host_s(probes, ratio: float) -> np.ndarray:

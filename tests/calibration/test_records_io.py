@@ -4,14 +4,17 @@ Chrome traces alike: open_trace / glob_traces find X.json, X.json.xz and X.json.
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from calibration import records as rec
+from calibration import records_io
 from calibration.records_io import (PACKED_SUFFIXES, csv_bytes, csv_exists, csv_name, csv_sha256, csv_stem,
                                     glob_csv, glob_traces, is_chrome_trace, load_trace, open_csv, pack_record,
                                     read_csv, read_csvs, read_scope, resolve_csv, resolve_trace, trace_name)
@@ -212,3 +215,29 @@ def test_committed_packed_traces_are_found_by_their_plain_name():
         others = [plain, *(plain.with_name(plain.name + s) for s in PACKED_SUFFIXES)]
         assert [o.name for o in others if o.is_file()] == [path.name], f"{path}: committed more than one way"
         assert resolve_trace(plain) == path and resolve_trace(plain.with_name(plain.name + ".gz")) == path
+
+
+def test_a_record_read_again_is_the_parse_it_was_until_the_file_changes(tmp_path):
+    """(s32ci) read_csv serves a file it parsed before (same size, modification time and arguments) from the
+    process's kept frames: a copy equal to a fresh parse, which a caller may edit without changing the next read;
+    a rewritten file, other arguments or a callable argument parse again."""
+    f = tmp_path / "rows.csv"
+    f.write_text("a,b,name\n1,2.5,x\n3,,y\n")
+    settled = time.time() - 10.0
+    os.utime(f, (settled, settled))                                     # written before the clock moved on
+    first = read_csv(f)
+    assert records_io._parsed_key(records_io.resolve_csv(f), {}) in records_io._PARSED
+    again = read_csv(f)
+    pd.testing.assert_frame_equal(again, pd.read_csv(f))
+    assert again is not first
+    again.loc[0, "a"] = 99
+    pd.testing.assert_frame_equal(read_csv(f), pd.read_csv(f))        # the edit did not reach the kept frame
+    pd.testing.assert_frame_equal(read_csv(f, dtype=str), pd.read_csv(f, dtype=str))
+    pd.testing.assert_frame_equal(read_csv(f, usecols=lambda c: c != "b"), pd.read_csv(f, usecols=lambda c: c != "b"))
+    pd.testing.assert_frame_equal(read_csv(f, usecols=["a", "name"]), pd.read_csv(f, usecols=["a", "name"]))
+    f.write_text("a,b,name\n5,6.5,z\n")                                  # rewritten: parsed again
+    pd.testing.assert_frame_equal(read_csv(f), pd.read_csv(f))
+    assert len(read_csv(f)) == 1
+    assert records_io._parsed_key(records_io.resolve_csv(f), {}) is None   # just written: not kept yet
+    f.write_text("a,b,name\n7,8.5,w\n")                                  # the same size within the clock's step
+    assert read_csv(f)["a"].tolist() == [7]

@@ -113,3 +113,66 @@ def test_the_fb_forward_rate_is_the_rebuilt_bisections():
         assert pipe.fb_forward_rate_s(forward, backward, terms, lead, duration, gap) == want
         solved += want is not None
     assert solved > 50
+
+
+def _step_function(rng: random.Random, hi: float, jumps: bool):
+    """A non-decreasing piecewise-linear function of the rate on [0, hi] with flat stretches (the walk's shape: a
+    host synchronisation holds the clock flat until the GPU is reached) and, with `jumps`, steps (no walk has them:
+    the clocks are continuous in the rate), rounded as floats round."""
+    knots = sorted(rng.uniform(0.0, hi) for _ in range(rng.randint(0, 6)))
+    slopes = [rng.choice([0.0, rng.uniform(0.0, 50.0), rng.uniform(0.0, 1e-3)]) for _ in range(len(knots) + 1)]
+    jumps = [rng.choice([0.0, 0.0, rng.uniform(0.0, 1e-4)]) if jumps else 0.0 for _ in knots]
+
+    def f(rate: float) -> float:
+        y, x0 = rng_base, 0.0
+        for k, s, j in zip(knots, slopes, jumps):
+            if rate <= k:
+                break
+            y, x0 = y + s * (k - x0) + j, k
+        else:
+            s = slopes[-1]
+        return y + s * (rate - x0)
+    rng_base = rng.uniform(-1e-3, 1e-3)
+    return f
+
+
+def test_the_narrowed_bisection_takes_the_plain_bisections_halves():
+    """bisected_rate decides each of the 32 halvings as the plain bisection does (a midpoint outside the bracket
+    regula falsi narrowed is decided by the bracket's ends, f being non-decreasing), so it gives the same float, on
+    functions with flat stretches, steps and a target on a plateau; on continuous ones (the walk's) at a target
+    between two ends in under a third of the evaluations, and never in many more than the plain bisection's."""
+    rng = random.Random(23)
+    cases, walks = 0, {"plain": [], "narrowed": []}
+    for k in range(800):
+        hi = rng.uniform(1e-6, 1e-4)
+        f = _step_function(rng, hi, jumps=k % 2 == 1)
+        f_lo, f_hi = f(0.0), f(hi)
+        on_plateau = k % 4 == 2
+        target = f(rng.uniform(0.0, hi)) if on_plateau else rng.uniform(f_lo, f_hi)
+        if not f_lo < target < f_hi:
+            continue
+        n = {"plain": 0, "narrowed": 0}
+
+        def counted(key):
+            def g(rate):
+                n[key] += 1
+                return f(rate)
+            return g
+        assert pipe.bisected_rate(counted("narrowed"), target, hi, f_lo, f_hi) == pipe._bisected(counted("plain"), target, hi)
+        cases += 1
+        assert n["plain"] == 32
+        assert n["narrowed"] <= 32 + pipe.FALSI_SLACK + 4
+        if k % 4 == 0:   # continuous, a target between two ends
+            walks["narrowed"].append(n["narrowed"])
+    assert cases > 600
+    mean = sum(walks["narrowed"]) / len(walks["narrowed"])
+    print(f"walks a solve (continuous): plain 32, narrowed {mean:.1f}")
+    assert mean < 32 / 3
+
+
+def test_a_negative_factor_is_bisected_walk_by_walk():
+    """_monotone holds for the lists with_host_terms builds (factors >= 0) and not for a negative or NaN factor,
+    where the walk need not grow with the rate: those take the plain bisection."""
+    assert pipe._monotone([(pipe._AT_RATE, 1e-6), (None, 0.0), (pipe._AT_RATE * 1.4, 2e-6), (3e-6, 1e-6)])
+    assert not pipe._monotone([(pipe._AT_RATE * -1.0, 1e-6)])
+    assert not pipe._monotone([(pipe._AT_RATE * float("nan"), 1e-6)])

@@ -264,10 +264,7 @@ class Engine:
         # host-bound prompt iterations the engine process ran before this run (cold_prompt_iterations)
         self.prompts_before = int(prompts_before)
         # flat batch sizes the engine ran before: (attention group, size) pairs, a bare size for group 0
-        self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
-                                         for x in run_batch_sizes
-                                         if not (ADOPT_IDLE_WAKE and isinstance(x, tuple) and x[2:] == (BUSY_MET,))
-                                         and not isinstance(x, (FirstMetProbe, ColdKernels)))
+        self.run_batch_sizes = _sizes_run(run_batch_sizes, ADOPT_IDLE_WAKE)
         # (ADOPT_PROBED_FIRST_MET) the probe's charges: its sizes count met for the table's terms (as in force) and pay
         # the probe's first-met excess when first run, unless an earlier run of the process ran them
         probe = (next((x for x in run_batch_sizes if isinstance(x, FirstMetProbe)), None)
@@ -442,6 +439,48 @@ class GroupQueues:
         return self.queues[g].popleft()
 
 
+def _sizes_run(run_batch_sizes, idle_wake: bool) -> frozenset:
+    """Engine.run_batch_sizes: the (attention group, size) pairs of `run_batch_sizes` (a bare size: group 0), less the
+    warm pass's busy-only sizes (under ADOPT_IDLE_WAKE), the probe and the kernel map (ColdKernels). (s32ci) A run's seeded replays pass one
+    frozenset of a thousand sizes: its pairs are made once (_sizes_run_of)."""
+    try:
+        return _sizes_run_of(run_batch_sizes, idle_wake)
+    except TypeError:   # unhashable (a list): made each time
+        return _sizes_run_of.__wrapped__(run_batch_sizes, idle_wake)
+
+
+@functools.lru_cache(maxsize=16)
+def _sizes_run_of(run_batch_sizes, idle_wake: bool) -> frozenset:
+    return frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x)) for x in run_batch_sizes
+                     if not (idle_wake and isinstance(x, tuple) and x[2:] == (BUSY_MET,))
+                     and not isinstance(x, (FirstMetProbe, ColdKernels)))
+
+
+class _Draws:
+    """`n` uniform draws of a generator, drawn as they are used (s32ci: a decode run draws one per step it may run, up
+    to MAX_RUN, and mostly runs a few): draw i is rng.random(n).tolist()[i], and finish() leaves the generator where
+    rng.random(n) leaves it (PCG64 takes one 64-bit step a double: the unused ones are skipped by advance). A bit
+    generator without advance draws all n at once."""
+
+    __slots__ = ("rng", "n", "u")
+
+    def __init__(self, rng: np.random.Generator, n: int):
+        self.rng, self.n = rng, n
+        self.u: list[float] = [] if hasattr(rng.bit_generator, "advance") else rng.random(n).tolist()
+
+    def at(self, i: int) -> float:
+        u = self.u
+        if i >= len(u):
+            u += self.rng.random(min(max(16, 2 * len(u)), self.n - len(u))).tolist()
+        return u[i]
+
+    def finish(self) -> None:
+        left = self.n - len(self.u)
+        if left > 0:
+            self.rng.bit_generator.advance(left)
+            self.n = len(self.u)
+
+
 class Instance:
     """One serving instance: a queue, a prefill FIFO, a decoding set, and its iteration loop.
 
@@ -498,8 +537,9 @@ class Instance:
         self.launches = functools.partial(kernels, costs.gpu.name) if by_kernels else regions
         self.by_regions = self.by_regions or by_kernels
         self.regions_met: dict[int, set] = {}
-        for g, n in eng.run_batch_sizes:
-            self._met_regions(g).update(self.launches(n))
+        if self.by_regions:   # (s32ci) read only under new_bin_regions / new_bin_kernels: kept only there
+            for g, n in eng.run_batch_sizes:
+                self._met_regions(g).update(self.launches(n))
         # (ADOPT_IDLE_WAKE) the end of this instance's last iteration (-inf: idle before the run) and the sizes met
         # only mid-stream so far unmet; a post-idle prompt iteration's extra seconds (the table's idle_prompt_s)
         self.last_end = -math.inf
@@ -898,7 +938,8 @@ class Instance:
             return
         for g, n in keys - self.sizes:
             self.sizes_met[g] += 1
-            self._met_regions(g).update(self.launches(n))
+            if self.by_regions:
+                self._met_regions(g).update(self.launches(n))
         self.sizes |= keys
         fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
         for g, _ in fresh:
@@ -991,7 +1032,7 @@ class Instance:
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
         b_time = self.dp * max(self.dec_g) if self.rr else b
         spread = self.costs.spread
-        u = eng.rng.random(steps).tolist() if spread is not None else None
+        draws = _Draws(eng.rng, steps) if spread is not None else None
         sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
         if self.busy_met:
             self._meet_busy(sizes, env.now - self.last_end >= IDLE_WAKE_AFTER_S)
@@ -1008,13 +1049,15 @@ class Instance:
                                          new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0,
                                          cold_eager=cold_eager and i == 0, post_prompt=post[i])[0]
             if spread is not None:
-                dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
+                dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, draws.at(i))
             if stalls is not None:
                 dur += stalls.draw_s(dur)
             total += dur
             cum.append(total)
             if total >= until:
                 break
+        if draws is not None:
+            draws.finish()                         # the generator where rng.random(steps) leaves it
         steps = len(cum)
         start = env.now
         done = steps

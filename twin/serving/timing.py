@@ -289,20 +289,46 @@ def sharing_grids():
     predict_run) evaluate each point once instead of once a replay. The grid is a function of those
     four alone (the traffic and its seed never enter it), and nothing changes a switch or a profile
     while a block is open; outside one each IterationCosts keeps its own. Within a block grid_points
-    counts the points of the shared grid."""
+    counts the points of the shared grid. (s32ci) The eager pipeline's stage shares are shared too, and a folder's
+    replays (validate_load, serve_host_speed.replay) open one around all their runs: a folder's runs are a few
+    scenarios."""
     return _SHARED_GRIDS.block()
 
 
+_SHARED_ITERATIONS = BlockStore()   # (s32ci) the open sharing_iterations() block's engine-table iterations priced
+
+
+def sharing_iterations():
+    """(s32ci) IterationCosts of one scenario (as sharing_grids) made inside the block look up an engine-table
+    iteration another of them priced (IterationCosts._iteration_engine_s: the price is a function of the scenario
+    and the iteration's arguments): predict_run's seeded replays of one run meet most of each other's iterations.
+    Kept per block (a run's: a few thousand), not per folder (another run's contexts seldom recur)."""
+    return _SHARED_ITERATIONS.block()
+
+
 def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
-           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict]:
-    """(decode, prefill, prefix grid points, decode_parts) for an IterationCosts: fresh, or those of the
-    open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive; the engine's
+           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict, dict]:
+    """(decode, prefill, prefix grid points, decode_parts, stage shares) for an IterationCosts: fresh, or those of
+    the open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive; the engine's
     prompt kernels apart: their prefill grid lacks the ops the engine terms price)."""
-    fresh = ({}, {}, {}, {})
     grids = _SHARED_GRIDS.kept
     if grids is None:
-        return fresh
-    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, fresh))[1]
+        return {}, {}, {}, {}, {}
+    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, ({}, {}, {}, {}, {})))[1]
+
+
+# (s32ci) engine-table iterations kept per block and scenario (IterationCosts._iteration_engine_s; a few thousand a
+# recorded load run): past this many the block's memo stops taking new ones (memory bound; the prices are the same)
+ITERATION_MEMO_MAX = 100_000
+
+
+def _iteration_memo(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
+                    engine_prefill: bool = False) -> dict | None:
+    """The open sharing_iterations() block's iterations priced for the scenario (keyed as _grids); None outside."""
+    kept = _SHARED_ITERATIONS.kept
+    if kept is None:
+        return None
+    return kept.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, {}))[1]
 
 
 # (s21srvnew2, docs/notes/s21srvnew2_rule.md, committed before any figure under it) The one-GPU tables were fitted
@@ -586,14 +612,18 @@ class IterationCosts:
         self.page_buckets = sorted(s.graph_page_buckets)
         # decode (i, j), prefill (i, j) and prefix (i) grid points, and one decode_step breakdown per
         # batch grid point (reports)
-        self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile, self.engine_prefill)
+        # (s32ci) the stage shares too; inside a sharing_iterations() block, the engine-table iterations priced
+        (self._decode, self._prefill, self._prefix, self.decode_parts,
+         self._stage_shares) = _grids(m, gpu, s, profile, self.engine_prefill)
+        self._iterations = _iteration_memo(m, gpu, s, profile, self.engine_prefill)
+        if self._iterations is None:   # no memo: no look-up on the way
+            self._iteration_engine_s = self._priced_iteration_s
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
         self.ops = eager_ops(m.name)
         # (ADOPT_GRAPH_OP_FLOOR) the captured decode forward's operators beyond the tables' fit model's
         self.graph_ops_over_fit = graph_ops(self.ops, m) - fit_model_graph_ops() if self.ops is not None else 0.0
-        self._stage_shares: dict[tuple, tuple[float, float, float, float]] = {}
 
     # -- grid evaluations ---------------------------------------------------------------------
     def _policies(self) -> list[int]:
@@ -812,7 +842,27 @@ class IterationCosts:
                             cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
-        are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
+        are fitted on instance totals (the groups step in lockstep, the slower setting the time).
+        (s32ci) Inside a sharing_iterations() block an iteration priced before (by any IterationCosts of the block's
+        scenario: another seed's replay) is looked up: the price is a function of the arguments and the scenario."""
+        memo = self._iterations
+        if memo is None:
+            return self._priced_iteration_s(batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens,
+                                            new_size, new_bin, cold, cold_eager, post_prompt)
+        key = (batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens, new_size, new_bin, cold,
+               cold_eager, post_prompt)
+        got = memo.get(key)
+        if got is None:
+            got = self._priced_iteration_s(*key)
+            if len(memo) < ITERATION_MEMO_MAX:
+                memo[key] = got
+        return got
+
+    def _priced_iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
+                            chunks: int, pairs: float, prefix_tokens: float = 0.0,
+                            new_size: bool = False, new_bin: float = False, cold: float = 0.0,
+                            cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
+        """_iteration_engine_s computed (outside a sharing_iterations() block an instance calls it directly)."""
         kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens, pairs)
         e = self.engine if eager else self.graph_engine
         if not e:
