@@ -14,7 +14,9 @@ host_s)) with the engine table's own GPU and fixed launch terms of that iteratio
         the traced processes of real/campaigns/s32kern2.sh (calibration/measurements/h200/s32kern2/trace/<model>/):
         per run, the eager steps' GEMM kernels first launched as the trace counts them against the kernel map's count
         (the s32kern map of the model, the process's warm-up and warm-pass sizes launched first), and the profiled
-        dense GEMM host time of the steps that launched new kernels against those that did not (no criterion)
+        dense GEMM host time of the steps that launched new kernels against those that did not; and per unprofiled
+        closed loop C-k lost (sets J, I; today's repeat of J's) the measured excess of the steps the map says launch
+        new kernels over the loop's own no-new-kernel fit, against C-k's charge (no criterion)
 """
 
 from __future__ import annotations
@@ -130,6 +132,53 @@ def loop_check(root: Path | str | None = None, models=TRACED) -> dict:
     return out
 
 
+# the unprofiled closed loops whose checks C-k lost (set J's v2-lite c18, set I's v3-slice-1l c14) and today's repeat
+LOOPS = (("s27serve", "v2-lite-slice"), ("s26start2", "v3-slice-1l"), ("s32kern2/timed", "v2-lite-slice"))
+
+
+def loop_excess(root: Path | str | None = None, loops=LOOPS) -> dict:
+    """Per unprofiled process's closed-loop run: its eager prompt steps walked in order with the map (the launched set
+    from the warm pass 1..W, the fit's warm-up sizes and the process's earlier runs' eager sizes), a least-squares fit
+    of duration on (1, prompt tokens, decode rows) over the steps that launch no new kernel, and the steps that do:
+    their map kernels, their measured excess over that fit (ms) and C-k's charge (kernel_s x kernels, ms)."""
+    root = Path(rec.records_root() if root is None else root)
+    fit = slv.cold_kernel_fit()
+    kernel_s = fit.get("kernel_s", {}).get(CARD, 0.0)
+    out: dict = {}
+    for name, model in loops:
+        d = root / CARD / name / model
+        kmap = slv.cold_kernel_map(model, root)
+        if kmap is None or not csv_exists(d / "serve_iterations.csv"):
+            continue
+        runs = _read(d / "serve_load.csv")
+        its = _read(d / "serve_iterations.csv")
+        warm = max(s32k._i(r.get("warm_shapes")) for r in runs)
+        met = set(range(1, warm + 1)) | set(fit.get("warmup_sizes", ()))
+        launched = frozenset().union(*(kmap[n] for n in met if n < len(kmap)))
+        for run in [r["run_id"] for r in runs]:
+            pts = []
+            for it in (x for x in its if x["run_id"] == run and s32k._i(x["graph_batch"]) == 0):
+                p, dec = s32k._i(it["prefill_tokens"]), s32k._i(it["decode_seqs"])
+                n = p + dec
+                new = (kmap[n] if n < len(kmap) else frozenset()) - launched
+                launched |= new
+                if p > 0:
+                    pts.append((p, dec, float(it["duration_s"]), len(new)))
+            if "-closed-" not in run or len(pts) < 8:
+                continue
+            x = np.array([[1.0, p, dec] for p, dec, _, _ in pts])
+            y = np.array([t for _, _, t, _ in pts])
+            k = np.array([c for *_, c in pts])
+            b, *_ = np.linalg.lstsq(x[k == 0], y[k == 0], rcond=None)
+            res = y - x @ b
+            out[f"{name}/{model}/{run}"] = {
+                "prompt_steps": len(pts), "steps_with_new": int((k > 0).sum()), "map_kernels": int(k.sum()),
+                "excess_ms": float(res[k > 0].sum() * 1e3), "ck_charge_ms": float(k.sum() * kernel_s * 1e3),
+                "resid_sd_ms_no_new": float(res[k == 0].std() * 1e3),
+                "steps": [[int(c), round(float(r) * 1e3, 2)] for c, r in zip(k, res) if c]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s32kern2", __doc__)
     ap.add_argument("what", nargs="?", default="screen", choices=["screen", "loopcheck"],
@@ -141,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if not slv.COLD_KERNEL_FIT.exists():
         print(f"no {slv.COLD_KERNEL_FIT.name}", file=sys.stderr)
         return 2
-    got = screen(root) if args.what == "screen" else loop_check(root)
-    if not got or (args.what == "loopcheck" and not any(got.values())):
+    got = screen(root) if args.what == "screen" else {"traced": loop_check(root), "unprofiled_loops": loop_excess(root)}
+    if not got or (args.what == "loopcheck" and not got["traced"]):
         print(f"no records for {args.what} under {root}", file=sys.stderr)
         return 2
     if args.what == "screen":

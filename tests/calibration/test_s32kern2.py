@@ -44,3 +44,15 @@ def test_committed_screen_and_set_j_loop_check_recomputed():
             rows = seh.set_rows("s27serve", ("v2-lite-slice",), rec.records_root())
         errs[label] = next(r["ttft_p50_s_rel_error"] for r in rows if "-closed-c18-" in r["run_id"])
     assert abs(errs["in force"]) <= 0.10 < abs(errs["C-k"]) and errs["C-kx"] == pytest.approx(errs["C-k"], abs=1e-3)
+
+
+def test_the_lost_loops_first_use_steps_pay_at_least_c_k_charge_recomputed():
+    """The unprofiled closed loops whose checks C-k lost: the steps the map says launch new kernels run longer than the
+    loop's own no-new-kernel fit by at least C-k's charge (the charge is not over-paid there; nothing hides)."""
+    committed = json.loads((s.SCREEN_FILE.parent / "s32kern2_loops.json").read_text())["unprofiled_loops"]
+    live = s.loop_excess(loops=(("s27serve", "v2-lite-slice"),))
+    key = "s27serve/v2-lite-slice/n27j-v2-closed-c18-j"
+    assert live[key]["map_kernels"] == committed[key]["map_kernels"] == 15
+    assert live[key]["excess_ms"] == pytest.approx(committed[key]["excess_ms"], rel=1e-6)
+    for v in committed.values():
+        assert v["excess_ms"] >= v["ck_charge_ms"] > 0 and v["steps_with_new"] >= 3
