@@ -471,7 +471,7 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
         seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
         warm = int(float(run.get("warm_shapes") or 0))
-        if engine.ADOPT_COLD_KERNELS and (warm > 0 or cold_met is not None):
+        if (engine.ADOPT_COLD_KERNELS or engine.ADOPT_COLD_KERNELS_EXPOSED) and (warm > 0 or cold_met is not None):
             cold_met = (cold_met or set()) | set(range(1, warm + 1))
             ck = cold_kernels(run, cold_met)
             if ck is not None:

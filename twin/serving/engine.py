@@ -117,6 +117,14 @@ COLD_HOST_EXPOSED = False
 # loads' and the warm pass's sizes launched first), plus lookup_s where M is an exact size above the pass it had not
 # run (calibration/s32kern_fit.json, from the s32cold probe's traced records alone). Off until the rule says adopt.
 ADOPT_COLD_KERNELS = False
+# (s32kern2, docs/notes/s32kern2_rule.md, committed before its judging records existed; off until that rule adopts it)
+# Candidate C-kx: C-k (ADOPT_COLD_KERNELS with s32kern_fit.json) whose charge an eager iteration pays only as far as the
+# host is its critical path: real/serve launches a whole forward and waits once at its end, so a first-use's host time
+# hides behind the GPU work the forward's launches keep ahead of the host: exposed = max(0, charge - max(0, kernels_s -
+# host_s)), kernels_s / host_s the engine table's own GPU and fixed launch terms of that iteration
+# (twin.serving.timing.exposed_stall_s with the backlog, whatever the table's new_size flags). No fitted figure.
+# Implies ADOPT_COLD_KERNELS.
+ADOPT_COLD_KERNELS_EXPOSED = False
 
 
 @dataclass(frozen=True)
@@ -272,7 +280,7 @@ class Engine:
         self.first_met_probe = probe
         # (ADOPT_COLD_KERNELS) the run's first-used kernels and look-ups (None: none charged)
         self.cold_kernels = (next((x for x in run_batch_sizes if isinstance(x, ColdKernels)), None)
-                             if ADOPT_COLD_KERNELS else None)
+                             if ADOPT_COLD_KERNELS or ADOPT_COLD_KERNELS_EXPOSED else None)
         self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
         if probe is not None:
             self.run_batch_sizes = self.run_batch_sizes | frozenset(probe.sizes)
@@ -858,6 +866,8 @@ class Instance:
                 pre_s += extra if prompt_tokens else 0.0
             if self.cold is not None and costs.is_eager(b_time, p_time, width_ctx):   # (ADOPT_COLD_KERNELS)
                 extra = self._cold_kernel_charge(sizes)
+                if ADOPT_COLD_KERNELS_EXPOSED and extra > 0.0:   # (s32kern2) only where the host is the critical path
+                    extra = costs.exposed_kernel_charge_s(extra, b_time, ctx, p_time, span, width_ctx, prefix_tokens)
                 dur += extra
                 pre_s += extra if prompt_tokens else 0.0
             kv_now = self.kv_used() + decode_now * tps

@@ -771,6 +771,19 @@ class IterationCosts:
                     + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
         return exposed_stall_s(stall_s, kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
 
+    def exposed_kernel_charge_s(self, charge_s: float, batch: int, ctx: float, prompt_tokens: float, span: float,
+                                max_ctx: float, prefix_tokens: float = 0.0) -> float:
+        """(s32kern2, ADOPT_COLD_KERNELS_EXPOSED) The part of an eager iteration's first-used-kernel host time the host's
+        critical path pays: exposed_stall_s with the backlog (the GPU's queue hides it as far as the iteration's kernels
+        outlast its fixed launch terms), whatever the table's new_size flags."""
+        e = self.engine
+        if charge_s <= 0.0 or not e:
+            return charge_s
+        kern, _, eager, _, _ = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
+        launches = (e["iteration_s"] + (e["eager_iteration_s"] if eager else 0.0)
+                    + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
+        return exposed_stall_s(charge_s, kern, launches, 1.0, 1.0)
+
     @property
     def cold_eager_after(self) -> int:
         """Graph iterations since an instance's last eager one after which its next eager iteration
