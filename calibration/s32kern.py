@@ -38,6 +38,7 @@ from calibration import entry, prereg
 from calibration import records as rec
 from calibration import s32cold as s32c
 from calibration import serve_eager_host as seh
+from calibration import serve_idle_wake as siw
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from twin.serving import engine
@@ -308,14 +309,7 @@ def main(argv: list[str] | None = None) -> int:
               f"median {eb[1]:.2%}")
         for label, rows in ((None, out["rows"][None]["J"]), (JUDGED, out["rows"][JUDGED]["J"])):
             print(f"set N by position ({label or 'in force'}): " + json.dumps(s32c.by_position(rows)))
-    if res.get("summary_off"):
-        for k in sorted(res["summary_off"]):
-            if k.startswith("committed_holdout/"):
-                print(f"issue 15 held out {k.split('/')[1]}: {res['summary_off'][k][0]}/{res['summary_off'][k][1]} -> "
-                      f"{res['summary_on'][k][0]}/{res['summary_on'][k][1]}")
-    print("held-out checks lost under C: " + (", ".join(res["lost"]) or "none"))
-    for k, v in res["criteria"].items():
-        print(f"  {k}: {'met' if v else 'NOT met'}")
+    siw.print_holdout_criteria(res, "C")
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "early": [list(x) for x in res["early"]] if fresh else None,

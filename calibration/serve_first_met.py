@@ -280,14 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if fresh:
         (ta, tb) = res["ttft"]
         print(f"set P TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    if res.get("summary_off"):
-        for k in sorted(res["summary_off"]):
-            if k.startswith("committed_holdout/"):
-                print(f"issue 15 held out {k.split('/')[1]}: {res['summary_off'][k][0]}/{res['summary_off'][k][1]} -> "
-                      f"{res['summary_on'][k][0]}/{res['summary_on'][k][1]}")
-    print("held-out checks lost under P: " + (", ".join(res["lost"]) or "none"))
-    for k, v in res["criteria"].items():
-        print(f"  {k}: {'met' if v else 'NOT met'}")
+    siw.print_holdout_criteria(res, "P")
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]] if fresh else None,

@@ -180,6 +180,19 @@ def holdout_guards(rows: dict, res: dict, judged: str) -> tuple[dict, list[str] 
             "G3_with_input_holdout_no_fewer": sn["with_input_holdout"][0] >= so["with_input_holdout"][0]}, lost
 
 
+def print_holdout_criteria(res: dict, letter: str) -> None:
+    """A serving judge's closing lines before its verdict: issue 15's held-out checks met per GPU folder in force ->
+    under the candidate (where the committed sets were replayed), the checks lost under `letter`, each criterion."""
+    if res.get("summary_off"):
+        for k in sorted(res["summary_off"]):
+            if k.startswith("committed_holdout/"):
+                print(f"issue 15 held out {k.split('/')[1]}: {res['summary_off'][k][0]}/{res['summary_off'][k][1]} -> "
+                      f"{res['summary_on'][k][0]}/{res['summary_on'][k][1]}")
+    print(f"held-out checks lost under {letter}: " + (", ".join(res["lost"]) or "none"))
+    for k, v in res["criteria"].items():
+        print(f"  {k}: {'met' if v else 'NOT met'}")
+
+
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: each of sets A-M no fewer checks met; sets A-H pooled reported (with the median)."""
     out = swb.guard_criteria(off, on)
@@ -305,14 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if fresh:
         (ta, tb) = res["ttft"]
         print(f"set O TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    if res.get("summary_off"):
-        for k in sorted(res["summary_off"]):
-            if k.startswith("committed_holdout/"):
-                print(f"issue 15 held out {k.split('/')[1]}: {res['summary_off'][k][0]}/{res['summary_off'][k][1]} -> "
-                      f"{res['summary_on'][k][0]}/{res['summary_on'][k][1]}")
-    print("held-out checks lost under I: " + (", ".join(res["lost"]) or "none"))
-    for k, v in res["criteria"].items():
-        print(f"  {k}: {'met' if v else 'NOT met'}")
+    print_holdout_criteria(res, "I")
     print("verdict: evidence only (I-a: formed after set O existed; no rule judges it)" if args.part_a else
           f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
