@@ -679,9 +679,11 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             cold.append(0.0)
             continue
         keys = set(enumerate(row.rank_sizes))
-        sizes_met = collections.Counter(g for g, _ in met)
-        cold.append(max(cold_sizes / (cold_sizes + sizes_met[g]) for g in range(len(row.rank_sizes)))
-                    if cold_sizes > 0 and row.prompt_iteration_s > 0 else 0.0)
+        if cold_sizes > 0 and row.prompt_iteration_s > 0:   # (s32ci2) the sizes met counted only where they are read
+            sizes_met = collections.Counter(g for g, _ in met)
+            cold.append(max(cold_sizes / (cold_sizes + sizes_met[g]) for g in range(len(row.rank_sizes))))
+        else:
+            cold.append(0.0)
         bins = {(g, n // bin_tokens) for g, n in keys}
         exact.append(float(not keys <= met))
         fresh = bins - met_bins
