@@ -55,6 +55,7 @@ browser:
 # - a product speed-up keeps every output to the bit (s32ci: `twin validate --json` compared field by field before and
 #   after): replays of one scenario inside twin.serving.timing's sharing_grids / sharing_iterations blocks, records
 #   through calibration.records_io.read_csv (parsed once a process), bisections that may skip walks (bisected_rate)
+#   (s32ci2) a text frame's rows as dicts through records_io.text_records (to_dict's dicts, ~7x quicker)
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under

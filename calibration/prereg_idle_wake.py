@@ -28,7 +28,7 @@ from calibration.prereg import PREREG_DIR, write_registered
 from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, loadgen_figures, scenario_for, warm_pass_pairs)
 from twin.serving import engine
 from twin.serving.simulate import simulate
-from twin.serving.timing import engine_spread, sharing_grids
+from twin.serving.timing import engine_spread, sharing_grids, sharing_iterations
 from twin.serving.workload import from_records
 
 NAME = "s29serve"
@@ -83,7 +83,7 @@ def predict(model: str, run: ps.RunCase, host_launch_s: float) -> dict:
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     arrival = None if run.arrival == "closed" else ps.poisson_arrivals_s(run)
     figs, counts = [], []
-    with sharing_grids():
+    with sharing_grids(), sharing_iterations():   # (s32ci2) as prereg_serve.predict
         for seed in range(seeds):
             one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
             n = _closed_count(one, row, run) if arrival is None else len(arrival)

@@ -75,7 +75,7 @@ from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, TARGETS, l
                                                scenario_for)
 from twin.serving import timing
 from twin.serving.simulate import simulate
-from twin.serving.timing import engine_spread, sharing_grids
+from twin.serving.timing import engine_spread, sharing_grids, sharing_iterations
 from twin.serving.workload import from_records
 
 NAME = "s21srvnew"
@@ -266,7 +266,9 @@ def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: st
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs, counts = [], []
     arrival = None if run.arrival == "closed" else poisson_arrivals_s(run)
-    with sharing_grids():
+    # one scenario's replays (the seeds', and a closed loop's longer and longer ones): each grid point once and
+    # (s32ci2) each engine-table iteration priced once (as serve_load_validation.predict_run)
+    with sharing_grids(), sharing_iterations():
         for seed in range(seeds):
             one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
             n = closed_loop_count(one, run) if arrival is None else len(arrival)

@@ -17,7 +17,7 @@ from pathlib import Path
 from calibration import entry
 from calibration import prereg_serve as ps
 from calibration import serve_host_stalls as shs
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, text_records
 from calibration.serve_host_speed import before_t
 from calibration.serve_load_validation import FIGURES, record_host_launch_s
 from twin.serving import engine as serve_engine
@@ -44,7 +44,7 @@ def set_runs(folder: Path, gpu: str = "h100") -> list[dict]:
     host's pauses pooled over every part's pause probes (the set is one machine)."""
     rows = []
     for part in sorted(p for p in Path(folder).iterdir() if csv_exists(p / "serve_load.csv")):
-        for r in read_csv(part / "serve_load.csv", dtype=str).fillna("").to_dict("records"):
+        for r in text_records(read_csv(part / "serve_load.csv", dtype=str).fillna("")):
             rows.append({**r, "part": part.name, "gpu": gpu, "set": str(folder),
                          "probe_s": record_host_launch_s(r)})
     pooled = shs.host_pauses(rows)

@@ -84,7 +84,7 @@ from calibration import kernel_map
 from calibration import records as rec
 from calibration.memo import memoised
 from calibration import serve_load_validation as slv
-from calibration.records_io import csv_exists, read_csv, resolve_csv
+from calibration.records_io import csv_exists, read_csv, resolve_csv, text_records
 from calibration.serve_load_validation import (gpu_key, pin_suffix, plain_sizes, record_host_launch_s, scenario_for, sessions,
                                                sizes_run_before)
 from twin.core import atomic
@@ -561,8 +561,9 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
     rows = []
     meta = {}
-    before = sizes_run_before(load.to_dict("records"), its.assign(graph_batch=its.graph_batch.astype(int)).astype(str).to_dict("records"))
-    for run in load.to_dict("records"):
+    load_rows = text_records(load)
+    before = sizes_run_before(load_rows, text_records(its.assign(graph_batch=its.graph_batch.astype(int)).astype(str)))
+    for run in [dict(r) for r in load_rows]:
         if run["split"] != split or (only is not None and run["run_id"] not in only):
             continue
         sc = scenario_for(run, engine_costs=False)
@@ -678,9 +679,11 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             cold.append(0.0)
             continue
         keys = set(enumerate(row.rank_sizes))
-        sizes_met = collections.Counter(g for g, _ in met)
-        cold.append(max(cold_sizes / (cold_sizes + sizes_met[g]) for g in range(len(row.rank_sizes)))
-                    if cold_sizes > 0 and row.prompt_iteration_s > 0 else 0.0)
+        if cold_sizes > 0 and row.prompt_iteration_s > 0:   # (s32ci2) the sizes met counted only where they are read
+            sizes_met = collections.Counter(g for g, _ in met)
+            cold.append(max(cold_sizes / (cold_sizes + sizes_met[g]) for g in range(len(row.rank_sizes))))
+        else:
+            cold.append(0.0)
         bins = {(g, n // bin_tokens) for g, n in keys}
         exact.append(float(not keys <= met))
         fresh = bins - met_bins
@@ -817,7 +820,7 @@ def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str,
 
 def load_runs(folder: Path) -> list[dict]:
     """A load folder's runs (serve_load.csv), one dict a run, every value as text ('' where empty)."""
-    return read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    return text_records(read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna(""))
 
 
 def _run_order(load: list[dict]) -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, text_records
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
                                           fit_exponent, iterations_file, load_runs, probe_folders, prompts_run_before,
                                           references, run_scales)
@@ -93,8 +93,8 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     a committed folder's (`committed`) as `twin validate` does (its session's table where kept).
     `run_ids`: only those runs (a slice a test recomputes; the others' sizes still count as met before)."""
     runs = load_runs(folder)
-    reqs = read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
-    its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
+    reqs = text_records(read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna(""))
+    its = text_records(read_csv(iterations_file(folder), dtype=str).fillna(""))
     before = sizes_run_before(runs, its)
     timed = timed_run_ids(its)   # the runs recorded with --timing (ADOPT_TIMING_INSTRUMENT)
     sess = sessions(runs)

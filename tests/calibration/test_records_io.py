@@ -241,3 +241,29 @@ def test_a_record_read_again_is_the_parse_it_was_until_the_file_changes(tmp_path
     assert records_io._parsed_key(records_io.resolve_csv(f), {}) is None   # just written: not kept yet
     f.write_text("a,b,name\n7,8.5,w\n")                                  # the same size within the clock's step
     assert read_csv(f)["a"].tolist() == [7]
+
+
+def _typed(rows: list[dict]) -> list[list[tuple]]:
+    """Each row's (key, type, value) in order, a NaN as the string 'nan' (equal to itself)."""
+    return [[(k, type(v).__name__, "nan" if isinstance(v, float) and v != v else v) for k, v in r.items()] for r in rows]
+
+
+@pytest.mark.filterwarnings("ignore:DataFrame columns are not unique")   # to_dict's, on the repeated names
+def test_text_records_are_to_dicts_records(tmp_path, monkeypatch):
+    """(s32ci2) text_records gives DataFrame.to_dict("records") to the type and value: a text frame with missing cells
+    (NaN), filled, cast with astype(str); a frame it does not take (numbers, pd.NA strings, repeated names, no
+    columns) through to_dict itself; and a committed iterations file as serve_engine_fit.design casts it."""
+    (tmp_path / "a.csv").write_text("x,y,z\n1,,a\n,2.5,\n3,4,c\n")
+    text = read_csv(tmp_path / "a.csv", dtype=str)
+    nums = read_csv(tmp_path / "a.csv")
+    frames = [text, text.fillna(""), nums.astype(str), nums, text.astype("string"), text.iloc[:0],
+              pd.DataFrame([["a", "b"]], columns=["k", "k"]).astype(str), pd.DataFrame(index=range(2))]
+    its = read_csv(rec.MEASUREMENTS_DIR / "h100x2" / "serve_iterations.csv")
+    frames.append(its.assign(graph_batch=its.graph_batch.astype(int)).astype(str))
+    for df in frames:
+        assert _typed(records_io.text_records(df)) == _typed(df.to_dict("records"))
+    assert text.to_dict("records")[0]["y"] != text.to_dict("records")[0]["y"]   # a NaN: the case is there
+    # the text frames take the quick path (to_dict not called)
+    monkeypatch.setattr(pd.DataFrame, "to_dict", lambda *a, **k: pytest.fail("to_dict called"))
+    for df in (text, text.fillna(""), nums.astype(str), frames[-1]):
+        assert records_io.text_records(df)
