@@ -319,25 +319,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set K records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
+    return report_judgement(out, args, fresh, "set K", "K", "calibration.s32cold", JUDGED)
+
+
+def report_judgement(out: dict, args, fresh, set_label: str, letter: str, module: str, judged: str,
+                     extra: dict | None = None) -> int:
+    """The judge command's output (s32cold's and s32kern's): the judgement, the fresh set's early TTFT P50 and its
+    checks by position, issue 15's held-out lines and criteria, the verdict; with --json the record (`extra`'s keys
+    after by_position)."""
+    sgo.print_judgement(out, judged, "A-H")
     res = out["result"]
     if fresh:
         (ea, eb) = res["early"]
-        print(f"set K early Poisson TTFT P50: in force {ea[0]} met, median {ea[1]:.2%} -> {JUDGED} {eb[0]} met, "
+        print(f"{set_label} early Poisson TTFT P50: in force {ea[0]} met, median {ea[1]:.2%} -> {judged} {eb[0]} met, "
               f"median {eb[1]:.2%}")
-        for label, rows in ((None, out["rows"][None]["J"]), (JUDGED, out["rows"][JUDGED]["J"])):
-            print(f"set K by position ({label or 'in force'}): " + json.dumps(by_position(rows)))
-    siw.print_holdout_criteria(res, "K")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
+        for label, rows in ((None, out["rows"][None]["J"]), (judged, out["rows"][judged]["J"])):
+            print(f"{set_label} by position ({label or 'in force'}): " + json.dumps(by_position(rows)))
+    siw.print_holdout_criteria(res, letter)
+    print(f"verdict: {'adopt ' + judged if out['adopt'] else 'not adopted'}")
     if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "early": [list(x) for x in res["early"]] if fresh else None,
-                  "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, JUDGED)},
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.s32cold", args.what]
+        record = {**sgo.judgement_record(out, {}, judged), "early": [list(x) for x in res["early"]] if fresh else None,
+                  "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, judged)},
+                  **(extra or {}), "lost": res["lost"], "candidate": judged}
+        cmd = " ".join([f"python -m {module}", args.what]
                        + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
         prereg.write_code_record(args.json, cmd, record)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

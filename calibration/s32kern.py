@@ -38,7 +38,6 @@ from calibration import entry, prereg
 from calibration import records as rec
 from calibration import s32cold as s32c
 from calibration import serve_eager_host as seh
-from calibration import serve_idle_wake as siw
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from twin.serving import engine
@@ -301,26 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set N records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ea, eb) = res["early"]
-        print(f"set N early Poisson TTFT P50: in force {ea[0]} met, median {ea[1]:.2%} -> {JUDGED} {eb[0]} met, "
-              f"median {eb[1]:.2%}")
-        for label, rows in ((None, out["rows"][None]["J"]), (JUDGED, out["rows"][JUDGED]["J"])):
-            print(f"set N by position ({label or 'in force'}): " + json.dumps(s32c.by_position(rows)))
-    siw.print_holdout_criteria(res, "C")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "early": [list(x) for x in res["early"]] if fresh else None,
-                  "by_position": {str(c or "in force"): s32c.by_position(out["rows"][c]["J"]) for c in (None, JUDGED)},
-                  "by_model": {str(c or "in force"): by_model(out["rows"][c]["J"]) for c in (None, JUDGED)},
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.s32kern", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
-
+    extra = {"by_model": {str(c or "in force"): by_model(out["rows"][c]["J"]) for c in (None, JUDGED)}}
+    return s32c.report_judgement(out, args, fresh, "set N", "C", "calibration.s32kern", JUDGED, extra)
 
 if __name__ == "__main__":
     sys.exit(main())
