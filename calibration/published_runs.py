@@ -83,7 +83,7 @@ SC21_MICRO_BATCH_SEQS = {(1, 1): 16, (2, 1): 16, (4, 1): 16, (8, 1): 8, (8, 2): 
 # bs >= 2 x pp and ZeRO-2 with all-forward-all-backward when bs < 2 x pp" (3.1.3), bs the sequences a data-parallel
 # group; ZeRO-1/2 "communicates only once per training step" (5.2): one reduce-scatter a stage, the twin's
 # pp_grad_sync 'last_backward'. Needs twin.training.step.ADOPT_ZERO2_PP_GRADS_WHEN_BORN for the ZeRO-2 rows' count.
-ADOPT_LLAMA3_ISCA_COMMS = False
+ADOPT_LLAMA3_ISCA_COMMS = True
 ISCA_NOTE = ("(s33pub: Meta's ISCA'25 paper, W. Chu et al., doi 10.1145/3695053.3731410, sections 3.1.3 and 5.2)")
 
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")

@@ -1559,7 +1559,7 @@ ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP = True
 # accumulators, the same to_accumulated_grad_if_needed as ZeRO-3's above) counts a stage's unsharded FP32 accumulators
 # from its first backward, as ZeRO-3's (docs/notes/s33pub_rule.md, pre-registered, not judged). ZeRO-1 keeps every
 # gradient beside the peak (Megatron's grad buffer lives through the step). False: today's count.
-ADOPT_ZERO2_PP_GRADS_WHEN_BORN = False
+ADOPT_ZERO2_PP_GRADS_WHEN_BORN = True
 
 
 def fsdp_grads_when_born(sc: Scenario, num_ranks: int) -> str | None:
