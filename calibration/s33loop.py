@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -40,7 +39,7 @@ from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
 from calibration.records_io import csv_exists, read_csv, text_records
 from calibration.serve_engine_fit import base_table, rebuild
-from calibration.serve_load_validation import (FIGURES, predict_run, record_host_launch_s, scenario_for,
+from calibration.serve_load_validation import (FIGURES, predict_run, scenario_for,
                                                sizes_run_before, timed_run_ids)
 from twin.serving import timing
 from twin.serving.pipeline import stage_ops

@@ -6,8 +6,8 @@
 # steps 9-24% faster than their probes said)? About 110 s (each part capped at 55 s, the whole at 170 s).
 #   real/campaigns/s33loop.sh OUTDIR
 # Parts, each its own engine process on one GPU, in this order (real/serve/plans.py S33T_PLANS):
-#   gpu1-s33t-v2lite, gpu1-s33t-v3s1l, gpu1-s33t-bench: set J's engine and length mix (warmed to 704 flat tokens), four
-#   runs in turn: Poisson 19/s, closed c15, Poisson 19/s (another stream), closed c4; seeds 421-432; --timing (host_s,
+#   gpu1-s33t-v2lite, gpu1-s33t-v3s1l, gpu1-s33t-bench: set J's engine, prompts 152-632 and outputs 44-204 (warmed to 704), four
+#   runs in turn: Poisson 19/s, closed c15, Poisson 19/s (another stream), closed c8; seeds 421-432; --timing (host_s,
 #   gpu_s per iteration) and --host-probe (the launch probe before and after every run)
 # -> OUTDIR/s33loop/<model>/serve_*.csv + env.json, host.txt (nproc, lscpu, nvidia-smi clocks, topology), s33loop.log.
 # Every row carries GPU name, clocks, power limit, driver, torch / CUDA / NCCL versions. One GPU (the first the caller

@@ -650,19 +650,21 @@ S32N_PLANS = {f"gpu1-s32n-{short}": _s32n_plan(m, short, k) for k, (m, short) in
 S32KERN_MAP_MODELS = tuple(dict.fromkeys((*S32N_MODELS, *S32K_MODELS, *S31Q_MODELS)))
 
 # s33loop set T (docs/notes/s33loop.md; diagnostic / fitting records, judges nothing): does an engine's eager host run
-# faster in a closed loop than in a Poisson run, against the launch probe around each run? Set J's engine and length
-# mix (prompts 160-640, outputs 48-208, warmed to 704 flat tokens) for the models of the two loops issue 15 over-prices
-# (v2-lite-slice, v3-slice-1l) and bench-small, each one process of four runs in turn: Poisson 19/s, a closed loop of
-# 15, Poisson 19/s (another stream), a closed loop of 4; seeds 421-432; run names t33-<short>-*; split "fit"
+# faster in a closed loop than in a Poisson run, against the launch probe around each run? Set J's engine and nearly its
+# length mix (prompts 152-632, outputs 44-204: lengths no record holds; warmed to 704 flat tokens) for the models of the
+# two loops issue 15 over-prices (v2-lite-slice, v3-slice-1l) and bench-small, each one process of four runs in turn:
+# Poisson 19/s, a closed loop of 15, Poisson 19/s (another stream), a closed loop of 8; seeds 421-432; run names
+# t33-<short>-*; split "fit"
+S33T_IN, S33T_OUT = "uniform:152-632", "uniform:44-204"
 S33T_MODELS = {"v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "bench-small": "bench"}
 
 
 def _s33t_plan(model: str, short: str, k: int) -> "Plan":
     plan = _s21_plan(model, runs=(
-        RunSpec("poisson-r19-a", "poisson", S27J_IN, S27J_OUT, rate_per_s=19.0, seed=421 + 4 * k),
-        RunSpec("closed-c15-a", "closed", S27J_IN, S27J_OUT, concurrency=15, seed=422 + 4 * k),
-        RunSpec("poisson-r19-b", "poisson", S27J_IN, S27J_OUT, rate_per_s=19.0, seed=423 + 4 * k),
-        RunSpec("closed-c4-b", "closed", S27J_IN, S27J_OUT, concurrency=4, seed=424 + 4 * k)),
+        RunSpec("poisson-r19-a", "poisson", S33T_IN, S33T_OUT, rate_per_s=19.0, seed=421 + 4 * k),
+        RunSpec("closed-c15-a", "closed", S33T_IN, S33T_OUT, concurrency=15, seed=422 + 4 * k),
+        RunSpec("poisson-r19-b", "poisson", S33T_IN, S33T_OUT, rate_per_s=19.0, seed=423 + 4 * k),
+        RunSpec("closed-c8-b", "closed", S33T_IN, S33T_OUT, concurrency=8, seed=424 + 4 * k)),
         warm_tokens=S27J_WARM_TOKENS, prefix="t33")
     return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, split="fit", name=r.name.replace(
         f"t33-{s21_short(model)}-", f"t33-{short}-")) for r in plan.runs))

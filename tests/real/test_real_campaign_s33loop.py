@@ -1,5 +1,5 @@
 """real/campaigns/s33loop.sh (docs/notes/s33loop.md): set T, diagnostic / fitting records (judges nothing): set J's engine
-and length mix for the two over-priced loops' models and bench-small, four runs a process (Poisson, closed, Poisson,
+and nearly its length mix for the two over-priced loops' models and bench-small, four runs a process (Poisson, closed, Poisson,
 closed) with --timing and --host-probe. Without a GPU it runs nothing; its CPU dry run runs the tiny plan."""
 
 import csv
