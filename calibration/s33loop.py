@@ -19,6 +19,8 @@ the slope is least squares of y on x within each run (both demeaned per run), th
     python -m calibration.s33loop counterfactual                 # the two loops: spread, host speed
     python -m calibration.s33loop fit [--json calibration/s33loop_fit.json]
     python -m calibration.s33loop screen [--json FILE]           # every seen set in force and under W
+    python -m calibration.s33loop hostfactors [--json FILE]      # probe against measured host, closed vs Poisson
+    python -m calibration.s33loop record --json calibration/s33loop_diagnosis.json   # all of it (~2 min of CPU)
 """
 
 from __future__ import annotations
@@ -170,6 +172,48 @@ def loops(root: Path | str | None = None) -> list[dict]:
     return [{"set": s, **loop_row(root / f, rid), "folder": f} for s, f, rid in seen_closed_loops(root)]
 
 
+def host_factors(root: Path | str | None = None) -> dict:
+    """Every one-GPU run recorded with --timing in the seen sets' folders of closed loops and in the fitting runs
+    (h200/s26start2/fit): the host factor its probe gives against the one its eager prompt steps measured (the median of
+    host_s over the twin's host path at the table's reference); their ratio's quartiles by card and arrival, and by card,
+    position in the process (0 = its first run, after the warm pass) and arrival."""
+    root = Path(rec.records_root() if root is None else root)
+    folders = sorted({f for _, f, _ in seen_closed_loops(root)}) + [f"{CARD}/s26start2/fit/{m}" for m in FIT_MODELS]
+    rows = []
+    for f in folders:
+        d = root / f
+        if not csv_exists(d / "serve_load.csv"):
+            continue
+        for pos, r in enumerate(text_records(read_csv(d / "serve_load.csv", dtype=str).fillna(""))):
+            if int(float(r.get("ep_size") or 1)) != 1:
+                continue
+            _, costs, df = run_iterations(d, r["run_id"])
+            m = df[df.eager & (df.prompt_tokens > 0) & np.isfinite(df.host_s) & df.prompt_ok]
+            if not len(m):
+                continue
+            hf = host_factor(costs)
+            rows.append({"folder": f, "run_id": r["run_id"], "card": f.split("/")[0], "arrival": r["arrival"],
+                         "position": pos, "fitting": "/fit/" in f, "probe_factor": hf,
+                         "measured_factor": float(np.median(m.host_s / (m.host_twin_s / hf))), "steps": len(m)})
+    df = pd.DataFrame(rows)
+    df["ratio"] = df.measured_factor / df.probe_factor
+
+    def quart(g) -> list:
+        return [int(len(g)), *(float(x) for x in np.percentile(g.ratio, [25, 50, 75]))]
+    seen = df[~df.fitting]
+    return {"runs": rows,
+            "by_arrival": {f"{c} {a}": quart(g) for (c, a), g in seen.groupby(["card", "arrival"])},
+            "by_position": {f"{c} {p} {a}": quart(g) for (c, p, a), g in seen.groupby(["card", "position", "arrival"])},
+            "fitting_by_arrival": {a: quart(g) for a, g in df[df.fitting].groupby("arrival")}}
+
+
+def record(root: Path | str | None = None) -> dict:
+    """All of it (`python -m calibration.s33loop record`): loops, counterfactual, host factors, W's fit and screen."""
+    return {"command": "python -m calibration.s33loop record --json calibration/s33loop_diagnosis.json",
+            "loops": loops(root), "counterfactual": counterfactual(root), "host_factors": host_factors(root),
+            "fit": fit(root), "screen": screen(root)}
+
+
 def _probe_for(factor: float, engine: dict) -> float:
     """The launch probe at which the table's host factor is `factor` (timing.host_scale inverted)."""
     return engine["host_probe_launch_s"] * factor ** (1.0 / engine["host_probe_exponent"])
@@ -305,10 +349,17 @@ def _print_loops(rows: list[dict]) -> None:
               f"{r['busy_pred_spread_over_measured']:.3f} | {r['probe_host_factor']:.3f}{timed}")
 
 
+def _print_host_factors(got: dict) -> None:
+    print("measured / probe host factor of the timed runs (runs, quartiles):")
+    for key in ("by_arrival", "by_position", "fitting_by_arrival"):
+        for k, v in got[key].items():
+            print(f"  {key:18s} {k:22s} n={v[0]:3d}  {v[1]:.3f} / {v[2]:.3f} / {v[3]:.3f}")
+
+
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s33loop", __doc__)
-    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen"])
+    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen", "hostfactors", "record"])
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the figures")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()
@@ -329,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: probe host factor {v['probe_host_factor']:.3f}, the run's {v['run_host_factor']:.3f}")
             for label, f in v["figures"].items():
                 print(f"   {label:17s} " + " ".join(f"{k} {e * 100:+.1f}%" for k, e in f.items()))
+    elif args.what == "hostfactors":
+        got = host_factors(root)
+        _print_host_factors(got)
+    elif args.what == "record":
+        got = record(root)
+        _print_loops(got["loops"])
+        _print_host_factors(got["host_factors"])
     else:
         got = screen(root)
         for letter, v in got["sets"].items():
