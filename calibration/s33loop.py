@@ -20,6 +20,7 @@ the slope is least squares of y on x within each run (both demeaned per run), th
     python -m calibration.s33loop fit [--json calibration/s33loop_fit.json]
     python -m calibration.s33loop screen [--json FILE]           # every seen set in force and under W
     python -m calibration.s33loop hostfactors [--json FILE]      # probe against measured host, closed vs Poisson
+    python -m calibration.s33loop sett [--json FILE]             # the same on set T's records (fitting, diagnostic)
     python -m calibration.s33loop record --json calibration/s33loop_diagnosis.json   # all of it (~2 min of CPU)
 """
 
@@ -172,13 +173,16 @@ def loops(root: Path | str | None = None) -> list[dict]:
     return [{"set": s, **loop_row(root / f, rid), "folder": f} for s, f, rid in seen_closed_loops(root)]
 
 
-def host_factors(root: Path | str | None = None) -> dict:
+def host_factors(root: Path | str | None = None, folders: list[str] | None = None) -> dict:
     """Every one-GPU run recorded with --timing in the seen sets' folders of closed loops and in the fitting runs
     (h200/s26start2/fit): the host factor its probe gives against the one its eager prompt steps measured (the median of
     host_s over the twin's host path at the table's reference); their ratio's quartiles by card and arrival, and by card,
-    position in the process (0 = its first run, after the warm pass) and arrival."""
+    position in the process (0 = its first run, after the warm pass) and arrival. `folders` (under the root): those
+    instead (set T's: set_t_folders), every run counted as fitting."""
     root = Path(rec.records_root() if root is None else root)
-    folders = sorted({f for _, f, _ in seen_closed_loops(root)}) + [f"{CARD}/s26start2/fit/{m}" for m in FIT_MODELS]
+    given = folders is not None
+    if not given:
+        folders = sorted({f for _, f, _ in seen_closed_loops(root)}) + [f"{CARD}/s26start2/fit/{m}" for m in FIT_MODELS]
     rows = []
     for f in folders:
         d = root / f
@@ -193,10 +197,16 @@ def host_factors(root: Path | str | None = None) -> dict:
                 continue
             hf = host_factor(costs)
             rows.append({"folder": f, "run_id": r["run_id"], "card": f.split("/")[0], "arrival": r["arrival"],
-                         "position": pos, "fitting": "/fit/" in f, "probe_factor": hf,
-                         "measured_factor": float(np.median(m.host_s / (m.host_twin_s / hf))), "steps": len(m)})
-    df = pd.DataFrame(rows)
+                         "position": pos, "fitting": given or "/fit/" in f, "probe_factor": hf,
+                         "measured_factor": float(np.median(m.host_s / (m.host_twin_s / hf))), "steps": len(m),
+                         # the measured factor over the run's thirds (by iteration): the host's state flips
+                         "by_third": [float(np.median(x)) if len(x) else math.nan
+                                      for x in np.array_split((m.host_s / (m.host_twin_s / hf)).to_numpy(), 3)]})
+    df = pd.DataFrame(rows, columns=["folder", "run_id", "card", "arrival", "position", "fitting", "probe_factor",
+                                     "measured_factor", "steps", "by_third"])
     df["ratio"] = df.measured_factor / df.probe_factor
+    for r, ratio in zip(rows, df.ratio):
+        r["ratio"] = float(ratio)
 
     def quart(g) -> list:
         return [int(len(g)), *(float(x) for x in np.percentile(g.ratio, [25, 50, 75]))]
@@ -204,7 +214,14 @@ def host_factors(root: Path | str | None = None) -> dict:
     return {"runs": rows,
             "by_arrival": {f"{c} {a}": quart(g) for (c, a), g in seen.groupby(["card", "arrival"])},
             "by_position": {f"{c} {p} {a}": quart(g) for (c, p, a), g in seen.groupby(["card", "position", "arrival"])},
-            "fitting_by_arrival": {a: quart(g) for a, g in df[df.fitting].groupby("arrival")}}
+            "fitting_by_arrival": {a: quart(g) for a, g in df[df.fitting].groupby("arrival")},
+            "fitting_by_position": {f"{p} {a}": quart(g) for (p, a), g in df[df.fitting].groupby(["position", "arrival"])}}
+
+
+def set_t_folders(root: Path | str | None = None) -> list[str]:
+    """Set T's records folders (<card>/s33loop/<model>, real/campaigns/s33loop.sh), filed by card."""
+    root = Path(rec.records_root() if root is None else root)
+    return [str(d.relative_to(root)) for d in sorted(root.glob(f"*/{NAME}/*")) if csv_exists(d / "serve_load.csv")]
 
 
 def record(root: Path | str | None = None) -> dict:
@@ -351,15 +368,15 @@ def _print_loops(rows: list[dict]) -> None:
 
 def _print_host_factors(got: dict) -> None:
     print("measured / probe host factor of the timed runs (runs, quartiles):")
-    for key in ("by_arrival", "by_position", "fitting_by_arrival"):
-        for k, v in got[key].items():
+    for key in ("by_arrival", "by_position", "fitting_by_arrival", "fitting_by_position"):
+        for k, v in got.get(key, {}).items():
             print(f"  {key:18s} {k:22s} n={v[0]:3d}  {v[1]:.3f} / {v[2]:.3f} / {v[3]:.3f}")
 
 
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s33loop", __doc__)
-    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen", "hostfactors", "record"])
+    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen", "hostfactors", "sett", "record"])
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the figures")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()
@@ -382,6 +399,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {label:17s} " + " ".join(f"{k} {e * 100:+.1f}%" for k, e in f.items()))
     elif args.what == "hostfactors":
         got = host_factors(root)
+        _print_host_factors(got)
+    elif args.what == "sett":
+        folders = set_t_folders(root)
+        if not folders:
+            print(f"no set T records under {root}/<card>/{NAME}/<model>/", file=sys.stderr)
+            return 2
+        got = host_factors(root, folders)
+        for r in got["runs"]:
+            print(f"  {r['run_id']:28s} pos {r['position']} {r['arrival']:8s} probe {r['probe_factor']:.3f} measured "
+                  f"{r['measured_factor']:.3f} ratio {r['ratio']:.3f} ({r['steps']} steps; by third "
+                  + " ".join(f"{x:.2f}" for x in r["by_third"]) + ")")
         _print_host_factors(got)
     elif args.what == "record":
         got = record(root)
