@@ -21,6 +21,7 @@ the slope is least squares of y on x within each run (both demeaned per run), th
     python -m calibration.s33loop screen [--json FILE]           # every seen set in force and under W
     python -m calibration.s33loop hostfactors [--json FILE]      # probe against measured host, closed vs Poisson
     python -m calibration.s33loop sett [--json FILE]             # the same on set T's records (fitting, diagnostic)
+    python -m calibration.s33loop probes [--json FILE]           # ways of taking the host factor from the probes
     python -m calibration.s33loop record --json calibration/s33loop_diagnosis.json   # all of it (~2 min of CPU)
 """
 
@@ -224,10 +225,57 @@ def set_t_folders(root: Path | str | None = None) -> list[str]:
     return [str(d.relative_to(root)) for d in sorted(root.glob(f"*/{NAME}/*")) if csv_exists(d / "serve_load.csv")]
 
 
+# how a run's two launch probes (before, after; real/serve --host-probe) might give its host factor: the replay's
+# (record_host_launch_s: the mean of the two means) and the alternatives compared on the fitting runs
+PROBE_CHOICES = {
+    "mean": lambda b, a, b50, a50: (b + a) / 2,
+    "geometric": lambda b, a, b50, a50: math.sqrt(b * a),
+    "before": lambda b, a, b50, a50: b,
+    "after": lambda b, a, b50, a50: a,
+    "faster": lambda b, a, b50, a50: min(b, a),
+    "slower": lambda b, a, b50, a50: max(b, a),
+    "p50 mean": lambda b, a, b50, a50: (b50 + a50) / 2,
+}
+
+
+def probe_choices(root: Path | str | None = None) -> dict:
+    """Per group of timed runs (the fitting runs: set T with h200/s26start2/fit; the seen sets by card): for each way of
+    taking the host factor from the run's probes (PROBE_CHOICES, on the table's reference and exponent), the median
+    |log(measured factor / the probe's)| and its median (bias) over all, closed and Poisson runs."""
+    root = Path(rec.records_root() if root is None else root)
+    runs = [{**r, "fitting": True} for r in host_factors(root, set_t_folders(root))["runs"]]
+    runs += host_factors(root)["runs"]
+    out: dict = {}
+    for r in runs:
+        row = next(x for x in text_records(read_csv(root / r["folder"] / "serve_load.csv", dtype=str).fillna(""))
+                   if x["run_id"] == r["run_id"])
+        engine = timing.engine_table(f"real-serve-{r['card']}-ep1")
+        probes = [float(row.get(f"probe_{w}_launch{q}_s") or "nan") for q in ("", "_p50") for w in ("before", "after")]
+        group = f"fitting {r['card']}" if r["fitting"] else f"seen {r['card']}"
+        for name, f in PROBE_CHOICES.items():
+            p = f(probes[0], probes[1], probes[2], probes[3])
+            factor = (p / engine["host_probe_launch_s"]) ** engine["host_probe_exponent"]
+            out.setdefault(group, {}).setdefault(name, []).append((r["arrival"], math.log(r["measured_factor"] / factor)))
+    summary = {}
+    for group, by in out.items():
+        for name, pts in by.items():
+            e = np.array([x for _, x in pts])
+            closed = np.array([x for a, x in pts if a == "closed"])
+            poisson = np.array([x for a, x in pts if a == "poisson"])
+            summary.setdefault(group, {})[name] = {
+                "runs": len(e), "median_abs_log": float(np.median(np.abs(e))), "bias_log": float(np.median(e)),
+                "closed_bias_log": float(np.median(closed)) if len(closed) else math.nan,
+                "poisson_bias_log": float(np.median(poisson)) if len(poisson) else math.nan}
+    return summary
+
+
 def record(root: Path | str | None = None) -> dict:
-    """All of it (`python -m calibration.s33loop record`): loops, counterfactual, host factors, W's fit and screen."""
+    """All of it (`python -m calibration.s33loop record`): loops, counterfactual, host factors (the seen sets' and set
+    T's), the probe choices, W's fit and screen."""
+    root = rec.records_root() if root is None else root
     return {"command": "python -m calibration.s33loop record --json calibration/s33loop_diagnosis.json",
             "loops": loops(root), "counterfactual": counterfactual(root), "host_factors": host_factors(root),
+            "set_t_host_factors": host_factors(root, set_t_folders(root)), "probe_choices": probe_choices(root),
             "fit": fit(root), "screen": screen(root)}
 
 
@@ -366,6 +414,14 @@ def _print_loops(rows: list[dict]) -> None:
               f"{r['busy_pred_spread_over_measured']:.3f} | {r['probe_host_factor']:.3f}{timed}")
 
 
+def _print_probe_choices(got: dict) -> None:
+    print("log(measured host factor / the probe's): median |.|, bias (all, closed, Poisson)")
+    for group, by in got.items():
+        for name, v in by.items():
+            print(f"  {group:13s} {name:10s} n={v['runs']:3d} {v['median_abs_log']:.3f}  {v['bias_log']:+.3f} "
+                  f"{v['closed_bias_log']:+.3f} {v['poisson_bias_log']:+.3f}")
+
+
 def _print_host_factors(got: dict) -> None:
     print("measured / probe host factor of the timed runs (runs, quartiles):")
     for key in ("by_arrival", "by_position", "fitting_by_arrival", "fitting_by_position"):
@@ -376,7 +432,8 @@ def _print_host_factors(got: dict) -> None:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s33loop", __doc__)
-    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen", "hostfactors", "sett", "record"])
+    ap.add_argument("what", choices=["loops", "counterfactual", "fit", "screen", "hostfactors", "sett", "probes",
+                                     "record"])
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the figures")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()
@@ -411,8 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['measured_factor']:.3f} ratio {r['ratio']:.3f} ({r['steps']} steps; by third "
                   + " ".join(f"{x:.2f}" for x in r["by_third"]) + ")")
         _print_host_factors(got)
+    elif args.what == "probes":
+        got = probe_choices(root)
+        _print_probe_choices(got)
     elif args.what == "record":
         got = record(root)
+        _print_probe_choices(got["probe_choices"])
         _print_loops(got["loops"])
         _print_host_factors(got["host_factors"])
     else:
