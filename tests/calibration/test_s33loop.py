@@ -78,3 +78,35 @@ def test_ws_constants_are_the_live_fit_of_the_fitting_runs():
     assert timing.EAGER_WARMTH_PER_DOUBLING == pytest.approx(got["per_doubling"], rel=1e-12)
     assert timing.EAGER_WARMTH_CENTER == pytest.approx(got["centre_log2"], rel=1e-12)
     assert got["per_doubling"] > 3 * got["per_doubling_se"]   # pinned on the fitting runs
+
+
+def test_set_t_crossing_arrival_and_position_shows_no_closed_loop_bias(diagnosis):
+    """Set T (h200/s33loop, fitting / diagnostic): 12 runs, every request completed; closed and Poisson runs sit alike
+    against their probes (medians 0.99 and 1.00) though single runs scatter 0.74-1.36."""
+    t = diagnosis["set_t_host_factors"]
+    assert len(t["runs"]) == 12
+    closed, poisson = t["fitting_by_arrival"]["closed"], t["fitting_by_arrival"]["poisson"]
+    assert closed[0] == poisson[0] == 6
+    assert abs(math.log(closed[2] / poisson[2])) < 0.05
+    assert min(r["ratio"] for r in t["runs"]) < 0.8 and max(r["ratio"] for r in t["runs"]) > 1.3
+
+
+def test_the_replays_probe_mean_is_the_best_choice_on_the_fitting_runs(diagnosis):
+    fit = diagnosis["probe_choices"]["fitting h200"]
+    assert fit["mean"]["runs"] == 20
+    best = min(fit, key=lambda k: fit[k]["median_abs_log"])
+    assert best == "mean" and abs(fit["mean"]["bias_log"]) < 0.03
+    # the seen sets' closed-loop bias (held out: not fitted on)
+    assert diagnosis["probe_choices"]["seen h200"]["mean"]["closed_bias_log"] < -0.1
+
+
+def test_set_t_recomputed_live_equals_the_record(diagnosis):
+    root = Path(rec.records_root())
+    folders = sl.set_t_folders(root)
+    assert folders == ["h200/s33loop/bench-small", "h200/s33loop/v2-lite-slice", "h200/s33loop/v3-slice-1l"]
+    live = sl.host_factors(root, folders[2:])["runs"]
+    committed = [r for r in diagnosis["set_t_host_factors"]["runs"] if r["folder"] == folders[2]]
+    assert [r["run_id"] for r in live] == [r["run_id"] for r in committed]
+    for a, b in zip(live, committed):
+        assert a["measured_factor"] == pytest.approx(b["measured_factor"], rel=1e-9)
+        assert a["probe_factor"] == pytest.approx(b["probe_factor"], rel=1e-9)
