@@ -196,15 +196,23 @@ def host_factors(root: Path | str | None = None, folders: list[str] | None = Non
             m = df[df.eager & (df.prompt_tokens > 0) & np.isfinite(df.host_s) & df.prompt_ok]
             if not len(m):
                 continue
+            graph = df[~df.eager]
             hf = host_factor(costs)
             rows.append({"folder": f, "run_id": r["run_id"], "card": f.split("/")[0], "arrival": r["arrival"],
                          "position": pos, "fitting": given or "/fit/" in f, "probe_factor": hf,
                          "measured_factor": float(np.median(m.host_s / (m.host_twin_s / hf))), "steps": len(m),
                          # the measured factor over the run's thirds (by iteration): the host's state flips
                          "by_third": [float(np.median(x)) if len(x) else math.nan
-                                      for x in np.array_split((m.host_s / (m.host_twin_s / hf)).to_numpy(), 3)]})
+                                      for x in np.array_split((m.host_s / (m.host_twin_s / hf)).to_numpy(), 3)],
+                         # after the last launch: measured (duration - host_s) and the twin's (its price less its
+                         # host path, at the probe), medians; the graph replays' twin / measured
+                         "tail_measured_s": float(np.median(m.measured_s - m.host_s)),
+                         "tail_twin_s": float(np.median((m.pred_s - m.host_twin_s).clip(lower=0.0))),
+                         "graph_pred_over_measured": float(np.median(graph.pred_s / graph.measured_s))
+                         if len(graph) else math.nan})
     df = pd.DataFrame(rows, columns=["folder", "run_id", "card", "arrival", "position", "fitting", "probe_factor",
-                                     "measured_factor", "steps", "by_third"])
+                                     "measured_factor", "steps", "by_third", "tail_measured_s", "tail_twin_s",
+                                     "graph_pred_over_measured"])
     df["ratio"] = df.measured_factor / df.probe_factor
     for r, ratio in zip(rows, df.ratio):
         r["ratio"] = float(ratio)
@@ -466,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in got["runs"]:
             print(f"  {r['run_id']:28s} pos {r['position']} {r['arrival']:8s} probe {r['probe_factor']:.3f} measured "
                   f"{r['measured_factor']:.3f} ratio {r['ratio']:.3f} ({r['steps']} steps; by third "
-                  + " ".join(f"{x:.2f}" for x in r["by_third"]) + ")")
+                  + " ".join(f"{x:.2f}" for x in r["by_third"]) + f"; after the last launch {r['tail_measured_s'] * 1e3:.2f}"
+                  f" ms, twin {r['tail_twin_s'] * 1e3:.2f}; graph twin / measured {r['graph_pred_over_measured']:.3f})")
         _print_host_factors(got)
     elif args.what == "probes":
         got = probe_choices(root)
