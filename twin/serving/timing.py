@@ -531,11 +531,12 @@ def timed_engine(engine: dict, engine_timing: bool) -> dict:
     return {**engine, "loop_s": engine.get("loop_s", 0.0) + extra}
 
 
-# (s33loop, docs/notes/s33loop.md and s33loop_rule.md, committed before its judging records) An eager step's host work
-# (its input preparation and each aten operator's dispatch) costs more the longer the engine has replayed CUDA graphs
-# since its last eager step: the eager Python path goes cold meanwhile. The fitting load runs h200/s26start2/fit (one
-# H200, --timing: host_s per step, every flat size met in the warm pass) show it within each run: measured host over the
-# twin's host path 0.91-0.93 at 1-3 graph steps since the last eager one, 1.03-1.06 at 8-63. Under the switch an eager
+# (s33loop, docs/notes/s33loop.md; candidate W, evidence only: screened on the seen sets, where it loses checks on sets
+# G, H and I, so no rule and no fresh set judged it; off) An eager step's host work (its input preparation and each aten
+# operator's dispatch) costs more the longer the engine has replayed CUDA graphs since its last eager step: the eager
+# Python path goes cold meanwhile. The fitting load runs h200/s26start2/fit (one H200, --timing: host_s per step, every
+# flat size met in the warm pass) show it within each run: measured host over the twin's host path 0.91 at 1-3 graph
+# steps since the last eager one, 0.98 at 4-7, 1.02-1.03 at 8-31, 0.99 beyond. Under the switch an eager
 # iteration on a table of EAGER_WARMTH_TABLES takes its pipeline's host work (start_s and eager_op_s) times
 #     eager_warmth(k) = exp(EAGER_WARMTH_PER_DOUBLING x (log2(1 + min(k, EAGER_WARMTH_CAP)) - EAGER_WARMTH_CENTER))
 # k the graph-replayed iterations of its instance since its last eager one (EAGER_WARMTH_CAP before its first); the
