@@ -184,6 +184,22 @@ def _parsed_key(path: Path, kwargs: dict) -> tuple | None:
     return key
 
 
+def record_stamp(path: Path | str) -> tuple | None:
+    """(s33pack) What names the record behind `path` for a memo of work on its rows: (the file resolve_csv reads, its
+    size, its modification time in ns); None where no such key is safe: inside a read_scope (the scope must see each
+    read), the file is not there, or it was written in the last PARSED_SETTLED_S (read_csv's own rule)."""
+    if _SCOPE is not None:
+        return None
+    found = resolve_csv(path)
+    try:
+        st = found.stat()
+    except OSError:
+        return None
+    if not st.st_mtime < time.time() - PARSED_SETTLED_S:
+        return None
+    return str(found.resolve()), st.st_size, st.st_mtime_ns
+
+
 def _keep_parsed(key: tuple, frame: pd.DataFrame) -> None:
     size = int(frame.memory_usage(index=True, deep=False).sum())
     if size > PARSED_MAX_BYTES // 4:
