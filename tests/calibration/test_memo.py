@@ -180,3 +180,32 @@ def test_stage_ops_are_computed_once_in_a_block_and_their_lists_copied_out(monke
         clocked = pipe.stage_ops(*args, host={"fwd": 2e-5}, clock={("fb", "gemm"): 0.9})
     assert len(runs) == 3
     assert again == fresh and again.components == fresh.components and other != fresh and clocked != fresh
+
+
+def test_block_ops_are_kept_per_arguments_and_kernel_scale_context(monkeypatch):
+    """(s33pack) whole_step.block_ops inside a sharing() block: once per argument values and kernel-scale context
+    (predict.stage_kernel_scale: the same arguments under another context cost other ops), Eagers handed out with
+    their own lists, the same ops as outside a block."""
+    from calibration import predict, whole_step
+    from twin.core.specs import get_model
+
+    prof, _ = load_fitted_profile("h200", None)
+    args = (get_model("v2-lite-slice"), 1, 1, 512, "bf16", pipe.gpu_spec("h200"), prof)
+    scale = {("fb", "gemm"): 0.5}
+    fresh = whole_step.block_ops(*args)
+    with predict.stage_kernel_scale(scale):
+        scaled = whole_step.block_ops(*args)
+    runs = []
+    real = whole_step._block_ops
+    monkeypatch.setattr(whole_step, "_block_ops", lambda *a, **k: runs.append(1) or real(*a, **k))
+    with memo.sharing():
+        f, b = whole_step.block_ops(*args)
+        f.ops.append((1.0, 1.0))
+        f.component_s["gemm"] = -1.0
+        again = whole_step.block_ops(*args)
+        with predict.stage_kernel_scale(scale):
+            under = whole_step.block_ops(*args)
+            whole_step.block_ops(*args)
+    assert len(runs) == 2
+    assert [e.ops for e in again] == [e.ops for e in fresh] and again[0].component_s == fresh[0].component_s
+    assert [e.ops for e in under] == [e.ops for e in scaled] != [e.ops for e in fresh]
