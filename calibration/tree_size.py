@@ -15,7 +15,7 @@ line was 53 MiB in session 29, 48 MiB before). Session 32 crossed it by 0.33 MiB
 judgements, nothing left to pack; its campaign carries were 4.2-4.4 MB, so the line went to 54 MiB, and to 55 MiB the
 same session when s32kern2's kernel traces took the tree to 54.30 (9 MiB left to a carry). Session 33 (s33pack) packed
 the JSON records at the top of calibration/ (judgements, fits, evidence: 80 files, 1.97 MB -> 0.31 MB as xz), which took
-the tree from 54.31 to 52.74 MiB; readers open them by their X.json name through records_io.read_json, judges write
+the tree from 54.31 to 52.74 MiB (53.22 with s33loop's and s33pub's records, merged the same session, packed); readers open them by their X.json name through records_io.read_json, judges write
 X.json.xz (records_io.write_json_text), and a plain one a branch files is packed by --pack-tracked at any size (one
 form for every JSON record). Left plain: the pre-registrations under measurements/prereg/ (their committed bytes are
 the registration: a rule and its notes cite them, a reviewer diffs them), env files and profiles. Records under

@@ -297,7 +297,7 @@ def test_a_json_record_reads_alike_plain_and_packed_and_is_written_packed(tmp_pa
 
 
 def test_committed_json_records_are_packed_once_and_read_by_their_plain_name():
-    """Every X.json.xz at the top of calibration/ is its record's only form there and reads as a JSON object by its
+    """Every X.json.xz at the top of calibration/ is its record's only form there and reads as JSON by its
     X.json name (an object or a list); the pre-registrations stay plain (their committed bytes are the registration)."""
     cal = records_io.JSON_RECORD_DIR
     packed = sorted(cal.glob("*.json.xz"))
