@@ -41,7 +41,7 @@ from calibration import entry
 from calibration import records as rec
 from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
-from calibration.records_io import csv_exists, read_csv, text_records
+from calibration.records_io import csv_exists, read_csv, text_records, write_json_text
 from calibration.serve_engine_fit import base_table, rebuild
 from calibration.serve_load_validation import (FIGURES, predict_run, scenario_for,
                                                sizes_run_before, timed_run_ids)
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         for rid, v in got["loops"].items():
             print(rid, " ".join(f"{k} {v['in force'][k] * 100:+.1f}->{v['W'][k] * 100:+.1f}%" for k in FIGURES))
     if args.json:
-        args.json.write_text(json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
+        write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
     return 0
 
 

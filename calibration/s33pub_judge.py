@@ -17,6 +17,7 @@ from pathlib import Path
 
 from calibration import entry
 from calibration import published_runs as pr
+from calibration.records_io import write_json_text
 from twin.training import step
 
 ROW_FIELDS = ("status", "predicted", "rel_error", "step_time_s", "mfu_frac", "bubble_frac", "exposed_comm_frac",
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     out = judge()
     text = json.dumps(out, indent=1, sort_keys=True, default=float)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_json_text(args.json, text + "\n")
     print(text)
     return 0
 

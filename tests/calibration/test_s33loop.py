@@ -2,7 +2,6 @@
 (calibration/s33loop_diagnosis.json, `python -m calibration.s33loop record`) holds the figures the note quotes; one
 loop's decomposition and W's fit are recomputed live, so neither can go stale."""
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from calibration import records as rec
 from calibration import s33loop as sl
+from calibration.records_io import read_json
 from twin.serving import timing
 
 DIAGNOSIS = Path(sl.__file__).resolve().parent / "s33loop_diagnosis.json"
@@ -19,7 +19,7 @@ I_V3 = ("h200/s26start2/v3-slice-1l", "n26i-v3-closed-c14-i")
 
 @pytest.fixture(scope="module")
 def diagnosis():
-    return json.loads(DIAGNOSIS.read_text())
+    return read_json(DIAGNOSIS)
 
 
 def _loop(doc, run_id):
@@ -72,7 +72,7 @@ def test_one_loop_recomputed_live_equals_the_record(diagnosis):
 
 def test_ws_constants_are_the_live_fit_of_the_fitting_runs():
     got = sl.fit()
-    committed = json.loads(sl.FIT_FILE.read_text())
+    committed = read_json(sl.FIT_FILE)
     assert got["steps"] == committed["steps"] == 550 and got["runs"] == 8
     assert got["per_doubling"] == pytest.approx(committed["per_doubling"], rel=1e-9)
     assert timing.EAGER_WARMTH_PER_DOUBLING == pytest.approx(got["per_doubling"], rel=1e-12)

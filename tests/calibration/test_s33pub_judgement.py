@@ -2,7 +2,6 @@
 `python -m calibration.s33pub_judge --json ...`): the Llama 3 rows' communication as Meta's ISCA'25 paper states it.
 The committed verdict follows its own figures, the switches stand as adopted, and one row is recomputed live."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,10 @@ import pytest
 from calibration import judged_under as ju
 from calibration import published_runs as pr
 from calibration import s33pub_judge as judge
+from calibration.records_io import read_json
 from twin.training import step
 
-JUDGEMENT = json.loads((Path(__file__).resolve().parents[2] / "calibration" / "s33pub_judgement.json").read_text())
+JUDGEMENT = read_json(Path(__file__).resolve().parents[2] / "calibration" / "s33pub_judgement.json")
 LLAMA3 = {"l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16"}
 
 
