@@ -3,6 +3,7 @@
 one commit and cover the campaign's cases, and the judge groups the records per kind and counts a miss."""
 
 import re
+
 import pytest
 
 from calibration import prereg, s29dec, s33blind
