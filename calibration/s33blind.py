@@ -33,7 +33,8 @@ from calibration import records as rec
 from calibration import s29dec
 from calibration import s30dec
 from calibration import s30dec2
-from calibration.records_io import glob_csv, read_csv
+from calibration import step_protocol
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 
 NAME = "s33blind"
@@ -172,9 +173,38 @@ def judge(root: Path | str | None = None) -> dict:
             "reported_serve_lines": reported, "serve_lease": serve_info, "rows": rows}
 
 
+def decode_residuals(root: Path | str | None = None, rows: list[dict] | None = None) -> list[dict]:
+    """Per decode record of the serve lease, where its step goes (calibration.step_protocol.protocol_rows: the probed
+    steps' median step, host and tail seconds, the profiled step's kernels and their summed GPU seconds, the twin's
+    decode ops and their GPU seconds), beside the judged prediction: the GPU residual (profiled kernels' sum - the
+    twin's GPU sum) and the rest (measured - predicted - the GPU residual: host issue and tail the twin does not
+    price)."""
+    root = rec.records_root() if root is None else root
+    pred = {(r["gpu"], r["model"], int(r["batch"])): r for r in (rows or []) if r["kind"] == "decode"}
+    out = []
+    for gpu in SERVE_GPUS:
+        folder = Path(root) / gpu / SERVE_LEASE
+        if not all(csv_exists(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv",
+                                                    "serve_kernels.csv", "step_kernels.csv")):
+            continue
+        prof = load_fitted_profile(gpu, rec.load_records(gpu))[0]
+        for _, r in step_protocol.protocol_rows(folder, gpu, prof).iterrows():
+            p = pred.get((gpu, r["model"], int(r["batch"])))
+            cols = ["probed_step_s", "probed_host_s", "probed_tail_s", "back_to_back_step_s", "kernels",
+                    "kernel_sum_s", "twin_ops", "twin_gpu_s", "step_host_s_per_kernel"]
+            d = {"gpu": gpu, "model": r["model"], "batch": int(r["batch"]), "prompt_len": int(r["prompt_len"]),
+                 **{c: float(r[c]) for c in cols}, "gpu_residual_s": float(r["kernel_sum_s"] - r["twin_gpu_s"])}
+            if p is not None:
+                d.update(measured_s=p["measured_s"], predicted_s=p["predicted_s"], rel_error=p["rel_error"],
+                         rest_residual_s=p["measured_s"] - p["predicted_s"] - d["gpu_residual_s"])
+            out.append(d)
+    return out
+
+
 def judge_with_reported(root: Path | str | None = None) -> dict:
     sec = judge(root)
-    return {**sec, "reported_train_components": train_residuals([r for r in sec["rows"] if r["kind"] == "train_step"])}
+    return {**sec, "reported_train_components": train_residuals([r for r in sec["rows"] if r["kind"] == "train_step"]),
+            "reported_decode_residuals": decode_residuals(root, sec["rows"])}
 
 
 def section(root: Path | str | None = None) -> dict:
