@@ -60,7 +60,8 @@ TRAIN = prereg.Registration(f"{NAME}_train", prereg.PREREG_DIR / f"{NAME}_train_
                             TRAIN_CASES)
 SERVE = prereg.Registration(f"{NAME}_serve", prereg.PREREG_DIR / f"{NAME}_serve_predictions.json", SERVE_LEASE, CASES,
                             section="serve")
-SERVE_GPUS = s30dec2.GPUS   # the adopted pricing's w is s30dec's, fixed for h200 (a one-GPU lease as H100: no serve verdict)
+# the adopted pricing's w is s30dec's, fixed for h200 (a one-GPU lease as an H100: no serve verdict)
+SERVE_GPUS = s30dec2.GPUS
 MIN_ROWS = 3                # a group of fewer records is reported, not judged (the rule)
 KINDS = ("train_step", "prefill", "decode")
 
