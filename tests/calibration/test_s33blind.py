@@ -2,12 +2,11 @@
 (docs/notes/s33blind_rule.md). The set is fresh against every committed model.csv, the predictions are committed from
 one commit and cover the campaign's cases, and the judge groups the records per kind and counts a miss."""
 
-import json
 import re
 
 import pytest
 
-from calibration import prereg, s29dec, s33blind
+from calibration import prereg, records_io, s29dec, s33blind
 
 
 def test_the_set_is_fresh():
@@ -64,7 +63,7 @@ JUDGED_GROUPS = ("h200 train_step", "h200 prefill", "h200 decode")
 
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s33blind.JUDGEMENT_FILE.read_text())
+    return records_io.read_json(s33blind.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")
