@@ -26,6 +26,7 @@ in place of ^ 1.
     python -m calibration.s33graph gamma                    # the replay's host terms' exponent on the fitting records
     python -m calibration.s33graph screen [--json FILE]     # every seen set in force, under F and under G (~2 min)
     python -m calibration.s33graph record --json calibration/s33graph_decomposition.json   # all of it (~4 min)
+    python -m calibration.s33graph folders h200/s33loop --split fit   # any folders' replays (a description)
 """
 
 from __future__ import annotations
@@ -419,11 +420,30 @@ def _print_screen(got: dict) -> None:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser(f"calibration.{NAME}", __doc__)
-    ap.add_argument("what", choices=["fitting", "seen", "kernels", "refit", "joint", "gamma", "screen", "record"])
+    ap.add_argument("what", choices=["fitting", "seen", "kernels", "refit", "joint", "gamma", "screen", "record", "folders"])
+    ap.add_argument("folders", nargs="*", metavar="FOLDER",
+                    help="folders: records folders under the records root (<card>/<registration>[/<model>]; the model "
+                         "folders under each are taken)")
+    ap.add_argument("--split", default="holdout", choices=["holdout", "fit"], help="folders: the runs' split")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the figures")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()
-    if args.what in ("fitting", "seen"):
+    if args.what == "folders":
+        dirs = []
+        for f in args.folders:
+            d = root / f
+            dirs += [d] if csv_exists(d / "serve_load.csv") else sorted(x for x in d.glob("*")
+                                                                      if csv_exists(x / "serve_load.csv"))
+        got = summarise(replays(root, dirs, args.split)) if dirs else {"runs": []}
+        if not got["runs"]:
+            print(f"folders: no one-GPU graph replays of {args.split} runs under {root}/{{{','.join(args.folders)}}}; "
+                  "allowed: folders holding serve_load.csv and serve_iterations.csv, or their parent", file=sys.stderr)
+            return 2
+        _print_models(got)
+        for r in got["runs"]:
+            print(f"  {r['folder']} {r['run_id']} {r['arrival']} hf {r['host_factor']:.2f}: {r['replays']} replays, rows "
+                  f"{r['rows_median']:.0f}, measured / twin {r['measured_over_twin']:.3f}")
+    elif args.what in ("fitting", "seen"):
         got = fitting(root) if args.what == "fitting" else seen(root)
         if not got["runs"]:
             print(f"no one-GPU graph replays of {args.what} runs under {root}/<card>/", file=sys.stderr)

@@ -101,3 +101,8 @@ def test_v2_lite_replays_within_five_percent_on_set_t(live):
     ratio = float(np.median(live.ratio))
     print(f"set T v2-lite-slice graph replays: measured / twin {ratio:.3f} (median of {len(live)})")
     assert abs(ratio - 1) < 0.05
+
+
+def test_folders_without_replays_exit_2_naming_the_folder(capsys):
+    assert sg.main(["folders", "h200/no-such-registration"]) == 2
+    assert "h200/no-such-registration" in capsys.readouterr().err
