@@ -195,13 +195,13 @@ def summarise(df: pd.DataFrame) -> dict:
                     "twin_ms": by["5-8"]["twin_ms"] - by["1"]["twin_ms"],
                     "kern_ms": by["5-8"]["kern_ms"] - by["1"]["kern_ms"]}
         # across runs: log(measured / twin) on log(the run's host factor) (the graph's fixed terms follow the probe)
-        per_run = g.groupby("run_id").agg(hf=("host_factor", "first"), ratio=("ratio", "median"))
+        per_run = g.groupby(["folder", "run_id"]).agg(hf=("host_factor", "first"), ratio=("ratio", "median"))
         slope = corr = math.nan
         if len(per_run) >= 3 and np.ptp(np.log(per_run.hf)) > 0:
             lx, ly = np.log(per_run.hf.to_numpy()), np.log(per_run.ratio.to_numpy())
             slope, corr = float(np.polyfit(lx, ly, 1)[0]), float(np.corrcoef(lx, ly)[0, 1])
         models[f"{card} {model}"] = {
-            "card": card, "model": model, "runs": int(g.run_id.nunique()), "replays": int(len(g)),
+            "card": card, "model": model, "runs": int(len(per_run)), "replays": int(len(g)),
             "ops": float(g.ops.iat[0]), "layers": int(g.layers.iat[0]),
             "measured_over_twin": _med(g.ratio), "run_ratios": [r["measured_over_twin"] for r in runs
                                                                 if r["card"] == card and r["model"] == model],
@@ -313,7 +313,7 @@ def candidate(term_s: float):
 
 # G (evidence, no candidate): a replay's host terms (timing.GRAPH_HOST_TERMS) at the fit host x host factor^G_GAMMA in
 # place of x host factor (gamma 1, in force; s23srvh's unscaled switch: 0); 0.75 lies between the H200 fitting records'
-# error minimum (0.8) and their zero across-run slope (0.7) (`gamma`)
+# zero across-run slope (about 0.6) and their error minimum (0.8) (`gamma`)
 G_GAMMA = 0.75
 
 
@@ -346,7 +346,7 @@ def host_gamma(root: Path | str | None = None) -> dict:
         base = (df.kern_s + df.rest_s + df.floor_s).to_numpy()
         for gam in GAMMAS:
             ratio = df.measured_s.to_numpy() / (base + ref * f ** gam)
-            runs = df.assign(r=ratio).groupby("run_id").agg(hf=("host_factor", "first"), r=("r", "median"))
+            runs = df.assign(r=ratio).groupby(["folder", "run_id"]).agg(hf=("host_factor", "first"), r=("r", "median"))
             out.setdefault(card, {})[f"{gam:.1f}"] = {
                 "median_abs_rel_error": float(np.median(np.abs(1 / ratio - 1))),
                 "mean_log_ratio": float(np.mean(np.log(ratio))),

@@ -67,7 +67,7 @@ def test_four_layer_models_are_under_priced_one_layer_models_over(doc):
 
 
 def test_the_ratio_falls_with_the_runs_host_factor(doc):
-    """Across the fit model's fitting runs (v3-slice-2l: 24 H200 and 34 H100 runs) measured / twin falls as the run's
+    """Across the fit model's fitting runs (v3-slice-2l: 30 H200 and 46 H100 runs) measured / twin falls as the run's
     launch probe reads the host slower: the replay's host-scaled fixed terms grow faster than its time. G (the terms x
     host factor^0.75, the H200 fitting records' exponent) is screened only: it loses checks on most seen sets."""
     for key in ("h200 v3-slice-2l", "h100 v3-slice-2l"):
