@@ -27,6 +27,7 @@ in place of ^ 1.
     python -m calibration.s33graph screen [--json FILE]     # every seen set in force, under F and under G (~2 min)
     python -m calibration.s33graph record --json calibration/s33graph_decomposition.json   # all of it (~4 min)
     python -m calibration.s33graph folders h200/s33loop --split fit   # any folders' replays (a description)
+    python -m calibration.s33graph setr [--json FILE]      # s33cold's set R after the fact: replays, checks (F, G)
 """
 
 from __future__ import annotations
@@ -382,6 +383,45 @@ def screen(root: Path | str | None = None, term_s: float | None = None) -> dict:
     return out
 
 
+# s33cold's set R (real/serve/plans.py S33R_PLANS; records on s33cold's branch under h200/s33cold/set/<model>): seen
+# here only after it ran, as a description (no rule of this lane names it)
+SET_R = ("s33cold/set", ("v2-lite-slice", "qwen2moe-mla-slice", "v3-slice-1l", "qwen3moe-mla-slice",
+                         "mixtral-mla-slice", "v3-slice-2l"))
+
+
+DECOMPOSITION = Path(__file__).resolve().parent / f"{NAME}_decomposition.json"
+
+
+def committed_term_s() -> float:
+    """F's term as screened: the decomposition's refit on the committed fitting records (s26start2/fit with set T)."""
+    return float(json.loads(DECOMPOSITION.read_text())["refit"]["both"][sgf.TERM])
+
+
+def set_r(root: Path | str | None = None, term_s: float | None = None) -> dict:
+    """Set R after the fact (no criterion): its graph replays per model (summarise) with F's replay ratio beside, and
+    its runs replayed in force, under F and under G: checks met and median |error| per model and in all. F's term:
+    `term_s`, else as screened (committed_term_s; a records root without set T would refit another)."""
+    root = Path(rec.records_root() if root is None else root)
+    name, models = SET_R
+    dirs = [root / "h200" / name / m for m in models if csv_exists(root / "h200" / name / m / "serve_load.csv")]
+    if not dirs:
+        return {}
+    term_s = committed_term_s() if term_s is None else term_s
+    df = replays(root, dirs, "holdout")
+    in_force = timing.engine_table(FLOOR_TABLE).get(sgf.TERM, 0.0)
+    pred_f = df.pred_s + (term_s - in_force) * df.floor_s / in_force
+    out = {"term_s": term_s, "replays": summarise(df),
+           "replays_under_F": {m: _med(df.measured_s[df.model == m] / pred_f[df.model == m]) for m in models},
+           "checks": {}}
+    for label, ctx in (("in force", ExitStack), *settings(term_s).items()):
+        with ctx():
+            rows = seh.set_rows(name, models, root)
+        out["checks"].setdefault("all", {})[label] = list(seh.checks(rows))
+        for m in models:
+            out["checks"].setdefault(m, {})[label] = list(seh.checks([r for r in rows if r["model"] == m]))
+    return out
+
+
 def record(root: Path | str | None = None) -> dict:
     root = rec.records_root() if root is None else root
     ref = refit(root)
@@ -420,7 +460,8 @@ def _print_screen(got: dict) -> None:
 @entry.script
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser(f"calibration.{NAME}", __doc__)
-    ap.add_argument("what", choices=["fitting", "seen", "kernels", "refit", "joint", "gamma", "screen", "record", "folders"])
+    ap.add_argument("what", choices=["fitting", "seen", "kernels", "refit", "joint", "gamma", "screen", "record", "folders",
+                                     "setr"])
     ap.add_argument("folders", nargs="*", metavar="FOLDER",
                     help="folders: records folders under the records root (<card>/<registration>[/<model>]; the model "
                          "folders under each are taken)")
@@ -443,6 +484,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in got["runs"]:
             print(f"  {r['folder']} {r['run_id']} {r['arrival']} hf {r['host_factor']:.2f}: {r['replays']} replays, rows "
                   f"{r['rows_median']:.0f}, measured / twin {r['measured_over_twin']:.3f}")
+    elif args.what == "setr":
+        got = set_r(root)
+        if not got:
+            print(f"setr: no records under {root}/h200/{SET_R[0]}/<model>/ (s33cold's set R)", file=sys.stderr)
+            return 2
+        _print_models(got["replays"])
+        print("replays under F (measured / twin): " + ", ".join(f"{m} {x:.3f}" for m, x in got["replays_under_F"].items()))
+        for k, v in got["checks"].items():
+            print(f"  {k:20s} checks " + ", ".join(f"{lab} {n} ({med * 100:.2f}%)" for lab, (n, med) in v.items()))
     elif args.what in ("fitting", "seen"):
         got = fitting(root) if args.what == "fitting" else seen(root)
         if not got["runs"]:
