@@ -107,7 +107,7 @@ def run_iterations(folder: Path | str, run_id: str) -> tuple[dict, IterationCost
         rows.append({"iteration": int(r.iteration), "start_s": float(r.start_s), "measured_s": float(r.duration_s),
                      "prompt_tokens": p, "decode_rows": b, "chunks": len(ch), "eager": eager, "pred_s": dur,
                      "pred_spread_s": loop + (dur - loop) * mean_ratio, "kern_s": kern, "ops": ops,
-                     "host_twin_s": host_twin, "host_s": _nan(r.host_s), "gpu_s": _nan(r.gpu_s),
+                     "host_twin_s": host_twin, "host_s": _nan(getattr(r, "host_s", None)), "gpu_s": _nan(getattr(r, "gpu_s", None)),
                      "since_eager": since if eager else math.nan,
                      "prompt_ok": p == int(r.prefill_tokens)})
         since = 0 if eager else (since + 1 if since >= 0 else -1)
