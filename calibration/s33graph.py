@@ -43,7 +43,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
-from calibration import entry
+from calibration import entry, records_io
 from calibration import records as rec
 from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
@@ -394,7 +394,7 @@ DECOMPOSITION = Path(__file__).resolve().parent / f"{NAME}_decomposition.json"
 
 def committed_term_s() -> float:
     """F's term as screened: the decomposition's refit on the committed fitting records (s26start2/fit with set T)."""
-    return float(json.loads(DECOMPOSITION.read_text())["refit"]["both"][sgf.TERM])
+    return float(records_io.read_json(DECOMPOSITION)["refit"]["both"][sgf.TERM])
 
 
 def set_r(root: Path | str | None = None, term_s: float | None = None) -> dict:
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_models(got["seen"])
         _print_screen(got["screen"])
     if args.json:
-        args.json.write_text(json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
+        records_io.write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
     return 0
 
 

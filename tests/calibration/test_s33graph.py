@@ -2,13 +2,13 @@
 decomposition (calibration/s33graph_decomposition.json, `python -m calibration.s33graph record`) holds the figures the
 note quotes; one fitting run's replays are recomputed live, so the file cannot go stale."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from calibration import records as rec
+from calibration import records_io
 from calibration import s33graph as sg
 from twin.serving import timing
 
@@ -19,7 +19,7 @@ T_V2_RUN = "t33-v2lite-closed-c8-b"
 
 @pytest.fixture(scope="module")
 def doc():
-    return json.loads(DECOMPOSITION.read_text())
+    return records_io.read_json(DECOMPOSITION)
 
 
 @pytest.fixture(scope="module")
