@@ -183,6 +183,36 @@ def by_position(rows: list[dict]) -> dict:
     return {k: {"all": list(seh.checks(v)), "ttft_p50": list(seh.checks(v, TTFT_P50))} for k, v in parts.items()}
 
 
+def repeats(rows: list[dict]) -> dict:
+    """(No criterion; docs/notes/s28serve2.md's warming against rate) per stream a process ran twice, the late run's
+    figure over the early one's, measured and predicted: TTFT P50 and throughput ({late run: {figure: [measured ratio,
+    predicted ratio]}})."""
+    by_id = {r["run_id"]: r for r in rows}
+    out = {}
+    for rid, late in by_id.items():
+        if AGAIN not in rid:
+            continue
+        early_id = next((k for k in by_id if k != rid and _same_stream(k, rid)), None)
+        if early_id is None:
+            continue
+        early = by_id[early_id]
+        out[rid] = {"early": early_id, **{f: [late[f"{f}_measured"] / early[f"{f}_measured"],
+                                              late[f"{f}_predicted"] / early[f"{f}_predicted"]]
+                                          for f in ("ttft_p50_s", "output_tokens_per_s")}}
+    return out
+
+
+def _same_stream(early_id: str, late_id: str) -> bool:
+    """Whether `early_id` is the run whose stream `late_id` repeats (set R's names: r33-<short>-<kind>-...-r)."""
+    pre = late_id.split("-")[:2]
+    if early_id.split("-")[:2] != pre or AGAIN in early_id:
+        return False
+    kind = late_id.split("-")[2]   # poisson / closed
+    if kind == "closed":
+        return FIRST in early_id and "closed" in early_id
+    return early_id.split("-")[2] == "poisson" and (FIRST in early_id or "-second-" in early_id)
+
+
 def criteria(out: dict) -> dict:
     """R1: set R's checks met under S at least MORE_CHECKS more and a lower median |error|; R2: its first runs' TTFT
     P50 no fewer met and a lower median |error|; G1 / G3 (issue 15's held-out sets); G2 (the guard sets)."""
@@ -240,6 +270,10 @@ def report(out: dict, args, fresh) -> int:
               f"median {eb[1]:.2%}")
         for label in (None, JUDGED):
             print(f"set R by position ({label or 'in force'}): " + json.dumps(by_position(out["rows"][label]["J"])))
+            for rid, v in repeats(out["rows"][label]["J"]).items():
+                print(f"  {label or 'in force'} {rid} / {v['early']}: TTFT P50 measured x{v['ttft_p50_s'][0]:.3f}, "
+                      f"predicted x{v['ttft_p50_s'][1]:.3f}; throughput measured x{v['output_tokens_per_s'][0]:.3f}, "
+                      f"predicted x{v['output_tokens_per_s'][1]:.3f}")
     siw.print_holdout_criteria(res, JUDGED)
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
@@ -248,6 +282,8 @@ def report(out: dict, args, fresh) -> int:
                   "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, JUDGED)}
                   if fresh else None,
                   "by_model": {str(c or "in force"): s32k.by_model(out["rows"][c]["J"]) for c in (None, JUDGED)}
+                  if fresh else None,
+                  "repeats": {str(c or "in force"): repeats(out["rows"][c]["J"]) for c in (None, JUDGED)}
                   if fresh else None,
                   "lost": res["lost"], "candidate": JUDGED}
         cmd = " ".join(["python -m calibration.s33cold", args.what] + (["--no-committed"] if args.no_committed else [])
