@@ -244,9 +244,11 @@ def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(FR
     return out
 
 
-def screen(root: Path | str | None = None, sets=(("N", SET_N), ("K", s32k.SET_K), ("Q", s32c.SET_Q))) -> dict:
-    """Seen sets N, K, Q in force and under S (and C-k, s32kern's, for reference): all checks, by position (early
-    Poisson, loop, late Poisson), by model, TTFT P50 by run (no criterion)."""
+def screen(root: Path | str | None = None,
+           sets=(("N", SET_N), ("K", s32k.SET_K), ("Q", s32c.SET_Q), ("R", (FRESH, FRESH_MODELS)))) -> dict:
+    """Seen sets N, K, Q (and set R where its records exist) in force and under S (and C-k, s32kern's, for reference):
+    all checks, by position (early Poisson, loop, late Poisson; set R's: first runs, repeated streams, the rest), by
+    model, TTFT P50 by run (no criterion)."""
     root = rec.records_root() if root is None else root
     out: dict = {}
     for label, ctx in (("in force", ExitStack), (JUDGED, candidate), ("C-k", s32k.candidate)):
@@ -255,7 +257,8 @@ def screen(root: Path | str | None = None, sets=(("N", SET_N), ("K", s32k.SET_K)
                 rows = seh.set_rows(name, models, root)
                 if rows:
                     out.setdefault(key, {})[label] = {
-                        "all": list(seh.checks(rows)), "by_position": s32c.by_position(rows),
+                        "all": list(seh.checks(rows)),
+                        "by_position": by_position(rows) if key == "R" else s32c.by_position(rows),
                         "by_model": s32k.by_model(rows), "ttft_p50": {r["run_id"]: r["ttft_p50_s_rel_error"] for r in rows}}
     return out
 
