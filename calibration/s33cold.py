@@ -25,6 +25,7 @@ least squares of y on (x1, x2), no intercept, pooled.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import sys
 from contextlib import ExitStack
@@ -155,6 +156,28 @@ TTFT_P50 = s32c.TTFT_P50
 POSITIONS = {"first": FIRST, "again": AGAIN}
 
 
+# rule amendment 1: T is the twin in force at the judging commit; the serving switches another lane's rule may adopt
+# this session (s33loop's W) are set back off for the report of S against the rule's own T (no criterion)
+ADOPTED_SINCE = (("twin.serving.timing", "ADOPT_EAGER_WARMTH"),)
+
+
+def _since() -> list[tuple]:
+    return [(m, a) for m, a in ((importlib.import_module(n), a) for n, a in ADOPTED_SINCE) if getattr(m, a, False)]
+
+
+def t_changed() -> list[str]:
+    """The ADOPTED_SINCE switches on in the twin in force now (empty: T is the rule's commit's twin)."""
+    return [f"{m.__name__}.{a}" for m, a in _since()]
+
+
+def rule_twin():
+    """The twin of the rule's commit: every ADOPTED_SINCE switch that is on set off."""
+    stack = ExitStack()
+    for m, a in _since():
+        stack.enter_context(mock.patch.object(m, a, False))
+    return stack
+
+
 def candidate():
     """S on: serve_load_validation.sizes_run_before hands a warmed one-GPU H200 run's replay its ColdKernels with
     s33cold_fit.json's constants."""
@@ -278,6 +301,12 @@ def report(out: dict, args, fresh) -> int:
                       f"predicted x{v['ttft_p50_s'][1]:.3f}; throughput measured x{v['output_tokens_per_s'][0]:.3f}, "
                       f"predicted x{v['output_tokens_per_s'][1]:.3f}")
     siw.print_holdout_criteria(res, JUDGED)
+    print(f"T (the twin in force at this commit) includes: {', '.join(out.get('t_includes') or ['nothing adopted since the rule'])}")
+    if out.get("rule_twin"):
+        rt = out["rule_twin"]
+        print(f"reported, no criterion: S against the rule's own T: set R {rt['all'][0][0]} -> {rt['all'][1][0]} met, "
+              f"median {rt['all'][0][1]:.2%} -> {rt['all'][1][1]:.2%}; " + ", ".join(
+                  f"{k} {'met' if v else 'NOT met'}" for k, v in rt["criteria"].items()))
     print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED),
@@ -288,6 +317,7 @@ def report(out: dict, args, fresh) -> int:
                   if fresh else None,
                   "repeats": {str(c or "in force"): repeats(out["rows"][c]["J"]) for c in (None, JUDGED)}
                   if fresh else None,
+                  "t_includes": out.get("t_includes", []), "rule_twin": out.get("rule_twin"),
                   "lost": res["lost"], "candidate": JUDGED}
         cmd = " ".join(["python -m calibration.s33cold", args.what] + (["--no-committed"] if args.no_committed else [])
                        + ["--json", args.json.as_posix()])
@@ -335,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set R records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+    out["t_includes"] = t_changed()
+    if out["t_includes"]:   # amendment 1: S against the rule's own T besides (no criterion)
+        with rule_twin():
+            alt = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+        out["rule_twin"] = {"criteria": alt["result"]["criteria"], "passes": alt["result"]["passes"],
+                            "all": [list(x) for x in (seh.checks(alt["rows"][None]["J"]), seh.checks(alt["rows"][JUDGED]["J"]))],
+                            "early": [list(x) for x in alt["result"]["early"]] if fresh else None,
+                            "seen_sets": {k: [list(v[0]), list(v[1])] for k, v in alt["result"]["guard"].get("sets", {}).items()}}
     return report(out, args, fresh)
 
 

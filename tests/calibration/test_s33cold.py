@@ -49,3 +49,15 @@ def test_s_hands_its_constants_to_a_warmed_session_and_carries_the_process_histo
     charge = engine.Instance._cold_kernel_charge
     assert charge(state, [2]) == pytest.approx(3e-3) and charge(state, [2]) == 0.0
     assert charge(state, [3]) == pytest.approx(5e-3) and charge(state, [1]) == 0.0
+
+
+def test_rule_twin_sets_back_off_what_was_adopted_since_the_rule(monkeypatch):
+    """Amendment 1: T is the twin in force at the judging commit; the rule's own T is reported beside it."""
+    from twin.serving import timing
+    monkeypatch.setattr(timing, "ADOPT_EAGER_WARMTH", False, raising=False)
+    assert s.t_changed() == []
+    monkeypatch.setattr(timing, "ADOPT_EAGER_WARMTH", True)
+    assert s.t_changed() == ["twin.serving.timing.ADOPT_EAGER_WARMTH"]
+    with s.rule_twin():
+        assert timing.ADOPT_EAGER_WARMTH is False and s.t_changed() == []
+    assert timing.ADOPT_EAGER_WARMTH is True
