@@ -56,6 +56,10 @@ browser:
 #   after): replays of one scenario inside twin.serving.timing's sharing_grids / sharing_iterations blocks, records
 #   through calibration.records_io.read_csv (parsed once a process), bisections that may skip walks (bisected_rate)
 #   (s32ci2) a text frame's rows as dicts through records_io.text_records (to_dict's dicts, ~7x quicker)
+#   (s33pack) pipeline.stage_ops memoised in validate's sharing() block; serve_engine_fit.design kept across calls
+#   keyed by its records' stamps and memo.module_state() (every module-level switch, constant and function loaded)
+# - JSON judgements are read through records_io.read_json (committed packed, X.json.xz): a judge writes
+#   records_io.write_json_text; `python -m calibration.tree_size --pack-tracked` packs a merged branch's plain one
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	# pytest's own byte code of the test modules (their asserts rewritten), written once on every core: under

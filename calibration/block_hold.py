@@ -44,9 +44,8 @@ from calibration import cp_block
 from calibration.cp_block import measured_kernel_class
 from calibration.power_cap import MAX_SM_CLOCK_MHZ, fa2_factors, power_law, profile_attention_ratio
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import glob_csv, read_csv, write_json_text
 from twin.core import scenario as scenario_mod
-from twin.core.atomic import write_text
 from twin.core.errors import InfeasiblePlan
 from twin.training import step as step_mod
 from twin.training.results import Perturb
@@ -343,7 +342,7 @@ def main(argv=None) -> int:
             res = step_check(args.step)
         show_step(res)
         if args.json:
-            write_text(args.json, json.dumps({"rule": RULE + " (Round 2)", "parts": res}, indent=1, default=float) + "\n")
+            write_json_text(args.json, json.dumps({"rule": RULE + " (Round 2)", "parts": res}, indent=1, default=float) + "\n")
         return 0
     folders = [args.fresh] if args.fresh else fresh_dirs()
     if not folders:
@@ -354,7 +353,7 @@ def main(argv=None) -> int:
     for res in results:
         show(res)
     if args.json:
-        write_text(args.json, json.dumps({"rule": RULE, "records": results}, indent=1, default=float) + "\n")
+        write_json_text(args.json, json.dumps({"rule": RULE, "records": results}, indent=1, default=float) + "\n")
     return 0
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from calibration import entry, prereg, step_bracket, step_host
 from calibration import records as rec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
 
 REGISTRATION = "s25host2"
@@ -187,8 +187,8 @@ def judgement(reg_names: tuple = (REGISTRATION, *LATER_RUNS), root: Path | str |
 def write_judgement(path: Path = JUDGEMENT_FILE) -> dict:
     """judgement() as JSON at `path` (floats as Python writes them: they read back exactly)."""
     j = judgement()
-    path.write_text(json.dumps({"written_by": "python -m calibration.bracket_judge --json", **j}, indent=1,
-                               sort_keys=True) + "\n")
+    write_json_text(path, json.dumps({"written_by": "python -m calibration.bracket_judge --json", **j}, indent=1,
+                                     sort_keys=True) + "\n")
     return j
 
 

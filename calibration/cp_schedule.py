@@ -41,7 +41,7 @@ from pathlib import Path
 
 from calibration import judged_under
 from calibration.entry import parser, script
-from calibration.records_io import glob_traces, load_trace, trace_name
+from calibration.records_io import glob_traces, load_trace, trace_name, write_json_text
 
 PHASES = ("fwd", "bwd")
 ISSUE_PREFIX, WAIT_OP = "_c10d_functional::", "_c10d_functional::wait_tensor"
@@ -541,19 +541,19 @@ def main(argv=None) -> int:
         j = judge_s29cp2(a.folder)
         print(json.dumps(j, indent=1) if a.json else format_s29cp2(j))
         if a.write:
-            S29CP2_JUDGEMENT.write_text(json.dumps(judged_under.stamped(j), indent=1, sort_keys=True, default=list) + "\n")
+            write_json_text(S29CP2_JUDGEMENT, json.dumps(judged_under.stamped(j), indent=1, sort_keys=True, default=list) + "\n")
         return 0
     if a.judge_s29cp:
         j = judge_s29cp(a.folder)
         print(json.dumps(j, indent=1) if a.json else format_s29cp(j))
         if a.write:
-            S29CP_JUDGEMENT.write_text(json.dumps(judged_under.stamped(j), indent=1, sort_keys=True) + "\n")
+            write_json_text(S29CP_JUDGEMENT, json.dumps(judged_under.stamped(j), indent=1, sort_keys=True) + "\n")
         return 0
     if a.judge:
         j = judge(a.folder)
         print(json.dumps(j, indent=1) if a.json else format_judgement(j))
         if a.write:
-            JUDGEMENT.write_text(json.dumps(judged_under.stamped(j), indent=1, sort_keys=True) + "\n")
+            write_json_text(JUDGEMENT, json.dumps(judged_under.stamped(j), indent=1, sort_keys=True) + "\n")
         return 0
     ranks = load_ranks(a.folder, a.pattern)
     if len(ranks) < 2:

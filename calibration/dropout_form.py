@@ -26,8 +26,7 @@ from calibration import entry
 from calibration.dense_dropout import attention_dropout_terms, probabilities, with_kernel_sums
 from calibration.records import records_root
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, read_csv
-from twin.core.atomic import write_text
+from calibration.records_io import csv_exists, read_csv, write_json_text
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import fitted_profile
@@ -236,7 +235,7 @@ def main(argv=None) -> int:
     for res in results:
         show(res)
     if args.json:
-        write_text(args.json, json.dumps({"rule": "docs/notes/s28mlm2_rule.md", "cards": results}, indent=1) + "\n")
+        write_json_text(args.json, json.dumps({"rule": "docs/notes/s28mlm2_rule.md", "cards": results}, indent=1) + "\n")
     return 0
 
 

@@ -25,8 +25,7 @@ from calibration import entry
 from calibration.dense_dropout import attention_dropout_kernel_terms, attention_dropout_terms, with_kernel_sums
 from calibration.dropout_form import P_ON, _t, call_times, fresh_dirs
 from calibration.records import records_root
-from calibration.records_io import read_csv
-from twin.core.atomic import write_text
+from calibration.records_io import read_csv, write_json_text
 
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28mlm3_judgement.json"
 FIT_CALL = (16, 1)          # (heads, batch): s28mlm2's fitting call, not judged
@@ -115,7 +114,7 @@ def main(argv=None) -> int:
     for res in results:
         show(res)
     if args.json:
-        write_text(args.json, json.dumps({"rule": "docs/notes/s28mlm3_rule.md", "cards": results}, indent=1) + "\n")
+        write_json_text(args.json, json.dumps({"rule": "docs/notes/s28mlm3_rule.md", "cards": results}, indent=1) + "\n")
     return 0
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 import calibration.pipeline as pipe
 from calibration import entry, prereg
 from calibration import records as rec
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv, read_json, write_json_text
 
 KINDS = ("h100x2", "h100x4", "h200x2", "h200x4")
 MIN_PARTS = 3                  # a kind's pool needs at least this many parts
@@ -119,7 +119,7 @@ def fit(kinds=KINDS, root: Path | str | None = None) -> dict:
 
 
 def read_fit(path: Path = FIT_FILE) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path)
 
 
 def pooled_rates(fitted: dict) -> dict[str, float]:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         fitted = fit()
         print(format_fit(fitted))
         if args.json:
-            args.json.write_text(json.dumps(fitted, indent=1) + "\n")
+            write_json_text(args.json, json.dumps(fitted, indent=1) + "\n")
         return 0
     if args.command == "guards":
         with entry.user_inputs("OFF.json / ON.json", f"{args.off} {args.on}", "twin validate --json outputs"):

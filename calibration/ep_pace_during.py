@@ -39,7 +39,7 @@ import pandas as pd
 import calibration.pipeline as pipe
 from calibration import entry, ep_bwd_run, ep_probe_rate, prereg
 from calibration.ep_postsync import error_line
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 
 SETTINGS = ("base", "S", "R", "P", "PL", "S_rank", "S_step", "SL")
 JUDGED = "S"
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cmd = " ".join(["python -m calibration.ep_pace_during record", str(args.out), args.gpu, str(args.run)])
         out = {"command": cmd, "code_commit": ep_probe_rate._code_commit(), **judgement(args.run, args.gpu)}
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        write_json_text(args.out, json.dumps(out, indent=1) + "\n")
         print({k: out["verdict"][k] for k in ("median", "p90", "duty_median", "c0", "r1", "r2", "r3", "r4", "pass")})
         return 0
     pd.set_option("display.width", 240)

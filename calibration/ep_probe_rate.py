@@ -45,7 +45,7 @@ import calibration.pipeline as pipe
 from calibration import entry, ep_bwd_run, prereg
 from calibration.ep_postsync import error_line
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 from twin.core.specs import get_model
 
 FWD_LEVEL_S = 0.5e-3     # a forward is host-paced when its GPU began and ended within this of its host
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cmd = " ".join(["python -m calibration.ep_probe_rate record", str(args.out), args.gpu, *map(str, args.runs)])
         out = {"command": cmd, "code_commit": _code_commit(), **judgement(list(args.runs), args.gpu)}
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        write_json_text(args.out, json.dumps(out, indent=1) + "\n")
         for run, v in out["runs"].items():
             print(run, {k: v["verdict"][k] for k in ("median", "p90", "r1", "r2", "r3", "r4", "pass")})
         print("P passes on every delivery:", out["fresh_pass"])

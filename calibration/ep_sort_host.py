@@ -38,7 +38,7 @@ import calibration.pipeline as pipe
 import calibration.predict as predict
 from calibration import entry, ep_bwd_run, prereg
 from calibration.ep_postsync import error_line
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 
 SMALL_SIZES = (4000, 4096)   # the sweep's in-place-path sizes the radix path is measured against
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out = {"command": "python -m calibration.ep_sort_host " + " ".join(argv), "code_commit": _code_commit(),
                **judgement([Path(r) for r in argv[3:]], argv[2])}
-        Path(argv[1]).write_text(json.dumps(out, indent=1) + "\n")
+        write_json_text(argv[1], json.dumps(out, indent=1) + "\n")
         for run, v in out["runs"].items():
             print(run, {n: f"{v['verdict'][n]['median']:.2%} / {v['verdict'][n]['p90']:.2%}" for n in JUDGED},
                   "fresh side passes:", v["verdict"]["fresh_pass"] or "none")

@@ -35,8 +35,7 @@ from pathlib import Path
 from calibration import entry
 from calibration import records as rec
 from calibration.fit import FIT_INPUTS_FILE, PROFILES_DIR, fit_gpu_inputs, git_commit, read_fit_inputs
-from calibration.records_io import GZ, XZ, csv_exists, csv_sha256, pack_record, resolve_csv
-from twin.core.atomic import write_text
+from calibration.records_io import csv_exists, csv_sha256, GZ, pack_record, resolve_csv, write_json_text, XZ
 
 REPO = Path(__file__).resolve().parents[1]
 TREE_PREFIX = "calibration/measurements"
@@ -186,7 +185,7 @@ def main(argv=None) -> int:
               f"{', '.join(f'{n} ({w})' for n, w in earlier.items()) or 'none'}")
     if args.refit_json:
         data = refit_json(manifest, args.out, gpus)
-        write_text(args.refit_json, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        write_json_text(args.refit_json, json.dumps(data, indent=1, sort_keys=True) + "\n")
         print(f"refits of {', '.join(gpus)} -> {args.refit_json}")
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from calibration import allocator_reserve, entry, published_runs
 from calibration import records as rec
 from calibration.allocator_reserve import GIB, part_fractions, setting_fractions, steady_rows
+from calibration.records_io import write_json_text
 from twin.core.scenario import from_dict
 from twin.costs import memory
 from twin.training.step import simulate_step
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = judge()
     text = json.dumps(out, indent=1, sort_keys=True)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_json_text(args.json, text + "\n")
     print(text)
     return 0
 

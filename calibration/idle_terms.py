@@ -43,7 +43,7 @@ from calibration import prereg_pp4
 from calibration import records as rec
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import glob_csv, read_csv, read_json, write_json_text
 from calibration.whole_step import gpu_spec
 from twin.core.schedules import build_schedule
 from twin.sim.pipeline import PipelineResult, simulate_pipeline
@@ -359,7 +359,7 @@ def _rows_back(obj):
 
 def read_judgement(path: Path = JUDGEMENT_FILE) -> dict:
     """JUDGEMENT_FILE as judgement_record made it (rows as dicts; tuples as lists)."""
-    return _rows_back(json.loads(Path(path).read_text()))
+    return _rows_back(read_json(path))
 
 
 def registered_predictions(inputs: dict | None = None) -> pd.DataFrame:
@@ -456,8 +456,7 @@ def main(argv=None) -> int:
         res = fresh(rec.records_root(), inputs=inputs)
         print(format_fresh(res))
         if args.json is not None and res.get("records"):
-            args.json.write_text(dump_record(judgement_record(res, inputs)) + "\n")
-            print(f"{args.json}: written")
+            print(f"{write_json_text(args.json, dump_record(judgement_record(res, inputs)) + chr(10))}: written")
     return 0
 
 

@@ -42,6 +42,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from calibration import entry
+from calibration.records_io import (PACKED_SUFFIXES, decompressed, glob_json, json_exists, json_record_name, read_json,
+                                    read_json_text, write_json_text)
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("twin", "calibration")
@@ -165,8 +167,8 @@ def _short(key: str) -> str:
 
 
 def read_note(path: Path) -> str | None:
-    """note() of a committed judgement file (None where it is absent)."""
-    return note(json.loads(Path(path).read_text())) if Path(path).is_file() else None
+    """note() of a committed judgement file, plain or packed (None where it is absent)."""
+    return note(read_json(path)) if json_exists(path) else None
 
 
 def note(judgement: dict, live: dict | None = None) -> str | None:
@@ -215,12 +217,13 @@ def recheck_file(path: Path, live_path: Path, commit: str | None = None, repo: P
     """Record beside a committed judgement what its writer's command gave at this tree's HEAD (`live_path`, the
     file it wrote): "rechecked": {commit, same, num_differing, verdict_fields (the true/false/null/text leaves that
     differ), inert_switches (where the same: every switch that had moved since, at its value now)}. Appended
-    before the closing brace; replaces nothing (refuses a file rechecked already)."""
-    text = Path(path).read_text()
+    before the closing brace; replaces nothing (refuses a file rechecked already). The file, plain or packed, is
+    written back packed (records_io.write_json_text)."""
+    text = read_json_text(path)
     j = json.loads(text)
     if "rechecked" in j or "computed_under" not in j:
         raise SystemExit(f"{path}: rechecked already, or not stamped (stamp first)")
-    diffs = differences(j, json.loads(Path(live_path).read_text()))
+    diffs = differences(j, read_json(live_path))
     verdict = [[p, a, b] for p, a, b in diffs if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                       for x in (a, b))]
     d = drift(j, live_switches(repo))
@@ -228,24 +231,41 @@ def recheck_file(path: Path, live_path: Path, commit: str | None = None, repo: P
     r = {"commit": commit or head_commit(repo), "same": not diffs, "num_differing": len(diffs), "verdict_fields": verdict[:12],
          "inert_switches": inert}
     end = text.rstrip().rfind("}")
-    Path(path).write_text(text[:end].rstrip() + f',\n "rechecked": {json.dumps(r, default=str)}\n}}\n')
-    assert json.loads(Path(path).read_text())["rechecked"] == json.loads(json.dumps(r, default=str))
+    write_json_text(path, text[:end].rstrip() + f',\n "rechecked": {json.dumps(r, default=str)}\n}}\n')
+    assert read_json(path)["rechecked"] == json.loads(json.dumps(r, default=str))
     return r
 
 
 def written_at(path: Path, repo: Path = REPO) -> str:
-    """The commit a judgement file was computed under: its own code_commit, else the last non-merge commit that wrote it."""
-    j = json.loads(Path(path).read_text())
+    """The commit a judgement file was computed under: its own code_commit, else the last non-merge commit that changed
+    its text under any of its names (X.json, X.json.xz, X.json.gz: a commit that only packed it changed no text)."""
+    j = read_json(path)
     if j.get("code_commit"):
         return _git("rev-parse", "--short=8", j["code_commit"], repo=repo).strip()
-    rel = Path(path).resolve().relative_to(repo).as_posix()
-    return _git("log", "-1", "--no-merges", "--format=%h", "--abbrev=8", "--", rel, repo=repo).strip()
+    plain = Path(path).resolve().with_name(json_record_name(path))
+    rels = [p.relative_to(repo).as_posix() for p in (plain, *(plain.with_name(plain.name + s) for s in PACKED_SUFFIXES))]
+    commits = _git("log", "--no-merges", "--format=%h", "--abbrev=8", "--", *rels, repo=repo).split()
+    for commit in commits:
+        if _text_at(commit, rels, repo) != _text_at(commit + "^", rels, repo):
+            return commit
+    return commits[0] if commits else ""
+
+
+def _text_at(commit: str, rels: list[str], repo: Path) -> bytes | None:
+    """The file's text (decompressed) at `commit` under the first of `rels` it has there; None where it has none."""
+    for rel in rels:
+        got = subprocess.run(["git", "show", f"{commit}:{rel}"], capture_output=True, cwd=repo)
+        if got.returncode == 0:
+            return decompressed(rel, got.stdout)
+    return None
 
 
 def stamp_file(path: Path, commit: str | None = None, repo: Path = REPO) -> str:
     """Add "commit" and "computed_under" to a committed judgement file, its bytes before kept as they are (the two
-    keys appended before its closing brace); refuses one already stamped. Returns the commit used."""
-    text = Path(path).read_text()
+    keys appended before its closing brace), written back packed (records_io.write_json_text: X.json.xz, atomically;
+    a plain X.json, e.g. from a branch that predates the packing, is replaced); refuses one already stamped. Returns
+    the commit used."""
+    text = read_json_text(path)
     j = json.loads(text)
     if "computed_under" in j:
         raise SystemExit(f"{path}: already records computed_under (commit {j.get('commit')}); a judgement is not restamped")
@@ -255,17 +275,24 @@ def stamp_file(path: Path, commit: str | None = None, repo: Path = REPO) -> str:
     end = text.rstrip().rfind("}")
     new = (text[:end].rstrip() + f',\n "commit": {json.dumps(commit)},\n "computed_under": {{\n{body}\n }}\n}}\n')
     assert json.loads(new) == {**j, "commit": commit, "computed_under": under}
-    Path(path).write_text(new)
+    write_json_text(path, new)
     return commit
 
 
+def judgement_files(repo: Path = REPO) -> list[Path]:
+    """Every committed judgement (JUDGEMENT_GLOB), packed (X_judgement.json.xz) or plain (one a branch wrote before the
+    packing was merged), each once, in the order of their plain names (records_io.glob_json)."""
+    folder, pattern = JUDGEMENT_GLOB.rsplit("/", 1)
+    return glob_json(Path(repo) / folder, pattern)
+
+
 def table(repo: Path = REPO) -> list[dict]:
-    """Every committed judgement: its file, commit and what moved since (drift)."""
+    """Every committed judgement: its file (plain name), commit and what moved since (drift)."""
     live = live_switches(repo)
     rows = []
-    for path in sorted(repo.glob(JUDGEMENT_GLOB)):
-        j = json.loads(path.read_text())
-        rows.append({"file": path.name, "commit": j.get("commit"), "drift": drift(j, live)})
+    for path in judgement_files(repo):
+        j = read_json(path)
+        rows.append({"file": json_record_name(path), "commit": j.get("commit"), "drift": drift(j, live)})
     return rows
 
 
@@ -285,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.command == "recheck":
         for f in (a.file, a.live):
-            if not f.is_file():
+            if not json_exists(f):
                 print(f"error: {f}: not a file; expected a judgement JSON", file=sys.stderr)
                 return entry.EXIT_INVALID
         r = recheck_file(a.file, a.live, a.at)
@@ -293,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.command == "stamp":
         for f in a.files:
-            if not f.is_file():
+            if not json_exists(f):
                 print(f"error: FILE {f}: not a file; expected a calibration/*_judgement.json", file=sys.stderr)
                 return entry.EXIT_INVALID
             print(f"{f.name}: computed under {stamp_file(f, a.at)}")

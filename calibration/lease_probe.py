@@ -39,7 +39,7 @@ from calibration import entry, judged_under, prereg, prereg_pp4
 from calibration import ep_forward_host as efh
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL, step_times_by_rep_s
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, json_exists, read_csv, read_json, write_json_text
 
 GPU = "h200"
 NUM_GPUS = 4
@@ -420,7 +420,7 @@ def section(root: Path | str | None = None, path: Path = PREDICTIONS_FILE) -> di
     preds = reg.rename(columns={"predicted_base_s": "predicted_s",
                                 **{c: c[len("base_"):] for c in reg.columns if c.startswith("base_predicted_idle")}})
     sec = prereg_pp4.compared(preds, prereg_pp4.measured(root, sub), sub)
-    judged = json.loads(JUDGEMENT_FILE.read_text()) if JUDGEMENT_FILE.exists() else None
+    judged = read_json(JUDGEMENT_FILE) if json_exists(JUDGEMENT_FILE) else None
     sec["judgement"] = None if judged is None else {"run": judged["run"], "verdict": judged["verdict"],
                                                     "note": judged_under.note(judged)}
     return sec
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                                     **out}), indent=1, default=float)
         print(text)
         if args.json:
-            args.json.write_text(text + "\n")
+            write_json_text(args.json, text + "\n")
         return 0
     if args.command == "record":
         if prereg.refuses_uncommitted_record():

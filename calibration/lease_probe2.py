@@ -41,7 +41,7 @@ from calibration import ep_forward_host as efh
 from calibration import lease_probe as lp
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, json_exists, read_csv, read_json, write_json_text
 
 GPU = "h200"
 NUM_GPUS = 2
@@ -344,8 +344,8 @@ def section(root: Path | str | None = None) -> dict:
                 out["rows"].append({"part": part, "bench": str(s["bench"]), "schedule": str(s["schedule"]),
                                     "num_microbatches": int(s["num_microbatches"]), "measured_s": float(s["time_s"]),
                                     "registered_base_s": float(m["predicted_base_s"].iloc[0])})
-    if JUDGEMENT_FILE.exists():
-        judged = json.loads(JUDGEMENT_FILE.read_text())
+    if json_exists(JUDGEMENT_FILE):
+        judged = read_json(JUDGEMENT_FILE)
         out["judgement"] = {"run": judged["run"], "verdict": judged["verdict"], "note": judged_under.note(judged)}
     return out
 
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(_rounded({"command": cmd, **out}), indent=1)
         print(text)
         if args.json:
-            args.json.write_text(text + "\n")
+            write_json_text(args.json, text + "\n")
         return 0
     if args.command == "rate":
         print(json.dumps(probe_rate(args.run / PROBE_PART, args.gpu), indent=1))

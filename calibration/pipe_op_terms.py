@@ -54,7 +54,7 @@ from calibration import records as rec
 from calibration.entry import parser, script
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration import pipeline as pipe
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import glob_csv, read_csv, write_json_text
 from calibration.whole_step import gpu_spec
 
 ADOPT_PIPE_OP_TERMS = False   # T = L + G; docs/notes/s26pipeop_rule.md decides it on the fresh rows
@@ -560,7 +560,7 @@ def main(argv=None) -> int:
             rec2["guards"] = it._plain(guards(inputs=inputs, subdirs=GUARD_SUBDIRS + (FRESH_SUBDIR,)))
             rec2.update(rule="docs/notes/s26pipeop2_rule.md",
                         command="python -m calibration.pipe_op_terms fresh2 --json calibration/s26pipeop2_judgement.json")
-            args.json.write_text(it.dump_record(rec2) + "\n")
+            write_json_text(args.json, it.dump_record(rec2) + "\n")
             print(f"{args.json}: written")
     else:
         res = fresh(inputs=inputs)
@@ -569,7 +569,7 @@ def main(argv=None) -> int:
             return 0
         print_fresh(res, "paces")
         if args.json is not None:
-            args.json.write_text(it.dump_record(judgement_record(res)) + "\n")
+            write_json_text(args.json, it.dump_record(judgement_record(res)) + "\n")
             print(f"{args.json}: written")
     return 0
 

@@ -146,6 +146,18 @@ def stage_kernel_scale(gpu: GPUSpec) -> dict | None:
     return STAGE_KERNEL_SCALE.get(gpu.name) if ADOPT_PIPELINE_KERNEL_RATES else None
 
 
+def _copied_stage_ops(ops: StageOps) -> StageOps:
+    """A StageOps whose op lists and component dicts are new (a caller extends or edits them); the ops themselves,
+    (host_s, gpu_s) tuples and their tuple subclasses, are immutable and shared."""
+    return StageOps(list(ops.f), list(ops.b), list(ops.w), {k: dict(v) for k, v in ops.components.items()},
+                    None if ops.fb_f is None else list(ops.fb_f))
+
+
+# (s33pack) computed once per argument values inside a calibration.memo.sharing() block (a validation: 1,160 calls,
+# 630 distinct): the key is every argument's value (memo.call_key: the spec, the profile's every field, the dicts
+# host / accumulate / ep_rows / clock item by item), and the kernel-scale context the ops are costed under is set
+# here from the arguments and ADOPT_PIPELINE_KERNEL_RATES (a switch: constant within a block), replacing any outer one
+@memo.memoised(copied=_copied_stage_ops)
 def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
               accumulate: dict | None = None, host: dict | None = None,

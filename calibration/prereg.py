@@ -59,7 +59,7 @@ from calibration import step_host
 from calibration import whole_step
 from calibration import records as rec
 from calibration.fit import git_commit
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv, write_json_text
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 from calibration.predict import timed_window_s
 from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
@@ -251,7 +251,7 @@ def write_code_record(path: Path, command: str, out: dict) -> None:
     ADOPT_* switches it was computed under (calibration.judged_under, s30stale)."""
     commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], check=False).stdout.strip()
-    Path(path).write_text(json.dumps({"command": command, "code_commit": commit, **out, "commit": commit,
+    write_json_text(path, json.dumps({"command": command, "code_commit": commit, **out, "commit": commit,
                                       "computed_under": judged_under.live_switches()}, indent=1, default=float) + "\n")
 
 

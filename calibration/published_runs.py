@@ -77,6 +77,15 @@ SC21_SEQ_LEN = 2048
 SC21_MICRO_BATCH_SEQS = {(1, 1): 16, (2, 1): 16, (4, 1): 16, (8, 1): 8, (8, 2): 4, (8, 4): 2, (8, 8): 2,
                          (8, 16): 1, (8, 35): 1, (8, 64): 1}
 
+# The Llama 3 rows' communication as Meta's ISCA'25 paper states it (docs/notes/s33pub_rule.md, pre-registered; W.
+# Chu et al., "Scaling Llama 3 Training with Efficient Parallelism Strategies", doi 10.1145/3695053.3731410): "TP
+# communication ... fully exposed to the critical path" (5.2); "we adopt FSDP ZeRO-1 with the 1F1B schedule when
+# bs >= 2 x pp and ZeRO-2 with all-forward-all-backward when bs < 2 x pp" (3.1.3), bs the sequences a data-parallel
+# group; ZeRO-1/2 "communicates only once per training step" (5.2): one reduce-scatter a stage, the twin's
+# pp_grad_sync 'last_backward'. Needs twin.training.step.ADOPT_ZERO2_PP_GRADS_WHEN_BORN for the ZeRO-2 rows' count.
+ADOPT_LLAMA3_ISCA_COMMS = True
+ISCA_NOTE = ("(s33pub: Meta's ISCA'25 paper, W. Chu et al., doi 10.1145/3695053.3731410, sections 3.1.3 and 5.2)")
+
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "palm", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
@@ -124,6 +133,8 @@ def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], d
                               "assumed": tuple(raw.get("assumed", ()))})
         if ADOPT_MLM_SC21_MICRO_BATCH and run.source == "megatron":
             run = with_sc21_micro_batch(run)
+        if ADOPT_LLAMA3_ISCA_COMMS and run.source == "llama3":
+            run = with_isca_comms(run)
         if run.allocator not in (None, *ALLOCATORS):
             raise ValueError(f"{path}: run {run.id}: allocator {run.allocator!r} not among {ALLOCATORS}")
         if run.source not in sources or run.metric not in METRICS or run.flop_basis not in FLOP_BASES:
@@ -165,6 +176,29 @@ def with_sc21_micro_batch(run: PublishedRun) -> PublishedRun:
             "examples/academic_paper_scripts/sc21/run_table_1.sh @ f2e5db4, the table's predecessor in the README)")
     assumed = tuple(a for a in run.assumed if not a.startswith("micro_batch_seqs")) + (note,)
     return dataclasses.replace(run, plan={**plan, "micro_batch_seqs": mbs}, assumed=assumed)
+
+
+def isca_zero_stage(run: PublishedRun) -> int:
+    """Meta's rule for its Llama 3 runs (ISCA'25 section 3.1.3): ZeRO-1 where the sequences a data-parallel group
+    holds a step (bs) are at least twice the pipeline degree, ZeRO-2 below. Worked: 8,192 GPUs at TP 8, PP 16 -> DP
+    64, 2,048 / 64 = 32 >= 32 -> 1; 16,384 GPUs -> DP 128, 16 -> 2; 128K at CP 16 -> DP 8, 128 / 8 = 16 -> 2."""
+    plan = run.plan
+    tp, pp, cp = plan.get("tp", 1), plan.get("pp", 1), plan.get("cp", 1)
+    bs = run.global_batch_seqs // (run.num_gpus // (tp * pp * cp))
+    return 1 if bs >= 2 * pp else 2
+
+
+def with_isca_comms(run: PublishedRun) -> PublishedRun:
+    """A Llama 3 row with the communication ISCA'25 states (ADOPT_LLAMA3_ISCA_COMMS): TP collectives exposed, ZeRO-1
+    or ZeRO-2 by isca_zero_stage, one reduce-scatter a stage (pp_grad_sync 'last_backward'). Its `assumed` says so."""
+    zero = isca_zero_stage(run)
+    plan = {k: v for k, v in run.plan.items() if k != "tp_overlap_kind"}
+    plan.update(tp_comm_overlap=False, zero_stage=zero, pp_grad_sync="last_backward")
+    notes = (f"sequence_parallel = true, tp_comm_overlap = false: TP 'fully exposed to the critical path' {ISCA_NOTE}",
+             f"zero_stage = {zero}, pp_grad_sync = 'last_backward': ZeRO-{zero} by bs {'>=' if zero == 1 else '<'} 2 x pp, "
+             f"one reduce-scatter a stage {ISCA_NOTE}")
+    assumed = tuple(a for a in run.assumed if not a.startswith(("sequence_parallel", "zero_stage"))) + notes
+    return dataclasses.replace(run, plan=plan, assumed=assumed)
 
 
 def plan_field_names() -> set[str]:

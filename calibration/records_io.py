@@ -37,6 +37,8 @@ from typing import IO
 
 import pandas as pd
 
+from twin.core import atomic
+
 GZ = ".gz"
 XZ = ".xz"
 # The compressed forms a record may have, in the order resolve_csv prefers them (a record is committed
@@ -182,6 +184,22 @@ def _parsed_key(path: Path, kwargs: dict) -> tuple | None:
     return key
 
 
+def record_stamp(path: Path | str) -> tuple | None:
+    """(s33pack) What names the record behind `path` for a memo of work on its rows: (the file resolve_csv reads, its
+    size, its modification time in ns); None where no such key is safe: inside a read_scope (the scope must see each
+    read), the file is not there, or it was written in the last PARSED_SETTLED_S (read_csv's own rule)."""
+    if _SCOPE is not None:
+        return None
+    found = resolve_csv(path)
+    try:
+        st = found.stat()
+    except OSError:
+        return None
+    if not st.st_mtime < time.time() - PARSED_SETTLED_S:
+        return None
+    return str(found.resolve()), st.st_size, st.st_mtime_ns
+
+
 def _keep_parsed(key: tuple, frame: pd.DataFrame) -> None:
     size = int(frame.memory_usage(index=True, deep=False).sum())
     if size > PARSED_MAX_BYTES // 4:
@@ -195,10 +213,15 @@ def _keep_parsed(key: tuple, frame: pd.DataFrame) -> None:
 
 def unpacked_bytes(path: Path) -> bytes:
     """A file's bytes, decompressed where its name ends in a compressed form's suffix."""
-    data = path.read_bytes()
-    if path.name.endswith(XZ):
+    return decompressed(path.name, path.read_bytes())
+
+
+def decompressed(name: str, data: bytes) -> bytes:
+    """`data`, a file named `name`'s bytes (from disk or `git show`), decompressed where the name ends in a
+    compressed form's suffix."""
+    if name.endswith(XZ):
         return lzma.decompress(data, format=lzma.FORMAT_XZ)
-    return gzip.decompress(data) if path.name.endswith(GZ) else data
+    return gzip.decompress(data) if name.endswith(GZ) else data
 
 
 def csv_bytes(path: Path | str) -> bytes:
@@ -285,6 +308,75 @@ def is_chrome_trace(path: Path | str) -> bool:
     return isinstance(obj, dict) and "traceEvents" in obj
 
 
+# ---------------------------------------------------------------------------------------------
+# JSON records: judgements, fits and evidence under calibration/ (s33pack)
+# ---------------------------------------------------------------------------------------------
+
+# The JSON records a judge's own command writes beside its code (calibration/<lane>_judgement.json, _fit.json,
+# _evidence.json, ...) are committed packed, X.json.xz (~10x smaller: 1.97 MB -> 0.2 MB in s33pack). Readers name
+# them X.json and go through read_json / json_exists, which take X.json, X.json.xz or X.json.gz (resolve_json: a
+# plain X.json, e.g. a judgement another branch wrote before the packing was merged, reads first); writers call
+# write_json_text, which writes X.json.xz atomically and removes the other forms. Not packed: the pre-registrations
+# under calibration/measurements/prereg/ (a registration's committed bytes are what its rule and notes cite and what
+# a reviewer diffs: tree_size.PREREG), env files and profiles (read as plain JSON by twin/ and real/).
+JSON_RECORD_DIR = Path(__file__).resolve().parent   # calibration/: where judges write their JSON records
+
+
+def resolve_json(path: Path | str) -> Path:
+    """The file behind a JSON record's name: `path` where it is a file, else the first of `X.json`, `X.json.xz`,
+    `X.json.gz` that is one, else `path` unchanged (a reader's own 'missing file' handling sees the name it asked)."""
+    return _resolve(Path(path))
+
+
+def json_exists(path: Path | str) -> bool:
+    """Whether the JSON record `path` names is on disk in any of its forms (resolve_json)."""
+    return resolve_json(path).is_file()
+
+
+def read_json_text(path: Path | str) -> str:
+    """The JSON record's own text (a packed file's decompressed), the same whichever way it is stored; a missing
+    record raises FileNotFoundError naming the name asked."""
+    found = resolve_json(path)
+    if not found.is_file():
+        raise FileNotFoundError(f"{path}: no such JSON record (nor {Path(path).name}{XZ} / {GZ})")
+    return unpacked_bytes(found).decode("utf-8")
+
+
+def read_json(path: Path | str):
+    """json.loads of the JSON record behind `path` (X.json, X.json.xz or X.json.gz: resolve_json)."""
+    return json.loads(read_json_text(path))
+
+
+def packed_json_name(path: Path | str) -> Path:
+    """Where write_json_text puts the record named `path`: X.json.xz for X.json (and for X.json.xz / X.json.gz)."""
+    path = Path(path)
+    return path.with_name(unpacked_name(path.name) + XZ)
+
+
+def write_json_text(path: Path | str, text: str) -> Path:
+    """Write the JSON record named `path` (X.json) packed, as X.json.xz holding `text`'s UTF-8 bytes (xz_bytes:
+    the same text gives the same bytes), atomically (a temporary sibling moved over it); then remove its other
+    forms (a plain X.json or X.json.gz left from before), so one form is on disk. Returns the file written."""
+    target = packed_json_name(path)
+    atomic.write_bytes(target, xz_bytes(text.encode("utf-8")))
+    plain = target.with_name(unpacked_name(target.name))
+    for other in (plain, plain.with_name(plain.name + GZ)):
+        if other.is_file():
+            other.unlink()
+    return target
+
+
+def glob_json(folder: Path | str, pattern: str) -> list[Path]:
+    """The JSON records of `folder` matching `pattern` (a glob ending .json), each once whichever forms it has on
+    disk (as resolve_json prefers them), in the order their plain names sort in."""
+    return _glob_packed(folder, pattern, recursive=False, scoped=False)
+
+
+def json_record_name(path: Path | str) -> str:
+    """A JSON record's plain name, the same however it is stored: `x.json` for x.json, x.json.xz and x.json.gz."""
+    return unpacked_name(Path(path).name)
+
+
 def csv_name(path: Path | str) -> str:
     """The file's name as a reader knows it: `gemm.csv` for gemm.csv, gemm.csv.xz and gemm.csv.gz."""
     return unpacked_name(Path(path).name)
@@ -314,20 +406,23 @@ def xz_bytes(data: bytes) -> bytes:
 
 # What pack_record takes (each plain or gzipped): CSV records, which every reader finds through
 # resolve_csv, and a campaign's logs and host captures (.txt, .log), which no code reads (xzless shows
-# them); and Chrome traces (.json holding traceEvents), which readers open through open_trace. Not any
-# other .json: env files and profiles are read as plain JSON.
+# them); Chrome traces (.json holding traceEvents), which readers open through open_trace; and (s33pack) the
+# JSON records at the top of calibration/, which readers open through read_json. Not any other .json: env
+# files and profiles are read as plain JSON, and pre-registrations keep their committed bytes.
 PACKABLE_SUFFIXES = (".csv", ".txt", ".log", TRACE_SUFFIX)
 
 
-def pack_problem(path: Path) -> str | None:
-    """Why pack_record would refuse `path` (a message naming it and what is allowed), or None."""
+def pack_problem(path: Path, json_record: bool = False) -> str | None:
+    """Why pack_record would refuse `path` (a message naming it and what is allowed), or None. `json_record`: `path`
+    is a JSON record (a judgement, fit or evidence file at the top of calibration/: JSON_RECORD_DIR), which packs
+    whatever it holds; any other .json packs only as a Chrome trace."""
     allowed = ("allowed: " + ", ".join(f"X{s} or X{s}{GZ}" for s in PACKABLE_SUFFIXES)
-               + f" ({TRACE_SUFFIX} a Chrome trace)")
+               + f" ({TRACE_SUFFIX} a Chrome trace or a JSON record of calibration/)")
     if not path.is_file():
         return f"{path}: no such file ({allowed})"
     if path.name.endswith(XZ) or not unpacked_name(path.name).endswith(PACKABLE_SUFFIXES):
         return f"{path}: {path.name!r} cannot be packed ({allowed})"
-    if unpacked_name(path.name).endswith(TRACE_SUFFIX) and not is_chrome_trace(path):
+    if unpacked_name(path.name).endswith(TRACE_SUFFIX) and not json_record and not is_chrome_trace(path):
         return f"{path}: {path.name!r} is not a Chrome trace (no traceEvents; {allowed})"
     target = path.with_name(unpacked_name(path.name) + XZ)
     if target.exists():
@@ -335,12 +430,13 @@ def pack_problem(path: Path) -> str | None:
     return None
 
 
-def pack_record(path: Path | str) -> Path:
-    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log and a Chrome trace's .json) by
-    X.csv.xz (X.json.xz, ...) holding the same bytes (checked by decompressing before the source is
-    removed); returns the new file. Refuses what pack_problem names (ValueError with its message)."""
+def pack_record(path: Path | str, json_record: bool = False) -> Path:
+    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log, a Chrome trace's .json and, with
+    `json_record`, a JSON record of calibration/) by X.csv.xz (X.json.xz, ...) holding the same bytes (checked by
+    decompressing before the source is removed); returns the new file. Refuses what pack_problem names (ValueError
+    with its message)."""
     path = Path(path)
-    problem = pack_problem(path)
+    problem = pack_problem(path, json_record)
     if problem:
         raise ValueError(problem)
     target = path.with_name(unpacked_name(path.name) + XZ)

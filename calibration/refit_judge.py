@@ -19,7 +19,7 @@ from pathlib import Path
 from calibration import entry
 from calibration.fit import PROFILES_DIR
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
-from twin.core.atomic import write_text
+from calibration.records_io import write_json_text
 from twin.costs.profile import Profile, profile_from_json
 
 JUDGEMENT = Path(__file__).with_name("s26refit_judgement.json")
@@ -209,8 +209,7 @@ def main(argv=None) -> int:
                       f"{'ok' if r['passes'] else 'BREACH'}")
     print(f"verdict: {'adopt' if j['verdict']['adopt'] else 'not adopted'} {j['verdict']['failed']}")
     if args.write:
-        write_text(JUDGEMENT, json.dumps(j, indent=1) + "\n")
-        print(f"-> {JUDGEMENT}")
+        print(f"-> {write_json_text(JUDGEMENT, json.dumps(j, indent=1) + chr(10))}")
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from calibration import allocator_reserve as ar
 from calibration import entry, published_runs
 from calibration import records as rec
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import glob_csv, read_csv, write_json_text
 
 JUDGEMENT = Path(__file__).resolve().parent / "s32mem_judgement.json"
 P1_BAND = 0.05                 # |f_part - committed median| for op_e, op_n, full_e
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     out = judge()
     text = json.dumps(out, indent=1, sort_keys=True)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_json_text(args.json, text + "\n")
     print(text)
     return 0
 

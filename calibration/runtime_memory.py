@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 
 # real.runtime_memory's stages, in the order each rank records them
 STAGES = ("nvml_before_cuda", "context", "block_fwd_bwd", "nccl_world", "nccl_groups", "nccl_p2p", "steady")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         out = judge(path, args.rule)
     text = json.dumps(out, indent=1) + "\n"
     if args.json:
-        args.json.write_text(text)
+        write_json_text(args.json, text)
     print(text, end="")
     return 0
 

@@ -36,11 +36,10 @@ from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import prereg_pp
 from calibration import records as rec
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv, write_json_text
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
 from calibration.whole_step import gpu_spec
-from twin.core import atomic
 
 NAME = "s28blind"
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28blind_judgement.json"
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    (reported) {r['gpu']}x2 ep_step {r['model']} n{r['num_microbatches']} at the run's routing: predicted "
               f"{r['routed_predicted_s'] * 1e3:.2f} ms ({r['routed_rel_error']:+.1%})")
     if args.json:
-        atomic.write_text(args.json, json.dumps(_jsonable(sec), indent=1, sort_keys=False) + "\n")
+        write_json_text(args.json, json.dumps(_jsonable(sec), indent=1, sort_keys=False) + "\n")
     return 0
 
 

@@ -36,7 +36,7 @@ from calibration import prereg
 from calibration import prereg_pp
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, json_exists, read_csv, read_json
 from calibration.fit import PROFILES_DIR
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, predict_multi_gpu
 from calibration.whole_step import gpu_spec
@@ -270,7 +270,7 @@ def judge(root: Path | str | None = None) -> dict:
 
 
 def read_judgement(path: Path = JUDGEMENT_FILE) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    return read_json(path) if json_exists(path) else None
 
 
 def section(root: Path | str | None = None) -> dict:

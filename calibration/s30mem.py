@@ -42,7 +42,7 @@ from calibration import records as rec
 from calibration import s29idle
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
 from calibration.fit import PROFILES_DIR
-from calibration.records_io import read_csv
+from calibration.records_io import json_exists, read_csv, read_json
 from calibration.whole_step import gpu_spec
 from twin.core.schedules import build_schedule
 from twin.costs.profile import profile_from_json
@@ -250,7 +250,7 @@ def judge(root: Path | str | None = None) -> dict:
 
 
 def read_judgement(path: Path = JUDGEMENT_FILE) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    return read_json(path) if json_exists(path) else None
 
 
 def section(root: Path | str | None = None) -> dict:

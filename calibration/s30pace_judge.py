@@ -29,7 +29,7 @@ import calibration.serve_switch_compare as ssc
 from calibration import entry
 from calibration import records as rec
 from calibration.serve_load_validation import FIGURES
-from twin.core.atomic import write_text
+from calibration.records_io import read_json, write_json_text
 from twin.serving import iteration
 
 PUBLISHED_BAND = 0.15   # issue 15's band for DeepSeek's published figures (tests/twin/serving/test_serve_published.py)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     earlier = None
     with entry.user_inputs("--figures-from", args.figures_from, "a judgement JSON this command wrote"):
-        earlier = json.loads(args.figures_from.read_text()) if args.figures_from else None
+        earlier = read_json(args.figures_from) if args.figures_from else None
     if args.guards:
         for path in args.guards:
             with entry.user_inputs("--guards", path, "a `twin validate --json` file"):
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     out = judge(tuple(args.guards) if args.guards else None, earlier)
     print(report(out))
     if args.json:
-        write_text(args.json, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
+        write_json_text(args.json, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,9 @@ from calibration import pipeline as pipe
 from calibration import prereg, rank_clock, s31clk, s31clk2
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, json_exists, read_csv, read_json, write_json_text
 from calibration.s30mem import ROW_KEYS
 from calibration.whole_step import gpu_spec
-from twin.core.atomic import write_text
 
 NAME = "s32idle"
 GPU = "h200"
@@ -361,7 +360,7 @@ def record(root: Path | str | None = None) -> dict:
 
 
 def read_judgement(path: Path = JUDGEMENT_FILE) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    return read_json(path) if json_exists(path) else None
 
 
 @entry.script
@@ -372,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=JUDGEMENT_FILE, help="where `record` writes")
     args = ap.parse_args(argv)
     if args.action == "record":
-        write_text(args.json, json.dumps(record(), indent=1, default=float) + "\n")
+        write_json_text(args.json, json.dumps(record(), indent=1, default=float) + "\n")
         print(f"wrote {args.json}")
     elif args.action == "misses":
         print(format_misses(misses()))

@@ -41,7 +41,7 @@ from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from twin.serving import engine
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
 
 NAME = "s32kern"
 PROBE = "s32cold/probe"
@@ -278,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{CARD}: kernel_s {got['kernel_s'][CARD] * 1e3:.3f} ms, lookup_s {got['lookup_s'][CARD] * 1e3:.3f} ms "
               f"(fit {got['lookup_fit_s'] * 1e3:.3f}, pinned {got['lookup_pinned']}; {got['points']} steps)")
         if args.json:
-            args.json.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
         return 0
-    if not slv.COLD_KERNEL_FIT.exists():
+    if not json_exists(slv.COLD_KERNEL_FIT):
         print(f"no {slv.COLD_KERNEL_FIT.name}: run `python -m calibration.s32kern fit --json "
               f"calibration/{slv.COLD_KERNEL_FIT.name}`", file=sys.stderr)
         return 2
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(json.dumps(got, indent=1, sort_keys=True))
         if args.json:
-            args.json.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2

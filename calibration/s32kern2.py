@@ -36,7 +36,7 @@ from calibration import s32cold as s32c
 from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
 from twin.serving import engine
 
 NAME = "s32kern2"
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the figures")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = rec.records_root()
-    if not slv.COLD_KERNEL_FIT.exists():
+    if not json_exists(slv.COLD_KERNEL_FIT):
         print(f"no {slv.COLD_KERNEL_FIT.name}", file=sys.stderr)
         return 2
     got = screen(root) if args.what == "screen" else {"traced": loop_check(root), "unprofiled_loops": loop_excess(root)}
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps(got, indent=1, sort_keys=True))
     if args.json:
-        args.json.write_text(json.dumps({**got, "command": f"python -m calibration.s32kern2 {args.what}"}
+        write_json_text(args.json, json.dumps({**got, "command": f"python -m calibration.s32kern2 {args.what}"}
                                         if args.what == "screen" else got, indent=1, sort_keys=True) + "\n")
     return 0
 

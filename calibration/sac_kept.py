@@ -19,7 +19,7 @@ from pathlib import Path
 
 from calibration import entry, published_runs
 from calibration.records import MEASUREMENTS_DIR, records_root
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, write_json_text
 from twin.costs import flops, memory
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, OpKind
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     out = judge()
     text = json.dumps(out, indent=1, sort_keys=True, default=float)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_json_text(args.json, text + "\n")
     print(text)
     return 0
 

@@ -46,10 +46,9 @@ from calibration import serve_judge_cli as cli
 from calibration import records as rec
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, open_csv, read_json, write_json_text
 from calibration.serve_host_speed import before_t, replay, tables_with
 from calibration.serve_load_validation import FIGURES, TARGETS
-from twin.core import atomic
 from twin.serving import timing
 from twin.core.specs import get_model
 from twin.serving.timing import ENGINE_FIT_LAYERS, engine_costs, host_scale
@@ -338,7 +337,7 @@ def judgement_text(doc: dict) -> str:
 
 def read_judgement(path: Path | str = JUDGEMENT_FILE) -> dict:
     """The committed judgement with every row's checks restored (checked)."""
-    doc = json.loads(Path(path).read_text())
+    doc = read_json(path)
     doc["rows"] = {s: {k: [checked(r) for r in v] for k, v in sets.items()} for s, sets in doc["rows"].items()}
     return doc
 
@@ -426,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(ssh.changed_sides(out["rows"][False]["guard"], out["rows"][True]["guard"])))
     if args.json:
         command = " ".join(["python -m calibration.serve_eager_host"] + list(sys.argv[1:] if argv is None else argv))
-        atomic.write_text(args.json, judgement_text(judgement_record(out, command)))
+        write_json_text(args.json, judgement_text(judgement_record(out, command)))
     return 0
 
 

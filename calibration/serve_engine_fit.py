@@ -81,10 +81,11 @@ from scipy.optimize import nnls
 
 from calibration import entry
 from calibration import kernel_map
+from calibration import memo
 from calibration import records as rec
 from calibration.memo import memoised
 from calibration import serve_load_validation as slv
-from calibration.records_io import csv_exists, read_csv, resolve_csv, text_records
+from calibration.records_io import csv_exists, read_csv, record_stamp, resolve_csv, text_records
 from calibration.serve_load_validation import (gpu_key, pin_suffix, plain_sizes, record_host_launch_s, scenario_for, sessions,
                                                sizes_run_before)
 from twin.core import atomic
@@ -551,18 +552,79 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
             "graph_rows": rows}
 
 
+DESIGN_FILES = ("serve_load.csv", "serve_iterations.csv", "serve_requests.csv")
+# (s33pack) design's results and its records' rows kept per process (least recently used dropped past these counts):
+# test_serve_host_speed* called design 27 times for 12 distinct settings, each ~0.5 s
+DESIGN_KEPT_MAX = 32
+_DESIGN_KEPT: collections.OrderedDict = collections.OrderedDict()
+_DESIGN_RECORDS: collections.OrderedDict = collections.OrderedDict()
+
+
 def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[pd.DataFrame, dict]:
     """Feature rows of every busy iteration of the `split` runs in one records folder (`only`: of
-    these run ids alone)."""
+    these run ids alone). (s33pack) Computed once per records, arguments and switches in a process: the key is
+    the three records' files (records_io.record_stamp: file, size, modification time), `split`, `only` and
+    memo.module_state() (every module-level switch, constant, function and scope object of the loaded twin and
+    calibration modules: a switch set or a function patched between two calls is another key); a kept result is
+    handed out as a copy. No key (a record just written, or a read_scope open: it must see each read): computed."""
+    folder = Path(folder)
+    stamps = tuple(record_stamp(folder / name) for name in DESIGN_FILES)
+    if any(s is None for s in stamps):
+        return _design(folder, split, only, _design_records(folder, None))
+    state, held = memo.module_state()
+    key = (stamps, split, None if only is None else tuple(sorted(only)), state)
+    kept = _DESIGN_KEPT.get(key)
+    if kept is None:
+        df, meta = _design(folder, split, only, _design_records(folder, stamps))
+        _DESIGN_KEPT[key] = (held, df.copy(deep=True), dict(meta))
+        while len(_DESIGN_KEPT) > DESIGN_KEPT_MAX:
+            _DESIGN_KEPT.popitem(last=False)
+        return df, meta
+    _DESIGN_KEPT.move_to_end(key)
+    return kept[1].copy(deep=True), dict(kept[2])
+
+
+def _design_records(folder: Path, stamps: tuple | None) -> dict:
+    """What design reads of a folder's records, whatever the switches: the load rows and the iteration rows as text
+    dicts (sizes_run_before's inputs), the iteration and request tables, and per run the ranks' rebuilt iterations
+    (filled as design asks: per_rank). Kept by `stamps` (the three files' record_stamp) unless None."""
+    if stamps is not None and stamps in _DESIGN_RECORDS:
+        _DESIGN_RECORDS.move_to_end(stamps)
+        return _DESIGN_RECORDS[stamps]
     load = read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     its = read_csv(folder / "serve_iterations.csv")
     reqs = read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
     reqs["first_token_iteration"] = pd.to_numeric(reqs["first_token_iteration"], errors="coerce")
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
+    out = {"load_rows": text_records(load),
+           "its_rows": text_records(its.assign(graph_batch=its.graph_batch.astype(int)).astype(str)),
+           "its": its, "reqs": reqs, "per_rank": {}}
+    if stamps is not None:
+        _DESIGN_RECORDS[stamps] = out
+        while len(_DESIGN_RECORDS) > DESIGN_KEPT_MAX:
+            _DESIGN_RECORDS.popitem(last=False)
+    return out
+
+
+def _per_rank(records: dict, run_id: str) -> list[dict]:
+    """[{iteration: row}] of each rank of one run (rebuild's rows as named tuples, read only), rank by rank."""
+    if run_id not in records["per_rank"]:
+        its, reqs, per_rank = records["its"], records["reqs"], []
+        for rank in sorted(its.loc[its.run_id == run_id, "rank"].unique()):
+            it = its[(its.run_id == run_id) & (its["rank"] == rank)]
+            rq = reqs[(reqs.run_id == run_id) & (reqs["rank"] == rank)]
+            # {iteration: row} of plain tuples: a DataFrame's .loc[i] per row and rank was most of
+            # design()'s time (~130,000 lookups over the committed folders)
+            per_rank.append({int(r.iteration): r for r in rebuild(it, rq).itertuples(index=False)})
+        records["per_rank"][run_id] = per_rank
+    return records["per_rank"][run_id]
+
+
+def _design(folder: Path, split: str, only: set | None, records: dict) -> tuple[pd.DataFrame, dict]:
     rows = []
     meta = {}
-    load_rows = text_records(load)
-    before = sizes_run_before(load_rows, text_records(its.assign(graph_batch=its.graph_batch.astype(int)).astype(str)))
+    load_rows = records["load_rows"]
+    before = sizes_run_before(load_rows, records["its_rows"])
     for run in [dict(r) for r in load_rows]:
         if run["split"] != split or (only is not None and run["run_id"] not in only):
             continue
@@ -580,13 +642,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
                              "one records folder holds one engine deployment")
         meta = {"gpu": sc.cluster.gpu, "ep": int(run["ep_size"] or 1), "model": run["model"], "engine": run["engine"],
                 "pin": pin}
-        per_rank = []
-        for rank in sorted(its.loc[its.run_id == run["run_id"], "rank"].unique()):
-            it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
-            rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
-            # {iteration: row} of plain tuples: a DataFrame's .loc[i] per row and rank was most of
-            # design()'s time (~130,000 lookups over the committed folders)
-            per_rank.append({int(r.iteration): r for r in rebuild(it, rq).itertuples(index=False)})
+        per_rank = _per_rank(records, run["run_id"])
         sizes = plain_sizes(before[run["run_id"]])   # the fit counts every warm-pass size met (as in force)
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the

@@ -38,7 +38,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
 from twin.serving import engine
 
 NAME = "s30serve"
@@ -203,9 +203,9 @@ JUDGEMENT_FILE = Path(__file__).resolve().parent / "s30serve_judgement.json"
 def section(root: Path | str | None = None, path: Path = JUDGEMENT_FILE) -> dict:
     """`twin validate`'s s30serve section: the committed judgement (set P in force and under P, the guards, the
     verdict) as its judge wrote it; {} before set P was judged."""
-    if not path.exists():
+    if not json_exists(path):
         return {}
-    j = json.loads(path.read_text())
+    j = read_json(path)
     rows = j.get("J", {})
     return {"adopt": j.get("adopt"), "criteria": j.get("criteria", {}), "ttft": j.get("ttft"), "lost": j.get("lost", []),
             "set_p": {k: list(seh.checks(v)) for k, v in rows.items()}, "runs": len(rows.get("None", [])),
@@ -252,11 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _print_fit(got)
         if args.json:
-            args.json.write_text(json.dumps(fit_record(got), indent=1, sort_keys=True, default=str) + "\n")
+            write_json_text(args.json, json.dumps(fit_record(got), indent=1, sort_keys=True, default=str) + "\n")
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
-    if not slv.FIRST_MET_FIT.exists():
+    if not json_exists(slv.FIRST_MET_FIT):
         print(f"no {slv.FIRST_MET_FIT.name}: run `python -m calibration.serve_first_met fit --json "
               f"calibration/{slv.FIRST_MET_FIT.name}` first", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from calibration import serve_load_host as slh
 from calibration import serve_load_validation as slv
 from calibration import serve_pipeline as spl
 from calibration import serve_start_sync as ssy
-from calibration.records_io import open_csv, read_csv
+from calibration.records_io import open_csv, read_csv, read_json, write_json_text
 from calibration.serve_host_speed import tables_with
 from calibration.serve_load_validation import record_host_launch_s
 from twin.core.specs import serve_engines
@@ -130,7 +130,7 @@ def seen_rows(root: Path | str | None = None) -> list[dict]:
 
 def noise_margin(path: Path = NOISE_FILE) -> float:
     """K1's median margin: seed_noise's largest move of the A-H pooled median (committed before set M)."""
-    return float(json.loads(path.read_text())["median_move"])
+    return float(read_json(path)["median_move"])
 
 
 def guard_criteria(off: list[dict], on: list[dict], margin: float | None = None) -> dict:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{fit['card']}: " + ", ".join(f"{r['instrument_s'] * 1e6:.1f}" for r in fit["runs"]) + " us)")
     if args.what == "fit":
         if args.json:
-            args.json.write_text(json.dumps({"source": "calibration.serve_floor_rejudge fit: the fitting load runs "
+            write_json_text(args.json, json.dumps({"source": "calibration.serve_floor_rejudge fit: the fitting load runs "
                                              f"<gpu>/{slh.NAME}/fit/<model> (docs/notes/s28serve_rule.md)", **fit},
                                             indent=1, sort_keys=True) + "\n")
         return 0
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sets A-H pooled, the twin in force, spread seeds {base}..{base + 7}: {c} checks, median {m:.3%}")
         print(f"largest move from seeds 0..7: median {got['median_move'] * 100:.3f} points, {got['checks_move']} checks")
         if args.json:
-            args.json.write_text(json.dumps({"source": "calibration.serve_floor_rejudge noise", **got}, indent=1,
+            write_json_text(args.json, json.dumps({"source": "calibration.serve_floor_rejudge noise", **got}, indent=1,
                                             sort_keys=True, default=str) + "\n")
         return 0
     if args.what == "guards" and args.parts:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {**sgo.judgement_record(out, {**terms, "instrument": tables(root, ("instrument",))}, JUDGED),
                   "K1_margin": out["result"]["guard"].get("margin"),
                   "timed": {k: ssy.slim_rows(v) for k, v in out["timed"].items()}}
-        args.json.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        write_json_text(args.json, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return 0
 
 

@@ -34,7 +34,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists
+from calibration.records_io import csv_exists, json_exists, read_json, write_json_text
 from calibration.serve_engine_fit import base_table
 from calibration.serve_load_validation import (scenario_for, session_engine_name, sessions, sizes_run_before,
                                                timed_run_ids)
@@ -238,9 +238,9 @@ JUDGEMENT_FILE = Path(__file__).resolve().parent / "s29serve_judgement.json"
 def section(root: Path | str | None = None, path: Path = JUDGEMENT_FILE) -> dict:
     """`twin validate`'s s29serve section: the committed judgement (set O in force and under I, the guards, the
     verdict) as its judge wrote it; {} before set O was judged."""
-    if not path.exists():
+    if not json_exists(path):
         return {}
-    j = json.loads(path.read_text())
+    j = read_json(path)
     rows = j.get("J", {})
     return {"adopt": j.get("adopt"), "criteria": j.get("criteria", {}), "ttft": j.get("ttft"), "lost": j.get("lost", []),
             "set_o": {k: list(seh.checks(v)) for k, v in rows.items()}, "runs": len(rows.get("None", [])),
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({e['with_first']['steps']}); Poisson steps alone {e['poisson_only']['median_excess_s'] * 1e3:+.3f} ms "
                       f"({e['poisson_only']['steps']})")
         if args.json:
-            args.json.write_text(json.dumps({"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
+            write_json_text(args.json, json.dumps({"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
                                              "s29serve_rule.md): fitting records only", "cards": got},
                                             indent=1, sort_keys=True, default=str) + "\n")
         return 0

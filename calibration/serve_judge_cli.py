@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from calibration import entry
-from twin.core import atomic
+from calibration.records_io import write_json_text
 
 NO_COMMITTED_HELP = "leave out the committed sets (no verdict then)"
 JSON_HELP = "write the judgement's rows, criteria and verdict"
@@ -61,4 +61,4 @@ def judgement(args: argparse.Namespace, out: dict, show: Callable[[dict], None],
 
 def write_json(path: Path | str, doc: dict) -> None:
     """A judge's record as JSON (sorted keys, one space of indent), written atomically."""
-    atomic.write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    write_json_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")

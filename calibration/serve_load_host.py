@@ -18,7 +18,6 @@ apart); `sync_s` the median over the kept iterations of (duration_s - gpu_s) at 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from calibration import serve_pipeline as spl
 from calibration import serve_prefill_kernels as spk
 from calibration import serve_start_sync as ssy
 from calibration import serve_switch_compare as ssc
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, open_csv, read_json
 from calibration.serve_load_validation import record_host_launch_s
 from twin.core.specs import get_model
 from twin.serving import timing
@@ -134,8 +133,8 @@ def fit_record(root: Path | str | None = None) -> dict:
 def adopted_terms(refit_path: Path = spk.REFIT_FILE, fit_path: Path = FIT_FILE) -> dict[str, dict]:
     """{one-GPU table: the terms T carries (the `start_sync` section of twin/data/serve_engines.toml)}: the s25v3pre
     refit's terms and spread (calibration/s25v3pre_refit.json) and the five host terms of calibration/s26start2_fit.json."""
-    refit = json.loads(Path(refit_path).read_text())["tables"]
-    fit = json.loads(Path(fit_path).read_text())["tables"]
+    refit = read_json(refit_path)["tables"]
+    fit = read_json(fit_path)["tables"]
     return {t: {**{k: v for k, v in refit[t].items() if k not in ("fit_median_abs_rel_error", "fit_iterations")},
                 **{k: fit[t][k] for k in (*TERMS, "sync_s")}} for t in spl.ONE_GPU_TABLES}
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import json
 import math
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from twin.serving import engine
 from twin.serving.simulate import simulate
 from twin.serving.timing import engine_spread, sharing_grids, sharing_iterations
 from twin.serving.workload import from_records
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json
 
 FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
 SPREAD_SEEDS = 8   # replays per run when iterations are drawn from the measured spread
@@ -288,7 +287,7 @@ def first_met_charges(gpu_name: str, model: str, path: Path | None = None) -> di
     None without a probe."""
     path = FIRST_MET_FIT if path is None else path
     if path not in _FIRST_MET_CACHE:
-        _FIRST_MET_CACHE[path] = json.loads(path.read_text()).get("charges", {}) if path.exists() else {}
+        _FIRST_MET_CACHE[path] = read_json(path).get("charges", {}) if json_exists(path) else {}
     try:
         card = gpu_key(gpu_name or "")
     except ValueError:
@@ -308,7 +307,7 @@ def lookup_charges(gpu_name: str, model: str, path: Path | None = None) -> dict 
     post_idle_prompt_s 0; None without a fitted look-up for the card or a shape count for the model."""
     path = LOOKUP_FIT if path is None else path
     if path not in _LOOKUP_CACHE:
-        _LOOKUP_CACHE[path] = json.loads(path.read_text()) if path.exists() else {}
+        _LOOKUP_CACHE[path] = read_json(path) if json_exists(path) else {}
     fit = _LOOKUP_CACHE[path]
     try:
         card = gpu_key(gpu_name or "")
@@ -333,7 +332,7 @@ def cold_charges(gpu_name: str, model: str, ep_size: int = 1, path: Path | None 
     None under EP, without a fit for the card or a shape count for the model."""
     path = COLD_FIT if path is None else path
     if path not in _COLD_CACHE:
-        _COLD_CACHE[path] = json.loads(path.read_text()) if path.exists() else {}
+        _COLD_CACHE[path] = read_json(path) if json_exists(path) else {}
     fit = _COLD_CACHE[path]
     try:
         card = gpu_key(gpu_name or "")
@@ -389,7 +388,7 @@ def cold_kernel_fit(path: Path | None = None) -> dict:
     path = COLD_KERNEL_FIT if path is None else path
     key = ("fit", str(path))
     if key not in _CK_CACHE:
-        _CK_CACHE[key] = json.loads(path.read_text()) if path.exists() else {}
+        _CK_CACHE[key] = read_json(path) if json_exists(path) else {}
     return _CK_CACHE[key]
 
 

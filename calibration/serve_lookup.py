@@ -35,7 +35,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
 from twin.serving import engine
 
 NAME = "s31look"
@@ -54,7 +54,7 @@ LATE_FROM = 16    # the probe's fresh sizes from this index in its order (of 32)
 
 def shapes(path: Path = SHAPES_FILE) -> dict[str, int]:
     """{model: distinct size-dependent dense GEMM shapes of a prompt step} (real/serve/gemmshapes.py's output)."""
-    return {m: int(v["shapes"]) for m, v in json.loads(path.read_text()).items()}
+    return {m: int(v["shapes"]) for m, v in read_json(path).items()}
 
 
 def probe_per_shape(rows: list[dict], n_shapes: int) -> list[float]:
@@ -194,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _print_fit(got)
         if args.json:
-            args.json.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
-    if not slv.LOOKUP_FIT.exists():
+    if not json_exists(slv.LOOKUP_FIT):
         print(f"no {slv.LOOKUP_FIT.name}: run `python -m calibration.serve_lookup fit --json "
               f"calibration/{slv.LOOKUP_FIT.name}` first", file=sys.stderr)
         return 2

@@ -45,7 +45,7 @@ from calibration import serve_pipeline as spl
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.serve_host_speed import before_t, tables_with
-from calibration.records_io import csv_exists, open_csv
+from calibration.records_io import csv_exists, open_csv, read_json, write_json_text
 from calibration.serve_load_validation import FIGURES
 from calibration import serve_v3_prefill as v3
 from calibration.serve_pipeline import costs_for
@@ -148,7 +148,7 @@ def write_refit(root: Path | str | None = None, path: Path = REFIT_FILE) -> dict
     doc = {"source": "calibration.serve_prefill_kernels.refit_tables: serve_engine_fit.fit_folder on each table's "
                      "folder (fit runs), ENGINE_PREFILL_REFIT on (docs/notes/s25v3pre_rule.md)",
            "constants": engine_constants(), "tables": tables}
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    write_json_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return tables
 
 
@@ -163,7 +163,7 @@ CONSTANT_NAMES = ("core_s_per_pair_head_layer", "core_s_per_key_head_layer", "mo
 
 def read_refit(path: Path = REFIT_FILE) -> dict[str, dict]:
     """The committed refit's tables; a clear error where it was fitted under other constants than the twin's."""
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     if doc["constants"] != engine_constants():
         raise ValueError(f"{path}: fitted under constants {doc['constants']}, the twin holds {engine_constants()}: "
                          "rerun python -m calibration.serve_prefill_kernels refit")

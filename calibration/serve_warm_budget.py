@@ -24,6 +24,7 @@ from calibration import serve_eager_host as seh
 from calibration import serve_floor_rejudge as sfr
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
+from calibration.records_io import write_json_text
 
 NAME = "s28serve2"
 FRESH_MODELS = ("bench-small", "v2-lite-slice")   # set N (real/serve/plans.py S28N_PLANS)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "closed_p99": [list(x) for x in out["result"]["closed_p99"]]
                   if fresh else None, "K1_margin": out["result"]["guard"].get("margin")}
-        args.json.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        write_json_text(args.json, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return 0
 
 

@@ -34,7 +34,7 @@ from calibration import records as rec
 from calibration.entry import parser, script
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, write_json_text
 from calibration.whole_step import gpu_spec
 from twin.core.specs import get_model
 
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
         print(pd.DataFrame(forwards).to_string(index=False))
     print(format_summary(summary(rows)))
     if args.json is not None:
-        args.json.write_text(it.dump_record(record(rows, table, configs, forwards)) + "\n")
+        write_json_text(args.json, it.dump_record(record(rows, table, configs, forwards)) + "\n")
         print(f"{args.json}: written")
     return 0
 

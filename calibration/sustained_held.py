@@ -28,6 +28,7 @@ from calibration import dense_clock, entry
 from calibration import records as rec
 from calibration.fit import held_gemm_shape, sustained_ratios
 from calibration.predict import gpu_spec
+from calibration.records_io import write_json_text
 from twin.core.atomic import write_text
 from twin.costs import compute
 from twin.costs import profile as profile_mod
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
             out["guards"] = guards(off, on)
     text = json.dumps(out, indent=1) + "\n"
     if args.json:
-        write_text(Path(args.json), text)
+        write_json_text(args.json, text)
     print(text, end="")
     return 0
 

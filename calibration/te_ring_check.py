@@ -26,7 +26,7 @@ import pandas as pd
 from calibration import entry
 from calibration.async_tp import fused_excess_frac, fused_excess_shares
 from calibration.records import MEASUREMENTS_DIR
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, read_json, write_json_text
 
 K_SHARE = 0.5          # the rule's threshold: the median excess at least half the card's own floor
 MIN_ROWS = 5           # fewer long-GEMM rows than this: undecided
@@ -104,7 +104,7 @@ def format_judgement(j: dict, kind: str) -> str:
 
 
 def read_judgement(path: Path = JUDGEMENT) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path)
 
 
 @entry.script
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     j = {"card_kind": kind, **judge(records, card_floor(kind))}
     print(format_judgement(j, kind))
     if a.json:
-        a.json.write_text(json.dumps(j, indent=1, sort_keys=True) + "\n")
+        write_json_text(a.json, json.dumps(j, indent=1, sort_keys=True) + "\n")
     return 0
 
 

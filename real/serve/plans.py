@@ -687,6 +687,29 @@ def _s33r_plan(model: str, short: str, k: int) -> "Plan":
 
 S33R_PLANS = {f"gpu1-s33r-{short}": _s33r_plan(m, short, k) for k, (m, short) in enumerate(S33R_MODELS.items())}
 
+# s33loop set T (docs/notes/s33loop.md; diagnostic / fitting records, judges nothing): does an engine's eager host run
+# faster in a closed loop than in a Poisson run, against the launch probe around each run? Set J's engine and nearly its
+# length mix (prompts 152-632, outputs 44-204: lengths no record holds; warmed to 704 flat tokens) for the models of the
+# two loops issue 15 over-prices (v2-lite-slice, v3-slice-1l) and bench-small, each one process of four runs in turn:
+# Poisson 19/s, a closed loop of 15, Poisson 19/s (another stream), a closed loop of 8; seeds 421-432; run names
+# t33-<short>-*; split "fit"
+S33T_IN, S33T_OUT = "uniform:152-632", "uniform:44-204"
+S33T_MODELS = {"v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "bench-small": "bench"}
+
+
+def _s33t_plan(model: str, short: str, k: int) -> "Plan":
+    plan = _s21_plan(model, runs=(
+        RunSpec("poisson-r19-a", "poisson", S33T_IN, S33T_OUT, rate_per_s=19.0, seed=421 + 4 * k),
+        RunSpec("closed-c15-a", "closed", S33T_IN, S33T_OUT, concurrency=15, seed=422 + 4 * k),
+        RunSpec("poisson-r19-b", "poisson", S33T_IN, S33T_OUT, rate_per_s=19.0, seed=423 + 4 * k),
+        RunSpec("closed-c8-b", "closed", S33T_IN, S33T_OUT, concurrency=8, seed=424 + 4 * k)),
+        warm_tokens=S27J_WARM_TOKENS, prefix="t33")
+    return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, split="fit", name=r.name.replace(
+        f"t33-{s21_short(model)}-", f"t33-{short}-")) for r in plan.runs))
+
+
+S33T_PLANS = {f"gpu1-s33t-{short}": _s33t_plan(m, short, k) for k, (m, short) in enumerate(S33T_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -736,5 +759,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
          **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS, **S32N_PLANS,
-         **S33R_PLANS,
+         **S33R_PLANS, **S33T_PLANS,
          "tiny-new": TINY_NEW}

@@ -2,12 +2,12 @@
 held window choice (elapsed >= 15 s), the cv (ddof 1) and the rule's C0; and C1-C3 from given errors."""
 
 import csv
-import json
 import math
 
 import pytest
 
 from calibration import board_spread as bs
+from calibration.records_io import read_json
 from real.bench.board_spread import COLUMNS
 
 
@@ -69,7 +69,7 @@ def test_the_committed_judgement_and_the_twin_hold_the_records_figure():
 
     from twin.costs import board_pace
     from twin.training import step
-    judged = json.loads((Path(bs.__file__).resolve().parent / "s29mlm_judgement.json").read_text())["cards"][0]
+    judged = read_json(Path(bs.__file__).resolve().parent / "s29mlm_judgement.json")["cards"][0]
     live = bs.judge(bs.fresh_dirs()[0])
     assert live["board_held_rate_cv"] == pytest.approx(judged["board_held_rate_cv"], rel=1e-12)
     assert board_pace.BOARD_HELD_RATE_CV == pytest.approx(live["board_held_rate_cv"], rel=1e-12)

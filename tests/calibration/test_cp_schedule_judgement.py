@@ -3,12 +3,12 @@ calibration.cp_schedule calibration/measurements/h200x2/s27cp --judge --write`) 
 takes its fractions, and one part is recomputed live from the committed traces (the CP4 fractions and
 C2's schedule identity: eight traces, ~1 s) so the file cannot go stale."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import cp_schedule
+from calibration.records_io import read_json
 from twin.costs import context_parallel as cpx
 
 RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s27cp"
@@ -16,7 +16,7 @@ RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s27cp"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(cp_schedule.JUDGEMENT.read_text())
+    return read_json(cp_schedule.JUDGEMENT)
 
 
 def test_every_criterion_held_and_the_switch_is_on(judgement):

@@ -8,6 +8,7 @@ import pytest
 
 from calibration import dense_dropout, dropout_form
 from calibration.predict import gpu_spec
+from calibration.records_io import read_json
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import fitted_profile, load_profile, profile_from_json
@@ -98,8 +99,7 @@ def test_the_profile_field_round_trips():
 # --- the committed judgement (calibration/s28mlm2_judgement.json, written by `python -m calibration.dropout_form --json`)
 
 def _judgement() -> dict:
-    import json
-    return json.loads(dropout_form.JUDGEMENT_FILE.read_text())
+    return read_json(dropout_form.JUDGEMENT_FILE)
 
 
 def test_the_committed_judgement_is_todays_on_the_committed_records():

@@ -3,13 +3,13 @@
 (calibration.dropout_kernel)."""
 
 import dataclasses
-import json
 
 import pandas as pd
 import pytest
 
 from calibration import dense_dropout, dropout_kernel
 from calibration.predict import gpu_spec
+from calibration.records_io import read_json
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import fitted_profile, profile_from_json
@@ -87,7 +87,7 @@ def test_factor_errors_predict_each_call_from_its_own_time_without():
 # --- the committed judgement (calibration/s28mlm3_judgement.json, `python -m calibration.dropout_kernel --json`)
 
 def _judgement() -> dict:
-    return json.loads(dropout_kernel.JUDGEMENT_FILE.read_text())
+    return read_json(dropout_kernel.JUDGEMENT_FILE)
 
 
 def test_the_committed_judgement_is_todays_on_the_committed_records():

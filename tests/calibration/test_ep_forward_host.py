@@ -15,6 +15,7 @@ import calibration.pipeline as pipe
 from calibration import ep_forward_host as efh
 from calibration import prereg
 from calibration import records as rec
+from calibration.records_io import read_json
 
 FIT = efh.read_fit()
 # a small committed part (6 fitting EP forwards) whose rate is solved again live
@@ -150,7 +151,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
 
 # --- the fresh delivery (h200x2/s27epfwd_20261128_1204), judged by calibration/s27epfwd_judgement.json ---------------
 
-JUDGED = json.loads(efh.JUDGEMENT_FILE.read_text())
+JUDGED = read_json(efh.JUDGEMENT_FILE)
 RUN = rec.MEASUREMENTS_DIR / "h200x2" / JUDGED["run"]
 EP_PARTS = ("bench-5l2k", "mixtral-2l2k", "qwen2-4l2k", "qwen3-4l3k", "qwen3g-4l2k", "v3-3l")
 

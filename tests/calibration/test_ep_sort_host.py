@@ -2,7 +2,6 @@
 ADOPT_CUB_LAUNCH_HOST), the cub launch's host seconds from its sweep record, and the judge's decision logic."""
 
 import dataclasses
-import json
 
 import pandas as pd
 import pytest
@@ -13,7 +12,7 @@ from calibration import ep_bwd_run, ep_sort_host, prereg
 from calibration.predict import CUB_LAUNCH_TERM, CubLaunch, gpu_spec, sort_path_kernels
 import calibration.records as rec
 from calibration.records import MEASUREMENTS_DIR
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from calibration.validate import load_fitted_profile
 from calibration.whole_step import ep_moe_ops
 from twin.core.specs import get_model
@@ -165,7 +164,7 @@ SLICE_PART = "bench-small-6l"   # host-bound (A1 has its input), the deciding de
 
 @pytest.fixture(scope="module")
 def judged():
-    return json.loads(ep_sort_host.JUDGEMENT_FILE.read_text())
+    return read_json(ep_sort_host.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")

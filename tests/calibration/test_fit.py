@@ -7,6 +7,7 @@ import pytest
 from calibration import records as rec
 from calibration.fit import fit_profile, fit_rows, write_profile
 from calibration.split import is_held_out, split
+from calibration.records_io import read_json
 from tests.calibration.conftest import TRUE
 from twin.costs.profile import default_profile, profile_from_json
 
@@ -60,7 +61,7 @@ def test_split_is_by_shape_family():
 def test_profile_json_round_trip_and_provenance(synthetic_fit, tmp_path):
     prof, stats = synthetic_fit
     path = write_profile(prof, tmp_path)
-    data = json.loads(path.read_text())
+    data = read_json(path)
     back = profile_from_json(data)
     assert back == prof
     prov = back.provenance

@@ -27,7 +27,7 @@ from calibration import fit_inputs
 from calibration import records as rec
 from calibration.fit_inputs import archive, restore
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_scope, record_key
+from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_json, read_scope, record_key
 from tests import once
 from twin.cli.calibration import records_since_fit_lines, validation_inputs
 from twin.cli.main import main
@@ -250,7 +250,7 @@ def _refit_live(root: Path) -> dict:
 
 
 def _committed_refits() -> dict:
-    return json.loads(REFIT_JSON.read_text())["gpus"]
+    return read_json(REFIT_JSON)["gpus"]
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,16 @@
 `python -m calibration.fsdp_reserve --json`): the switches stand as it decided, and a cheap live recompute
 from the committed record (the reserve fractions, A1 on the 16-block part) so it cannot go stale."""
 
-import json
 
 import pytest
 
 from calibration import allocator_reserve as ar
 from calibration import fsdp_reserve as fr
 from calibration import published_runs
+from calibration.records_io import read_json
 from twin.costs import memory
 
-J = json.loads(fr.JUDGEMENT.read_text())
+J = read_json(fr.JUDGEMENT)
 
 
 def test_the_switches_stand_as_judged():

@@ -9,7 +9,7 @@ import pytest
 
 import calibration.pipeline as pipe
 from calibration import lease_probe2 as l2
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from tests import lease_inputs
 
 
@@ -95,12 +95,11 @@ def test_item_1_the_idle_target_is_the_forward_carrying_ops_not_the_b_ops():
     the pp2ep2 B ops run 3-8% short (not the 11-28% a pooled median gave); the twin's schedule with the F and FB ops
     at their measured spans puts far more rank-rows' idle within than with B, BW and W at theirs. One configuration
     priced live again."""
-    import json
 
     from calibration import lease_probe as lp
     from calibration import idle_terms as it
     from calibration.records_io import csv_exists
-    rec = json.loads(l2.ATTRIBUTION_FILE.read_text())
+    rec = read_json(l2.ATTRIBUTION_FILE)
     assert rec["command"].startswith("python -m calibration.lease_probe2 attribute")
     b = [p["paired_median"]["B"] for p in rec["ops"] if p["layout"] == "pp2ep2"]
     assert len(b) == 3 and all(-0.08 < x < -0.03 for x in b)

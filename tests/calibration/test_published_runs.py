@@ -82,7 +82,7 @@ def test_llama3_rows_count_flops_as_the_paper_cites():
 def test_llama3_rows_run_the_attention_kernel_of_their_dates():
     """The paper names no attention kernel; by date (pre-training ended before FlashAttention-3 and
     before PyTorch's SDPA ran cuDNN on H100, torch 2.5) the rows assume FlashAttention-2, and say so.
-    At 128K the attention core is most of the step, so the kernel moves the row by over a quarter."""
+    At 128K the attention core is most of the step, so the kernel moves the row by a fifth and more."""
     runs, _ = pr.load_runs()
     rows = [r for r in runs if r.source == "llama3"]
     assert len(rows) == 3
@@ -93,7 +93,8 @@ def test_llama3_rows_run_the_attention_kernel_of_their_dates():
     fa2 = simulate_step(sc, record_events=False)
     cudnn = simulate_step(dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, attention_kernel="cudnn")),
                           record_events=False)
-    assert fa2.step_time_s > 1.25 * cudnn.step_time_s
+    # (s33pub: with TP's collectives exposed the step holds more that is not attention: 1.249, was 1.28)
+    assert fa2.step_time_s > 1.2 * cudnn.step_time_s
 
 
 def test_the_500w_clock_follows_our_measurements():
@@ -306,10 +307,14 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # judged on the 8B rows' own step, h200/s31pub): tt-8b-cp1-32k +12.3% -> +6.8% (in), tt-405b-4d-cp2-64k +12.8% ->
 # +8.8% (in), tt-8b-cp4-128k +30.3% -> +28.2%, tt-405b-4d-cp8-256k -11.6% -> -12.5%; median 6.97% -> 4.31% (the
 # median target met), 25 -> 27 of 31 within 10%.
+# s33pub (docs/notes/s33pub_rule.md, ADOPT_LLAMA3_ISCA_COMMS and ADOPT_ZERO2_PP_GRADS_WHEN_BORN adopted): the Llama 3
+# rows' communication as Meta's ISCA'25 paper states it (TP exposed, ZeRO-1 at bs >= 2 pp else ZeRO-2, one
+# reduce-scatter a stage): l3-405b-128k-cp16 +23.3% -> +11.0%, l3-405b-8k-gpus16384 +5.2% -> +2.2%, the 8,192-GPU row
+# still refused (88.6 GiB; +14.7% -> +6.0% ignoring memory); median 4.31% -> 3.74%, 27 of 31 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.282, "tt-405b-4d-cp8-256k": -0.125,
     "mlm-gpt-119b": 0.121,
-    "l3-405b-8k-gpus8192": 0.147, "l3-405b-128k-cp16": 0.233,
+    "l3-405b-8k-gpus8192": 0.060, "l3-405b-128k-cp16": 0.110,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
@@ -322,7 +327,8 @@ NOT_MET = {
 # s27cp_rule.md): 7.7% (7.67%), 18 within 10% (tt-8b-cp8-256k +40.8% -> -2.3%); s28mlm (Megatron's micro-batch
 # from the SC21 script): 7.1% (7.12%), 18 within 10%; s29mlm (the slowest board's pace): 7.0% (6.97%), 23 within 10%;
 # s30mlm (the copy engine's cost to TE's ring GEMMs): 7.0% (6.97%), 25 within 10%; s31pub (compiled blocks'
-# elementwise at the measured rate): 4.3% (4.31%), 27 within 10%: the median target met
+# elementwise at the measured rate): 4.3% (4.31%), 27 within 10%: the median target met; s33pub (the Llama 3 rows'
+# communication as Meta's ISCA'25 paper states it): 3.7% (3.74%), 27 within 10%
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -425,7 +431,9 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # within the capacity less the 2.95 GiB a 2-rank NCCL process held outside torch's allocator on our H200s
 # (context, kernels, cuBLAS, three communicators, p2p): 76.2 GiB. The row is refused before its pipeline
 # is simulated, at 76.9 GiB counted without the reduce-scatter queue (78.99 with it)
-MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.009}
+# s33pub (docs/notes/s33pub.md 3b): as Meta's ISCA'25 paper states the row (ZeRO-1: every FP32 accumulator unsharded
+# beside the 141 saved sets) it counts 88.6 GiB, over the whole card; Meta kept a smaller saved set (unpublished)
+MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.163}
 # s26mem: with torch's loss parallel counted (16 B a logit, twin.costs.memory) the 405B interleaved row's
 # last stage counted 73.5 GiB against its published 72.7 (+1.1%). s26mem round 2: ZeRO-3 under PP counts
 # a stage's FP32 accumulators from its first backward and the sharded gradients after the last
@@ -533,7 +541,9 @@ def test_llama3_pipeline_is_the_idealised_interleaved_bubble_plus_its_hops():
     hops what they cost; the twin's bubble_frac is the largest idle, rank 0's (embedding-only chunk)."""
     runs, _ = pr.load_runs()
     b = _breakdown_module().breakdown(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
-    assert abs(b["rest_s"]) <= 0.01 * b["step_s"]
+    # TP's collectives exposed (Meta's ISCA'25 paper; published_runs.ADOPT_LLAMA3_ISCA_COMMS): what the rest holds is
+    # theirs on the critical path, at most the exposed communication the step counts
+    assert 0.0 < b["rest_s"] <= b["exposed_comm_s"] + b["p2p_s"]
     assert b["ideal_bubble_s"] == pytest.approx(15 / 128 * b["busiest_compute_s"])
     assert 0.0 < b["p2p_s"] < 0.05 * b["step_s"]
     busy = b["busy_per_rank_s"]
@@ -573,11 +583,12 @@ def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
     one K and one V head per rank, the attention output with FP32 softmax statistics, and the FFN's
     gate, up and their product. In flight on pipeline rank r: Megatron's interleaved warm-up
     (PP - r - 1) 2 + (V - 1) PP plus the first steady forward, at most M V. Weights in BF16 (not
-    resharded after the forward), FP32 gradients sharded over DP (the paper's FSDP "shards optimizer
-    states and gradients": plan.pp_grad_sync 'every_backward'), 12 B of optimizer state over DP, one
-    gathered SP input; beside them the gradients waiting for their reduce-scatter: some (on the 8,192-GPU
-    row at least one layer's FP32 gradients: one layer's reduce-scatter over the DP ranks outlasts its
-    backward), at most every one of the rank's layer micro-batches'."""
+    resharded after the forward), 12 B of optimizer state over DP, one gathered SP input. Gradients as
+    Meta's ISCA'25 paper states (published_runs.ADOPT_LLAMA3_ISCA_COMMS, docs/notes/s33pub_rule.md): at
+    8,192 GPUs (32 sequences a DP group = 2 x PP) ZeRO-1, every FP32 accumulator unsharded beside the peak (each is
+    born at its chunk's first backward, all inside the 1F1B steady phase); at 16,384 GPUs (16 = PP) ZeRO-2 with
+    every forward first, one reduce-scatter a stage: at the peak one chunk's accumulator, born at the first
+    backward beside every saved set (step.ADOPT_ZERO2_PP_GRADS_WHEN_BORN)."""
     runs, _ = pr.load_runs()
     run = next(r for r in runs if r.id == row_id)
     sc = pr.scenario_of(run)
@@ -589,13 +600,11 @@ def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
     rank = 1   # rank 0's first chunk is the embedding alone: rank 1 holds the most in flight
     in_flight = min((pp - rank - 1) * 2 + (v - 1) * pp + 1, m * v)
     params = v * layer_params   # one layer a chunk
-    want = {"weights": 2 * params, "gradients": 4 * params / dp, "optimizer": 12 * params / dp,
+    zero1 = row_id == "l3-405b-8k-gpus8192"
+    assert sc.plan.zero_stage == (1 if zero1 else 2) and sc.plan.pp_grad_sync == "last_backward"
+    want = {"weights": 2 * params, "gradients": 4 * (params if zero1 else layer_params), "optimizer": 12 * params / dp,
             "activations": in_flight * tokens * per_token, "comm_buffers": 2 * tokens * d}
     got = step.memory_breakdown_bytes
-    assert set(got) == set(want) | {"grad_queue"}
+    assert set(got) == set(want)
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-9), key
-    # the queue is timing-derived: under s29mlm's slowest-board pace (a backward ~4% longer at 16,384 GPUs) one layer's
-    # reduce-scatter no longer outlasts its backward on the 16,384-GPU row, so less than a layer's gradients wait there
-    lower = 4 * layer_params if row_id == "l3-405b-8k-gpus8192" else 0.0
-    assert lower < got["grad_queue"] <= m * v * 4 * layer_params

@@ -10,7 +10,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import prereg, rank_clock, s31clk
 from calibration.power_cap import MAX_SM_CLOCK_MHZ
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from calibration.whole_step import gpu_spec
 from twin.core.schedules import build_schedule
 
@@ -153,8 +153,7 @@ def test_judgement_record_and_live_part_a():
     """calibration/s31clk_judgement.json (`python -m calibration.s31clk record`): the verdict follows its figures (A1 and
     A2 missed, part B's C1-C3 met, the guards failed, so not adopted and the switch off); part A recomputed live from
     the filed records equals the record (the clocks are records and the law, no twin pricing)."""
-    import json
-    j = json.loads(s31clk.JUDGEMENT_FILE.read_text())
+    j = read_json(s31clk.JUDGEMENT_FILE)
     a = j["clocks"]
     assert (a["A1_within"], a["A1_rows"], a["A2_within"], a["A2_rows"], a["A2_capped_agree"]) == (3, 5, 32, 48, 46)
     assert a["A1"] is False and a["A2"] is False   # A2: 32 / 48 within 60 MHz < 75%, though 46 / 48 agree on held

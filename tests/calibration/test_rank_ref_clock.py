@@ -8,7 +8,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import prereg, rank_clock, s31clk2
 from calibration.power_cap import MAX_SM_CLOCK_MHZ
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from calibration.whole_step import gpu_spec
 
 H200 = gpu_spec("h200").name
@@ -99,8 +99,7 @@ def test_judgement_record_and_live_fresh_scores():
     agreeing on 40); C keeps the steps (median 2.13 -> 2.18%) but loses 2 idle rank-rows (40 -> 38): C1 fails, the
     guards failed before; not adopted, switch off. The fresh-set part recomputed live (records and the registered
     predictions, no twin pricing) equals the record."""
-    import json
-    j = json.loads(s31clk2.JUDGEMENT_FILE.read_text())
+    j = read_json(s31clk2.JUDGEMENT_FILE)
     a, crit = j["clocks"], j["criteria"]
     assert (a["A2_within"], a["A2_rows"], a["A2_capped_agree"], a["A2"]) == (43, 48, 40, True)
     assert (j["B"]["num_within"], j["C"]["num_within"]) == (40, 38) and len(crit["lost_rank_rows"]) == 2

@@ -267,3 +267,44 @@ def test_text_records_are_to_dicts_records(tmp_path, monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_dict", lambda *a, **k: pytest.fail("to_dict called"))
     for df in (text, text.fillna(""), nums.astype(str), frames[-1]):
         assert records_io.text_records(df)
+
+
+def test_a_json_record_reads_alike_plain_and_packed_and_is_written_packed(tmp_path):
+    """(s33pack) A judge writes X.json.xz (write_json_text: its text's bytes, the plain form removed); a reader naming
+    X.json finds either form, a plain one first (a branch's judgement filed before the packing was merged)."""
+    text = json.dumps({"adopt": False, "rows": [1.5, 2.25]}, indent=1) + "\n"
+    plain = tmp_path / "s99x_judgement.json"
+    plain.write_text(text)
+    assert records_io.read_json(plain) == json.loads(text) and records_io.json_exists(plain)
+    written = records_io.write_json_text(plain, text)
+    assert written.name == "s99x_judgement.json.xz" and not plain.exists()
+    assert records_io.read_json_text(plain) == text and records_io.read_json(written) == json.loads(text)
+    assert records_io.unpacked_bytes(written) == text.encode() and written.read_bytes() == records_io.xz_bytes(text.encode())
+    (tmp_path / "b_judgement.json").write_text("{}")
+    assert [p.name for p in records_io.glob_json(tmp_path, "*_judgement.json")] == ["b_judgement.json",
+                                                                                     "s99x_judgement.json.xz"]
+    plain.write_text('{"newer": true}')                 # both forms on disk: the plain one reads
+    assert records_io.read_json(plain) == {"newer": True}
+    assert [records_io.json_record_name(p) for p in records_io.glob_json(tmp_path, "s99*.json")] == [plain.name]
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        records_io.read_json(tmp_path / "none.json")
+    assert not records_io.json_exists(tmp_path / "none.json")
+    (tmp_path / "c.json").write_text(text)              # not a trace: packed only as a JSON record
+    with pytest.raises(ValueError, match="not a Chrome trace"):
+        pack_record(tmp_path / "c.json")
+    assert pack_record(tmp_path / "c.json", json_record=True).name == "c.json.xz"
+    assert records_io.read_json_text(tmp_path / "c.json") == text
+
+
+def test_committed_json_records_are_packed_once_and_read_by_their_plain_name():
+    """Every X.json.xz at the top of calibration/ is its record's only form there and reads as JSON by its
+    X.json name (an object or a list); the pre-registrations stay plain (their committed bytes are the registration)."""
+    cal = records_io.JSON_RECORD_DIR
+    packed = sorted(cal.glob("*.json.xz"))
+    assert len(packed) >= 80
+    for path in packed:
+        plain = path.with_name(records_io.json_record_name(path))
+        others = [plain, *(plain.with_name(plain.name + s) for s in PACKED_SUFFIXES)]
+        assert [o.name for o in others if o.is_file()] == [path.name], f"{path}: committed more than one way"
+        assert isinstance(records_io.read_json(plain), (dict, list)), path
+    assert not list((rec.MEASUREMENTS_DIR / "prereg").glob("*.json.xz"))

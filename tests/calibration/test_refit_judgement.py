@@ -13,6 +13,7 @@ from calibration import fit, refit_judge
 from calibration import records as rec
 from calibration.split import split
 from calibration.validate import predict_cases
+from calibration.records_io import read_json
 from twin.costs.profile import profile_from_json
 
 STALE = "rerun the commands in calibration/refit_judge.py's docstring with --write"
@@ -20,7 +21,7 @@ STALE = "rerun the commands in calibration/refit_judge.py's docstring with --wri
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(refit_judge.JUDGEMENT.read_text())
+    return read_json(refit_judge.JUDGEMENT)
 
 
 def test_each_row_and_the_verdict_follow_from_the_figures(judgement):

@@ -5,7 +5,6 @@ on both (the second host reported, not judged). The figures are read back from c
 code (B and C) and must equal its committed entry, so the file cannot go stale silently."""
 
 import csv
-import json
 import shutil
 
 import pandas as pd
@@ -14,14 +13,14 @@ import pytest
 from calibration import bracket_judge as bj
 from calibration import judged_under, prereg, step_bracket
 from calibration import records as rec
-from calibration.records_io import resolve_csv
+from calibration.records_io import json_exists, read_json, resolve_csv
 
 
 @pytest.fixture(scope="module")
 def judgement():
-    if not bj.JUDGEMENT_FILE.is_file():
+    if not json_exists(bj.JUDGEMENT_FILE):
         pytest.skip("no s25host2 judgement committed")
-    return json.loads(bj.JUDGEMENT_FILE.read_text())
+    return read_json(bj.JUDGEMENT_FILE)
 
 
 def _summaries(entry):

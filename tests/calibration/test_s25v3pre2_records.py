@@ -6,13 +6,12 @@ judgement as committed (calibration/s25v3pre2_judgement.json, written by `python
 printing them."""
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import serve_prefill_kernels2 as spk2
-from calibration.records_io import open_csv
+from calibration.records_io import open_csv, read_json
 from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
 
@@ -21,7 +20,7 @@ JUDGEMENT = Path(spk2.__file__).resolve().parent / "s25v3pre2_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_g_holds_six_complete_held_out_runs_on_an_h100():

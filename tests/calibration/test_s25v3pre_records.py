@@ -3,12 +3,12 @@ qwen3moe-mla-slice at prompt and output lengths no earlier record held) and part
 judgement's set-F rows as committed (calibration/s25v3pre_judgement.json, written by `python -m
 calibration.serve_prefill_kernels --json`): the criteria recomputed from them, and the strict xfail printing them."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import serve_prefill_kernels as spk
+from calibration.records_io import read_json
 from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
 
@@ -17,7 +17,7 @@ JUDGEMENT = Path(spk.__file__).resolve().parent / "s25v3pre_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_f_holds_six_complete_held_out_runs_on_an_h100():

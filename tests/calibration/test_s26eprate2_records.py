@@ -4,7 +4,6 @@ calibration/s26eprate2_judgement.json (written by `python -m calibration.ep_pace
 names); its verdict is recomputed from its rows, one part is priced again live and must give the file's rows, and the
 missed target is a strict xfail printing the live figure."""
 
-import json
 import shutil
 
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 import calibration.pipeline as pipe
 from calibration import ep_pace_during as epd
 from calibration import records as rec
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 
-JUDGED = json.loads(epd.JUDGEMENT_FILE.read_text())
+JUDGED = read_json(epd.JUDGEMENT_FILE)
 RUN = rec.MEASUREMENTS_DIR / "h200x2" / JUDGED["run"]
 PARTS = ("bench-small-12l256", "bench-small-4l1k28", "bench-small-5l640", "bench-small-8l448", "mixtral-2l1k5")
 

@@ -4,7 +4,6 @@ timed step, judged by calibration.ep_probe_rate. The judgement is read back from
 its rows, one part is priced again live under base, P and R and must give the file's rows, and the missed target is a
 strict xfail printing the live figure."""
 
-import json
 import shutil
 
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 import calibration.pipeline as pipe
 from calibration import ep_probe_rate as epr
 from calibration import records as rec
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 
-JUDGED = json.loads(epr.JUDGEMENT_FILE.read_text())
+JUDGED = read_json(epr.JUDGEMENT_FILE)
 RUNS = {name: rec.MEASUREMENTS_DIR / "h200x2" / name for name in JUDGED["runs"]}
 FIRST = "s26eprate_20261128_0836"
 PARTS = ("bench-small-10l", "bench-small-3l1k5", "bench-small-4l", "bench-small-6l512", "mixtral-3l")

@@ -7,7 +7,6 @@ recomputed from its rows, the guards' from their committed counts, one run repla
 against its stored row, and the strict xfail printing the figures."""
 
 import csv
-import json
 import math
 from pathlib import Path
 from unittest import mock
@@ -18,7 +17,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_load_host as slh
 from calibration import serve_start_sync as ssy
-from calibration.records_io import open_csv
+from calibration.records_io import open_csv, read_json
 from calibration.serve_load_validation import FIGURES
 from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
@@ -28,7 +27,7 @@ JUDGEMENT = Path(slh.__file__).resolve().parent / "s26start2_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_the_delivery_holds_eight_complete_fitting_runs_and_six_held_out_runs_on_one_h200():
@@ -44,13 +43,13 @@ def test_the_delivery_holds_eight_complete_fitting_runs_and_six_held_out_runs_on
 def test_the_committed_host_terms_are_the_fitting_runs_fit():
     """calibration/s26start2_fit.json is load_host_fit on the fitting records now (nothing of set I enters it), and
     the judgement was made under those terms."""
-    committed = json.loads(slh.FIT_FILE.read_text())["tables"]
+    committed = read_json(slh.FIT_FILE)["tables"]
     live = slh.load_host_fit()
     for t, terms in committed.items():
         for k in (*slh.TERMS, "sync_s"):
             assert live[t][k] == pytest.approx(terms[k], rel=1e-9), (t, k)
         assert live[t]["card"] == "h200"
-    assert json.loads(JUDGEMENT.read_text())["constants"] == committed
+    assert read_json(JUDGEMENT)["constants"] == committed
 
 
 def test_the_committed_judgement_is_its_criteria(judgement):

@@ -4,7 +4,6 @@ committed (calibration/s26start_judgement.json, written by `python -m calibratio
 criteria recomputed from its rows, the guards' criteria recomputed from their committed counts, one run replayed live
 under the committed twin against its stored row, and the strict xfail printing the figures."""
 
-import json
 import math
 from pathlib import Path
 from unittest import mock
@@ -14,6 +13,7 @@ import pytest
 from calibration import serve_eager_host as seh
 from calibration import serve_start_sync as sss
 from calibration.serve_load_validation import FIGURES
+from calibration.records_io import read_json
 from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
 
@@ -22,7 +22,7 @@ JUDGEMENT = Path(sss.__file__).resolve().parent / "s26start_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_h_holds_six_complete_held_out_runs_on_an_h200():

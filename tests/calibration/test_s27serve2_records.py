@@ -6,13 +6,12 @@ calibration.serve_graph_floor --json`): set K's criteria recomputed from its row
 counts, one run replayed live under the twin in force against its stored row, and the strict xfail printing V's
 figures."""
 
-import json
 
 import pytest
 
 from calibration import records as rec
 from calibration import serve_graph_floor as sgf
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from tests.calibration.conftest import (assert_complete_held_out_set, assert_graph_guards_recomputed,
                                         assert_live_row_is_committed)
 from twin.serving import timing
@@ -22,7 +21,7 @@ JUDGEMENT = sgf.FIT_FILE.parent / "s27serve2_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_k_holds_eight_complete_held_out_runs_on_one_h200_recorded_without_timing():
@@ -33,7 +32,7 @@ def test_set_k_holds_eight_complete_held_out_runs_on_one_h200_recorded_without_t
 
 
 def test_the_committed_term_is_the_fit_the_judgement_used(judgement):
-    committed = json.loads(sgf.FIT_FILE.read_text())["tables"]
+    committed = read_json(sgf.FIT_FILE)["tables"]
     assert all(v[sgf.TERM] == pytest.approx(495.0e-9, rel=1e-3) for v in committed.values())
     assert all(v["rows"] == 8882 and v["card"] == "h200" for v in committed.values())
     assert judgement["constants"] == committed

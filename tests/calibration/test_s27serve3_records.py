@@ -6,7 +6,6 @@ committed counts, one run replayed live under the twin in force against its stor
 V-H200's figures. The probe: the first replay after an idle gap is slower than the back-to-back ones, more so the
 longer the gap (evidence, no criterion)."""
 
-import json
 
 import pytest
 
@@ -14,7 +13,7 @@ from calibration import records as rec
 from calibration import serve_graph_floor as sgf
 from calibration import serve_graph_floor_h200 as sgh
 from calibration import serve_idle_probe as sip
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from tests.calibration.conftest import (assert_complete_held_out_set, assert_graph_guards_recomputed,
                                         assert_live_row_is_committed)
 from twin.serving import timing
@@ -24,7 +23,7 @@ JUDGEMENT = sgf.FIT_FILE.parent / "s27serve3_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_l_holds_eight_complete_held_out_runs_on_one_h200_recorded_without_timing():
@@ -35,7 +34,7 @@ def test_set_l_holds_eight_complete_held_out_runs_on_one_h200_recorded_without_t
 
 
 def test_the_term_is_round_2s_in_the_h200_table_only(judgement):
-    committed = json.loads(sgf.FIT_FILE.read_text())["tables"]
+    committed = read_json(sgf.FIT_FILE)["tables"]
     assert judgement["constants"] == {sgf.FIT_TABLE: committed[sgf.FIT_TABLE]}
 
 
@@ -58,7 +57,7 @@ def test_the_candidate_was_adopted_later_by_s28serve():
     """Not adopted by this round's rule (the strict xfail below); judged again on set M and adopted by s28serve
     (docs/notes/s28serve_rule.md): the switch on, round 2's term in the H200 table alone."""
     assert timing.ADOPT_GRAPH_OP_FLOOR is True
-    committed = json.loads(sgf.FIT_FILE.read_text())["tables"][sgf.FIT_TABLE][sgf.TERM]
+    committed = read_json(sgf.FIT_FILE)["tables"][sgf.FIT_TABLE][sgf.TERM]
     assert timing.engine_costs(sgf.FIT_TABLE)[sgf.TERM] == committed
 
 

@@ -6,13 +6,12 @@ committed (calibration/s27serve_judgement.json, written by `python -m calibratio
 criteria recomputed from its rows, the guards' from their committed counts, one run replayed live under the twin in
 force against its stored row, and the strict xfail printing U's figures."""
 
-import json
 
 import pytest
 
 from calibration import records as rec
 from calibration import serve_graph_ops as sgo
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from tests.calibration.conftest import (assert_complete_held_out_set, assert_graph_guards_recomputed,
                                         assert_live_row_is_committed)
 from twin.serving import timing
@@ -23,7 +22,7 @@ SET_J = rec.MEASUREMENTS_DIR / "h200" / sgo.NAME
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_j_holds_six_complete_held_out_runs_on_one_h200_recorded_without_timing():
@@ -57,7 +56,7 @@ def test_the_committed_terms_were_fitted_on_every_fitting_graph_iteration(judgem
     """calibration/s27serve_fit.json (graph_fit on the fitting records, nothing of sets I or J) counts every
     graph-replayed decode iteration of the 8 fitting runs (counted here from the records; the fit itself, ~9 CPU-s, is
     not redone: tests/twin/serving/test_graph_decode_ops.py tests fit_terms), and the judgement was made under it."""
-    committed = json.loads(sgo.FIT_FILE.read_text())["tables"]
+    committed = read_json(sgo.FIT_FILE)["tables"]
     n = 0
     for d in sgo.slh.fit_folders(rec.MEASUREMENTS_DIR, "h200"):
         its = read_csv(d / "serve_iterations.csv")

@@ -2,14 +2,13 @@
 (docs/notes/s28blind_rule.md). The predictions are committed and cover the campaign's cases; the judge reads records
 of every kind from a records root."""
 
-import json
 import re
 
 import pandas as pd
 import pytest
 
 from calibration import prereg, s28blind
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ MISSED = {"h200 decode": "host-paced decode steps of this lease slower than the 
 
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s28blind.JUDGEMENT_FILE.read_text())
+    return read_json(s28blind.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from the committed probe records, one EP2 row and one control row priced again l
 as the rule decided (neither adopted), and issue 13's step target under P2 (missed: a strict xfail printing the live
 figure) beside base's (met)."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -13,10 +12,10 @@ import pytest
 import calibration.pipeline as pipe
 from calibration import lease_probe2 as l2
 from calibration import records as rec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, read_json
 from tests import lease_inputs
 
-JUDGED = json.loads(l2.JUDGEMENT_FILE.read_text())
+JUDGED = read_json(l2.JUDGEMENT_FILE)
 RUN = rec.MEASUREMENTS_DIR / "h200x2" / JUDGED["run"]
 ROWS = pd.DataFrame(JUDGED["rows"])
 V = JUDGED["verdict"]

@@ -4,16 +4,16 @@ again from the committed probe records, one judged pp2ep2 row priced again live 
 switch, and issue 13's targets under the adopted P (the step target met; idle and ranking missed: strict xfails that
 print the live figure)."""
 
-import json
 
 import pytest
 
 import calibration.pipeline as pipe
 from calibration import lease_probe as lp
 from calibration import records as rec
+from calibration.records_io import read_json
 from tests import committed, lease_inputs
 
-JUDGED = json.loads(lp.JUDGEMENT_FILE.read_text())
+JUDGED = read_json(lp.JUDGEMENT_FILE)
 RUN = rec.MEASUREMENTS_DIR / "h200x4" / JUDGED["run"]
 ROWS = lp.rows_of(JUDGED)
 V = JUDGED["verdict"]
@@ -81,7 +81,7 @@ def test_twin_validate_s_section_names_the_adopted_setting_and_the_registered_ba
     assert "registered before the run, base (balanced routing):" in text and "s28pp4 base h200x4: 36 rows" in text
 
 
-COMPONENTS = json.loads(lp.COMPONENTS_FILE.read_text())
+COMPONENTS = read_json(lp.COMPONENTS_FILE)
 
 
 def test_item_4_the_schedule_is_right_and_the_backward_is_what_p_leaves(cache):

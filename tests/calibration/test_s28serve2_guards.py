@@ -4,7 +4,6 @@ calibration/s28serve2_guards.json`): the fresh H200 sets J-M gain, the older set
 and the A-H pool loses checks (K1), so W is not adopted, the switch is off and set N was not run. One cheap live
 recompute keeps the file honest: W still charges set M's bench-small closed loop its first-met stall at t = 0."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,13 @@ import pytest
 import calibration.serve_load_validation as slv
 from calibration import records as rec
 from calibration.serve_ttft_parts import folder_parts
+from calibration.records_io import read_json
 
 GUARDS = Path(__file__).resolve().parents[2] / "calibration" / "s28serve2_guards.json"
 
 
 def _guards() -> dict:
-    return json.loads(GUARDS.read_text())
+    return read_json(GUARDS)
 
 
 def test_w_is_off_and_its_committed_guards_say_why():

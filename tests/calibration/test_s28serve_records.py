@@ -5,7 +5,6 @@
 from its rows, the guards from their committed counts with K1's committed margin, one run replayed live under the twin
 in force against its stored row, and the verdict."""
 
-import json
 
 import pytest
 
@@ -13,7 +12,7 @@ from calibration import records as rec
 from calibration import serve_floor_rejudge as sfr
 from calibration import serve_graph_floor as sgf
 from calibration import serve_start_sync as ssy
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from calibration.serve_load_validation import timed_run_ids
 from tests.calibration.conftest import assert_complete_held_out_set, assert_live_row_is_committed
 from twin.serving import timing
@@ -23,7 +22,7 @@ JUDGEMENT = sfr.NOISE_FILE.parent / "s28serve_judgement.json"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_set_m_holds_eight_complete_held_out_runs_on_one_h200_and_the_timed_repeat():
@@ -38,9 +37,9 @@ def test_set_m_holds_eight_complete_held_out_runs_on_one_h200_and_the_timed_repe
 
 
 def test_the_margin_and_the_term_are_the_committed_ones(judgement):
-    noise = json.loads(sfr.NOISE_FILE.read_text())
+    noise = read_json(sfr.NOISE_FILE)
     assert judgement["K1_margin"] == noise["median_move"] == pytest.approx(0.00231, abs=1e-5)
-    committed = json.loads(sgf.FIT_FILE.read_text())["tables"]
+    committed = read_json(sgf.FIT_FILE)["tables"]
     assert judgement["constants"][sgf.FIT_TABLE] == {sgf.TERM: committed[sgf.FIT_TABLE][sgf.TERM]}
 
 

@@ -4,13 +4,13 @@ compiled CP schedules: C1-C4 held, P1 (the published median) failed, so the swit
 empty. Recomputed live from the committed traces (~1 s): the 405B Float8 slice's CP4 fractions and its ranks'
 agreement (none defers, so nobody waits, where its BF16 form split two and two: s29cp), and C2."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import cp_schedule
 from calibration import judged_under
+from calibration.records_io import read_json
 from twin.costs import context_parallel as cpx
 
 RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s29cp2"
@@ -18,7 +18,7 @@ RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s29cp2"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(cp_schedule.S29CP2_JUDGEMENT.read_text())
+    return read_json(cp_schedule.S29CP2_JUDGEMENT)
 
 
 def test_the_verdict_is_not_adopted_on_the_median_and_the_switch_is_off(judgement):

@@ -6,13 +6,13 @@ traces (the CP2/CP4 traces, ~1 s): the CP4 fractions, C2's schedule identity and
 dK/dV hand-overs after all their backward calls (this block's and s27cp's 8B block's at CP4), so the file
 cannot go stale."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import cp_schedule
 from calibration import judged_under
+from calibration.records_io import read_json
 from twin.costs import context_parallel as cpx
 
 RUN = Path(cp_schedule.__file__).parent / "measurements" / "h200x2" / "s29cp"
@@ -21,7 +21,7 @@ TRACES = RUN / "sched" / "traces"
 
 @pytest.fixture(scope="module")
 def judgement():
-    return json.loads(cp_schedule.S29CP_JUDGEMENT.read_text())
+    return read_json(cp_schedule.S29CP_JUDGEMENT)
 
 
 def test_the_verdict_is_not_adopted_and_the_switch_is_off(judgement):

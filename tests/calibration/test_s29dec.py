@@ -2,7 +2,6 @@
 committed predictions cover the campaign's cases from one clean commit; the judge prices each record at its own
 probes (ratio x probe on the committed grid) and counts a miss per lease and kind."""
 
-import json
 import re
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from calibration import records as rec
 from calibration import s29dec, step_host
-from calibration.records_io import read_csv
+from calibration.records_io import read_csv, read_json
 from twin.cli.calibration import _headline
 
 
@@ -99,7 +98,7 @@ def test_judge_prices_each_record_at_its_probe_and_counts_a_miss(tmp_path, pred)
 # recomputed live once; a missed target is a strict xfail that prints the live figure
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s29dec.JUDGEMENT_FILE.read_text())
+    return read_json(s29dec.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_the_committed_judgement_is_the_live_one(committed, live):
 
 
 def _groups():
-    data = json.loads(s29dec.JUDGEMENT_FILE.read_text())
+    data = read_json(s29dec.JUDGEMENT_FILE)
     return [pytest.param(lease, bench, marks=() if g["meets_target"] else pytest.mark.xfail(
                 strict=True, reason=f"missed on the committed records: {g['median_abs_rel_error']:.1%} / "
                                     f"{g['p90_abs_rel_error']:.1%} (docs/notes/s29dec.md)"), id=f"{lease}-{bench}")

@@ -3,7 +3,6 @@ cover the campaign's cases from one clean commit; the candidate scales ratio x p
 over the twin's ops; the committed judgement (`python -m calibration.s29dec2 --json ...`) is recomputed live once; the
 fresh lease's decode target and the guards on s29dec's two leases are asserted (a miss: a strict xfail with the figure)."""
 
-import json
 import re
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 
 from calibration import s29dec2, step_host
+from calibration.records_io import read_json
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_kernel_factor_reads_the_records_own_profiled_count():
 
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s29dec2.JUDGEMENT_FILE.read_text())
+    return read_json(s29dec2.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_guard_the_candidate_is_no_worse_on_s29decs_leases(live):
 
 
 def _fresh_mark():
-    data = json.loads(s29dec2.JUDGEMENT_FILE.read_text())
+    data = read_json(s29dec2.JUDGEMENT_FILE)
     if data["verdict"]["fresh_decode_met"]:
         return ()
     g = [v["by_kind"].get("decode", {}).get("candidate", {}) for v in data["leases"].values()]

@@ -4,7 +4,6 @@ recomputed live on the H100's fitting runs, and one set-O run replayed live unde
 cannot go stale). The rule's verdict is 'not adopted': the guards fail (computed before set O existed,
 calibration/s29serve_guards.json); a strict xfail prints set O's figures."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,14 @@ import pytest
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_idle_wake as siw
+from calibration.records_io import read_json
 from twin.serving import engine
 from twin.serving.timing import engine_costs
 
 CAL = Path(siw.__file__).resolve().parent
-JUDGEMENT = json.loads((CAL / "s29serve_judgement.json").read_text())
-GUARDS = json.loads((CAL / "s29serve_guards.json").read_text())
-FIT = json.loads((CAL / "s29serve_fit.json").read_text())["cards"]
+JUDGEMENT = read_json(CAL / "s29serve_judgement.json")
+GUARDS = read_json(CAL / "s29serve_guards.json")
+FIT = read_json(CAL / "s29serve_fit.json")["cards"]
 RUN = "n29o-bench-closed-c1-o"
 
 
@@ -75,6 +75,6 @@ def test_twin_validate_shows_the_judgement_in_its_headline():
 
 def test_the_part_a_figures_are_evidence_only():
     """I-a (part (a) alone) was formed after set O existed: its file carries no verdict."""
-    ev = json.loads((CAL / "s29serve_a_evidence.json").read_text())
+    ev = read_json(CAL / "s29serve_a_evidence.json")
     assert ev["candidate"] == "I-a" and ev["evidence_only"] and ev["adopt"] is None
     assert ev["command"].startswith("python -m calibration.serve_idle_wake judge --part-a")

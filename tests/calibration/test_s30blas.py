@@ -8,6 +8,7 @@ import pytest
 
 from calibration import s30blas
 from calibration.serve_ep_residual import first_met_excess
+from calibration.records_io import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 S19 = REPO / "calibration/measurements/h200x2/s19srv_repeat"
@@ -41,10 +42,9 @@ def test_summary_agrees_with_first_met_excess_and_shows_the_met_drift(table):
 def test_committed_summary_is_what_the_committed_records_give():
     """calibration/s30blas_summary.json (written by `python -m calibration.s30blas --json`) recomputed live from
     h200x2/s30blas: both conditions, every (run, class) row, the same figures."""
-    import json
     import math
 
-    committed = json.loads((REPO / "calibration/s30blas_summary.json").read_text())
+    committed = read_json(REPO / "calibration/s30blas_summary.json")
     live = s30blas.summary(REPO / "calibration/measurements/h200x2/s30blas")
     assert set(committed) == set(live) == {"default", "nocache"}
     for cond, rows in committed.items():

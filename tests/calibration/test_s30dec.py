@@ -4,7 +4,6 @@ cases from one commit with w fitted on fitting folders only; the committed judge
 --json ...`) is recomputed live once (the fresh lease); the guards and the fresh lease's decode target are asserted (a
 miss: a strict xfail with the figure)."""
 
-import json
 import re
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from calibration import records as rec
 from calibration import s30dec, step_host, whole_step
+from calibration.records_io import json_exists, read_json
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_decode_occupancy_is_restored_after_the_block():
 
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s30dec.JUDGEMENT_FILE.read_text())
+    return read_json(s30dec.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_guard_the_candidate_is_no_worse_on_the_seen_leases(committed):
 
 
 def _fresh_mark():
-    data = json.loads(s30dec.JUDGEMENT_FILE.read_text()) if s30dec.JUDGEMENT_FILE.exists() else None
+    data = read_json(s30dec.JUDGEMENT_FILE) if json_exists(s30dec.JUDGEMENT_FILE) else None
     if data and data["verdict"]["fresh_decode_met"]:
         return ()
     g = [v["by_kind"].get("decode", {}).get("candidate", {}) for v in (data or {}).get("leases", {}).values()]

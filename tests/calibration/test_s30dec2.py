@@ -3,13 +3,13 @@ committed predictions cover the campaign's cases from one commit with s30dec's w
 judgement (`python -m calibration.s30dec2 --json ...`) is recomputed live once; issue 13's decode target on the lease is
 asserted (a miss: a strict xfail with the figure)."""
 
-import json
 import re
 
 import numpy as np
 import pytest
 
 from calibration import s30dec, s30dec2, step_host
+from calibration.records_io import json_exists, read_json
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_committed_predictions_cover_the_cases_with_the_adopted_w(pred):
 
 @pytest.fixture(scope="module")
 def committed():
-    return json.loads(s30dec2.JUDGEMENT_FILE.read_text())
+    return read_json(s30dec2.JUDGEMENT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_committed_judgement_is_the_live_one(committed, live, pred):
 
 
 def _mark():
-    data = json.loads(s30dec2.JUDGEMENT_FILE.read_text()) if s30dec2.JUDGEMENT_FILE.exists() else None
+    data = read_json(s30dec2.JUDGEMENT_FILE) if json_exists(s30dec2.JUDGEMENT_FILE) else None
     if data and data["verdict"]["decode_target_held"]:
         return ()
     g = [v["by_kind"].get("decode", {}).get("candidate", {}) for v in (data or {}).get("leases", {}).values()]

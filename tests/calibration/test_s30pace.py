@@ -3,12 +3,12 @@ its GEMM and attention curves at the slowest of its boards, the training step's 
 committed judgement (calibration/s30pace_judgement.json, `python -m calibration.s30pace_judge`) and the switch agree,
 and one published row recomputed live holds the judgement's figure."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 import calibration.s30pace_judge as judge
+from calibration.records_io import read_json
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import get_gpu
 from twin.costs import board_pace
@@ -19,7 +19,7 @@ JUDGEMENT = Path(judge.__file__).resolve().parent / "s30pace_judgement.json"
 
 @pytest.fixture(scope="module")
 def judged():
-    return json.loads(JUDGEMENT.read_text())
+    return read_json(JUDGEMENT)
 
 
 def test_the_instance_gpus_set_the_pace_and_one_gpu_or_a_passed_profile_is_untouched(monkeypatch):

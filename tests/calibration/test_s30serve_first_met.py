@@ -3,7 +3,6 @@
 (calibration/s30serve_fit.json) recomputed live from the probe's records, and one set-P run replayed live under both
 settings (so the judgement file cannot go stale)."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,12 @@ import pytest
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_first_met as sfm
+from calibration.records_io import read_json
 from twin.serving import engine
 
 CAL = Path(sfm.__file__).resolve().parent
-JUDGEMENT = json.loads((CAL / "s30serve_judgement.json").read_text())
-FIT = json.loads((CAL / "s30serve_fit.json").read_text())
+JUDGEMENT = read_json(CAL / "s30serve_judgement.json")
+FIT = read_json(CAL / "s30serve_fit.json")
 RUN = "n30p-bench-poisson-r2-p"
 
 

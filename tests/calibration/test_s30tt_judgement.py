@@ -2,19 +2,19 @@
 the power limit beside FA2 and the FP8 GEMM alone, one H200) and a live recompute of its factors from the committed
 records, so neither can go stale (~1 s; the published rows under the candidate are the judge's, not re-run here)."""
 
-import json
 import math
 from pathlib import Path
 
 from calibration import block_hold
 from calibration import records as rec
+from calibration.records_io import read_json
 from twin.core import specs
 
 JUDGEMENT = Path(__file__).resolve().parents[2] / "calibration" / "s30tt_judgement.json"
 
 
 def _judgement() -> dict:
-    return json.loads(JUDGEMENT.read_text())["records"][0]
+    return read_json(JUDGEMENT)["records"][0]
 
 
 def test_the_verdict_is_the_rules():
@@ -48,7 +48,7 @@ STEP = JUDGEMENT.with_name("s30tt_step_judgement.json")
 def test_round_2_the_twin_predicts_the_rows_step_on_our_gpus():
     """Round 2 (the rule's section, pre-registered 6.748 / 7.685 s): the row's whole step on 2x H200 measured 6.499 s
     (Float8) and 7.284 s (BF16); the twin, live, must stay within the rule's 8% of both."""
-    parts = json.loads(STEP.read_text())["parts"]
+    parts = read_json(STEP)["parts"]
     live = block_hold.step_check(rec.records_root() / "h200x2" / "s30tt_step")
     assert set(live) == set(parts) == {"step_fp8", "step_bf16"}
     for name, r in live.items():
@@ -68,5 +68,5 @@ def test_round_3_the_allocator_at_the_rows_headroom():
     assert cap["step_fp8_cap92"]["alloc_retries"] >= 3 and cap["step_fp8_cap90"]["alloc_retries"] >= 3
     assert cap["step_fp8_cap92"]["measured_s"] / free - 1 >= 0.03
     assert cap["step_fp8_cap92"]["peak_reserved_gib"] < 129.19   # held under the cap
-    committed = json.loads(JUDGEMENT.with_name("s30tt_cap_judgement.json").read_text())["parts"]
+    committed = read_json(JUDGEMENT.with_name("s30tt_cap_judgement.json"))["parts"]
     assert math.isclose(committed["step_fp8_cap92"]["measured_s"], cap["step_fp8_cap92"]["measured_s"], rel_tol=1e-12)

@@ -3,17 +3,17 @@
 replayed live under both settings (so the judgement file cannot go stale); the look-up constant's recompute from the
 probe's records is tests/twin/serving/test_lookup_per_shape.py's."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import serve_eager_host as seh
 from calibration import serve_lookup as sl
+from calibration.records_io import read_json
 from twin.serving import engine
 
 CAL = Path(sl.__file__).resolve().parent
-JUDGEMENT = json.loads((CAL / "s31look_judgement.json").read_text())
+JUDGEMENT = read_json(CAL / "s31look_judgement.json")
 RUN = "n31q-bench-poisson-early-q"
 
 

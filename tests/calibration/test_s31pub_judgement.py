@@ -3,19 +3,19 @@ eager / compiled / compiled + Float8, one H200) and a live recompute of its step
 under the live twin, so neither can go stale (~3 s; the published rows under the candidate are the judge's and
 tests/calibration/test_published_runs.py's, not re-run here)."""
 
-import json
 import math
 from pathlib import Path
 
 from calibration import compiled_step
 from calibration import records as rec
+from calibration.records_io import read_json
 from twin.costs import compute
 
 JUDGEMENT = Path(__file__).resolve().parents[2] / "calibration" / "s31pub_judgement.json"
 
 
 def test_the_verdict_is_the_rules_and_the_switch_follows_it():
-    res = json.loads(JUDGEMENT.read_text())
+    res = read_json(JUDGEMENT)
     assert res["gpu_name"] == "NVIDIA H200" and res["layers"] == 16
     assert all(res["criteria"][k] for k in ("F1", "F2", "P1", "P2", "P3", "G1", "G2")) and res["adopt"] is True
     assert compute.ADOPT_COMPILED_ELEMENTWISE_EFF is True
@@ -30,7 +30,7 @@ def test_the_step_criteria_recomputed_from_the_records():
     """Live: the measured steps from the committed records, the twin's steps off and on at this tree. The eager step
     is predicted within 1% (it has no compiled block: the switch cannot touch it); the compile gain the twin gives
     off sits above the measured one by more than F1's margin, and on comes closer, as do both compiled steps."""
-    res = json.loads(JUDGEMENT.read_text())
+    res = read_json(JUDGEMENT)
     folder = rec.records_root() / "h200" / "s31pub"
     meas = compiled_step.measured(folder)
     pred = {part: {on: compiled_step.predicted_step_s(row, "h200", 16, on) for on in (False, True)}

@@ -1,18 +1,18 @@
 """Session s32cold (docs/notes/s32cold_rule.md): candidate K's constants come from the probe's fitting records alone,
 its charges reach only a warmed one-GPU replay on a card with a fit, and they fade with the sizes the process met."""
 
-import json
 
 import pytest
 
 from calibration import s32cold as s
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
+from calibration.records_io import read_json
 from twin.serving import engine
 
 
 def test_fit_recomputes_the_committed_constants_from_the_probe():
-    got, committed = s.fit(), json.loads(slv.COLD_FIT.read_text())
+    got, committed = s.fit(), read_json(slv.COLD_FIT)
     assert got["points"] == committed["points"] == 63
     for key in ("shape_s", "fade_sizes"):
         assert got[key]["h200"] == pytest.approx(committed[key]["h200"], rel=1e-6)
@@ -21,7 +21,7 @@ def test_fit_recomputes_the_committed_constants_from_the_probe():
 
 def test_cold_charges_only_for_one_gpu_on_a_fitted_card_with_a_shape_count():
     got = slv.cold_charges("NVIDIA H200", "bench-small")
-    fit = json.loads(slv.COLD_FIT.read_text())
+    fit = read_json(slv.COLD_FIT)
     assert got["busy_s"] == got["idle_s"] == pytest.approx(11 * fit["shape_s"]["h200"])
     assert got["fade_sizes"] == fit["fade_sizes"]["h200"] and got["post_idle_prompt_s"] == 0.0
     assert slv.cold_charges("NVIDIA H200", "bench-small", ep_size=2) is None
@@ -41,7 +41,7 @@ def test_k_charges_the_early_run_more_than_the_late_one(monkeypatch):
 
 
 CAL = slv.COLD_FIT.parent
-JUDGEMENT = json.loads((CAL / "s32cold_judgement.json").read_text())
+JUDGEMENT = read_json(CAL / "s32cold_judgement.json")
 RUN = "k32-v3s1l-poisson-early-k"
 
 

@@ -3,18 +3,18 @@ it charges a warmed one-GPU H200 replay per GEMM kernel its model's map gives th
 nothing where there is no complete map, under EP or off the H200."""
 
 import csv
-import json
 
 import pytest
 
 from calibration import s32kern as s
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
+from calibration.records_io import read_json
 from twin.serving import engine
 
 
 def test_fit_recomputes_the_committed_constants_from_the_probe():
-    got, committed = s.fit(), json.loads(slv.COLD_KERNEL_FIT.read_text())
+    got, committed = s.fit(), read_json(slv.COLD_KERNEL_FIT)
     assert got["points"] == committed["points"] == 42 and got["warmup_sizes"] == committed["warmup_sizes"]
     assert got["kernel_s"]["h200"] == pytest.approx(committed["kernel_s"]["h200"], rel=1e-6)
     assert got["lookup_fit_s"] == pytest.approx(committed["lookup_fit_s"], rel=1e-6) and got["lookup_pinned"]
@@ -72,7 +72,7 @@ def test_sizes_run_before_hands_c_only_to_a_warmed_h200_session_with_a_complete_
     slv._CK_CACHE.clear()
 
 
-JUDGEMENT = json.loads((slv.COLD_KERNEL_FIT.parent / "s32kern_judgement.json").read_text())
+JUDGEMENT = read_json(slv.COLD_KERNEL_FIT.parent / "s32kern_judgement.json")
 RUN = "n32k-v3s1l-poisson-early-n"
 
 

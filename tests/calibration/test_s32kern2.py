@@ -3,7 +3,6 @@ is the iteration's critical path (the engine table's own kernel / launch split, 
 committed seen-set screen shows it keeps set J's closed-loop check lost, because the table makes that loop's iterations
 host-bound (nothing hidden); one cheap live replay recomputes that check."""
 
-import json
 from unittest import mock
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from calibration import records as rec
 from calibration import s32kern2 as s
 from calibration import serve_eager_host as seh
+from calibration.records_io import read_json
 from twin.serving import engine, timing
 
 
@@ -30,7 +30,7 @@ def test_the_switch_is_off_and_implies_the_kernel_charge():
 
 
 def test_committed_screen_and_set_j_loop_check_recomputed():
-    got = json.loads(s.SCREEN_FILE.read_text())
+    got = read_json(s.SCREEN_FILE)
     ckx, ck = got["guards"]["C-kx"], got["guards"]["C-k"]
     assert not ck["criteria"]["G2_set_I_no_fewer"] and not ck["criteria"]["G2_set_J_no_fewer"]
     assert ckx["criteria"]["G2_set_I_no_fewer"] and not ckx["criteria"]["G2_set_J_no_fewer"]
@@ -49,7 +49,7 @@ def test_committed_screen_and_set_j_loop_check_recomputed():
 def test_the_lost_loops_first_use_steps_pay_at_least_c_k_charge_recomputed():
     """The unprofiled closed loops whose checks C-k lost: the steps the map says launch new kernels run longer than the
     loop's own no-new-kernel fit by at least C-k's charge (the charge is not over-paid there; nothing hides)."""
-    committed = json.loads((s.SCREEN_FILE.parent / "s32kern2_loops.json").read_text())["unprofiled_loops"]
+    committed = read_json(s.SCREEN_FILE.parent / "s32kern2_loops.json")["unprofiled_loops"]
     live = s.loop_excess(loops=(("s27serve", "v2-lite-slice"),))
     key = "s27serve/v2-lite-slice/n27j-v2-closed-c18-j"
     assert live[key]["map_kernels"] == committed[key]["map_kernels"] == 15

@@ -2,15 +2,15 @@
 `python -m calibration.reserve_pool --json`): the switch stands as it decided, and a cheap live recompute from the
 committed records (every part's reserve fraction, P1, the capped parts' finding) so it cannot go stale (<1 s)."""
 
-import json
 
 import pytest
 
 from calibration import allocator_reserve as ar
 from calibration import published_runs
 from calibration import reserve_pool as rp
+from calibration.records_io import read_json
 
-J = json.loads(rp.JUDGEMENT.read_text())
+J = read_json(rp.JUDGEMENT)
 DF = ar.pool_rows()
 PARTS = ar.pooled_parts(DF)
 

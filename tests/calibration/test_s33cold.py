@@ -3,25 +3,24 @@ in a warmed process's life plus kernel_s per GEMM kernel first launched on the m
 fitting records alone; its replay path is s32kern's ColdKernels, handed to a warmed one-GPU H200 session's runs with the
 process's history carried from run to run."""
 
-import json
-
 import pytest
 
 from calibration import s33cold as s
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
+from calibration.records_io import json_exists, read_json
 from twin.serving import engine
 
 
 def test_fit_recomputes_the_committed_constants_from_the_fitting_records():
-    got, committed = s.fit(), json.loads(s.FIT_FILE.read_text())
+    got, committed = s.fit(), read_json(s.FIT_FILE)
     assert got["points"] == committed["points"] and got["warmup_sizes"] == committed["warmup_sizes"]
     for k in ("kernel_s", "lookup_s"):
         assert got[k]["h200"] == pytest.approx(committed[k]["h200"], rel=1e-6)
     assert set(committed["processes"]) == {name for name, _, _ in s.FIT_PROCESSES}
     # both terms pinned by the fitting records (more than 2 standard errors)
     assert all(committed[k]["h200"] > 2 * se for k, se in zip(("kernel_s", "lookup_s"), committed["se_s"]))
-    assert not engine.ADOPT_COLD_STEPS or s.JUDGEMENT_FILE.exists()
+    assert not engine.ADOPT_COLD_STEPS or json_exists(s.JUDGEMENT_FILE)
 
 
 def test_s_hands_its_constants_to_a_warmed_session_and_carries_the_process_history(monkeypatch):
@@ -39,7 +38,7 @@ def test_s_hands_its_constants_to_a_warmed_session_and_carries_the_process_histo
     with s.candidate():
         got = cold(runs())
         (a,), (b,) = got["a"], got["b"]
-        fit = json.loads(s.FIT_FILE.read_text())
+        fit = read_json(s.FIT_FILE)
         assert (a.kernel_s, a.lookup_s) == (fit["kernel_s"]["h200"], fit["lookup_s"]["h200"]) and a.lookup_s > 0
         assert 352 in a.met and 353 not in a.met and 702 not in a.met and 702 in b.met   # r5 then r40: r5's met
         assert all(v == [] for v in cold(runs(ep=2)).values())
@@ -64,7 +63,7 @@ def test_rule_twin_sets_back_off_what_was_adopted_since_the_rule(monkeypatch):
     assert timing.ADOPT_EAGER_WARMTH is True
 
 
-JUDGEMENT = json.loads(s.JUDGEMENT_FILE.read_text())
+JUDGEMENT = read_json(s.JUDGEMENT_FILE)
 RUN = "r33-v3s1l-closed-first-c15-r"
 
 

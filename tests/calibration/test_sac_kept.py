@@ -3,15 +3,15 @@
 keeps of a Llama 3.1 8B block by SDPA backend and under torch.compile (campaign s28tt, one H200), and
 campaign s27mlm2's FSDP2 record read the same way. Under a second of CPU (two small records, the twin's count)."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from calibration import sac_kept as sk
+from calibration.records_io import read_json
 from twin.costs import memory
 
-J = json.loads((Path(sk.__file__).resolve().parent / "s28tt_judgement.json").read_text())
+J = read_json(Path(sk.__file__).resolve().parent / "s28tt_judgement.json")
 COMPILED_ROWS = {"tt-8b-fsdp8-compile", "tt-8b-fsdp8-compile-fp8", "tt-8b-fsdp128-compile", "tt-8b-fsdp128-compile-fp8"}
 
 

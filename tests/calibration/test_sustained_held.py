@@ -10,10 +10,11 @@ import json
 import pytest
 
 from calibration import sustained_held as sh
+from calibration.records_io import read_json
 from twin.costs import profile as profile_mod
 from twin.costs.profile import default_profile
 
-JUDGED = json.loads(sh.JUDGEMENT.read_text())
+JUDGED = read_json(sh.JUDGEMENT)
 BASE = dataclasses.replace(default_profile(), gpu="h100", sustained={"gemm": 0.96, "attention": 0.9, "memory": 1.0},
                            sustained_curves={"gemm/bf16": 0.90}, sustained_vs_curve={"gemm/bf16": 0.95},
                            sustained_held={"gemm/bf16": 0.93})
@@ -88,7 +89,7 @@ def test_guards_from_validate_off_and_on():
 
 def test_guards_name_a_fitted_profile_move():
     """guards() itself can fail: a moved `gpus` section or an H200 serving section breaks G1."""
-    base = json.loads(sh.JUDGEMENT.read_text())["guards"]   # only for its shape: build two minimal validate files
+    base = read_json(sh.JUDGEMENT)["guards"]   # only for its shape: build two minimal validate files
     runs = [{"split": "holdout", **{f"{f}_rel_error": 0.01 for f in sh.SERVE_FIGURES}}]
     figs = {f: {"median_abs_rel_error": 0.01} for f in sh.SERVE_FIGURES}
     serve = {g: {"runs": runs, "holdout": {"figures": figs}} for g in ("h100", "h100x2")}

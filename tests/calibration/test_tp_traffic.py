@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from calibration import tp_traffic as tt
+from calibration.records_io import read_json
 from real.bench.tp_traffic import COLUMNS
 
 
@@ -120,11 +121,10 @@ def test_the_committed_judgement_and_the_twin_hold_round_3s_figures():
     # calibration/s30mlm_judgement.json, written by `python -m calibration.tp_traffic --guards OFF ON --json ...`;
     # the live recompute is round 3's figures and C0 from its records (the published rows under both settings cost
     # ~10 s: the JSON holds them)
-    import json
     from pathlib import Path
 
     from twin.training import step
-    cards = json.loads((Path(tt.__file__).resolve().parent / "s30mlm_judgement.json").read_text())["cards"]
+    cards = read_json(Path(tt.__file__).resolve().parent / "s30mlm_judgement.json")["cards"]
     judged = next(c for c in cards if c["round"] == 3)
     live = tt.judge_any(next(f for f in tt.fresh_dirs() if f.name == "s30mlm3"))
     assert (live["figures"]["sm_gemm"], live["figures"]["sm_comm"]) == (judged["figures"]["sm_gemm"], 1.0) == (None, 1.0)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from calibration import tree_size as ts
-from calibration.records_io import csv_bytes, load_trace
+from calibration.records_io import csv_bytes, load_trace, read_json_text
 
 MiB = 1024 * 1024
 
@@ -77,3 +77,22 @@ def test_pack_tracked_packs_and_stages_only_what_packable_names(tmp_path):
     with pytest.raises(ValueError, match="new.csv.xz is already there"):
         ts.pack_tracked(tmp_path)
     assert (m / "h100" / "new.csv").read_text() == rows
+
+
+def test_pack_tracked_packs_the_json_records_of_calibration_at_any_size(tmp_path):
+    """(s33pack) A branch's plain judgement at the top of calibration/ (small or not) is packed and staged as
+    X.json.xz, the same text by its X.json name; a JSON in a subfolder of calibration/ and a pre-registration stay."""
+    cal = tmp_path / "calibration"
+    j = json.dumps({"adopt": False, "command": "python -m calibration.s99x judge"}, indent=1) + "\n"
+    for name, text in (("s99x_judgement.json", j), ("s99x_fit.json", json.dumps({"x": list(range(900))})),
+                       ("data/table.json", "{}"), ("measurements/prereg/s99x_predictions.json", j)):
+        (cal / name).parent.mkdir(parents=True, exist_ok=True)
+        (cal / name).write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    done = ts.pack_tracked(tmp_path)
+    assert sorted(new for _, new in done) == ["calibration/s99x_fit.json.xz", "calibration/s99x_judgement.json.xz"]
+    staged = subprocess.run(["git", "ls-files"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(staged) == ["calibration/data/table.json", "calibration/measurements/prereg/s99x_predictions.json",
+                              "calibration/s99x_fit.json.xz", "calibration/s99x_judgement.json.xz"]
+    assert read_json_text(cal / "s99x_judgement.json") == j

@@ -2,16 +2,16 @@
 are the committed calibration/s31look_shapes.json's for the tiny model (the other models' counts take minutes at full
 width on CPU: `python -m real.serve.gemmshapes --models ...` rewrites them), and agree between two flat sizes."""
 
-import json
 from pathlib import Path
 
 from real.serve import gemmshapes
+from calibration.records_io import read_json
 
 SHAPES = Path(__file__).resolve().parents[2] / "calibration" / "s31look_shapes.json"
 
 
 def test_tiny_counts_are_the_committed_ones_at_two_sizes():
-    committed = json.loads(SHAPES.read_text())
+    committed = read_json(SHAPES)
     got = gemmshapes.count_model("tiny", sizes=(37, 53))
     assert got == committed["tiny"]
     assert 0 < got["shapes"] <= got["calls"] < got["gemm_calls"]   # the head's GEMM (the last tokens' rows) not counted

@@ -1,4 +1,5 @@
-"""The decode campaigns of issue 13 (real/campaigns/s29dec.sh, s29dec2.sh, s30dec.sh, s30dec2.sh): each names its cases
+"""The decode campaigns of issue 13 (real/campaigns/s29dec.sh, s29dec2.sh, s30dec.sh, s30dec2.sh;
+s33blind.sh's serve part): each names its cases
 and runs real/campaigns/cold_host_steps.sh, section host_steps in the cold process. The shared part's CPU dry run (the
 tiny model: control / probed steps, then back-to-back steps) runs once, through one campaign; every campaign's run on a
 host without a GPU (its names, and its dry-run switch reaching the part: the tiny cases in its log's first line), and
@@ -19,7 +20,8 @@ from tests.campaigns import FORKED_PY, without_gpus
 
 REPO = Path(__file__).resolve().parents[2]
 # campaign -> (decode records, prefill records) its cases give (calibration.<name>.case_rows: two leases before s30dec2)
-CAMPAIGNS = {"s29dec": (2 * 16, 2 * 6), "s29dec2": (2 * 15, 2 * 5), "s30dec": (2 * 18, 2 * 6), "s30dec2": (18, 6)}
+CAMPAIGNS = {"s29dec": (2 * 16, 2 * 6), "s29dec2": (2 * 15, 2 * 5), "s30dec": (2 * 18, 2 * 6), "s30dec2": (18, 6),
+             "s33blind": (18, 6)}
 DRY_RUN = "s30dec2"   # the campaign whose CPU dry run stands for the part's (the last registered)
 
 

@@ -334,16 +334,17 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
         grads = None   # the base's gradients, unless counted when alive (as rank_memory)
         if (when := step_module.fsdp_grads_when_born(sc, schedule.num_ranks)) is not None:
-            pp = when == "pp"
+            zero2 = when == "pp_zero2"   # as rank_memory
+            pp = when in ("pp", "pp_zero2")
             base = memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, buffers, p, sc.dp * p.cp,
                                            gathered, loss, recompute)
             mem = step_module.fsdp_pp_grads_when_born(
                 base, schedule.programs[rank], dict(enumerate(set_bytes)),
                 {c: n * memory.GRAD_BYTES * pp for c, n in enumerate(chunk_params)},
-                (dense_p + expert_p) * memory.WEIGHT_BYTES if pp else gathered, recompute,
+                0.0 if zero2 else (dense_p + expert_p) * memory.WEIGHT_BYTES if pp else gathered, recompute,
                 loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
-                memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
-            live, gathered, grads = mem["activations"], mem["fsdp_gathered"], mem["gradients"]
+                memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0, acc_in_gradients=zero2)
+            live, gathered, grads = mem["activations"], mem.get("fsdp_gathered", gathered), mem["gradients"]
             loss, recompute = mem.get("loss", 0.0), mem.get("recompute", 0.0)
         out.append((dense_p, expert_p, live, buffers, gathered, loss, recompute, grads))
     return out

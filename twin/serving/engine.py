@@ -49,7 +49,7 @@ import simpy
 
 from twin.core.serve_specs import ServeSpec, TrafficSpec
 from twin.serving.first_launch import kernels, regions
-from twin.serving.timing import IterationCosts, new_bin_weight
+from twin.serving.timing import IterationCosts, eager_warmth, new_bin_weight
 from twin.serving.workload import Requests
 
 EPS = 1e-9
@@ -574,6 +574,7 @@ class Instance:
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
+        self.tracks_warmth = costs.tracks_warmth   # (ADOPT_EAGER_WARMTH) counted for the eager host's warmth too
         # (s18srv) decode-only iterations since the last prompt iteration (post_prompt_s; none before the first)
         self.post_prompt_after = costs.post_prompt_after
         self.since_prompt = math.inf
@@ -846,11 +847,14 @@ class Instance:
             if self.busy_met:
                 self._meet_busy(sizes, post_idle)
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
-            cold_eager = self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) if self.cold_eager_after else False
+            # (ADOPT_EAGER_WARMTH) the eager host work's factor after the graph replays since the last eager step
+            warmth = eager_warmth(self.graphs_since_eager) if self.tracks_warmth else 1.0
+            cold_eager = (self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) and bool(self.cold_eager_after)
+                          if self.cold_eager_after or self.tracks_warmth else False)
             post_prompt = not prompt_tokens and self._post_prompt_flags(1)[0]
             self.since_prompt = 0 if prompt_tokens else self.since_prompt + 1
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs, prefix_tokens,
-                                           new_size, new_bin, cold, cold_eager, post_prompt)
+                                           new_size, new_bin, cold, cold_eager, post_prompt, warmth)
             eager_now = costs.is_eager(b_time, p_time, width_ctx) if costs.loop_s != costs.graph_loop_s or eng.stalls is not None else True
             if costs.spread is not None:
                 loop = costs.loop_of(eager_now)
@@ -1058,6 +1062,9 @@ class Instance:
         # eager or graph throughout (the rows do not change); the steps are counted when the run ends
         run_eager = self.costs.is_eager(b_time, 0, max0)
         eager = bool(self.cold_eager_after) and run_eager
+        # (ADOPT_EAGER_WARMTH) an eager decode run's first step after the graph replays since the last eager one
+        warm0 = eager_warmth(self.graphs_since_eager) if self.tracks_warmth and run_eager else 1.0
+        warm1 = eager_warmth(0) if self.tracks_warmth and run_eager else 1.0
         loop_s = self.costs.loop_of(run_eager)
         stalls = self.stalls if run_eager or (self.stalls is not None and self.stalls.every_iteration) else None
         cold_eager = eager and self.graphs_since_eager >= self.cold_eager_after
@@ -1065,7 +1072,8 @@ class Instance:
         for i in range(steps):
             dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
                                          new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0,
-                                         cold_eager=cold_eager and i == 0, post_prompt=post[i])[0]
+                                         cold_eager=cold_eager and i == 0, post_prompt=post[i],
+                                         warmth=warm0 if i == 0 else warm1)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, draws.at(i))
             if stalls is not None:
@@ -1083,7 +1091,7 @@ class Instance:
             # new work reaches this instance only from open-loop arrivals (bounded above) or from
             # its own finishes (closed loop, one instance): nothing can cut the run short
             yield env.timeout(total)
-            self._end_run(start, cum, done, b, tps, bool(eager))
+            self._end_run(start, cum, done, b, tps, bool(eager or (self.tracks_warmth and run_eager)))
             return
         self.wake = env.event()
         yield env.timeout(total) | self.wake
@@ -1093,11 +1101,11 @@ class Instance:
             done = min(done, steps)
             yield env.timeout(max(0.0, start + cum[done - 1] - env.now))
         self.wake = None
-        self._end_run(start, cum, done, b, tps, bool(eager))
+        self._end_run(start, cum, done, b, tps, bool(eager or (self.tracks_warmth and run_eager)))
 
     def _end_run(self, start: float, cum: list, done: int, b: int, tps: float, eager: bool = False) -> None:
         eng = self.eng
-        if self.cold_eager_after:
+        if self.cold_eager_after or self.tracks_warmth:
             self._eager_step(eager, done)
         self.since_prompt += done
         rec = eng.rec

@@ -531,6 +531,32 @@ def timed_engine(engine: dict, engine_timing: bool) -> dict:
     return {**engine, "loop_s": engine.get("loop_s", 0.0) + extra}
 
 
+# (s33loop, docs/notes/s33loop.md; candidate W, evidence only: screened on the seen sets, where it loses checks on sets
+# G, H and I, so no rule and no fresh set judged it; off) An eager step's host work (its input preparation and each aten
+# operator's dispatch) costs more the longer the engine has replayed CUDA graphs since its last eager step: the eager
+# Python path goes cold meanwhile. The fitting load runs h200/s26start2/fit (one H200, --timing: host_s per step, every
+# flat size met in the warm pass) show it within each run: measured host over the twin's host path 0.91 at 1-3 graph
+# steps since the last eager one, 0.98 at 4-7, 1.02-1.03 at 8-31, 0.99 beyond. Under the switch an eager
+# iteration on a table of EAGER_WARMTH_TABLES takes its pipeline's host work (start_s and eager_op_s) times
+#     eager_warmth(k) = exp(EAGER_WARMTH_PER_DOUBLING x (log2(1 + min(k, EAGER_WARMTH_CAP)) - EAGER_WARMTH_CENTER))
+# k the graph-replayed iterations of its instance since its last eager one (EAGER_WARMTH_CAP before its first); the
+# slope fitted within run on the fitting runs, the centre their mean, so the fitting runs' mean host is kept
+# (`python -m calibration.s33loop fit` -> calibration/s33loop_fit.json). Off: 1 (as before).
+ADOPT_EAGER_WARMTH = False
+EAGER_WARMTH_TABLES = ("real-serve-h200-ep1",)
+EAGER_WARMTH_CAP = 64
+EAGER_WARMTH_PER_DOUBLING = 0.019792078626837666   # calibration/s33loop_fit.json (se 0.0041, 550 steps)
+EAGER_WARMTH_CENTER = 3.11135602532492         # the fitting steps' mean log2(1 + min(k, cap))
+
+
+def eager_warmth(graphs_since_eager: float) -> float:
+    """The factor on an eager step's host work after `graphs_since_eager` graph-replayed iterations since the
+    instance's last eager one (ADOPT_EAGER_WARMTH's form; math.inf before the first: the cap). Example: with a slope of
+    0.02 per doubling and a centre of 3.1, k = 3 gives exp(0.02 x (2 - 3.1)) = 0.978, k >= 64 exp(0.02 x 2.9) = 1.06."""
+    k = min(max(graphs_since_eager, 0.0), float(EAGER_WARMTH_CAP))
+    return math.exp(EAGER_WARMTH_PER_DOUBLING * (math.log2(1.0 + k) - EAGER_WARMTH_CENTER))
+
+
 def graph_ops(ops: dict[str, float], m: ModelSpec) -> float:
     """The operators of a decode step's captured forward (twin/data/serve_eager_ops.toml, decode rows present, the
     per-row host operators left out: in a replay they are input copies made before it)."""
@@ -624,6 +650,9 @@ class IterationCosts:
         self.ops = eager_ops(m.name)
         # (ADOPT_GRAPH_OP_FLOOR) the captured decode forward's operators beyond the tables' fit model's
         self.graph_ops_over_fit = graph_ops(self.ops, m) - fit_model_graph_ops() if self.ops is not None else 0.0
+        # (ADOPT_EAGER_WARMTH) does an eager step's host work follow the graph replays since the last eager one?
+        self.tracks_warmth = bool(ADOPT_EAGER_WARMTH and s.engine_costs in EAGER_WARMTH_TABLES and self.ops is not None
+                                  and self.engine.get("eager_op_s", 0.0) > 0.0)
 
     # -- grid evaluations ---------------------------------------------------------------------
     def _policies(self) -> list[int]:
@@ -823,7 +852,7 @@ class IterationCosts:
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
                     new_size: bool = False, new_bin: float = False, cold: float = 0.0,
-                    cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
+                    cold_eager: bool = False, post_prompt: bool = False, warmth: float = 1.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
@@ -833,10 +862,12 @@ class IterationCosts:
         charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight);
         `cold_eager`: the instance ran cold_eager_after graph iterations since its last eager one (cold_eager_s
         charged when eager, as the first-size stalls); `post_prompt`: a decode-only iteration within
-        post_prompt_after iterations of the instance's last prompt iteration (post_prompt_s)."""
+        post_prompt_after iterations of the instance's last prompt iteration (post_prompt_s); `warmth`: the factor on an
+        eager pipeline's host work (ADOPT_EAGER_WARMTH: eager_warmth of the graph iterations since the last eager one)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold, cold_eager, post_prompt)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold, cold_eager, post_prompt,
+                                            warmth)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -852,7 +883,7 @@ class IterationCosts:
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
                             new_size: bool = False, new_bin: float = False, cold: float = 0.0,
-                            cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
+                            cold_eager: bool = False, post_prompt: bool = False, warmth: float = 1.0) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time).
@@ -861,9 +892,9 @@ class IterationCosts:
         memo = self._iterations
         if memo is None:
             return self._priced_iteration_s(batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens,
-                                            new_size, new_bin, cold, cold_eager, post_prompt)
+                                            new_size, new_bin, cold, cold_eager, post_prompt, warmth)
         key = (batch, ctx, prompt_tokens, span, max_ctx, chunks, pairs, prefix_tokens, new_size, new_bin, cold,
-               cold_eager, post_prompt)
+               cold_eager, post_prompt, warmth)
         got = memo.get(key)
         if got is None:
             got = self._priced_iteration_s(*key)
@@ -874,7 +905,7 @@ class IterationCosts:
     def _priced_iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
                             new_size: bool = False, new_bin: float = False, cold: float = 0.0,
-                            cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
+                            cold_eager: bool = False, post_prompt: bool = False, warmth: float = 1.0) -> tuple[float, float]:
         """_iteration_engine_s computed (outside a sharing_iterations() block an instance calls it directly)."""
         kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens, pairs)
         e = self.engine if eager else self.graph_engine
@@ -912,7 +943,8 @@ class IterationCosts:
             core_x = scores_s + self.engine_core_part_s(prompt_tokens, span, pairs, prefix_tokens) if ADOPT_EAGER_START_SYNC else 0.0
             stages = self._pipeline_stages(b, ctx, prompt_tokens, span, chunks, kern - pre, pre - attn_x - moe_x,
                                            scores_s + attn_x, moe_x, core_x)
-            end, _ = pipeline_end_s(stages, e["eager_op_s"], self.start_s(batch, prompt_tokens))
+            # (ADOPT_EAGER_WARMTH) the host's dispatch and input preparation, colder after graph replays
+            end, _ = pipeline_end_s(stages, e["eager_op_s"] * warmth, self.start_s(batch, prompt_tokens) * warmth)
             end += e.get("sync_s", 0.0) if ADOPT_EAGER_START_SYNC else 0.0
             total = (e["loop_s"] + stall + end + e["gather_s_per_row_token"] * pad_rows * width
                      + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))

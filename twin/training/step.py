@@ -1521,12 +1521,15 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
         if loss_chunks and (outputs := retained_logits_bytes(sc)):
             mem["pp_outputs"] = outputs
         if (when := fsdp_grads_when_born(sc, s.num_ranks)) is not None:
-            pp = when == "pp"   # under PP the stage's accumulators are born chunk by chunk; without, none persist
+            zero2 = when == "pp_zero2"   # its weights are counted apart; its accumulators are its gradients
+            pp = when in ("pp", "pp_zero2")   # under PP the stage's accumulators are born chunk by chunk; without, none persist
             mem = fsdp_pp_grads_when_born(mem, s.programs[rank], set_bytes,
                                            {c: n * memory.GRAD_BYTES * pp for c, n in chunk_params.items()},
-                                           (dense + expert) * memory.WEIGHT_BYTES if pp else gathered, recompute,
+                                           0.0 if zero2 else (dense + expert) * memory.WEIGHT_BYTES if pp else gathered,
+                                           recompute,
                                            loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
-                                           memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
+                                           memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0,
+                                           acc_in_gradients=zero2)
         out.append(mem)
     return out
 
@@ -1552,12 +1555,21 @@ ADOPT_FSDP_PP_GRADS_WHEN_BORN = True
 # the forward's peak. With more micro-batches the first one's sharded gradients stay through the
 # others' forwards: counted as before. False: the sharded gradients beside the activations' peak.
 ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP = True
+# ZeRO-2 under pipeline parallelism with one reduce-scatter a stage (plan.pp_grad_sync 'last_backward': FSDP's
+# accumulators, the same to_accumulated_grad_if_needed as ZeRO-3's above) counts a stage's unsharded FP32 accumulators
+# from its first backward, as ZeRO-3's (docs/notes/s33pub_rule.md, pre-registered, not judged). ZeRO-1 keeps every
+# gradient beside the peak (Megatron's grad buffer lives through the step). False: today's count.
+ADOPT_ZERO2_PP_GRADS_WHEN_BORN = True
 
 
 def fsdp_grads_when_born(sc: Scenario, num_ranks: int) -> str | None:
     """'pp' or 'no_pp' where a ZeRO-3 rank's gradients are counted when they are alive
-    (fsdp_pp_grads_when_born), None where every gradient sits beside the activations' peak."""
-    if sc.plan.zero_stage < 3:
+    (fsdp_pp_grads_when_born), 'pp_zero2' where a ZeRO-2 pipeline rank's accumulators are
+    (ADOPT_ZERO2_PP_GRADS_WHEN_BORN), None where every gradient sits beside the activations' peak."""
+    p = sc.plan
+    if p.zero_stage == 2 and num_ranks > 1 and p.pp_grad_sync == "last_backward":
+        return "pp_zero2" if ADOPT_ZERO2_PP_GRADS_WHEN_BORN else None
+    if p.zero_stage < 3:
         return None
     if num_ranks > 1:
         return "pp" if ADOPT_FSDP_PP_GRADS_WHEN_BORN else None
@@ -1566,7 +1578,7 @@ def fsdp_grads_when_born(sc: Scenario, num_ranks: int) -> str | None:
 
 def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc_bytes: dict[int, float],
                              gathered_bf16_bytes: float, recompute: float, loss_chunk: int | None,
-                             loss_bytes: float) -> dict:
+                             loss_bytes: float, acc_in_gradients: bool = False) -> dict:
     """rank_memory's breakdown of a ZeRO-3 pipeline rank with its gradients counted when they are
     alive (ADOPT_FSDP_PP_GRADS_WHEN_BORN): the larger of the pipeline's peak and the step's end.
     The pipeline is walked op by op: after a forward, its saved activations, the accumulators of
@@ -1574,7 +1586,8 @@ def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc
     last stage's forward, the loss's working set if larger); at a chunk's backward, its
     accumulators born beside all activations still saved (adds-first, as the forward peak's
     recomputation is counted). At the end: every accumulator and the sharded gradients, no
-    activations."""
+    activations. `acc_in_gradients` (ZeRO-2: weights are counted apart, the accumulators are its
+    gradients): the accumulators under "gradients", no "fsdp_gathered"; at the end every accumulator."""
     live = acc = 0.0
     started: set[int] = set()
     best = (-1.0, 0.0, 0.0, 0.0)   # (total, activations, accumulators, loss beyond recompute)
@@ -1594,8 +1607,13 @@ def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc
             live -= set_bytes[bwd[1]]
     acc_all = sum(acc_bytes.values())
     fixed = {k: v for k, v in mem.items() if k not in ("gradients", "activations", "fsdp_gathered", "recompute", "loss")}
+    extras = {**({"recompute": recompute} if recompute else {}), **({"loss": best[3]} if best[3] else {})}
+    if acc_in_gradients:
+        pipeline = {**fixed, "gradients": best[2], "activations": best[1], **extras}
+        end = {**fixed, "gradients": acc_all, "activations": 0.0}
+        return pipeline if sum(pipeline.values()) >= sum(end.values()) else end
     pipeline = {**fixed, "gradients": 0.0, "activations": best[1], "fsdp_gathered": gathered_bf16_bytes + best[2],
-                **({"recompute": recompute} if recompute else {}), **({"loss": best[3]} if best[3] else {})}
+                **extras}
     end = {**fixed, "gradients": mem["gradients"], "activations": 0.0, "fsdp_gathered": gathered_bf16_bytes + acc_all}
     return pipeline if sum(pipeline.values()) >= sum(end.values()) else end
 
@@ -1627,7 +1645,10 @@ def dp_tail_s(sc: Scenario, breakdown: dict, params: memory.RankParams, gpu: GPU
     else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
         # the gradients of this rank's shard: all it holds where they are sharded or unsharded
         # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
-        grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        grads_all = breakdown["gradients"]
+        if fsdp_grads_when_born(sc, p.pp) == "pp_zero2":   # every accumulator, whichever moment the breakdown is
+            grads_all = memory.GRAD_BYTES * params.total
+        grads_read = grads_all / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
         if expert_grad_group(sc) and p.zero_stage >= 1 and not memory.gradients_sharded(p):
             # the shard's: dense ones over DP x CP, the routed experts' over their own replicas (as the
             # optimizer state is sharded: memory.memory_breakdown)

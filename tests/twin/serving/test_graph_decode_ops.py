@@ -13,6 +13,7 @@ import pytest
 from calibration import prereg_serve as ps
 from calibration import serve_graph_floor as sgf
 from calibration import serve_graph_ops as sgo
+from calibration.records_io import read_json
 from twin.core.specs import get_model
 from twin.serving import timing
 from twin.serving.pipeline import eager_ops
@@ -146,8 +147,7 @@ def test_v_h200_moves_the_h200_table_and_leaves_every_h100_run():
 
 def test_the_floor_is_adopted_in_the_h200_table_alone_with_round_2s_term():
     from calibration import serve_graph_floor as sgf_   # the committed fit (calibration/s27serve2_fit.json)
-    import json
-    fit = json.loads(sgf_.FIT_FILE.read_text())["tables"][TABLE]["graph_op_floor_s"]
+    fit = read_json(sgf_.FIT_FILE)["tables"][TABLE]["graph_op_floor_s"]
     assert FLOOR_DEFAULT is True
     assert timing.engine_costs(TABLE)["graph_op_floor_s"] == fit == pytest.approx(495.0e-9, rel=1e-3)
     assert all(timing.engine_costs(t)["graph_op_floor_s"] == 0.0

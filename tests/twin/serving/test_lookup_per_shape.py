@@ -12,6 +12,7 @@ import pytest
 
 from calibration import serve_load_validation as slv
 from calibration import serve_lookup as sl
+from calibration.records_io import read_json
 from twin.serving import engine
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
@@ -67,7 +68,7 @@ def test_off_other_card_or_model_without_a_count_nothing_moves(fit_path, tmp_pat
 
 
 def test_the_committed_fit_is_the_probe_records_later_half_per_shape():
-    committed = json.loads(slv.LOOKUP_FIT.read_text())
+    committed = read_json(slv.LOOKUP_FIT)
     got = sl.fit(shape_counts=sl.shapes())
     assert got["lookup_s"] == pytest.approx(committed["lookup_s"]) and got["shapes"] == committed["shapes"]
     assert set(got["per_model"]["h200"]) == {"bench-small", "v2-lite-slice", "v3-slice-1l", "mixtral-mla-slice"}
