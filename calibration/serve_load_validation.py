@@ -392,10 +392,16 @@ def cold_kernel_fit(path: Path | None = None) -> dict:
     return _CK_CACHE[key]
 
 
+# (s33cold, docs/notes/s33cold_rule.md) candidate S: the same charges per step, kernel_s and lookup_s from
+# calibration/s33cold_fit.json (calibration.s33cold fit); read under twin.serving.engine.ADOPT_COLD_STEPS only
+COLD_STEP_FIT = Path(__file__).resolve().parent / "s33cold_fit.json"
+
+
 def cold_kernels(run: dict, met) -> "engine.ColdKernels | None":
-    """Candidate C's charges for a run whose process met the flat sizes `met` before it (the warm pass, its earlier
-    runs'; the warm-up loads' are added here): None off the H200, under EP, without a fit or a complete map."""
-    fit = cold_kernel_fit()
+    """Candidate C's (or, under ADOPT_COLD_STEPS, S's) charges for a run whose process met the flat sizes `met` before
+    it (the warm pass, its earlier runs'; the warm-up loads' are added here): None off the H200, under EP, without a fit
+    or a complete map."""
+    fit = cold_kernel_fit(COLD_STEP_FIT if engine.ADOPT_COLD_STEPS else None)
     try:
         card = gpu_key(run.get("gpu_name") or "")
     except ValueError:
@@ -470,7 +476,8 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
         seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
         warm = int(float(run.get("warm_shapes") or 0))
-        if (engine.ADOPT_COLD_KERNELS or engine.ADOPT_COLD_KERNELS_EXPOSED) and (warm > 0 or cold_met is not None):
+        if ((engine.ADOPT_COLD_KERNELS or engine.ADOPT_COLD_KERNELS_EXPOSED or engine.ADOPT_COLD_STEPS)
+                and (warm > 0 or cold_met is not None)):
             cold_met = (cold_met or set()) | set(range(1, warm + 1))
             ck = cold_kernels(run, cold_met)
             if ck is not None:

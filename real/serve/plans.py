@@ -649,6 +649,44 @@ S32N_PLANS = {f"gpu1-s32n-{short}": _s32n_plan(m, short, k) for k, (m, short) in
 # the models whose kernel maps s32kern's campaign takes (fitting inputs): set N's, set K's and set Q's
 S32KERN_MAP_MODELS = tuple(dict.fromkeys((*S32N_MODELS, *S32K_MODELS, *S31Q_MODELS)))
 
+# s33cold set R (docs/notes/s33cold_rule.md, held out: judges twin.serving.engine.ADOPT_COLD_STEPS, the per-step cold
+# charge: a look-up per flat size first met in the process's life plus each GEMM kernel first launched, on the kernel
+# maps): six mapped models, a warm pass of 352 flat tokens under prompts of 368-960 (every prompt step a size above the
+# pass), 4 s of load a run, outputs 24-88, seeds 401-418, loads no record holds. Two session shapes, each one process:
+#   "repeat" (qwen2moe, qwen3moe, v3-slice-2l; docs/notes/s28serve2.md's proposal: one Poisson stream early and late in
+#   one process, warming separated from rate): Poisson 2.6/s first (stream a), a closed loop of 17, Poisson 3.4/s
+#   (stream c), Poisson 2.6/s stream a again;
+#   "loop first" (v2-lite-slice, v3-slice-1l, mixtral): a closed loop of 15 first (stream a), Poisson 2.6/s (stream b),
+#   the loop of 15 again (stream a), Poisson 2.6/s stream b again.
+# run names r33-<short>-*: "-first-" the process's first run, "-again-" a stream repeated late in the process
+S33R_IN, S33R_OUT = "uniform:368-960", "uniform:24-88"
+S33R_WARM_TOKENS = 352
+S33R_LOAD_S = 4.0
+S33R_REPEAT = {"qwen2moe-mla-slice": "qwen2moe", "qwen3moe-mla-slice": "qwen3moe", "v3-slice-2l": "v3s2l"}
+S33R_LOOP_FIRST = {"v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "mixtral-mla-slice": "mixtral"}
+S33R_MODELS = {"v2-lite-slice": "v2lite", "qwen2moe-mla-slice": "qwen2moe", "v3-slice-1l": "v3s1l",
+               "qwen3moe-mla-slice": "qwen3moe", "mixtral-mla-slice": "mixtral", "v3-slice-2l": "v3s2l"}
+
+
+def _s33r_plan(model: str, short: str, k: int) -> "Plan":
+    a, b = 401 + 3 * k, 402 + 3 * k
+    if model in S33R_REPEAT:
+        runs = (RunSpec("poisson-first-r", "poisson", S33R_IN, S33R_OUT, rate_per_s=2.6, seed=a),
+                RunSpec("closed-c17-r", "closed", S33R_IN, S33R_OUT, concurrency=17, seed=b),
+                RunSpec("poisson-mid-r", "poisson", S33R_IN, S33R_OUT, rate_per_s=3.4, seed=403 + 3 * k),
+                RunSpec("poisson-again-r", "poisson", S33R_IN, S33R_OUT, rate_per_s=2.6, seed=a))
+    else:
+        runs = (RunSpec("closed-first-c15-r", "closed", S33R_IN, S33R_OUT, concurrency=15, seed=a),
+                RunSpec("poisson-second-r", "poisson", S33R_IN, S33R_OUT, rate_per_s=2.6, seed=b),
+                RunSpec("closed-again-c15-r", "closed", S33R_IN, S33R_OUT, concurrency=15, seed=a),
+                RunSpec("poisson-again-r", "poisson", S33R_IN, S33R_OUT, rate_per_s=2.6, seed=b))
+    plan = _s21_plan(model, runs=runs, warm_tokens=S33R_WARM_TOKENS, load_s=S33R_LOAD_S, prefix="r33")
+    return dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, name=r.name.replace(
+        f"r33-{s21_short(model)}-", f"r33-{short}-")) for r in plan.runs))
+
+
+S33R_PLANS = {f"gpu1-s33r-{short}": _s33r_plan(m, short, k) for k, (m, short) in enumerate(S33R_MODELS.items())}
+
 # s33loop set T (docs/notes/s33loop.md; diagnostic / fitting records, judges nothing): does an engine's eager host run
 # faster in a closed loop than in a Poisson run, against the launch probe around each run? Set J's engine and nearly its
 # length mix (prompts 152-632, outputs 44-204: lengths no record holds; warmed to 704 flat tokens) for the models of the
@@ -720,5 +758,6 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS, **S27J_PLANS, **S27K_PLANS, **S27L_PLANS,
-         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS, **S32N_PLANS, **S33T_PLANS,
+         **S28M_PLANS, **S28N_PLANS, **S29O_PLANS, **S30P_PLANS, **S31Q_PLANS, **S32C_PLANS, **S32K_PLANS, **S32N_PLANS,
+         **S33R_PLANS, **S33T_PLANS,
          "tiny-new": TINY_NEW}

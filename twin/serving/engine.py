@@ -125,6 +125,14 @@ ADOPT_COLD_KERNELS = False
 # (twin.serving.timing.exposed_stall_s with the backlog, whatever the table's new_size flags). No fitted figure.
 # Implies ADOPT_COLD_KERNELS.
 ADOPT_COLD_KERNELS_EXPOSED = False
+# (s33cold, docs/notes/s33cold_rule.md, committed before its judging records existed; off until that rule adopts it)
+# Candidate S, the per-step form of the cold charge: a warmed one-GPU H200 process's eager iteration pays, for each flat
+# size M it runs that the process never ran (not a warm-up size, not 1..W of its warm pass, not an earlier eager size of
+# any run of the process), one look-up (lookup_s), plus kernel_s per GEMM kernel the model's kernel map gives for M that
+# the process has not launched; the process's history carries across its runs. The same ColdKernels replay path as
+# ADOPT_COLD_KERNELS with calibration/s33cold_fit.json's constants (fitted on the unprofiled fitting processes with the
+# map's counts). Off: nothing changes.
+ADOPT_COLD_STEPS = False
 
 
 @dataclass(frozen=True)
@@ -280,7 +288,7 @@ class Engine:
         self.first_met_probe = probe
         # (ADOPT_COLD_KERNELS) the run's first-used kernels and look-ups (None: none charged)
         self.cold_kernels = (next((x for x in run_batch_sizes if isinstance(x, ColdKernels)), None)
-                             if ADOPT_COLD_KERNELS or ADOPT_COLD_KERNELS_EXPOSED else None)
+                             if ADOPT_COLD_KERNELS or ADOPT_COLD_KERNELS_EXPOSED or ADOPT_COLD_STEPS else None)
         self.probed_unmet = frozenset(probe.sizes) - self.run_batch_sizes if probe is not None else frozenset()
         if probe is not None:
             self.run_batch_sizes = self.run_batch_sizes | frozenset(probe.sizes)
