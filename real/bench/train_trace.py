@@ -174,7 +174,11 @@ def step_summary(ks: list[dict]) -> dict:
 def bench_train_trace(rec, timer, dev, deadline, quick, env):
     text = os.environ.get(CASES_ENV, "") or (QUICK_CASES if quick else DEFAULT_CASES)
     if dev.type == "cuda" and "nccl_version" not in env:   # every row carries it (records.HOST_ENV_COLS)
-        env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
+        try:
+            v = torch.cuda.nccl.version()
+            env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except Exception as e:   # a build without NCCL: say so in the column
+            env["nccl_version"] = f"unavailable: {type(e).__name__}"
     warmup, reps, profiled = (1, 2, 1) if quick else (WARMUP, REPS, PROFILED)
     for name, S, batches, which in parse_cases(text):
         if deadline.over():
