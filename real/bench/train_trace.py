@@ -202,16 +202,17 @@ def bench_train_trace(rec, timer, dev, deadline, quick, env):
                         fn()
                     times = sorted(_timed_once(fn, dev) for _ in range(reps))
                     q = statistics.quantiles(times, n=10, method="inclusive") if len(times) >= 2 else times * 9
-                    rec.row("train_trace_steps", **key, mode="timed", step="", kernels="", gpu_span_s="",
+                    clocks = {"sm_clock_mhz": timer.tel.sm_clock_mhz(), "mem_clock_mhz": timer.tel.mem_clock_mhz()}
+                    rec.row("train_trace_steps", **key, **clocks, mode="timed", step="", kernels="", gpu_span_s="",
                             kernel_sum_s="", busy_s="", gap_s="", time_s=statistics.median(times),
                             time_p10_s=q[0], time_p90_s=q[-1], reps=reps, timing="per_rep_events")
                     for mode in ("cuda_only", "with_host"):
                         per_step, step_times = _profiled(fn, dev, mode == "with_host", profiled)
                         for i, (ks, t) in enumerate(zip(per_step, step_times)):
-                            rec.row("train_trace_steps", **key, mode=mode, step=i, **step_summary(ks), time_s=t,
+                            rec.row("train_trace_steps", **key, **clocks, mode=mode, step=i, **step_summary(ks), time_s=t,
                                     time_p10_s=t, time_p90_s=t, reps=1, timing="profiled_events")
                             for j, k in enumerate(ks):
-                                rec.row("train_kernels", **key, mode=mode, step=i, index=j, kernel=k["name"],
+                                rec.row("train_kernels", **key, **clocks, mode=mode, step=i, index=j, kernel=k["name"],
                                         kind=k["kind"], category=k["category"], stream=k["stream"], phase=k["phase"],
                                         start_us=k["start_us"], end_us=k["end_us"], launch_us=k["launch_us"])
                         log(f"train_trace {name} B={B} S={S} {prec.label} {mode}: step {step_times[0] * 1e3:.2f} ms, "
