@@ -43,6 +43,9 @@ TWIN_PHASE = {"train_fwd": "fwd", "train_bwd": "bwd", "train_opt": "opt"}
 # GEMMs (dense and grouped: the twin's gemm + grouped_gemm), attention, everything else the twin's memory + launch
 MEASURED_GROUP = {"gemm": "gemm", "attention": "attention", "nccl": "other"}
 CASE_KEY = ["model", "batch", "seq_len", "precision"]
+# a gap between kernels up to this long is the GPU's own bubble between queued kernels (the bulk of the profiled
+# steps' GPU-bound phases sit at 1.4-1.7 us); a longer one is the GPU waiting on the host (a host-bound stretch)
+SMALL_GAP_US = 20.0
 
 
 def _profiles(root):
@@ -66,6 +69,8 @@ def twin_terms(row: dict, profile) -> dict:
         ph = TWIN_PHASE[name]
         out[f"twin_{ph}_gpu_s"] = float(sum(e.component_s.values()))
         out[f"twin_{ph}_ops"] = sum(1 for op in e.ops if op[0] is not None)
+        out[f"twin_{ph}_host_s"] = float(sum(op[0] for op in e.ops if op[0] is not None))
+        out[f"twin_{ph}_window_s"] = float(timed_window_s([], e.ops, reps=1))
         for k, v in e.component_s.items():
             comp[k] = comp.get(k, 0.0) + float(v)
     for k in COMPONENTS:
@@ -176,7 +181,8 @@ def trace_cases(folder: Path | str, gpu: str, root: Path | str | None = None) ->
         r["measured_group_s"] = grp
         # phases: the with_host step's phase of the kernel at the same index (the same call sequence: the kernels'
         # names agree index by index where the counts match), else none
-        by_phase, gap_phase, matched = {}, {}, 0
+        acc: dict = {}
+        matched = 0
         for s, one in kc.groupby("step"):
             one = one.sort_values("index")
             host = kh[kh["step"] == kh["step"].min()].sort_values("index") if len(kh) else kh
@@ -186,11 +192,16 @@ def trace_cases(folder: Path | str, gpu: str, root: Path | str | None = None) ->
                 one = one.sort_values("start_us")
                 one = one.assign(gap=_gaps_us(one), d=one["end_us"] - one["start_us"])
                 for ph, g in one.groupby("phase"):
-                    by_phase.setdefault(ph, []).append(float(g["d"].sum()) * 1e-6)
-                    gap_phase.setdefault(ph, []).append(float(g["gap"].sum()) * 1e-6)
+                    small = g["gap"] <= SMALL_GAP_US
+                    for name, v in (("kernel", g["d"].sum()), ("gap", g["gap"].sum()),
+                                    ("small_gap", g["gap"][small].sum()), ("host_wait", g["gap"][~small].sum()),
+                                    ("launch_span", g["launch_us"].max() - g["launch_us"].min()),
+                                    ("kernels", len(g) * 1e6)):
+                        acc.setdefault(name, {}).setdefault(ph, []).append(float(v) * 1e-6)
         r["phases_matched_steps"] = matched
-        r["measured_phase_kernel_s"] = {p: float(np.mean(v)) for p, v in by_phase.items()}
-        r["measured_phase_gap_s"] = {p: float(np.mean(v)) for p, v in gap_phase.items()}
+        for name in ("kernel", "gap", "small_gap", "host_wait", "launch_span", "kernels"):
+            r[f"measured_phase_{name}_s" if name != "kernels" else "measured_phase_kernels"] = {
+                p: float(np.mean(v)) for p, v in acc.get(name, {}).items()}
         r["with_host_profiled_s"] = float(st[st["mode"] == "with_host"]["time_s"].mean())
         r.update(twin_terms(row, profile(gpu)))
         r["twin_predicted_s"] = float(predict_model_row({**row, "bench": "train_step"}, gpu_spec(gpu), profile(gpu)))
@@ -249,12 +260,15 @@ def format_traces(cases: list[dict]) -> str:
                      f"attention {g.get('attention', 0) * 1e3:.2f} vs {r['twin_attention_s'] * 1e3:.2f}; memory-bound "
                      f"{g.get('memory', 0) * 1e3:.2f} vs {(r['twin_memory_s'] + r['twin_launch_s']) * 1e3:.2f}")
         if r["measured_phase_kernel_s"]:
-            k, gp = r["measured_phase_kernel_s"], r["measured_phase_gap_s"]
-            lines.append("    by phase (kernels / gaps vs twin GPU; the twin's opt holds the bias update, measured in "
-                         "tail): " + "; ".join(
-                             f"{p} {k.get(p, 0) * 1e3:.2f} / {gp.get(p, 0) * 1e3:.2f} vs {r[f'twin_{p}_gpu_s'] * 1e3:.2f}"
-                             for p in ("fwd", "bwd")) + f"; opt+tail {(k.get('opt', 0) + k.get('tail', 0)) * 1e3:.2f} / "
-                         f"{(gp.get('opt', 0) + gp.get('tail', 0)) * 1e3:.2f} vs {r['twin_opt_gpu_s'] * 1e3:.2f}")
+            lines.append("    by phase, measured kernels / bubbles (gaps <= 20 us) / host waits (longer gaps) / launch span "
+                         "vs the twin's GPU / host / window (the twin's opt holds the bias update, measured in tail):")
+            for ph in ("fwd", "bwd", "opt"):
+                m = {n: sum(r[f"measured_phase_{n}_s"].get(x, 0.0) for x in ((ph, "tail") if ph == "opt" else (ph,)))
+                     for n in ("kernel", "small_gap", "host_wait", "launch_span")}
+                lines.append(f"      {ph}: {m['kernel'] * 1e3:.2f} / {m['small_gap'] * 1e3:.2f} / {m['host_wait'] * 1e3:.2f} / "
+                             f"{m['launch_span'] * 1e3:.2f} ({r['measured_phase_kernels'].get(ph, 0):.0f} kernels) vs "
+                             f"{r[f'twin_{ph}_gpu_s'] * 1e3:.2f} / {r[f'twin_{ph}_host_s'] * 1e3:.2f} / "
+                             f"{r[f'twin_{ph}_window_s'] * 1e3:.2f} ({r[f'twin_{ph}_ops']} ops)")
         lines.append("    residual split: " + ", ".join(f"{k} {v * 1e3:+.2f}" for k, v in r["split_s"].items()))
     return "\n".join(lines)
 

@@ -161,6 +161,11 @@ def _timed_once(fn, dev) -> float:
     return time.perf_counter() - t0
 
 
+def _us(v) -> str:
+    """A time in us to 1 ns (records' floats keep 6 significant digits: 1 us at a 120 ms step)."""
+    return "" if v == "" else f"{float(v):.3f}"
+
+
 def step_summary(ks: list[dict]) -> dict:
     """A step's GPU timeline: span, kernel sum, busy union (all streams), gap = span - busy, counts (seconds)."""
     if not ks:
@@ -214,7 +219,8 @@ def bench_train_trace(rec, timer, dev, deadline, quick, env):
                             for j, k in enumerate(ks):
                                 rec.row("train_kernels", **key, **clocks, mode=mode, step=i, index=j, kernel=k["name"],
                                         kind=k["kind"], category=k["category"], stream=k["stream"], phase=k["phase"],
-                                        start_us=k["start_us"], end_us=k["end_us"], launch_us=k["launch_us"])
+                                        start_us=_us(k["start_us"]), end_us=_us(k["end_us"]),
+                                        launch_us=_us(k["launch_us"]))
                         log(f"train_trace {name} B={B} S={S} {prec.label} {mode}: step {step_times[0] * 1e3:.2f} ms, "
                             f"{len(per_step[0]) if per_step else 0} GPU activities")
                     log(f"train_trace {name} B={B} S={S} {prec.label}: timed {statistics.median(times) * 1e3:.2f} ms")
