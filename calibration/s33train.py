@@ -111,6 +111,8 @@ def committed_summary(df: pd.DataFrame) -> dict:
     and the residual's correlation with each twin component's seconds; per (gpu, precision) and (gpu, model) the
     median signed error and residual."""
     out: dict = {}
+    if df.empty:
+        return out
     for gpu, d in df.groupby("gpu"):
         X = np.c_[np.ones(len(d)), d["predicted_s"]]
         (a, b), *_ = np.linalg.lstsq(X, d["residual_s"], rcond=None)
@@ -225,7 +227,8 @@ def trace_folders(root: Path | str | None = None) -> list[tuple[str, Path]]:
 
 
 def format_committed(df: pd.DataFrame, summ: dict) -> str:
-    lines = ["Committed one-GPU train_step records, priced as `twin validate` prices them (s33train):"]
+    lines = ["Committed one-GPU train_step records, priced as `twin validate` prices them (s33train):"
+             + ("" if summ else " no records")]
     for gpu, s in summ.items():
         lines.append(f"  {gpu}: {s['under']} of {s['rows']} under; signed error median {s['median_rel_error']:+.1%} "
                      f"(min {s['min_rel_error']:+.1%}, max {s['max_rel_error']:+.1%}); residual median "
