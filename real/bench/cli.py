@@ -54,6 +54,7 @@ from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
 from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp, bench_torch_cp_scaling
 from real.bench.tp_beside import bench_tp_beside
+from real.bench.train_trace import bench_train_trace
 from real.bench.wgrad_accum import bench_wgrad_accum
 from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
 from real.telemetry import Telemetry
@@ -81,7 +82,7 @@ _FUNCTIONS = {
     "ep_fresh": bench_ep_fresh,
     "host_input": bench_host_input, "host_steps": bench_host_steps, "step_probe": bench_step_probe, "step_probe_each": bench_step_probe_each, "ep_models": bench_ep_models,
     "mlm_sustained": bench_mlm_sustained, "mlm_chunks": bench_mlm_chunks,
-    "long_attn": bench_long_attn,
+    "long_attn": bench_long_attn, "train_trace": bench_train_trace,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

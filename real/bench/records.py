@@ -18,7 +18,7 @@ from pathlib import Path
 # energy_j empty (real/bench/timing.py Timer)
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
 NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels", "host_probes", "probe_steps",
-                    "step_after")   # rows that time nothing themselves
+                    "step_after", "train_kernels")   # rows that time nothing themselves
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -30,6 +30,12 @@ DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torc
                  "dense_block", "dense_kernels", "async_tp", "tp_beside", "dense_dropout",
                  "dense_dropout_kernels", "ep", "ep_kernels", "ep_grouped"}
 SHAPE_COLS = {
+    # (s33train) real/bench/train_trace.py: whole train steps timed (mode timed) and profiled (cuda_only, with_host:
+    # the step's GPU span, kernel sum, busy union, gap), and each profiled step's GPU activities
+    "train_trace_steps": ["model", "batch", "seq_len", "precision", "mode", "step", "kernels", "gpu_span_s",
+                          "kernel_sum_s", "busy_s", "gap_s"],
+    "train_kernels": ["model", "batch", "seq_len", "precision", "mode", "step", "index", "kernel", "kind", "category",
+                      "stream", "phase", "start_us", "end_us", "launch_us"],
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
                   "causal", "precision"],
@@ -231,9 +237,15 @@ PIPELINE_KERNEL_EVENTS_COLS = [*_PROBE_COLS, "rank", "op_index", "kind", "microb
                                *DIST_ENV_COLS]
 
 
+# (s33train) families whose rows also carry the power limit, the driver and the NCCL version (env.json's keys)
+HOST_ENV_FAMILIES = {"train_trace_steps", "train_kernels"}
+HOST_ENV_COLS = ["power_limit_w", "driver_version", "nccl_version"]
+
+
 def env_cols(family: str) -> list[str]:
     """The environment columns of a family's rows."""
-    return ENV_COLS + (DIST_ENV_COLS if family in DIST_FAMILIES else [])
+    return (ENV_COLS + (DIST_ENV_COLS if family in DIST_FAMILIES else [])
+            + (HOST_ENV_COLS if family in HOST_ENV_FAMILIES else []))
 
 
 def log(msg: str) -> None:

@@ -54,6 +54,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "cp_block": 1.0,  # not in the default list: one process (CP1) or torchrun (CP = W), a compiled full-AC Llama block (s17cp)
     "ep_fresh": 1.0,  # under torchrun: the EP MoE layer at shapes no record holds, timed and profiled per rank (s21ep2)
     "host_input": 1.0,  # not in the default list: one GPU, serve rows and host calibration each beside a host probe (s21host)
+    "train_trace": 1.0,  # not in the default list: one GPU, train steps timed and under torch.profiler (s33train)
     "host_steps": 1.0,  # not in the default list: one GPU, every timed serve step and fitting repetition beside its own probe (s21host2)
     "step_probe": 1.0,  # not in the default list: one GPU, host-speed probe candidates beside eager steps (s24probe)
     "step_probe_each": 1.0,  # not in the default list: one GPU, a rotating-kind probe right before each eager step (s24probe)
@@ -69,7 +70,7 @@ OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_bloc
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "async_tp_mlm", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
                    "attn_first", "cp_traces", "ep_kernels", "duty_sweep", "gemm_in_layer", "memory_alone",
-                   "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps", "step_probe", "step_probe_each", "ep_models", "mlm_sustained", "mlm_chunks", "long_attn")  # run only when named in --only
+                   "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps", "train_trace", "step_probe", "step_probe_each", "ep_models", "mlm_sustained", "mlm_chunks", "long_attn")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "async_tp_mlm", "tp_beside", "cp_traces", "ep_kernels",
                       "ep_fresh", "ep_models")  # torchrun, >= 2 ranks only
