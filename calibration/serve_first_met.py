@@ -22,7 +22,6 @@ committed held-out set (sets A-M, set O, the committed sets, issue 15's held-out
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -38,7 +37,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json
 from twin.serving import engine
 
 NAME = "s30serve"
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _print_fit(got)
         if args.json:
-            write_json_text(args.json, json.dumps(fit_record(got), indent=1, sort_keys=True, default=str) + "\n")
+            entry.write_json(args.json, fit_record(got), sort_keys=True, default=str)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2

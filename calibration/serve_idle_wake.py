@@ -20,7 +20,6 @@ real/campaigns/s29serve.sh) under guards on every committed held-out set.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -34,7 +33,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, read_json
 from calibration.serve_engine_fit import base_table
 from calibration.serve_load_validation import (scenario_for, session_engine_name, sessions, sizes_run_before,
                                                timed_run_ids)
@@ -299,10 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  idle >= {float(g) * 1e3:5g} ms: with first iterations {e['with_first']['median_excess_s'] * 1e3:+.3f} ms "
                       f"({e['with_first']['steps']}); Poisson steps alone {e['poisson_only']['median_excess_s'] * 1e3:+.3f} ms "
                       f"({e['poisson_only']['steps']})")
-        if args.json:
-            write_json_text(args.json, json.dumps({"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
-                                             "s29serve_rule.md): fitting records only", "cards": got},
-                                            indent=1, sort_keys=True, default=str) + "\n")
+        entry.write_json(args.json, {"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
+                                     "s29serve_rule.md): fitting records only", "cards": got}, sort_keys=True, default=str)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2

@@ -19,7 +19,6 @@ lookup_s comes from the first-met probe's fitting records (real/serve/firstmet.p
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,7 +34,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json
 from twin.serving import engine
 
 NAME = "s31look"
@@ -193,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no probe records under {root}/<card>/{sfm.PROBE_DIR}/<model>/", file=sys.stderr)
             return 2
         _print_fit(got)
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
