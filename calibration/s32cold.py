@@ -338,9 +338,7 @@ def report_judgement(out: dict, args, fresh, set_label: str, letter: str, module
         record = {**sgo.judgement_record(out, {}, judged), "early": [list(x) for x in res["early"]] if fresh else None,
                   "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, judged)},
                   **(extra or {}), "lost": res["lost"], "candidate": judged}
-        cmd = " ".join([f"python -m {module}", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
+        prereg.write_code_record(args.json, siw.judge_command(module, args), record)
     return 0
 
 if __name__ == "__main__":

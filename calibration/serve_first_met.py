@@ -274,20 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set P records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set P TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    siw.print_holdout_criteria(res, "P")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.serve_first_met", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    return siw.report_ttft_judgement(out, args, fresh, "P", "P", "calibration.serve_first_met", JUDGED)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,34 @@ def print_holdout_criteria(res: dict, letter: str) -> None:
         print(f"  {k}: {'met' if v else 'NOT met'}")
 
 
+def judge_command(module: str, args, *flags: str) -> str:
+    """The command a serving judge's record names (s33dedup: four judges built it): `python -m <module> <what> [flags]
+    [--no-committed] --json FILE`."""
+    return " ".join([f"python -m {module}", args.what, *flags] + (["--no-committed"] if args.no_committed else [])
+                    + ["--json", args.json.as_posix()])
+
+
+def report_ttft_judgement(out: dict, args, fresh, set_letter: str, letter: str, module: str, judged: str,
+                          flags: tuple[str, ...] = (), verdict: str | None = None, candidate: str | None = None,
+                          extra: dict | None = None) -> int:
+    """The judge command's output (serve_idle_wake's, serve_first_met's and serve_lookup's, s33dedup): the judgement,
+    the fresh set's TTFT checks, issue 15's held-out lines and criteria under `letter`, the verdict (or `verdict`); with
+    --json the record (candidate `candidate` or `judged`, then `extra`'s keys). Returns exit status 0."""
+    sgo.print_judgement(out, judged, "A-H")
+    res = out["result"]
+    if fresh:
+        (ta, tb) = res["ttft"]
+        print(f"set {set_letter} TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {judged} {tb[0]} met, median "
+              f"{tb[1]:.2%}")
+    print_holdout_criteria(res, letter)
+    print(verdict or f"verdict: {'adopt ' + judged if out['adopt'] else 'not adopted'}")
+    if args.json:
+        record = {**sgo.judgement_record(out, {}, judged), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
+                  "lost": res["lost"], "candidate": candidate or judged, **(extra or {})}
+        prereg.write_code_record(args.json, judge_command(module, args, *flags), record)
+    return 0
+
+
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: each of sets A-M no fewer checks met; sets A-H pooled reported (with the median)."""
     out = swb.guard_criteria(off, on)
@@ -310,23 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh, part_a=args.part_a)
     if args.part_a:   # I-a was formed after set O's records existed: no rule judges it, whatever its criteria say
         out["criteria_as_if_judged"], out["adopt"] = out["result"]["criteria"], None
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set O TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    print_holdout_criteria(res, "I")
-    print("verdict: evidence only (I-a: formed after set O existed; no rule judges it)" if args.part_a else
-          f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]]
-                  if fresh else None, "lost": res["lost"], "candidate": "I-a" if args.part_a else JUDGED}
-        if args.part_a:
-            record.update(evidence_only=True, criteria_as_if_judged=out["criteria_as_if_judged"])
-        cmd = " ".join(["python -m calibration.serve_idle_wake", args.what] + (["--part-a"] if args.part_a else [])
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    if not args.part_a:
+        return report_ttft_judgement(out, args, fresh, "O", "I", "calibration.serve_idle_wake", JUDGED)
+    return report_ttft_judgement(out, args, fresh, "O", "I", "calibration.serve_idle_wake", JUDGED, ("--part-a",),
+                                 "verdict: evidence only (I-a: formed after set O existed; no rule judges it)", "I-a",
+                                 {"evidence_only": True, "criteria_as_if_judged": out["criteria_as_if_judged"]})
 
 
 if __name__ == "__main__":

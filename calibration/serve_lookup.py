@@ -221,20 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set Q records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set Q TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    siw.print_holdout_criteria(res, "L")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.serve_lookup", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    return siw.report_ttft_judgement(out, args, fresh, "Q", "L", "calibration.serve_lookup", JUDGED)
 
 
 if __name__ == "__main__":
