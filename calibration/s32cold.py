@@ -37,6 +37,7 @@ from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from calibration import serve_idle_wake as siw
+from calibration import serve_judge_cli as sjc
 from calibration import serve_lookup as slk
 from calibration.records_io import csv_exists, json_exists, open_csv
 from twin.serving import engine
@@ -338,7 +339,7 @@ def report_judgement(out: dict, args, fresh, set_label: str, letter: str, module
         record = {**sgo.judgement_record(out, {}, judged), "early": [list(x) for x in res["early"]] if fresh else None,
                   "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, judged)},
                   **(extra or {}), "lost": res["lost"], "candidate": judged}
-        prereg.write_code_record(args.json, siw.judge_command(module, args), record)
+        prereg.write_code_record(args.json, sjc.judge_command(module, args), record)
     return 0
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from calibration import entry, judged_under, prereg
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
+from calibration import serve_judge_cli as sjc
 from calibration import serve_warm_budget as swb
 from calibration.records_io import csv_exists, json_exists, read_json
 from calibration.serve_engine_fit import base_table
@@ -192,13 +193,6 @@ def print_holdout_criteria(res: dict, letter: str) -> None:
         print(f"  {k}: {'met' if v else 'NOT met'}")
 
 
-def judge_command(module: str, args, *flags: str) -> str:
-    """The command a serving judge's record names (s33dedup: four judges built it): `python -m <module> <what> [flags]
-    [--no-committed] --json FILE`."""
-    return " ".join([f"python -m {module}", args.what, *flags] + (["--no-committed"] if args.no_committed else [])
-                    + ["--json", args.json.as_posix()])
-
-
 def report_ttft_judgement(out: dict, args, fresh, set_letter: str, letter: str, module: str, judged: str,
                           flags: tuple[str, ...] = (), verdict: str | None = None, candidate: str | None = None,
                           extra: dict | None = None) -> int:
@@ -216,7 +210,7 @@ def report_ttft_judgement(out: dict, args, fresh, set_letter: str, letter: str, 
     if args.json:
         record = {**sgo.judgement_record(out, {}, judged), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
                   "lost": res["lost"], "candidate": candidate or judged, **(extra or {})}
-        prereg.write_code_record(args.json, judge_command(module, args, *flags), record)
+        prereg.write_code_record(args.json, sjc.judge_command(module, args, *flags), record)
     return 0
 
 
