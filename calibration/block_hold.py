@@ -29,7 +29,6 @@ head, loss, FSDP and optimizer.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -44,7 +43,7 @@ from calibration import cp_block
 from calibration.cp_block import measured_kernel_class
 from calibration.power_cap import MAX_SM_CLOCK_MHZ, fa2_factors, power_law, profile_attention_ratio
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
-from calibration.records_io import glob_csv, read_csv, write_json_text
+from calibration.records_io import glob_csv, read_csv
 from twin.core import scenario as scenario_mod
 from twin.core.errors import InfeasiblePlan
 from twin.training import step as step_mod
@@ -341,8 +340,7 @@ def main(argv=None) -> int:
         with entry.user_inputs("--step", args.step, "a folder holding s30tt's step_*/fsdp_memory_r*.csv"):
             res = step_check(args.step)
         show_step(res)
-        if args.json:
-            write_json_text(args.json, json.dumps({"rule": RULE + " (Round 2)", "parts": res}, indent=1, default=float) + "\n")
+        entry.write_json(args.json, {"rule": RULE + " (Round 2)", "parts": res}, default=float)
         return 0
     folders = [args.fresh] if args.fresh else fresh_dirs()
     if not folders:
@@ -352,8 +350,7 @@ def main(argv=None) -> int:
         results = [judge(f) for f in folders]
     for res in results:
         show(res)
-    if args.json:
-        write_json_text(args.json, json.dumps({"rule": RULE, "records": results}, indent=1, default=float) + "\n")
+    entry.write_json(args.json, {"rule": RULE, "records": results}, default=float)
     return 0
 
 

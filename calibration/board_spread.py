@@ -19,7 +19,7 @@ from pathlib import Path
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import glob_csv, read_csv, write_json_text
+from calibration.records_io import glob_csv, read_csv
 from twin.costs import board_pace
 
 HELD_FROM_S = 15.0          # the rule: a board's held windows are those at elapsed >= 15 s of its 30 s hold
@@ -191,8 +191,7 @@ def main(argv=None) -> int:
             res["adopt"] = (res["C0"]["holds"] and all(res["criteria"][k] for k in ("C1", "C2", "C3"))
                             and res.get("guards", {}).get("G1", False))
         show(res, not args.no_rows)
-    if args.json:
-        write_json_text(args.json, json.dumps({"rule": "docs/notes/s29mlm_rule.md", "cards": results}, indent=1) + "\n")
+    entry.write_json(args.json, {"rule": "docs/notes/s29mlm_rule.md", "cards": results})
     return 0
 
 

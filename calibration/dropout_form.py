@@ -15,7 +15,6 @@ Reported: the sbhd-layout call against the bshd one, the card's batch-1 factor a
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from calibration import entry
 from calibration.dense_dropout import attention_dropout_terms, probabilities, with_kernel_sums
 from calibration.records import records_root
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, read_csv, write_json_text
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import fitted_profile
@@ -234,8 +233,7 @@ def main(argv=None) -> int:
         results = [judge_card(f) for f in folders]
     for res in results:
         show(res)
-    if args.json:
-        write_json_text(args.json, json.dumps({"rule": "docs/notes/s28mlm2_rule.md", "cards": results}, indent=1) + "\n")
+    entry.write_json(args.json, {"rule": "docs/notes/s28mlm2_rule.md", "cards": results})
     return 0
 
 

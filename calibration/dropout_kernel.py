@@ -14,7 +14,6 @@ K2: K1's median at least 3 points below the committed timed h100 factors'; K3: t
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from calibration import entry
 from calibration.dense_dropout import attention_dropout_kernel_terms, attention_dropout_terms, with_kernel_sums
 from calibration.dropout_form import P_ON, _t, call_times, fresh_dirs
 from calibration.records import records_root
-from calibration.records_io import read_csv, write_json_text
+from calibration.records_io import read_csv
 
 JUDGEMENT_FILE = Path(__file__).resolve().parent / "s28mlm3_judgement.json"
 FIT_CALL = (16, 1)          # (heads, batch): s28mlm2's fitting call, not judged
@@ -113,8 +112,7 @@ def main(argv=None) -> int:
         results = [judge(f) for f in folders]
     for res in results:
         show(res)
-    if args.json:
-        write_json_text(args.json, json.dumps({"rule": "docs/notes/s28mlm3_rule.md", "cards": results}, indent=1) + "\n")
+    entry.write_json(args.json, {"rule": "docs/notes/s28mlm3_rule.md", "cards": results})
     return 0
 
 

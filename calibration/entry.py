@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from calibration import records as rec
-from calibration.records_io import csv_exists
+from calibration.records_io import csv_exists, write_json_text
 from twin.core.arg_errors import OneLineParser
 
 EXIT_INVALID = 2
@@ -151,3 +152,19 @@ def user_inputs(option: str, value: object, expected: str) -> Iterator[None]:
         reason = f"{type(exc).__name__}: {str(exc)[:REASON_CHARS]}"
         print(f"error: {option}: got {value}; allowed: {expected} ({reason})", file=sys.stderr)
         raise SystemExit(EXIT_INVALID) from None
+
+
+def write_json(path: Path | None, out: object, sort_keys: bool = False, default: Callable | None = None) -> str:
+    """A script's `--json FILE` (s33dedup: 30 scripts wrote it by hand): `out` as JSON, indent 1, written to `path` with a
+    final newline (records_io.write_json_text: packed where the tree packs it) unless `path` is None; returns the text
+    without the newline."""
+    text = json.dumps(out, indent=1, sort_keys=sort_keys, default=default)
+    if path is not None:
+        write_json_text(path, text + "\n")
+    return text
+
+
+def print_json(path: Path | None, out: object, sort_keys: bool = False, default: Callable | None = None) -> int:
+    """A judge's tail: `out` written to `path` as `write_json` does, then printed; returns exit status 0."""
+    print(write_json(path, out, sort_keys, default))
+    return 0

@@ -45,7 +45,7 @@ import pandas as pd
 import calibration.pipeline as pipe
 from calibration import entry, prereg
 from calibration import records as rec
-from calibration.records_io import csv_exists, glob_csv, read_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, glob_csv, read_csv, read_json
 
 KINDS = ("h100x2", "h100x4", "h200x2", "h200x4")
 MIN_PARTS = 3                  # a kind's pool needs at least this many parts
@@ -327,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fit":
         fitted = fit()
         print(format_fit(fitted))
-        if args.json:
-            write_json_text(args.json, json.dumps(fitted, indent=1) + "\n")
+        entry.write_json(args.json, fitted)
         return 0
     if args.command == "guards":
         with entry.user_inputs("OFF.json / ON.json", f"{args.off} {args.on}", "twin validate --json outputs"):

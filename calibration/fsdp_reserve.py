@@ -14,14 +14,12 @@ Usage: python -m calibration.fsdp_reserve [--json FILE]   (e.g. calibration/s27m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
 from calibration import allocator_reserve, entry, published_runs
 from calibration import records as rec
 from calibration.allocator_reserve import GIB, part_fractions, setting_fractions, steady_rows
-from calibration.records_io import write_json_text
 from twin.core.scenario import from_dict
 from twin.costs import memory
 from twin.training.step import simulate_step
@@ -115,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.fsdp_reserve", __doc__)
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")
     args = ap.parse_args(argv)
-    out = judge()
-    text = json.dumps(out, indent=1, sort_keys=True)
-    if args.json:
-        write_json_text(args.json, text + "\n")
-    print(text)
-    return 0
+    return entry.print_json(args.json, judge(), sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -255,6 +255,31 @@ def write_code_record(path: Path, command: str, out: dict) -> None:
                                       "computed_under": judged_under.live_switches()}, indent=1, default=float) + "\n")
 
 
+def jsonable(obj):
+    """`obj` with numpy scalars made Python's and NaN made None (JSON's null), in dicts, lists and tuples at any depth."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and np.isnan(obj):
+        return None
+    return obj
+
+
+def record_judgement(path: Path | None, name: str, sec: dict) -> int:
+    """A pre-registration's `python -m calibration.<name> --json FILE` tail (s29dec's and s33blind's, s33dedup): where
+    `path` is given, the judgement `sec` as a code record (write_code_record, its command naming
+    calibration/<name>_judgement.json), refused (exit status 2) from uncommitted code; returns the exit status."""
+    if path is None:
+        return 0
+    if refuses_uncommitted_record():
+        return 2
+    write_code_record(path, f"python -m calibration.{name} --json calibration/{name}_judgement.json", jsonable(sec))
+    return 0
+
+
 def write_registered(path: Path, predict: Callable[[], pd.DataFrame], allow_dirty: bool = False) -> pd.DataFrame:
     """Write a pre-registration's predictions file, stamped with the predicting code's commit and the time:
     refuses to overwrite one (a pre-registration is never redone) and to predict from uncommitted code."""

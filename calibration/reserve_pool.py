@@ -12,13 +12,12 @@ Usage: python -m calibration.reserve_pool [--json FILE]   (e.g. calibration/s32m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from calibration import allocator_reserve as ar
 from calibration import entry, published_runs
 from calibration import records as rec
-from calibration.records_io import glob_csv, read_csv, write_json_text
+from calibration.records_io import glob_csv, read_csv
 
 JUDGEMENT = Path(__file__).resolve().parent / "s32mem_judgement.json"
 P1_BAND = 0.05                 # |f_part - committed median| for op_e, op_n, full_e
@@ -179,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.reserve_pool", __doc__)
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")
     args = ap.parse_args(argv)
-    out = judge()
-    text = json.dumps(out, indent=1, sort_keys=True)
-    if args.json:
-        write_json_text(args.json, text + "\n")
-    print(text)
-    return 0
+    return entry.print_json(args.json, judge(), sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ Usage: python -m calibration.runtime_memory [CSV] [--json FILE]   (default: the 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import csv_exists, read_csv, write_json_text
+from calibration.records_io import csv_exists, read_csv
 
 # real.runtime_memory's stages, in the order each rank records them
 STAGES = ("nvml_before_cuda", "context", "block_fwd_bwd", "nccl_world", "nccl_groups", "nccl_p2p", "steady")
@@ -80,11 +79,7 @@ def main(argv=None) -> int:
         return 0
     with entry.user_inputs("CSV", args.csv, "a real.runtime_memory record (runtime_memory.csv)"):
         out = judge(path, args.rule)
-    text = json.dumps(out, indent=1) + "\n"
-    if args.json:
-        write_json_text(args.json, text)
-    print(text, end="")
-    return 0
+    return entry.print_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ never rewritten. Records: calibration/measurements/<gpu>/s28blind/model.csv (one
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import prereg_pp
 from calibration import records as rec
-from calibration.records_io import csv_exists, glob_csv, read_csv, write_json_text
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
 from calibration.whole_step import gpu_spec
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    (reported) {r['gpu']}x2 ep_step {r['model']} n{r['num_microbatches']} at the run's routing: predicted "
               f"{r['routed_predicted_s'] * 1e3:.2f} ms ({r['routed_rel_error']:+.1%})")
     if args.json:
-        write_json_text(args.json, json.dumps(_jsonable(sec), indent=1, sort_keys=False) + "\n")
+        entry.write_json(args.json, _jsonable(sec))
     return 0
 
 

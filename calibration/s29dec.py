@@ -251,18 +251,6 @@ def format_table(sec: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and np.isnan(obj):
-        return None
-    return obj
-
-
 def cli(name: str, doc: str | None, write_fn, judge_fn, format_fn, argv: list[str] | None = None) -> int:
     """`python -m calibration.<name> [judge|write] [--json F] [--allow-dirty]`, shared by s29dec and s29dec2."""
     ap = entry.parser(f"calibration.{name}", doc)
@@ -276,12 +264,7 @@ def cli(name: str, doc: str | None, write_fn, judge_fn, format_fn, argv: list[st
         return 0
     sec = judge_fn(rec.records_root())
     print(format_fn(sec))
-    if args.json:
-        if prereg.refuses_uncommitted_record():
-            return 2
-        prereg.write_code_record(args.json, f"python -m calibration.{name} --json calibration/{name}_judgement.json",
-                                 _jsonable(sec))
-    return 0
+    return prereg.record_judgement(args.json, name, sec)
 
 
 def main(argv: list[str] | None = None) -> int:

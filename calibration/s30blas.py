@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import entry
-from calibration.records_io import csv_exists, read_csv, write_json_text
+from calibration.records_io import csv_exists, read_csv
 from calibration.serve_ep_residual import first_met_rows
 
 CONDITIONS = ("default", "nocache", "lt")
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         print(show[["order", "run_id", "cls", "iterations", "measured_ms", "excess_ms", "decode_ms",
                     "probe_py_us"]].round(2).to_string(index=False))
     if args.json:
-        write_json_text(args.json, json.dumps({c: json.loads(t.to_json(orient="records")) for c, t in tables.items()},
-                                        indent=1) + "\n")
+        entry.write_json(args.json, {c: json.loads(t.to_json(orient="records")) for c, t in tables.items()})
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import calibration.serve_switch_compare as ssc
 from calibration import entry
 from calibration import records as rec
 from calibration.serve_load_validation import FIGURES
-from calibration.records_io import read_json, write_json_text
+from calibration.records_io import read_json
 from twin.serving import iteration
 
 PUBLISHED_BAND = 0.15   # issue 15's band for DeepSeek's published figures (tests/twin/serving/test_serve_published.py)
@@ -215,8 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 json.loads(path.read_text())
     out = judge(tuple(args.guards) if args.guards else None, earlier)
     print(report(out))
-    if args.json:
-        write_json_text(args.json, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
+    entry.write_json(args.json, out, sort_keys=True, default=float)
 
 
 if __name__ == "__main__":

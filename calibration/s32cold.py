@@ -37,8 +37,9 @@ from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from calibration import serve_idle_wake as siw
+from calibration import serve_judge_cli as sjc
 from calibration import serve_lookup as slk
-from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv
 from twin.serving import engine
 
 NAME = "s32cold"
@@ -276,14 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         c, h = got["shape_s"][CARD], got["fade_sizes"][CARD]
         print(f"{CARD}: shape_s {c * 1e3:.3f} ms, fade_sizes {h:.1f} ({got['points']} steps); "
               + "; ".join(f"{k} median excess {v['excess_median_s'] * 1e3:.2f} ms" for k, v in got["processes"].items()))
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.what == "probe":
         got = probe_figures(root)
         print(json.dumps(got, indent=1, sort_keys=True))
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if not json_exists(slv.COLD_FIT):
         print(f"no {slv.COLD_FIT.name}: run `python -m calibration.s32cold fit --json calibration/{slv.COLD_FIT.name}`",
@@ -295,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"set Q {label}: {v['all'][0]} met, median {v['all'][1]:.2%}; " + "; ".join(
                 f"{p} {x['all'][0]} met {x['all'][1]:.2%} (TTFT P50 {x['ttft_p50'][0]}, {x['ttft_p50'][1]:.2%})"
                 for p, x in v["by_position"].items()))
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
@@ -341,9 +339,7 @@ def report_judgement(out: dict, args, fresh, set_label: str, letter: str, module
         record = {**sgo.judgement_record(out, {}, judged), "early": [list(x) for x in res["early"]] if fresh else None,
                   "by_position": {str(c or "in force"): by_position(out["rows"][c]["J"]) for c in (None, judged)},
                   **(extra or {}), "lost": res["lost"], "candidate": judged}
-        cmd = " ".join([f"python -m {module}", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
+        prereg.write_code_record(args.json, sjc.judge_command(module, args), record)
     return 0
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from twin.serving import engine
-from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv
 
 NAME = "s32kern"
 PROBE = "s32cold/probe"
@@ -277,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{CARD}: kernel_s {got['kernel_s'][CARD] * 1e3:.3f} ms, lookup_s {got['lookup_s'][CARD] * 1e3:.3f} ms "
               f"(fit {got['lookup_fit_s'] * 1e3:.3f}, pinned {got['lookup_pinned']}; {got['points']} steps)")
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if not json_exists(slv.COLD_KERNEL_FIT):
         print(f"no {slv.COLD_KERNEL_FIT.name}: run `python -m calibration.s32kern fit --json "
@@ -290,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             _print_screen(got)
         else:
             print(json.dumps(got, indent=1, sort_keys=True))
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2

@@ -36,7 +36,7 @@ from calibration import s32cold as s32c
 from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
-from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv
 from twin.serving import engine
 
 NAME = "s32kern2"
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps(got, indent=1, sort_keys=True))
     if args.json:
-        write_json_text(args.json, json.dumps({**got, "command": f"python -m calibration.s32kern2 {args.what}"}
-                                        if args.what == "screen" else got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, {**got, "command": f"python -m calibration.s32kern2 {args.what}"}
+                         if args.what == "screen" else got, sort_keys=True)
     return 0
 
 

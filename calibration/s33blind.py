@@ -250,12 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     sec = judge_with_reported(rec.records_root())
     print(format_table(sec))
-    if args.json:
-        if prereg.refuses_uncommitted_record():
-            return 2
-        prereg.write_code_record(args.json, f"python -m calibration.{NAME} --json calibration/{NAME}_judgement.json",
-                                 s29dec._jsonable(sec))
-    return 0
+    return prereg.record_judgement(args.json, NAME, sec)
 
 
 if __name__ == "__main__":

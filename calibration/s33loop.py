@@ -27,7 +27,6 @@ the slope is least squares of y on x within each run (both demeaned per run), th
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -41,7 +40,7 @@ from calibration import entry
 from calibration import records as rec
 from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
-from calibration.records_io import csv_exists, read_csv, text_records, write_json_text
+from calibration.records_io import csv_exists, read_csv, text_records
 from calibration.serve_engine_fit import base_table, rebuild
 from calibration.serve_load_validation import (FIGURES, predict_run, scenario_for,
                                                sizes_run_before, timed_run_ids)
@@ -493,8 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                   + ("   LOST" if b[0] < a[0] else ""))
         for rid, v in got["loops"].items():
             print(rid, " ".join(f"{k} {v['in force'][k] * 100:+.1f}->{v['W'][k] * 100:+.1f}%" for k in FIGURES))
-    if args.json:
-        write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
+    entry.write_json(args.json, got, sort_keys=True, default=float)
     return 0
 
 

@@ -11,13 +11,11 @@ first backward); the rule's C1 and P1-P3, and every row whose figures moved (for
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from calibration import entry
 from calibration import published_runs as pr
-from calibration.records_io import write_json_text
 from twin.training import step
 
 ROW_FIELDS = ("status", "predicted", "rel_error", "step_time_s", "mfu_frac", "bubble_frac", "exposed_comm_frac",
@@ -83,12 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.s33pub_judge", __doc__)
     ap.add_argument("--json", type=Path, default=None, help="write the judgement here")
     args = ap.parse_args(argv)
-    out = judge()
-    text = json.dumps(out, indent=1, sort_keys=True, default=float)
-    if args.json:
-        write_json_text(args.json, text + "\n")
-    print(text)
-    return 0
+    return entry.print_json(args.json, judge(), sort_keys=True, default=float)
 
 
 if __name__ == "__main__":

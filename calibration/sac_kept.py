@@ -13,13 +13,12 @@ Usage: python -m calibration.sac_kept [--json FILE]   (e.g. calibration/s28tt_ju
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from calibration import entry, published_runs
 from calibration.records import MEASUREMENTS_DIR, records_root
-from calibration.records_io import csv_exists, read_csv, write_json_text
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import flops, memory
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, OpKind
 
@@ -198,12 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibration.sac_kept: no s28tt record under {records_root()} (<gpu>/s28tt/sac_attention_memory.csv, "
               "gpu h200 or h100)", file=sys.stderr)
         return entry.EXIT_INVALID
-    out = judge()
-    text = json.dumps(out, indent=1, sort_keys=True, default=float)
-    if args.json:
-        write_json_text(args.json, text + "\n")
-    print(text)
-    return 0
+    return entry.print_json(args.json, judge(), sort_keys=True, default=float)
 
 
 if __name__ == "__main__":

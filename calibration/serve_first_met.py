@@ -22,7 +22,6 @@ committed held-out set (sets A-M, set O, the committed sets, issue 15's held-out
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -38,7 +37,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json
 from twin.serving import engine
 
 NAME = "s30serve"
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _print_fit(got)
         if args.json:
-            write_json_text(args.json, json.dumps(fit_record(got), indent=1, sort_keys=True, default=str) + "\n")
+            entry.write_json(args.json, fit_record(got), sort_keys=True, default=str)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
@@ -275,20 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set P records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set P TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    siw.print_holdout_criteria(res, "P")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.serve_first_met", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    return siw.report_ttft_judgement(out, args, fresh, "P", "P", "calibration.serve_first_met", JUDGED)
 
 
 if __name__ == "__main__":

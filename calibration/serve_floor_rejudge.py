@@ -18,7 +18,6 @@ fitted on the fitting runs <gpu>/s26start2/fit alone (instrument_fit). Set M rep
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,7 +35,7 @@ from calibration import serve_load_host as slh
 from calibration import serve_load_validation as slv
 from calibration import serve_pipeline as spl
 from calibration import serve_start_sync as ssy
-from calibration.records_io import open_csv, read_csv, read_json, write_json_text
+from calibration.records_io import open_csv, read_csv, read_json
 from calibration.serve_host_speed import tables_with
 from calibration.serve_load_validation import record_host_launch_s
 from twin.core.specs import serve_engines
@@ -224,19 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{TERM} {fit[TERM] * 1e6:.2f} us at the reference host (median of {len(fit['runs'])} fitting runs on "
           f"{fit['card']}: " + ", ".join(f"{r['instrument_s'] * 1e6:.1f}" for r in fit["runs"]) + " us)")
     if args.what == "fit":
-        if args.json:
-            write_json_text(args.json, json.dumps({"source": "calibration.serve_floor_rejudge fit: the fitting load runs "
-                                             f"<gpu>/{slh.NAME}/fit/<model> (docs/notes/s28serve_rule.md)", **fit},
-                                            indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, {"source": "calibration.serve_floor_rejudge fit: the fitting load runs "
+                                     f"<gpu>/{slh.NAME}/fit/<model> (docs/notes/s28serve_rule.md)", **fit}, sort_keys=True)
         return 0
     if args.what == "noise":
         got = seed_noise(root)
         for base, (c, m) in got["pooled"].items():
             print(f"sets A-H pooled, the twin in force, spread seeds {base}..{base + 7}: {c} checks, median {m:.3%}")
         print(f"largest move from seeds 0..7: median {got['median_move'] * 100:.3f} points, {got['checks_move']} checks")
-        if args.json:
-            write_json_text(args.json, json.dumps({"source": "calibration.serve_floor_rejudge noise", **got}, indent=1,
-                                            sort_keys=True, default=str) + "\n")
+        entry.write_json(args.json, {"source": "calibration.serve_floor_rejudge noise", **got}, sort_keys=True, default=str)
         return 0
     if args.what == "guards" and args.parts:
         for label, per in guard_parts(root).items():
@@ -260,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {**sgo.judgement_record(out, {**terms, "instrument": tables(root, ("instrument",))}, JUDGED),
                   "K1_margin": out["result"]["guard"].get("margin"),
                   "timed": {k: ssy.slim_rows(v) for k, v in out["timed"].items()}}
-        write_json_text(args.json, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, record, sort_keys=True)
     return 0
 
 

@@ -20,7 +20,6 @@ real/campaigns/s29serve.sh) under guards on every committed held-out set.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -33,8 +32,9 @@ from calibration import entry, judged_under, prereg
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
+from calibration import serve_judge_cli as sjc
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, read_json
 from calibration.serve_engine_fit import base_table
 from calibration.serve_load_validation import (scenario_for, session_engine_name, sessions, sizes_run_before,
                                                timed_run_ids)
@@ -193,6 +193,27 @@ def print_holdout_criteria(res: dict, letter: str) -> None:
         print(f"  {k}: {'met' if v else 'NOT met'}")
 
 
+def report_ttft_judgement(out: dict, args, fresh, set_letter: str, letter: str, module: str, judged: str,
+                          flags: tuple[str, ...] = (), verdict: str | None = None, candidate: str | None = None,
+                          extra: dict | None = None) -> int:
+    """The judge command's output (serve_idle_wake's, serve_first_met's and serve_lookup's, s33dedup): the judgement,
+    the fresh set's TTFT checks, issue 15's held-out lines and criteria under `letter`, the verdict (or `verdict`); with
+    --json the record (candidate `candidate` or `judged`, then `extra`'s keys). Returns exit status 0."""
+    sgo.print_judgement(out, judged, "A-H")
+    res = out["result"]
+    if fresh:
+        (ta, tb) = res["ttft"]
+        print(f"set {set_letter} TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {judged} {tb[0]} met, median "
+              f"{tb[1]:.2%}")
+    print_holdout_criteria(res, letter)
+    print(verdict or f"verdict: {'adopt ' + judged if out['adopt'] else 'not adopted'}")
+    if args.json:
+        record = {**sgo.judgement_record(out, {}, judged), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
+                  "lost": res["lost"], "candidate": candidate or judged, **(extra or {})}
+        prereg.write_code_record(args.json, sjc.judge_command(module, args, *flags), record)
+    return 0
+
+
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: each of sets A-M no fewer checks met; sets A-H pooled reported (with the median)."""
     out = swb.guard_criteria(off, on)
@@ -299,10 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  idle >= {float(g) * 1e3:5g} ms: with first iterations {e['with_first']['median_excess_s'] * 1e3:+.3f} ms "
                       f"({e['with_first']['steps']}); Poisson steps alone {e['poisson_only']['median_excess_s'] * 1e3:+.3f} ms "
                       f"({e['poisson_only']['steps']})")
-        if args.json:
-            write_json_text(args.json, json.dumps({"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
-                                             "s29serve_rule.md): fitting records only", "cards": got},
-                                            indent=1, sort_keys=True, default=str) + "\n")
+        entry.write_json(args.json, {"source": "python -m calibration.serve_idle_wake fit (docs/notes/"
+                                     "s29serve_rule.md): fitting records only", "cards": got}, sort_keys=True, default=str)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
@@ -313,23 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh, part_a=args.part_a)
     if args.part_a:   # I-a was formed after set O's records existed: no rule judges it, whatever its criteria say
         out["criteria_as_if_judged"], out["adopt"] = out["result"]["criteria"], None
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set O TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    print_holdout_criteria(res, "I")
-    print("verdict: evidence only (I-a: formed after set O existed; no rule judges it)" if args.part_a else
-          f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]]
-                  if fresh else None, "lost": res["lost"], "candidate": "I-a" if args.part_a else JUDGED}
-        if args.part_a:
-            record.update(evidence_only=True, criteria_as_if_judged=out["criteria_as_if_judged"])
-        cmd = " ".join(["python -m calibration.serve_idle_wake", args.what] + (["--part-a"] if args.part_a else [])
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    if not args.part_a:
+        return report_ttft_judgement(out, args, fresh, "O", "I", "calibration.serve_idle_wake", JUDGED)
+    return report_ttft_judgement(out, args, fresh, "O", "I", "calibration.serve_idle_wake", JUDGED, ("--part-a",),
+                                 "verdict: evidence only (I-a: formed after set O existed; no rule judges it)", "I-a",
+                                 {"evidence_only": True, "criteria_as_if_judged": out["criteria_as_if_judged"]})
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ or garbled under a --records root end in one line naming the root, exit 2, as in
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from calibration import entry
-from calibration.records_io import write_json_text
 
 NO_COMMITTED_HELP = "leave out the committed sets (no verdict then)"
 JSON_HELP = "write the judgement's rows, criteria and verdict"
@@ -60,5 +58,12 @@ def judgement(args: argparse.Namespace, out: dict, show: Callable[[dict], None],
 
 
 def write_json(path: Path | str, doc: dict) -> None:
-    """A judge's record as JSON (sorted keys, one space of indent), written atomically."""
-    write_json_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    """A judge's record as JSON (sorted keys, one space of indent), written atomically (calibration.entry.write_json)."""
+    entry.write_json(Path(path), doc, sort_keys=True)
+
+
+def judge_command(module: str, args: argparse.Namespace, *flags: str) -> str:
+    """The command a judge's code record names (s33dedup: serve_idle_wake, serve_first_met, serve_lookup and s32cold
+    each built it): `python -m <module> <what> [flags] [--no-committed] --json FILE`."""
+    return " ".join([f"python -m {module}", args.what, *flags] + (["--no-committed"] if args.no_committed else [])
+                    + ["--json", args.json.as_posix()])

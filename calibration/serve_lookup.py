@@ -19,7 +19,6 @@ lookup_s comes from the first-met probe's fitting records (real/serve/firstmet.p
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,7 +34,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_load_validation as slv
 from calibration import serve_warm_budget as swb
-from calibration.records_io import csv_exists, json_exists, open_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv, read_json
 from twin.serving import engine
 
 NAME = "s31look"
@@ -193,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no probe records under {root}/<card>/{sfm.PROBE_DIR}/<model>/", file=sys.stderr)
             return 2
         _print_fit(got)
-        if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+        entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
@@ -223,20 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no set Q records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
     out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
-    sgo.print_judgement(out, JUDGED, "A-H")
-    res = out["result"]
-    if fresh:
-        (ta, tb) = res["ttft"]
-        print(f"set Q TTFT checks: in force {ta[0]} met, median {ta[1]:.2%} -> {JUDGED} {tb[0]} met, median {tb[1]:.2%}")
-    siw.print_holdout_criteria(res, "L")
-    print(f"verdict: {'adopt ' + JUDGED if out['adopt'] else 'not adopted'}")
-    if args.json:
-        record = {**sgo.judgement_record(out, {}, JUDGED), "ttft": [list(x) for x in res["ttft"]] if fresh else None,
-                  "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.serve_lookup", args.what]
-                       + (["--no-committed"] if args.no_committed else []) + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
-    return 0
+    return siw.report_ttft_judgement(out, args, fresh, "Q", "L", "calibration.serve_lookup", JUDGED)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ committed sets; K1's median margin the twin's own draw noise, calibration/s28ser
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,7 +23,6 @@ from calibration import serve_eager_host as seh
 from calibration import serve_floor_rejudge as sfr
 from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
-from calibration.records_io import write_json_text
 
 NAME = "s28serve2"
 FRESH_MODELS = ("bench-small", "v2-lite-slice")   # set N (real/serve/plans.py S28N_PLANS)
@@ -114,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         record = {**sgo.judgement_record(out, {}, JUDGED), "closed_p99": [list(x) for x in out["result"]["closed_p99"]]
                   if fresh else None, "K1_margin": out["result"]["guard"].get("margin")}
-        write_json_text(args.json, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        entry.write_json(args.json, record, sort_keys=True, default=str)
     return 0
 
 

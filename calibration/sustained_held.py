@@ -28,7 +28,6 @@ from calibration import dense_clock, entry
 from calibration import records as rec
 from calibration.fit import held_gemm_shape, sustained_ratios
 from calibration.predict import gpu_spec
-from calibration.records_io import write_json_text
 from twin.core.atomic import write_text
 from twin.costs import compute
 from twin.costs import profile as profile_mod
@@ -244,11 +243,7 @@ def main(argv=None) -> int:
         with entry.user_inputs("--guards", " ".join(map(str, args.guards)), "two `twin validate --json` files"):
             off, on = (json.loads(p.read_text()) for p in args.guards)
             out["guards"] = guards(off, on)
-    text = json.dumps(out, indent=1) + "\n"
-    if args.json:
-        write_json_text(args.json, text)
-    print(text, end="")
-    return 0
+    return entry.print_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from calibration import entry
 from calibration import records as rec
-from calibration.records_io import glob_csv, read_csv, write_json_text
+from calibration.records_io import glob_csv, read_csv
 
 MIN_BOARDS = 3              # C0: fewer boards give no verdict
 COVERED_FRAC = 0.75         # C0: >= 75% of each traffic kind's windows covered
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         show(res, not args.no_rows)
     if args.json:
         kept = [{k: v for k, v in r.items() if k != "windows"} for r in results]   # per-window rows: the records'
-        write_json_text(args.json, json.dumps({"rule": "docs/notes/s30mlm_rule.md", "cards": kept}, indent=1) + "\n")
+        entry.write_json(args.json, {"rule": "docs/notes/s30mlm_rule.md", "cards": kept})
     return 0
 
 

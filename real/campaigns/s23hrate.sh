@@ -19,33 +19,6 @@
 #   S23HRATE_QUICK_GPUS=0: the dry run as a host without a GPU)
 set -u
 OUT="${1:?usage: real/campaigns/s23hrate.sh OUTDIR}/s23hrate"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 REAL_BENCH_BACK_TO_BACK_STEPS=29
-PY=${PYTHON:-python3}
-QUICK=()
 CASES="tiny-gqa:384:64:1,4:8,32;tiny-gqa:768:64:1,4:8,32;megatron-gpt-1.7b:384:64:1,4:8,32;megatron-gpt-1.7b:768:64:1,4:8,32"
-WALL_S=70
-if [ "${S23HRATE_QUICK:-0}" = "1" ]; then
-  QUICK=(--quick)
-  CASES="tiny:16:10:2:2"
-  WALL_S=40
-  export REAL_BENCH_BACK_TO_BACK_STEPS=2
-fi
-. "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU: the GPUs the caller gave this campaign
-[ "${S23HRATE_QUICK:-0}" = "1" ] && NGPU=${S23HRATE_QUICK_GPUS:-1}   # the CPU dry run
-{
-  echo "s23hrate campaign $(date -u +%FT%TZ), $NGPU GPU(s), cases $CASES"
-  if [ "$NGPU" -lt 1 ]; then
-    echo "no GPU: nothing to run"
-    exit 0
-  fi
-  nvidia-smi --query-gpu=name,power.limit,clocks.max.sm,clocks.sm --format=csv > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
-  uptime >> "$OUT/gpu.txt" 2>&1
-  nproc >> "$OUT/gpu.txt" 2>&1
-  mkdir -p "$OUT/cold"
-  CUDA_VISIBLE_DEVICES=$ONE_GPU REAL_BENCH_SERVE_CASES="$CASES" \
-    timeout -k 5 "$WALL_S" "$PY" -m real.bench --out "$OUT/cold" --only host_steps --budget-s $((WALL_S - 12)) \
-    ${QUICK[@]+"${QUICK[@]}"}
-  echo "cold exit $? at $(date -u +%FT%TZ)"
-  echo "s23hrate done $(date -u +%FT%TZ)"
-} 2>&1 | tee "$OUT/log.txt"
+. "$(dirname "$0")/host_steps_cold.sh"
+host_steps_cold s23hrate

@@ -20,28 +20,17 @@ PY=${PYTHON:-python3}
 DEVICE=${S25W_DEVICE:-auto}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "$DEVICE" = cpu ]; then
   PLANS="tiny-new"; PART_S=${S25W_PART_S:-120}
 else
   PLANS="gpu1-s25w-v3s2l gpu1-s25w-qwen3moe gpu1-s25w-mixtral"; PART_S=42
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode --format=csv 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s25v3pre2 start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, plans $PLANS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for plan in $PLANS; do
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((PART_S - 6)) --timing --host-probe
-      echo "$plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s25v3pre2 end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/log.txt"
+serve_part() {   # KIND PLAN CAP_S
+  local plan=$2 cap=$3 model
+  model=$(serve_model "$plan")
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
+    --device "$DEVICE" --budget-s $((cap - 6)) --timing --host-probe
+}
+serve_host "$DIR/host.txt" nproc lscpu loadavg smi-nodriver
+serve_campaign s25v3pre2 "$DIR/log.txt" "$NGPU GPU(s), GPU $ONE_GPU, plans $PLANS" serve_parts "$PLANS"

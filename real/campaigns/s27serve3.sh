@@ -20,40 +20,23 @@ mkdir -p "$DIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S27SERVE3_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PARTS="set:tiny-new probe:bench-small"; PART_S=${S27SERVE3_PART_S:-120}; PROBE_S=60; REPS=2
 else
   DEVICE=auto; PART_S=42; PROBE_S=50; REPS=80
   PARTS="set:gpu1-s27l-bench set:gpu1-s27l-v2lite set:gpu1-s27l-v3s1l set:gpu1-s27l-mixtral probe:bench-small probe:v3-slice-1l"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== nvidia-smi -q -d PERFORMANCE"; nvidia-smi -q -d PERFORMANCE 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-  echo "== cpufreq governor"; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null
-  echo "== cpuidle states"; cat /sys/devices/system/cpu/cpu0/cpuidle/state*/name 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s27serve3 start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; what=${part#*:}
-      if [ "$kind" = set ]; then
-        model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$what'].model)")
-        CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$what" \
-          --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe
-      else
-        CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PROBE_S" "$PY" -m real.serve.idleprobe --model "$what" \
-          --out "$DIR/idle/$what" --device "$DEVICE" --reps "$REPS"
-      fi
-      echo "$kind $what exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
+serve_part() {   # KIND PLAN-or-MODEL CAP_S (a probe part names a model)
+  local kind=$1 what=$2 model
+  if [ "$kind" = set ]; then
+    model=$(serve_model "$what")
+    CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$what" \
+      --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe
   else
-    echo "skipped: no GPU"
+    CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PROBE_S" "$PY" -m real.serve.idleprobe --model "$what" \
+      --out "$DIR/idle/$what" --device "$DEVICE" --reps "$REPS"
   fi
-  echo "s27serve3 end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/log.txt"
+}
+serve_host "$DIR/host.txt" nproc lscpu loadavg smi-nodriver clock performance topology governor cpuidle
+serve_campaign s27serve3 "$DIR/log.txt" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

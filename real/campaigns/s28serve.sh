@@ -20,6 +20,7 @@ mkdir -p "$DIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S28SERVE_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PARTS="set:tiny-new timing:tiny-new"; PART_S=${S28SERVE_PART_S:-120}
 else
@@ -27,27 +28,13 @@ else
   PARTS="set:gpu1-s28m-bench timing:gpu1-s28m-bench set:gpu1-s28m-v2lite timing:gpu1-s28m-v2lite"
   PARTS="$PARTS set:gpu1-s28m-v3s1l set:gpu1-s28m-mixtral"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s28serve start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; plan=${part#*:}
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      if [ "$kind" = timing ]; then dest="$DIR/timing/$model"; extra="--timing"; else dest="$DIR/$model"; extra=""; fi
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$dest" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe $extra
-      echo "$kind $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s28serve end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/log.txt"
+serve_part() {   # KIND PLAN CAP_S
+  local kind=$1 plan=$2 cap=$3 model dest extra
+  model=$(serve_model "$plan")
+  if [ "$kind" = timing ]; then dest="$DIR/timing/$model"; extra="--timing"; else dest="$DIR/$model"; extra=""; fi
+  # shellcheck disable=SC2086
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$dest" --plan "$plan" \
+    --device "$DEVICE" --budget-s $((cap - 6)) --host-probe $extra
+}
+serve_host "$DIR/host.txt" nproc lscpu loadavg smi-nodriver clock topology
+serve_campaign s28serve "$DIR/log.txt" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

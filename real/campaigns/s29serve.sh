@@ -19,6 +19,7 @@ mkdir -p "$DIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S29SERVE_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PARTS="set:tiny-new"; PART_S=${S29SERVE_PART_S:-120}
 else
@@ -32,20 +33,10 @@ fi
   echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
   echo "== topology"; nvidia-smi topo -m 2>/dev/null
 } > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s29serve start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; plan=${part#*:}
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      dest="$DIR/$model"
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$dest" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe
-      echo "$kind $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s29serve end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/log.txt"
+serve_part() {   # KIND PLAN CAP_S
+  local plan=$2 cap=$3 model
+  model=$(serve_model "$plan")
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
+    --device "$DEVICE" --budget-s $((cap - 6)) --host-probe
+}
+serve_campaign s29serve "$DIR/log.txt" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

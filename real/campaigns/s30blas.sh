@@ -23,40 +23,30 @@ SCALE=${S30BLAS_TIMEOUT_SCALE:-1}
 CONDS=${S30BLAS_CONDS:-default nocache}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S30BLAS_TINY:-0}" = 1 ]; then
-  DEVICE=cpu; PLAN=tiny-ep2-repeat; FORCE=1
+  DEVICE=cpu; PLAN=tiny-ep2-repeat
 else
-  DEVICE=auto; PLAN=ep2-repeat; FORCE=
+  DEVICE=auto; PLAN=ep2-repeat
 fi
 PART_S=$((70 * SCALE))
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== cpufreq"; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo "not exposed"
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s30blas start $(date -u +%FT%TZ), $NGPU GPU(s), plan $PLAN, conditions $CONDS, cap ${PART_S} s each"
-  if [ "$NGPU" -ge 2 ] || [ -n "$FORCE" ]; then
-    for cond in $CONDS; do
-      mkdir -p "$DIR/$cond"
-      case $cond in
-        default) envset="" ;;
-        nocache) envset="CUBLASLT_HEURISTICS_CACHE_CAPACITY=0" ;;
-        lt) envset="TORCH_BLAS_PREFER_CUBLASLT=1" ;;
-        *) echo "unknown condition $cond (allowed: default nocache lt)"; continue ;;
-      esac
-      echo "$cond: ${envset:-as is} at $(date -u +%FT%TZ)"
-      # shellcheck disable=SC2086
-      env $envset timeout -k 5 "$PART_S" "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m real.serve \
-        --out "$DIR/$cond" --plan "$PLAN" --device "$DEVICE" --budget-s $((PART_S - 15)) --timing --host-probe
-      echo "$cond exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: $NGPU GPU(s), needs 2"
-  fi
-  echo "s30blas end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s30blas.log"
+conditions() {   # each condition its own EP2 process, in turn
+  local cond envset
+  for cond in $CONDS; do
+    mkdir -p "$DIR/$cond"
+    case $cond in
+      default) envset="" ;;
+      nocache) envset="CUBLASLT_HEURISTICS_CACHE_CAPACITY=0" ;;
+      lt) envset="TORCH_BLAS_PREFER_CUBLASLT=1" ;;
+      *) echo "unknown condition $cond (allowed: default nocache lt)"; continue ;;
+    esac
+    echo "$cond: ${envset:-as is} at $(date -u +%FT%TZ)"
+    # shellcheck disable=SC2086
+    env $envset timeout -k 5 "$PART_S" "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m real.serve \
+      --out "$DIR/$cond" --plan "$PLAN" --device "$DEVICE" --budget-s $((PART_S - 15)) --timing --host-probe
+    echo "$cond exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
+  done
+}
+serve_host "$DIR/host.txt" nproc lscpu cpufreq loadavg smi clock topology
+SERVE_NEED_GPUS=2 serve_campaign s30blas "$DIR/s30blas.log" \
+  "$NGPU GPU(s), plan $PLAN, conditions $CONDS, cap ${PART_S} s each" conditions

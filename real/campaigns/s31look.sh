@@ -26,6 +26,7 @@ mkdir -p "$DIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S31LOOK_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=${S31LOOK_PART_S:-120}
   PARTS="set:tiny-new nocache:tiny-new probe:tiny-new"; PROBE_ARGS="--warm 8 --max-size 28 --sizes 4 --idle-s 0.01"
@@ -42,29 +43,20 @@ fi
   echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
   echo "== topology"; nvidia-smi topo -m 2>/dev/null
 } > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s31look start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; plan=${part#*:}
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      case $kind in
-        probe)
-          # shellcheck disable=SC2086
-          CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve.firstmet --out "$DIR/probe/$model" \
-            --plan "$plan" --device "$DEVICE" $PROBE_ARGS ;;
-        nocache)
-          CUBLASLT_HEURISTICS_CACHE_CAPACITY=0 CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve \
-            --out "$DIR/nocache/$model" --plan "$plan" --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe ;;
-        *)
-          CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
-            --device "$DEVICE" --budget-s $((PART_S - 6)) --host-probe ;;
-      esac
-      echo "$kind $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s31look end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/log.txt"
+serve_part() {   # KIND PLAN CAP_S
+  local kind=$1 plan=$2 cap=$3 model
+  model=$(serve_model "$plan")
+  case $kind in
+    probe)
+      # shellcheck disable=SC2086
+      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve.firstmet --out "$DIR/probe/$model" \
+        --plan "$plan" --device "$DEVICE" $PROBE_ARGS ;;
+    nocache)
+      CUBLASLT_HEURISTICS_CACHE_CAPACITY=0 CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve \
+        --out "$DIR/nocache/$model" --plan "$plan" --device "$DEVICE" --budget-s $((cap - 6)) --host-probe ;;
+    *)
+      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
+        --device "$DEVICE" --budget-s $((cap - 6)) --host-probe ;;
+  esac
+}
+serve_campaign s31look "$DIR/log.txt" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

@@ -26,6 +26,7 @@ PY=${PY:-${PYTHON:-python3}}
 SCALE=${S32COLD_TIMEOUT_SCALE:-1}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S32COLD_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=$((60 * SCALE)); TOTAL_S=$((200 * SCALE))
   PARTS="trace:tiny-new"
@@ -34,43 +35,25 @@ else
   PARTS="trace:gpu1-s32c-bench timed:gpu1-s32c-bench eager:gpu1-s32c-bench trace-eager:gpu1-s32c-bench"
   PARTS="$PARTS timed:gpu1-s32c-bench-w1024 timed:gpu1-s32c-v2lite"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s32cold start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; plan=${part#*:}
-      left=$((TOTAL_S - SECONDS))
-      if [ "$left" -lt 20 ]; then echo "$kind $plan skipped: ${SECONDS} s of ${TOTAL_S} spent"; continue; fi
-      cap=$(( left < PART_S ? left : PART_S ))
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      case $kind in
-        trace) flags="--kernel-trace"; loading="" ;;
-        trace-eager) flags="--kernel-trace"; loading=EAGER ;;
-        eager) flags="--host-probe --stall-trace"; loading=EAGER ;;
-        *) flags="--host-probe --stall-trace"; loading="" ;;
-      esac
-      sub="$DIR/$kind/$model"
-      [ "$plan" = gpu1-s32c-bench-w1024 ] && sub="$DIR/w1024/$model"
-      # shellcheck disable=SC2086
-      if [ -n "$loading" ]; then
-        CUDA_MODULE_LOADING=$loading CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$sub" \
-          --plan "$plan" --device "$DEVICE" $flags
-      else
-        CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$sub" \
-          --plan "$plan" --device "$DEVICE" $flags
-      fi
-      echo "$kind $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
+serve_part() {   # KIND PLAN CAP_S
+  local model flags loading sub
+  model=$(serve_model "$2")
+  case $1 in
+    trace) flags="--kernel-trace"; loading="" ;;
+    trace-eager) flags="--kernel-trace"; loading=EAGER ;;
+    eager) flags="--host-probe --stall-trace"; loading=EAGER ;;
+    *) flags="--host-probe --stall-trace"; loading="" ;;
+  esac
+  sub="$DIR/$1/$model"
+  [ "$2" = gpu1-s32c-bench-w1024 ] && sub="$DIR/w1024/$model"
+  # shellcheck disable=SC2086
+  if [ -n "$loading" ]; then
+    CUDA_MODULE_LOADING=$loading CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$sub" \
+      --plan "$2" --device "$DEVICE" $flags
   else
-    echo "skipped: no GPU"
+    CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$sub" \
+      --plan "$2" --device "$DEVICE" $flags
   fi
-  echo "s32cold end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s32cold.log"
+}
+serve_host "$DIR/host.txt"
+serve_campaign s32cold "$DIR/s32cold.log" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

@@ -20,6 +20,7 @@ PY=${PY:-${PYTHON:-python3}}
 SCALE=${S32COLD2_TIMEOUT_SCALE:-1}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S32COLD2_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=$((60 * SCALE)); TOTAL_S=$((200 * SCALE)); PARTS="set:tiny-new"
 else
@@ -27,29 +28,11 @@ else
   for short in mixtral qwen3moe v3s1l v3s2l; do PARTS="$PARTS set:gpu1-s32k-$short"; done
   PARTS="${PARTS# }"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s32cold2 start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      plan=${part#*:}
-      left=$((TOTAL_S - SECONDS))
-      if [ "$left" -lt 20 ]; then echo "set $plan skipped: ${SECONDS} s of ${TOTAL_S} spent"; continue; fi
-      cap=$(( left < PART_S ? left : PART_S ))
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((cap - 6)) --host-probe
-      echo "set $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s32cold2 end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s32cold2.log"
+serve_part() {   # KIND PLAN CAP_S
+  local model
+  model=$(serve_model "$2")
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$DIR/$model" --plan "$2" \
+    --device "$DEVICE" --budget-s $(($3 - 6)) --host-probe
+}
+serve_host "$DIR/host.txt"
+serve_campaign s32cold2 "$DIR/s32cold2.log" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

@@ -27,6 +27,7 @@ PY=${PY:-${PYTHON:-python3}}
 SCALE=${S32KERN_TIMEOUT_SCALE:-1}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S32KERN_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=$((60 * SCALE)); TOTAL_S=$((200 * SCALE)); MAP_S=$((60 * SCALE)); PARTS="set:tiny-new"
   MAPS="tiny"; MAX_SIZE=48
@@ -36,40 +37,25 @@ else
   PARTS="${PARTS# }"
   MAPS=$("$PY" -c "from real.serve.plans import S32KERN_MAP_MODELS as m; print(' '.join(m))"); MAX_SIZE=2048
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s32kern start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS, maps $MAPS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      plan=${part#*:}
-      left=$((TOTAL_S - SECONDS))
-      if [ "$left" -lt 20 ]; then echo "set $plan skipped: ${SECONDS} s of ${TOTAL_S} spent"; continue; fi
-      cap=$(( left < PART_S ? left : PART_S ))
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/set/$model" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((cap - 6)) --host-probe
-      echo "set $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-    n=0
-    for model in $MAPS; do
-      (CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$MAP_S" "$PY" -m real.serve.kernelmap --out "$DIR/kmap/$model" \
-         --device "$DEVICE" --model "$model" --max-size "$MAX_SIZE" --seconds $((MAP_S - 25)) \
-         > "$DIR/kmap/$model.log" 2>&1
-       echo "kmap $model exit $? at $(date -u +%FT%TZ)") &
-      n=$((n + 1))
-      if [ $((n % 4)) = 0 ]; then wait; fi
-    done
-    wait
-    echo "kmaps done (${SECONDS} s)"
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s32kern end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s32kern.log"
+serve_part() {   # KIND PLAN CAP_S
+  local model
+  model=$(serve_model "$2")
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$DIR/set/$model" --plan "$2" \
+    --device "$DEVICE" --budget-s $(($3 - 6)) --host-probe
+}
+parts_and_maps() {   # the set parts in turn, then the kernel maps four at a time
+  local n=0 model
+  serve_parts "$PARTS"
+  for model in $MAPS; do
+    (CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$MAP_S" "$PY" -m real.serve.kernelmap --out "$DIR/kmap/$model" \
+       --device "$DEVICE" --model "$model" --max-size "$MAX_SIZE" --seconds $((MAP_S - 25)) \
+       > "$DIR/kmap/$model.log" 2>&1
+     echo "kmap $model exit $? at $(date -u +%FT%TZ)") &
+    n=$((n + 1))
+    if [ $((n % 4)) = 0 ]; then wait; fi
+  done
+  wait
+  echo "kmaps done (${SECONDS} s)"
+}
+serve_host "$DIR/host.txt"
+serve_campaign s32kern "$DIR/s32kern.log" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS, maps $MAPS" parts_and_maps

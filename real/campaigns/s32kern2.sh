@@ -24,6 +24,7 @@ PY=${PY:-${PYTHON:-python3}}
 SCALE=${S32KERN2_TIMEOUT_SCALE:-1}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S32KERN2_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=$((60 * SCALE)); TOTAL_S=$((200 * SCALE))
   PARTS="trace:tiny-new"
@@ -31,34 +32,16 @@ else
   DEVICE=auto; PART_S=$((85 * SCALE)); TOTAL_S=$((260 * SCALE))
   PARTS="trace:gpu1-s27j-v2lite trace:gpu1-s26i-v3s1l timed:gpu1-s27j-v2lite trace:gpu1-s32n-mixtral"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s32kern2 start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for part in $PARTS; do
-      kind=${part%%:*}; plan=${part#*:}
-      left=$((TOTAL_S - SECONDS))
-      if [ "$left" -lt 20 ]; then echo "$kind $plan skipped: ${SECONDS} s of ${TOTAL_S} spent"; continue; fi
-      cap=$(( left < PART_S ? left : PART_S ))
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      case $kind in
-        trace) flags="--kernel-trace" ;;
-        *) flags="--host-probe" ;;
-      esac
-      # shellcheck disable=SC2086
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$kind/$model" \
-        --plan "$plan" --device "$DEVICE" $flags
-      echo "$kind $plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s32kern2 end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s32kern2.log"
+serve_part() {   # KIND PLAN CAP_S
+  local model flags
+  model=$(serve_model "$2")
+  case $1 in
+    trace) flags="--kernel-trace" ;;
+    *) flags="--host-probe" ;;
+  esac
+  # shellcheck disable=SC2086
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$DIR/$1/$model" \
+    --plan "$2" --device "$DEVICE" $flags
+}
+serve_host "$DIR/host.txt"
+serve_campaign s32kern2 "$DIR/s32kern2.log" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

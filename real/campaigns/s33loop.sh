@@ -22,6 +22,7 @@ PY=${PY:-${PYTHON:-python3}}
 SCALE=${S33LOOP_TIMEOUT_SCALE:-1}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
+. "$(dirname "$0")/serve_parts.sh"
 if [ "${S33LOOP_TINY:-0}" = 1 ]; then
   DEVICE=cpu; PART_S=$((60 * SCALE)); TOTAL_S=$((200 * SCALE))
   PARTS="tiny-new"
@@ -29,28 +30,11 @@ else
   DEVICE=auto; PART_S=$((55 * SCALE)); TOTAL_S=$((170 * SCALE))
   PARTS="gpu1-s33t-v2lite gpu1-s33t-v3s1l gpu1-s33t-bench"
 fi
-{
-  echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
-  echo "== loadavg"; cat /proc/loadavg
-  echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,power.limit,persistence_mode,driver_version --format=csv 2>/dev/null
-  echo "== nvidia-smi -q -d CLOCK"; nvidia-smi -q -d CLOCK 2>/dev/null
-  echo "== topology"; nvidia-smi topo -m 2>/dev/null
-} > "$DIR/host.txt" 2>&1
-SECONDS=0
-{
-  echo "s33loop start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, parts $PARTS"
-  if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    for plan in $PARTS; do
-      left=$((TOTAL_S - SECONDS))
-      if [ "$left" -lt 20 ]; then echo "$plan skipped: ${SECONDS} s of ${TOTAL_S} spent"; continue; fi
-      cap=$(( left < PART_S ? left : PART_S ))
-      model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
-      CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$cap" "$PY" -m real.serve --out "$DIR/$model" \
-        --plan "$plan" --device "$DEVICE" --budget-s $((cap - 6)) --timing --host-probe
-      echo "$plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
-    done
-  else
-    echo "skipped: no GPU"
-  fi
-  echo "s33loop end $(date -u +%FT%TZ) after ${SECONDS} s"
-} 2>&1 | grep -v '^USDT:' | tee "$DIR/s33loop.log"
+serve_part() {   # KIND PLAN CAP_S
+  local model
+  model=$(serve_model "$2")
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$3" "$PY" -m real.serve --out "$DIR/$model" \
+    --plan "$2" --device "$DEVICE" --budget-s $(($3 - 6)) --timing --host-probe
+}
+serve_host "$DIR/host.txt"
+serve_campaign s33loop "$DIR/s33loop.log" "$NGPU GPU(s), GPU $ONE_GPU, parts $PARTS" serve_parts "$PARTS"

@@ -207,3 +207,18 @@ def test_every_script_reads_the_records_root_records_names(name, records_roots, 
     assert not committed, f"{name} (exit {status}) read committed records under --records: {committed[:5]}"
     # what it did not find ends in an exit status (one line naming the root: calibration.entry.script), no traceback
     assert status is None or isinstance(status, int), f"{name}: {status}"
+
+
+def test_a_json_tail_writes_the_packed_file_and_prints_the_same_text(tmp_path, capsys):
+    """entry.write_json / print_json (s33dedup): indent 1, keys sorted only when asked, `default` for what JSON lacks;
+    the file (X.json.xz, records_io.write_json_text) holds the printed text and a newline; no path writes nothing."""
+    from calibration.records_io import read_json_text
+    out = {"b": 1.5, "a": [1, 2], "c": Path("x")}
+    assert entry.print_json(tmp_path / "j.json", out, sort_keys=True, default=str) == 0
+    printed = capsys.readouterr().out
+    assert printed == '{\n "a": [\n  1,\n  2\n ],\n "b": 1.5,\n "c": "x"\n}\n'
+    assert read_json_text(tmp_path / "j.json") == printed and (tmp_path / "j.json.xz").is_file()
+    assert entry.write_json(None, {"b": 1, "a": 2}) == '{\n "b": 1,\n "a": 2\n}' and not capsys.readouterr().out
+    with pytest.raises(TypeError):
+        entry.write_json(tmp_path / "k.json", {"c": Path("x")})
+    assert list(tmp_path.iterdir()) == [tmp_path / "j.json.xz"]

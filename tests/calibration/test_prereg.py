@@ -394,3 +394,19 @@ def test_s20gqa2_decode_miss_is_real_s_cudnn_sdpa_not_the_twins_pricing():
     assert ((first / diag.reindex(first.index)) > 10).all()
     by = prereg.validate_section(reg=prereg.S20GQA2_NOCUDNN)["by_gpu"]
     assert by["h100 decode"]["p90_abs_rel_error"] < 0.25 < prereg.validate_section(reg=prereg.S20GQA2)["by_gpu"]["h100 decode"]["median_abs_rel_error"]
+
+
+def test_a_judgement_record_is_jsonable_and_written_only_when_asked(tmp_path, monkeypatch):
+    """prereg.jsonable / record_judgement (s33dedup, the tail of s29dec's cli and s33blind): numpy scalars become
+    Python's and NaN null at any depth; no path writes nothing (exit 0); uncommitted code refuses (exit 2)."""
+    import numpy as np
+    assert prereg.jsonable({"a": (np.int64(3), np.float64("nan")), "b": [{"c": float("nan")}, np.float32(0.5)]}) == \
+        {"a": [3, None], "b": [{"c": None}, 0.5]}
+    monkeypatch.setattr(prereg, "refuses_uncommitted_record", lambda: True)
+    assert prereg.record_judgement(None, "s99x", {"a": 1}) == 0
+    assert prereg.record_judgement(tmp_path / "j.json", "s99x", {"a": 1}) == 2 and not list(tmp_path.iterdir())
+    monkeypatch.setattr(prereg, "refuses_uncommitted_record", lambda: False)
+    assert prereg.record_judgement(tmp_path / "j.json", "s99x", {"a": np.float64(2.0)}) == 0
+    from calibration.records_io import read_json
+    got = read_json(tmp_path / "j.json")
+    assert got["command"] == "python -m calibration.s99x --json calibration/s99x_judgement.json" and got["a"] == 2.0
