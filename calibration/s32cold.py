@@ -27,10 +27,10 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
+from calibration import cold_judge as cj
 from calibration import entry, prereg
 from calibration import records as rec
 from calibration import serve_eager_host as seh
@@ -128,16 +128,13 @@ SET_Q = ("s31look", slk.FRESH_MODELS)
 GUARD_LABELS = {**slk.GUARD_LABELS, "Q": ("s31look",)}
 GUARDED = ("I", "J", "L", "P", "Q")   # G2: these sets no fewer checks (the others reported)
 EARLY = "poisson-early"
-TTFT_P50 = ("ttft_p50_s",)
+TTFT_P50 = cj.TTFT_P50
 
 
 def candidate(exposed: bool = False):
     """K on (serve_load_validation.warm_pass_pairs hands a warmed one-GPU run's replay cold_charges); `exposed`: the
     charge paid as the table's own first-met stall (engine.COLD_HOST_EXPOSED: evidence only, after the guard screen)."""
-    stack = ExitStack()
-    stack.enter_context(mock.patch.object(engine, "ADOPT_COLD_SIZES", True))
-    stack.enter_context(mock.patch.object(engine, "COLD_HOST_EXPOSED", exposed))
-    return stack
+    return cj.patched(engine, ADOPT_COLD_SIZES=True, COLD_HOST_EXPOSED=exposed)
 
 
 def evidence(root: Path | str | None = None, guards: bool = True) -> dict:
@@ -161,48 +158,28 @@ def evidence(root: Path | str | None = None, guards: bool = True) -> dict:
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-M, O, P (serve_lookup.seen_rows) and set Q (s31look), replayed under the current setting."""
-    root = rec.records_root() if root is None else root
-    return slk.seen_rows(root) + seh.set_rows(SET_Q[0], SET_Q[1], root)
+    return cj.seen_rows(root, slk.seen_rows, SET_Q)
 
 
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: sets I, J, L, P and Q each no fewer checks met under K; every set's counts reported."""
-    with mock.patch.object(slk, "GUARD_LABELS", GUARD_LABELS):
-        out = slk.guard_criteria(off, on)
-    crit = {f"G2_set_{k}_no_fewer": out["sets"][k][1][0] >= out["sets"][k][0][0] for k in GUARDED if k in out["sets"]}
-    return {**out, "criteria": crit, "met": len(crit) == len(GUARDED) and all(crit.values())}
+    return cj.guard_criteria(off, on, GUARD_LABELS, GUARDED)
 
 
 def criteria(out: dict) -> dict:
     """K1: set K's checks met under K at least MORE_CHECKS more and a lower median |error|; K2: its early Poisson runs'
     TTFT P50 no fewer met and a lower median |error|; G1: no held-out check of issue 15's four folders lost; G2 (guard);
     G3: the committed held-out set and the held-out set with the input no fewer."""
-    res, rows = out["result"], out["rows"]
-    off, on = rows[None]["J"], rows[JUDGED]["J"]
-    full = len(off) >= FRESH_RUNS and len(on) == len(off) and not out["incomplete"]
-    a, b = seh.checks(off), seh.checks(on)
-    eo, en = ([r for r in x if EARLY in r["run_id"]] for x in (off, on))
-    ea, eb = seh.checks(eo, TTFT_P50), seh.checks(en, TTFT_P50)
-    crit = {"K1_three_more_checks_lower_median": bool(full and b[0] >= a[0] + MORE_CHECKS and b[1] < a[1]),
-            "K2_early_ttft_p50_no_fewer_lower_median": bool(full and eo and eb[0] >= ea[0] and eb[1] < ea[1])}
-    held, lost = siw.holdout_guards(rows, res, JUDGED)
-    crit.update(held)
-    crit.update(res["guard"]["criteria"])
-    complete = len(res["guard"]["criteria"]) == len(GUARDED) and lost is not None
-    return {"criteria": crit, "early": (ea, eb), "all": (a, b), "lost": lost or [],
-            "passes": bool(off and complete and all(crit.values()))}
+    return cj.criteria(out, judged=JUDGED, fresh_runs=FRESH_RUNS, more_checks=MORE_CHECKS, guarded=GUARDED,
+                       names=("K1_three_more_checks_lower_median", "K2_early_ttft_p50_no_fewer_lower_median"),
+                       early=EARLY)
 
 
 def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(FRESH, FRESH_MODELS),
           guards: bool = True) -> dict:
     """serve_graph_ops.judge with K: set K (`fresh`), sets A-M, O, P, Q, the committed sets; the criteria, verdict."""
-    root = rec.records_root() if root is None else root
-    out = sgo.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
-                    fresh_runs=FRESH_RUNS, judged=JUDGED)
-    got = criteria(out)
-    out["result"].update(criteria=got["criteria"], passes=got["passes"], early=got["early"], lost=got["lost"])
-    out["adopt"] = JUDGED if got["passes"] and fresh else None
-    return out
+    return cj.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
+                    fresh_runs=FRESH_RUNS, judged=JUDGED, criteria=criteria)
 
 
 POSITIONS = ("poisson-early", "closed-c", "poisson-late")

@@ -34,11 +34,11 @@ from unittest import mock
 
 import numpy as np
 
+from calibration import cold_judge as cj
 from calibration import entry, prereg
 from calibration import records as rec
 from calibration import s32cold as s32c
 from calibration import serve_eager_host as seh
-from calibration import serve_graph_ops as sgo
 from calibration import serve_load_validation as slv
 from twin.serving import engine
 from calibration.records_io import csv_exists, json_exists, open_csv
@@ -156,8 +156,7 @@ def candidate(lookup: bool = False):
     """The judged candidate (rule amendment 1: C-k, s32kern_fit.json's lookup_s = 0) on (serve_load_validation
     .sizes_run_before hands a warmed one-GPU H200 run's replay its ColdKernels); with `lookup` the rule's first C
     (lookup_s = the probe's lookup_fit_s; reported, no criterion)."""
-    stack = ExitStack()
-    stack.enter_context(mock.patch.object(engine, "ADOPT_COLD_KERNELS", True))
+    stack = cj.patched(engine, ADOPT_COLD_KERNELS=True)
     if lookup:
         base = slv.cold_kernel_fit()
         fit = {**base, "lookup_s": {CARD: base["lookup_fit_s"]}}
@@ -167,36 +166,26 @@ def candidate(lookup: bool = False):
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-M, O, P, Q (calibration.s32cold.seen_rows) and set K (s32cold2), replayed under the current setting."""
-    root = rec.records_root() if root is None else root
-    return s32c.seen_rows(root) + seh.set_rows(SET_K[0], SET_K[1], root)
+    return cj.seen_rows(root, s32c.seen_rows, SET_K)
 
 
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: sets I, J, L, P, Q and K each no fewer checks met under C; every set's counts reported."""
-    with mock.patch.object(s32c, "GUARD_LABELS", GUARD_LABELS), mock.patch.object(s32c, "GUARDED", GUARDED):
-        out = s32c.guard_criteria(off, on)
-    return out
+    return cj.guard_criteria(off, on, GUARD_LABELS, GUARDED)
 
 
 def criteria(out: dict) -> dict:
     """C1, C2 (set N), G1, G2, G3: calibration.s32cold.criteria's with C's names."""
-    with mock.patch.object(s32c, "JUDGED", JUDGED), mock.patch.object(s32c, "FRESH_RUNS", FRESH_RUNS), \
-            mock.patch.object(s32c, "GUARDED", GUARDED), mock.patch.object(s32c, "MORE_CHECKS", MORE_CHECKS):
-        got = s32c.criteria(out)
-    got["criteria"] = {k.replace("K1_", "C1_").replace("K2_", "C2_"): v for k, v in got["criteria"].items()}
-    return got
+    return cj.criteria(out, judged=JUDGED, fresh_runs=FRESH_RUNS, more_checks=MORE_CHECKS, guarded=GUARDED,
+                       names=("C1_three_more_checks_lower_median", "C2_early_ttft_p50_no_fewer_lower_median"),
+                       early=s32c.EARLY)
 
 
 def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(FRESH, FRESH_MODELS),
           guards: bool = True) -> dict:
     """serve_graph_ops.judge with C: set N (`fresh`), sets A-M, O, P, Q, K, the committed sets; criteria, verdict."""
-    root = rec.records_root() if root is None else root
-    out = sgo.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
-                    fresh_runs=FRESH_RUNS, judged=JUDGED)
-    got = criteria(out)
-    out["result"].update(criteria=got["criteria"], passes=got["passes"], early=got["early"], lost=got["lost"])
-    out["adopt"] = JUDGED if got["passes"] and fresh else None
-    return out
+    return cj.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
+                    fresh_runs=FRESH_RUNS, judged=JUDGED, criteria=criteria)
 
 
 def by_model(rows: list[dict]) -> dict:

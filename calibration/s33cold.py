@@ -34,6 +34,7 @@ from unittest import mock
 
 import numpy as np
 
+from calibration import cold_judge as cj
 from calibration import entry, prereg
 from calibration import records as rec
 from calibration import s32cold as s32c
@@ -181,21 +182,17 @@ def rule_twin():
 def candidate():
     """S on: serve_load_validation.sizes_run_before hands a warmed one-GPU H200 run's replay its ColdKernels with
     s33cold_fit.json's constants."""
-    stack = ExitStack()
-    stack.enter_context(mock.patch.object(engine, "ADOPT_COLD_STEPS", True))
-    return stack
+    return cj.patched(engine, ADOPT_COLD_STEPS=True)
 
 
 def seen_rows(root: Path | str | None = None) -> list[dict]:
     """Sets A-M, O, P, Q, K (calibration.s32kern.seen_rows) and set N (s32kern), replayed under the current setting."""
-    root = rec.records_root() if root is None else root
-    return s32k.seen_rows(root) + seh.set_rows(SET_N[0], SET_N[1], root)
+    return cj.seen_rows(root, s32k.seen_rows, SET_N)
 
 
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G2: sets I, J, K, L, N, P and Q each no fewer checks met under S; every set's counts reported."""
-    with mock.patch.object(s32c, "GUARD_LABELS", GUARD_LABELS), mock.patch.object(s32c, "GUARDED", GUARDED):
-        return s32c.guard_criteria(off, on)
+    return cj.guard_criteria(off, on, GUARD_LABELS, GUARDED)
 
 
 def by_position(rows: list[dict]) -> dict:
@@ -239,32 +236,16 @@ def _same_stream(early_id: str, late_id: str) -> bool:
 def criteria(out: dict) -> dict:
     """R1: set R's checks met under S at least MORE_CHECKS more and a lower median |error|; R2: its first runs' TTFT
     P50 no fewer met and a lower median |error|; G1 / G3 (issue 15's held-out sets); G2 (the guard sets)."""
-    res, rows = out["result"], out["rows"]
-    off, on = rows[None]["J"], rows[JUDGED]["J"]
-    full = len(off) >= FRESH_RUNS and len(on) == len(off) and not out["incomplete"]
-    a, b = seh.checks(off), seh.checks(on)
-    fo, fn = ([r for r in x if FIRST in r["run_id"]] for x in (off, on))
-    ea, eb = seh.checks(fo, TTFT_P50), seh.checks(fn, TTFT_P50)
-    crit = {"R1_four_more_checks_lower_median": bool(full and b[0] >= a[0] + MORE_CHECKS and b[1] < a[1]),
-            "R2_first_run_ttft_p50_no_fewer_lower_median": bool(full and fo and eb[0] >= ea[0] and eb[1] < ea[1])}
-    held, lost = siw.holdout_guards(rows, res, JUDGED)
-    crit.update(held)
-    crit.update(res["guard"]["criteria"])
-    complete = len(res["guard"]["criteria"]) == len(GUARDED) and lost is not None
-    return {"criteria": crit, "early": (ea, eb), "all": (a, b), "lost": lost or [],
-            "passes": bool(off and complete and all(crit.values()))}
+    return cj.criteria(out, judged=JUDGED, fresh_runs=FRESH_RUNS, more_checks=MORE_CHECKS, guarded=GUARDED,
+                       names=("R1_four_more_checks_lower_median", "R2_first_run_ttft_p50_no_fewer_lower_median"),
+                       early=FIRST)
 
 
 def judge(root: Path | str | None = None, committed_sets: bool = True, fresh=(FRESH, FRESH_MODELS),
           guards: bool = True) -> dict:
     """serve_graph_ops.judge with S: set R (`fresh`), sets A-Q, the committed sets; the criteria and the verdict."""
-    root = rec.records_root() if root is None else root
-    out = sgo.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
-                    fresh_runs=FRESH_RUNS, judged=JUDGED)
-    got = criteria(out)
-    out["result"].update(criteria=got["criteria"], passes=got["passes"], early=got["early"], lost=got["lost"])
-    out["adopt"] = JUDGED if got["passes"] and fresh else None
-    return out
+    return cj.judge(root, committed_sets, fresh, guards, candidate=candidate, seen=seen_rows, guard=guard_criteria,
+                    fresh_runs=FRESH_RUNS, judged=JUDGED, criteria=criteria)
 
 
 def screen(root: Path | str | None = None,
