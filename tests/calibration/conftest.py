@@ -160,3 +160,37 @@ def assert_live_row_is_committed(judgement: dict, set_name: str, model: str, run
     for f in FIGURES:
         a, b = live[0][f"{f}_rel_error"], stored[f"{f}_rel_error"]
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9), f
+
+
+def assert_cold_judgement(judgement: dict, module, names: tuple[str, str], switch: str, exact: bool = False) -> None:
+    """A cold-charge round's committed judgement (calibration.cold_judge: s32cold, s32kern, s33cold) is its judge
+    command's on complete fresh records, carries the round's two criteria (`names`), G1, G3 and G2 on every guarded
+    set (`exact`: nothing else), its verdict is their conjunction and twin.serving.engine's `switch` follows it."""
+    from twin.serving import engine   # lazy: only the serving judgements' tests need the engine
+
+    assert judgement["command"].startswith(f"python -m {module.__name__} judge") and judgement["code_commit"]
+    assert judgement["candidate"] == module.JUDGED and not judgement["incomplete"]
+    assert len(judgement["J"]["None"]) == len(judgement["J"][module.JUDGED]) == module.FRESH_RUNS
+    crit = judgement["criteria"]
+    want = {*names, "G1_issue15_no_check_lost", "G3_committed_holdout_no_fewer", "G3_with_input_holdout_no_fewer",
+            *(f"G2_set_{k}_no_fewer" for k in module.GUARDED)}
+    assert want == set(crit) if exact else want <= set(crit)
+    assert (judgement["adopt"] == module.JUDGED) == all(crit.values())
+    assert getattr(engine, switch) == (judgement["adopt"] == module.JUDGED)
+
+
+def cold_run_replayed(monkeypatch, judgement: dict, module, switch: str, run: str, model: str = "v3-slice-1l"):
+    """One fresh run of a cold-charge round replayed live with `switch` off and under the round's candidate: both equal
+    the judgement's rows (every figure's error); returns the live (off, on) rows."""
+    from calibration import serve_eager_host as seh   # lazy: as above
+    from twin.serving import engine   # lazy: as above
+
+    monkeypatch.setattr(engine, switch, False)
+    off = seh.set_rows(module.FRESH, (model,), run_ids=(run,))
+    with module.candidate():
+        on = seh.set_rows(module.FRESH, (model,), run_ids=(run,))
+    for live, key in ((off, "None"), (on, module.JUDGED)):
+        (row,) = [r for r in judgement["J"][key] if r["run_id"] == run]
+        for k in seh.FIGURES:
+            assert live[0][f"{k}_rel_error"] == pytest.approx(row[f"{k}_rel_error"], abs=1e-9)
+    return off, on

@@ -10,6 +10,7 @@ from calibration import s32kern as s
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
 from calibration.records_io import read_json
+from tests.calibration.conftest import assert_cold_judgement, cold_run_replayed
 from twin.serving import engine
 
 
@@ -77,27 +78,14 @@ RUN = "n32k-v3s1l-poisson-early-n"
 
 
 def test_the_judgement_is_its_commands_and_its_verdict_follows_the_criteria():
-    assert JUDGEMENT["command"].startswith("python -m calibration.s32kern judge") and JUDGEMENT["code_commit"]
-    assert JUDGEMENT["candidate"] == s.JUDGED == "C-k" and not JUDGEMENT["incomplete"]
-    assert len(JUDGEMENT["J"]["None"]) == len(JUDGEMENT["J"][s.JUDGED]) == s.FRESH_RUNS
-    crit = JUDGEMENT["criteria"]
-    assert {"C1_three_more_checks_lower_median", "C2_early_ttft_p50_no_fewer_lower_median", "G1_issue15_no_check_lost",
-            "G3_committed_holdout_no_fewer", "G3_with_input_holdout_no_fewer",
-            *(f"G2_set_{k}_no_fewer" for k in s.GUARDED)} <= set(crit)
-    assert (JUDGEMENT["adopt"] == s.JUDGED) == all(crit.values())
-    assert engine.ADOPT_COLD_KERNELS == (JUDGEMENT["adopt"] == s.JUDGED)
+    assert s.JUDGED == "C-k"
+    assert_cold_judgement(JUDGEMENT, s, ("C1_three_more_checks_lower_median", "C2_early_ttft_p50_no_fewer_lower_median"),
+                          "ADOPT_COLD_KERNELS")
 
 
 def test_one_set_n_run_replayed_live_is_the_judgements(monkeypatch):
     """n32k-v3s1l-poisson-early-n under both settings (~2 CPU-s): the same errors as the judgement file."""
-    monkeypatch.setattr(engine, "ADOPT_COLD_KERNELS", False)
-    off = seh.set_rows(s.FRESH, ("v3-slice-1l",), run_ids=(RUN,))
-    with s.candidate():
-        on = seh.set_rows(s.FRESH, ("v3-slice-1l",), run_ids=(RUN,))
-    for live, key in ((off, "None"), (on, s.JUDGED)):
-        (row,) = [r for r in JUDGEMENT["J"][key] if r["run_id"] == RUN]
-        for k in seh.FIGURES:
-            assert live[0][f"{k}_rel_error"] == pytest.approx(row[f"{k}_rel_error"], abs=1e-9)
+    off, on = cold_run_replayed(monkeypatch, JUDGEMENT, s, "ADOPT_COLD_KERNELS", RUN)
     assert on[0]["ttft_p50_s_predicted"] > off[0]["ttft_p50_s_predicted"]   # C-k charges the process's first run
 
 

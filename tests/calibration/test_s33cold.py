@@ -9,6 +9,7 @@ from calibration import s33cold as s
 from calibration import serve_eager_host as seh
 from calibration import serve_load_validation as slv
 from calibration.records_io import json_exists, read_json
+from tests.calibration.conftest import assert_cold_judgement, cold_run_replayed
 from twin.serving import engine
 
 
@@ -68,27 +69,14 @@ RUN = "r33-v3s1l-closed-first-c15-r"
 
 
 def test_the_judgement_is_its_commands_and_its_verdict_follows_the_criteria():
-    assert JUDGEMENT["command"].startswith("python -m calibration.s33cold judge") and JUDGEMENT["code_commit"]
-    assert JUDGEMENT["candidate"] == s.JUDGED == "S" and not JUDGEMENT["incomplete"]
-    assert len(JUDGEMENT["J"]["None"]) == len(JUDGEMENT["J"][s.JUDGED]) == s.FRESH_RUNS
-    crit = JUDGEMENT["criteria"]
-    assert {"R1_four_more_checks_lower_median", "R2_first_run_ttft_p50_no_fewer_lower_median",
-            "G1_issue15_no_check_lost", "G3_committed_holdout_no_fewer", "G3_with_input_holdout_no_fewer",
-            *(f"G2_set_{k}_no_fewer" for k in s.GUARDED)} == set(crit)
-    assert (JUDGEMENT["adopt"] == s.JUDGED) == all(crit.values())
-    assert engine.ADOPT_COLD_STEPS == (JUDGEMENT["adopt"] == s.JUDGED)
+    assert s.JUDGED == "S"
+    assert_cold_judgement(JUDGEMENT, s, ("R1_four_more_checks_lower_median", "R2_first_run_ttft_p50_no_fewer_lower_median"),
+                          "ADOPT_COLD_STEPS", exact=True)
 
 
 def test_one_set_r_run_replayed_live_is_the_judgements(monkeypatch):
     """One loop-first process's first run under both settings (a few CPU-s): the same errors as the judgement file."""
-    monkeypatch.setattr(engine, "ADOPT_COLD_STEPS", False)
-    off = seh.set_rows(s.FRESH, ("v3-slice-1l",), run_ids=(RUN,))
-    with s.candidate():
-        on = seh.set_rows(s.FRESH, ("v3-slice-1l",), run_ids=(RUN,))
-    for live, key in ((off, "None"), (on, s.JUDGED)):
-        (row,) = [r for r in JUDGEMENT["J"][key] if r["run_id"] == RUN]
-        for k in seh.FIGURES:
-            assert live[0][f"{k}_rel_error"] == pytest.approx(row[f"{k}_rel_error"], abs=1e-9)
+    cold_run_replayed(monkeypatch, JUDGEMENT, s, "ADOPT_COLD_STEPS", RUN)
 
 
 @pytest.mark.xfail(strict=True, reason="s33cold: candidate S not adopted (R1 missed on set R; G2 missed on sets I and L; "
