@@ -15,9 +15,11 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
+from calibration import serve_judge_cli as sjc
 from calibration import serve_lookup as slk
 
 TTFT_P50 = ("ttft_p50_s",)
+JSON_HELP = "write the fit, figures or judgement"   # the rounds' --json (fit, screen and judge write it)
 
 
 def patched(obj, **values) -> ExitStack:
@@ -77,3 +79,13 @@ def judge(root: Path | str | None, committed_sets: bool, fresh, guards: bool, *,
     out["result"].update(criteria=got["criteria"], passes=got["passes"], early=got["early"], lost=got["lost"])
     out["adopt"] = judged if got["passes"] and fresh else None
     return out
+
+
+def judged(args, root: Path | str, fresh: tuple, label: str, judge) -> tuple[dict, tuple | None] | None:
+    """The command's judge part: `judge` on the fresh set (`fresh`: records name, models) for `judge`, without it for
+    `guards`; (its output, the fresh set or None). None where the judge part finds no fresh records (one line said)."""
+    fresh = fresh if args.what == "judge" else None
+    if fresh and not seh.set_rows(fresh[0], fresh[1], root):
+        sjc.refuse(label, root, f"{fresh[0]}/<model>/")
+        return None
+    return judge(root, committed_sets=not args.no_committed, fresh=fresh), fresh

@@ -238,13 +238,10 @@ def probe_figures(root: Path | str | None = None) -> dict:
 
 @entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.s32cold", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "guards", "fit", "probe", "screen", "evidence"), default="judge",
-                    help="fit: K's constants from the probe; probe: the probe's mechanism figures; screen: set Q (seen) "
-                         "under K; guards: the seen and committed sets under K (no set K); judge: set K, guards, verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit, figures or judgement")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = sjc.parse(argv, "calibration.s32cold", __doc__, ("judge", "guards", "fit", "probe", "screen", "evidence"),
+                     "fit: K's constants from the probe; probe: the probe's mechanism figures; screen: set Q (seen) "
+                     "under K; guards: the seen and committed sets under K (no set K); judge: set K, guards, verdict",
+                     json_help=cj.JSON_HELP)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.what == "fit":
         got = fit(root)
@@ -289,11 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             prereg.write_code_record(args.json, f"{cmd} --json {args.json.as_posix()}",
                                      {"evidence_only": True, **got})
         return 0
-    fresh = (FRESH, FRESH_MODELS) if args.what == "judge" else None
-    if fresh and not seh.set_rows(FRESH, FRESH_MODELS, root):
-        print(f"no set K records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+    got = cj.judged(args, root, (FRESH, FRESH_MODELS), "set K", judge)
+    if got is None:
+        return entry.EXIT_INVALID
+    out, fresh = got
     return report_judgement(out, args, fresh, "set K", "K", "calibration.s32cold", JUDGED)
 
 

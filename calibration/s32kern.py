@@ -39,6 +39,7 @@ from calibration import entry, prereg
 from calibration import records as rec
 from calibration import s32cold as s32c
 from calibration import serve_eager_host as seh
+from calibration import serve_judge_cli as sjc
 from calibration import serve_load_validation as slv
 from twin.serving import engine
 from calibration.records_io import csv_exists, json_exists, open_csv
@@ -250,14 +251,10 @@ def _print_screen(got: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.s32kern", __doc__)
-    ap.add_argument("what", nargs="?", default="judge", choices=["judge", "guards", "fit", "screen", "mapcheck"],
-                    help="fit: C's constants from the probe; screen: sets N, K, Q in force / C / C-k; mapcheck: the "
-                         "bench-small map against the probe's trace; guards: the seen and committed sets under C; judge: "
-                         "set N, guards, verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit, figures or judgement")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = sjc.parse(argv, "calibration.s32kern", __doc__, ("judge", "guards", "fit", "screen", "mapcheck"),
+                     "fit: C's constants from the probe; screen: sets N, K, Q in force / C / C-k; mapcheck: the "
+                     "bench-small map against the probe's trace; guards: the seen and committed sets under C; judge: "
+                     "set N, guards, verdict", json_help=cj.JSON_HELP)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.what == "fit":
         got = fit(root)
@@ -282,11 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
-    fresh = (FRESH, FRESH_MODELS) if args.what == "judge" else None
-    if fresh and not seh.set_rows(FRESH, FRESH_MODELS, root):
-        print(f"no set N records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+    got = cj.judged(args, root, (FRESH, FRESH_MODELS), "set N", judge)
+    if got is None:
+        return entry.EXIT_INVALID
+    out, fresh = got
     extra = {"by_model": {str(c or "in force"): by_model(out["rows"][c]["J"]) for c in (None, JUDGED)}}
     return s32c.report_judgement(out, args, fresh, "set N", "C", "calibration.s32kern", JUDGED, extra)
 

@@ -42,6 +42,7 @@ from calibration import s32kern as s32k
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
+from calibration import serve_judge_cli as sjc
 from calibration import serve_load_validation as slv
 from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
 from twin.serving import engine
@@ -300,21 +301,15 @@ def report(out: dict, args, fresh) -> int:
                   if fresh else None,
                   "t_includes": out.get("t_includes", []), "rule_twin": out.get("rule_twin"),
                   "lost": res["lost"], "candidate": JUDGED}
-        cmd = " ".join(["python -m calibration.s33cold", args.what] + (["--no-committed"] if args.no_committed else [])
-                       + ["--json", args.json.as_posix()])
-        prereg.write_code_record(args.json, cmd, record)
+        prereg.write_code_record(args.json, sjc.judge_command("calibration.s33cold", args), record)
     return 0
 
 
 @entry.script
 def main(argv: list[str] | None = None) -> int:
-    ap = entry.parser("calibration.s33cold", __doc__)
-    ap.add_argument("what", nargs="?", default="judge", choices=["judge", "guards", "fit", "screen"],
-                    help="fit: S's constants from the fitting records; screen: seen sets N, K, Q in force / S / C-k; "
-                         "guards: the seen and committed sets under S; judge: set R, guards, verdict")
-    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
-    ap.add_argument("--json", type=Path, metavar="FILE", help="write the fit, figures or judgement")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    args = sjc.parse(argv, "calibration.s33cold", __doc__, ("judge", "guards", "fit", "screen"),
+                     "fit: S's constants from the fitting records; screen: seen sets N, K, Q in force / S / C-k; "
+                     "guards: the seen and committed sets under S; judge: set R, guards, verdict", json_help=cj.JSON_HELP)
     root = rec.records_root()   # --records DIR (calibration.entry) or calibration/measurements
     if args.what == "fit":
         got = fit(root)
@@ -341,11 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2
-    fresh = (FRESH, FRESH_MODELS) if args.what == "judge" else None
-    if fresh and not seh.set_rows(FRESH, FRESH_MODELS, root):
-        print(f"no set R records under {root}/<gpu>/{FRESH}/<model>/", file=sys.stderr)
-        return 2
-    out = judge(root, committed_sets=not args.no_committed, fresh=fresh)
+    got = cj.judged(args, root, (FRESH, FRESH_MODELS), "set R", judge)
+    if got is None:
+        return entry.EXIT_INVALID
+    out, fresh = got
     out["t_includes"] = t_changed()
     if out["t_includes"]:   # amendment 1: S against the rule's own T besides (no criterion)
         with rule_twin():
