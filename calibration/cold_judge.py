@@ -1,9 +1,9 @@
-"""The judge the cold-charge rounds of issue 15 share (s33mend): s32cold's K (docs/notes/s32cold_rule.md), s32kern's C-k
-(docs/notes/s32kern_rule.md) and s33cold's S (docs/notes/s33cold_rule.md) run serve_graph_ops.judge on their fresh set
-with their candidate, seen sets and guard, then the same criteria under their own names: N1 the fresh set's checks met at
-least `more_checks` more and a lower median |error|; N2 its early runs' TTFT P50 no fewer met and a lower median |error|;
-G1 / G3 issue 15's held-out sets (serve_idle_wake.holdout_guards); G2 the `guarded` seen sets no fewer checks. Each
-round's module keeps its constants and calls these with them."""
+"""The judge the cold-charge rounds of issue 15 share (s33mend): s32cold's K (docs/notes/s32cold_rule.md), s32kern's
+C-k (docs/notes/s32kern_rule.md) and s33cold's S (docs/notes/s33cold_rule.md) run serve_graph_ops.judge on their fresh
+set with their candidate, seen sets and guard, then the same criteria under their own names: N1 the fresh set's checks
+met at least `more_checks` more and a lower median |error|; N2 its early runs' TTFT P50 no fewer met and a lower median
+|error|; G1 / G3 issue 15's held-out sets (serve_idle_wake.holdout_guards); G2 the `guarded` seen sets no fewer checks.
+Each round's module keeps its constants and calls these with them."""
 
 from __future__ import annotations
 

@@ -193,17 +193,22 @@ def by_model(rows: list[dict]) -> dict:
     return {m: list(seh.checks([r for r in rows if r["model"] == m])) for m in sorted({r["model"] for r in rows})}
 
 
-def screen(root: Path | str | None = None, sets=(("N", (FRESH, FRESH_MODELS)), ("K", SET_K), ("Q", s32c.SET_Q))) -> dict:
-    """Sets (set N, K, Q) in force, under C-k (judged) and C with the look-up: all checks, by position, by model, TTFT P50 by run (no criterion)."""
+def screen(root: Path | str | None = None, sets=(("N", (FRESH, FRESH_MODELS)), ("K", SET_K), ("Q", s32c.SET_Q)),
+           settings=None, position=None) -> dict:
+    """Sets (set N, K, Q) in force, under C-k (judged) and C with the look-up: all checks, by position, by model, TTFT
+    P50 by run (no criterion). A later round passes its own `settings` ((label, context) pairs) and `position` (a set's
+    key and rows: its rows by position; s32cold.by_position by default)."""
     root = rec.records_root() if root is None else root
+    settings = settings or (("in force", ExitStack), (JUDGED, candidate), ("C with look-up", lambda: candidate(True)))
+    position = position or (lambda key, rows: s32c.by_position(rows))
     out: dict = {}
-    for label, ctx in (("in force", ExitStack), (JUDGED, candidate), ("C with look-up", lambda: candidate(True))):
+    for label, ctx in settings:
         with ctx():
             for key, (name, models) in sets:
                 rows = seh.set_rows(name, models, root)
                 if rows:
                     out.setdefault(key, {})[label] = {
-                        "all": list(seh.checks(rows)), "by_position": s32c.by_position(rows), "by_model": by_model(rows),
+                        "all": list(seh.checks(rows)), "by_position": position(key, rows), "by_model": by_model(rows),
                         "ttft_p50": {r["run_id"]: r["ttft_p50_s_rel_error"] for r in rows}}
     return out
 

@@ -254,18 +254,8 @@ def screen(root: Path | str | None = None,
     """Seen sets N, K, Q (and set R where its records exist) in force and under S (and C-k, s32kern's, for reference):
     all checks, by position (early Poisson, loop, late Poisson; set R's: first runs, repeated streams, the rest), by
     model, TTFT P50 by run (no criterion)."""
-    root = rec.records_root() if root is None else root
-    out: dict = {}
-    for label, ctx in (("in force", ExitStack), (JUDGED, candidate), ("C-k", s32k.candidate)):
-        with ctx():
-            for key, (name, models) in sets:
-                rows = seh.set_rows(name, models, root)
-                if rows:
-                    out.setdefault(key, {})[label] = {
-                        "all": list(seh.checks(rows)),
-                        "by_position": by_position(rows) if key == "R" else s32c.by_position(rows),
-                        "by_model": s32k.by_model(rows), "ttft_p50": {r["run_id"]: r["ttft_p50_s_rel_error"] for r in rows}}
-    return out
+    return s32k.screen(root, sets, settings=(("in force", ExitStack), (JUDGED, candidate), ("C-k", s32k.candidate)),
+                       position=lambda key, rows: by_position(rows) if key == "R" else s32c.by_position(rows))
 
 
 def report(out: dict, args, fresh) -> int:

@@ -70,7 +70,8 @@ RUN = "r33-v3s1l-closed-first-c15-r"
 
 def test_the_judgement_is_its_commands_and_its_verdict_follows_the_criteria():
     assert s.JUDGED == "S"
-    assert_cold_judgement(JUDGEMENT, s, ("R1_four_more_checks_lower_median", "R2_first_run_ttft_p50_no_fewer_lower_median"),
+    assert_cold_judgement(JUDGEMENT, s,
+                          ("R1_four_more_checks_lower_median", "R2_first_run_ttft_p50_no_fewer_lower_median"),
                           "ADOPT_COLD_STEPS", exact=True)
 
 
