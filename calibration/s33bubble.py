@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from calibration import s33blind
 from calibration import s33train
 from calibration import whole_step
 from calibration.records_io import csv_exists, read_csv
+from calibration.validate import failures
 
 NAME = "s33bubble"
 RULE = "docs/notes/s33bubble_rule.md"
@@ -174,16 +176,30 @@ def _flat(d, prefix=""):
         yield prefix, d
 
 
+def _allowed(key: str, on: dict) -> bool:
+    """Whether a moved `twin validate` field is one the rule's G3 lets move: an h200 train_step case or step component,
+    the h200 train_step summaries, the H100-profile-on-H200 block's train_step lines."""
+    m = re.match(r"(cases|step_components|by_gpu_kind_gpus)\[(\d+)\]", key)
+    if m:
+        item = on[m[1]][int(m[2])]
+        is_train = item.get("kind", item.get("bench")) == "train_step" or str(item.get("name", "")).startswith("train_step")
+        return item.get("gpu") == "h200" and is_train
+    return (key.startswith(("by_gpu_kind/h200/train_step/", "gpus/h200/by_bench/train_step/",
+                            "gpus/h200/by_kind/train_step/"))
+            or (key.startswith("h100_to_h200/") and "train_step" in key))
+
+
 def validate_moves(off: dict, on: dict) -> dict:
-    """Two `twin validate --json` results (switch off, on): the fields that differ (name: [off, on]) and the h100 /
-    h200 train_step medians and P90s."""
+    """Two `twin validate --json` results (switch off, on): the fields that differ (name: [off, on]), those the rule
+    does not let move (G3), and the h100 / h200 train_step held-out medians and P90s."""
     a, b = dict(_flat(off)), dict(_flat(on))
     moved = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
     def ts(res, gpu):
-        g = res.get("by_gpu_kind", {}).get(gpu, {}).get("train_step", {})
+        g = res.get("by_gpu_kind", {}).get(gpu, {}).get("train_step", {}).get("held_out", {})
         return {k: g.get(k) for k in ("num_cases", "median_abs_rel_error", "p90_abs_rel_error")}
-    return {"moved": moved, "num_moved": len(moved),
+    return {"moved": moved, "num_moved": len(moved), "not_allowed": [k for k in moved if not _allowed(k, on)],
+            "failures_off": failures(off), "failures_on": failures(on),
             "train_step": {gpu: {"off": ts(off, gpu), "on": ts(on, gpu)} for gpu in ("h100", "h200")}}
 
 
@@ -210,9 +226,14 @@ def judge(root: Path | str | None = None, validate_off: dict | None = None, vali
         g1 = all((ts["h200"]["on"][k] or 0) <= (ts["h200"]["off"][k] or 0) + 0.003
                  for k in ("median_abs_rel_error", "p90_abs_rel_error"))
         g2 = ts["h100"]["on"] == ts["h100"]["off"]
-        h100_moved = [k for k in out["validate"]["moved"] if "h100" in k and "h100_to_h200" not in k]
-        out["guards"] = {"G1_h200_train_step_within_0.3_points": bool(g1), "G2_h100_unchanged": bool(g2 and not h100_moved),
-                         "h100_fields_moved": h100_moved, "moved_fields": sorted(out["validate"]["moved"])}
+        v = out["validate"]
+        h100_moved = [k for k in v["moved"] if "h100" in k and "h100_to_h200" not in k]
+        g4 = ((ts["h200"]["on"]["median_abs_rel_error"] or 1) <= prereg.MEDIAN_TARGET
+              and (ts["h200"]["on"]["p90_abs_rel_error"] or 1) <= prereg.P90_TARGET
+              and len(v["failures_on"] or []) <= len(v["failures_off"] or []))
+        out["guards"] = {"G1_h200_train_step_within_0.3_points": bool(g1),
+                         "G2_h100_unchanged": bool(g2 and not h100_moved), "G3_only_named_fields_moved":
+                         not v["not_allowed"], "G4_issue13_targets_still_met": bool(g4), "h100_fields_moved": h100_moved}
     if h200 is None or len(rows[rows["gpu"] == FIT_GPU]) < 8:
         out["verdict"] = "not judged (fewer than 8 h200 rows)"
     else:
