@@ -39,3 +39,31 @@ def test_candidate_adds_b_per_gpu_op_on_h200_only(gpu):
 
 def test_fresh_set_is_fresh():
     assert s33bubble.fresh_violations() == []
+
+
+def test_committed_predictions_cover_the_cases_from_one_commit():
+    from calibration import prereg   # lazy: only this test reads the predictions file
+    p = prereg.load_predictions(s33bubble.TRAIN.predictions_file, s33bubble.TRAIN)
+    assert sorted(map(str, p[prereg.KEY].itertuples(index=False, name=None))) == sorted(
+        str(tuple(r[k] for k in prereg.KEY)) for r in prereg.case_rows(s33bubble.TRAIN))
+    assert len(set(p["code_commit"])) == 1
+    h100, h200 = p[p["gpu"] == "h100"], p[p["gpu"] == "h200"]
+    assert (h100["cand_predicted_s"] == h100["predicted_s"]).all()
+    assert (h200["cand_predicted_s"] > h200["predicted_s"]).all()
+
+
+JUDGEMENT = s33bubble.JUDGEMENT_FILE
+
+
+@pytest.mark.skipif(not JUDGEMENT.exists(), reason="no judgement yet (before the campaign)")
+def test_judgement_matches_a_live_recompute_and_the_switch():
+    """The committed judgement's U figures equal a live recompute from the committed records and predictions (the
+    guards' `twin validate` pair is not rerun: ~3 min), and the switch is where the verdict puts it."""
+    import json
+    j = json.loads(JUDGEMENT.read_text())
+    rows = s33bubble.fresh_rows()
+    for gpu, d in rows.groupby("gpu"):
+        f, c = s33bubble._stats(d["rel_error"]), s33bubble._stats(d["cand_rel_error"])
+        assert j["by_gpu"][gpu]["in_force"] == pytest.approx(f) and j["by_gpu"][gpu]["candidate"] == pytest.approx(c)
+        assert j["by_gpu"][gpu]["criteria"] == s33bubble.criteria(f, c)
+    assert whole_step.ADOPT_TRAIN_KERNEL_BUBBLE == (j["verdict"] == "adopt")
