@@ -251,7 +251,7 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
 # before a kernel of the backward and optimizer phases of the s33train profiled steps (calibration/measurements/h200/
 # s33train/trace/train_kernels.csv; `python -m calibration.s33bubble fit`, a test holds the two equal). H100: no traces,
 # no bubble (the step stays as in force).
-ADOPT_TRAIN_KERNEL_BUBBLE = False
+ADOPT_TRAIN_KERNEL_BUBBLE = True
 TRAIN_KERNEL_BUBBLE_S = {"NVIDIA H200 SXM5 141GB": 1.533e-06}
 
 
