@@ -246,11 +246,39 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     return {"train_fwd": f, "train_bwd": b, "train_opt": o}
 
 
+# s33bubble (docs/notes/s33bubble_rule.md): under ADOPT_TRAIN_KERNEL_BUBBLE every GPU op of an eager one-GPU train step
+# adds the GPU's idle between two queued kernels to its GPU time, per GPU name where fitted. H200: the mean gap <= 20 us
+# before a kernel of the backward and optimizer phases of the s33train profiled steps (calibration/measurements/h200/
+# s33train/trace/train_kernels.csv; `python -m calibration.s33bubble fit`, a test holds the two equal). H100: no traces,
+# no bubble (the step stays as in force).
+ADOPT_TRAIN_KERNEL_BUBBLE = True
+TRAIN_KERNEL_BUBBLE_S = {"NVIDIA H200 SXM5 141GB": 1.533e-06}
+
+
+def with_kernel_bubble(ops: list, bubble_s: float) -> list:
+    """`ops` with `bubble_s` added to the GPU time of every op that issues GPU work (a host synchronisation, host None,
+    is left as it is); each op keeps its class (FixedHost, NoGradHost, ...)."""
+    out = []
+    for op in ops:
+        if op[0] is None:
+            out.append(op)
+            continue
+        new = (op[0], op[1] + bubble_s)
+        out.append(new if type(op) is tuple else type(op)(new))
+    return out
+
+
 def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> Eager:
-    """The whole step: the three phases in order, then loss.item() (a host synchronisation)."""
+    """The whole step: the three phases in order, then loss.item() (a host synchronisation); under
+    ADOPT_TRAIN_KERNEL_BUBBLE each GPU op's time carries the GPU's bubble between queued kernels (s33bubble)."""
     step = Eager(gpu, profile)
     for part in train_step_parts(spec, B, S, label, gpu, profile).values():
         step.extend(part)
+    bubble_s = TRAIN_KERNEL_BUBBLE_S.get(gpu.name, 0.0) if ADOPT_TRAIN_KERNEL_BUBBLE else 0.0
+    if bubble_s:
+        step.ops = with_kernel_bubble(step.ops, bubble_s)
+        n = sum(1 for op in step.ops if op[0] is not None)
+        step.component_s["bubble"] = step.component_s.get("bubble", 0.0) + n * bubble_s
     step.sync()
     return step
 

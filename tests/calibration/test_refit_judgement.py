@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from calibration import fit, refit_judge
+from calibration import fit, refit_judge, s33bubble
 from calibration import records as rec
 from calibration.split import split
 from calibration.validate import predict_cases
@@ -59,8 +59,10 @@ def _train_steps(profile) -> tuple[float, float]:
 def test_the_h200_train_steps_are_recomputed_as_judged(judgement):
     row = next(r for r in judgement["c2"] if r["name"] == "h200 train_step 1 GPU")
     committed = json.loads((fit.PROFILES_DIR / "h200.json").read_text())
-    before = _train_steps(profile_from_json(committed))
-    after = _train_steps(refit_judge.with_terms(committed, judgement["candidate_terms"]["h200"]))
+    # the H200 train steps as judged: without s33bubble's kernel bubble (adopted since; it moves these rows alone)
+    with s33bubble.candidate(False):
+        before = _train_steps(profile_from_json(committed))
+        after = _train_steps(refit_judge.with_terms(committed, judgement["candidate_terms"]["h200"]))
     assert before == pytest.approx((row["median_before"], row["p90_before"]), rel=1e-9), STALE
     assert after == pytest.approx((row["median_after"], row["p90_after"]), rel=1e-9), STALE
     assert not row["passes"] and row["median_rise_pp"] > refit_judge.KIND_MEDIAN_PP
