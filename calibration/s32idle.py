@@ -18,7 +18,6 @@ twin, against their measured log clock ratio, through the origin).
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from calibration import pipeline as pipe
 from calibration import prereg, rank_clock, s31clk, s31clk2
 from calibration import records as rec
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
-from calibration.records_io import csv_exists, json_exists, read_csv, read_json, write_json_text
+from calibration.records_io import csv_exists, json_exists, read_csv, read_json
 from calibration.s30mem import ROW_KEYS
 from calibration.whole_step import gpu_spec
 
@@ -371,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=JUDGEMENT_FILE, help="where `record` writes")
     args = ap.parse_args(argv)
     if args.action == "record":
-        write_json_text(args.json, json.dumps(record(), indent=1, default=float) + "\n")
+        entry.write_json(args.json, record(), default=float)
         print(f"wrote {args.json}")
     elif args.action == "misses":
         print(format_misses(misses()))

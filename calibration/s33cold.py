@@ -44,7 +44,7 @@ from calibration import serve_graph_ops as sgo
 from calibration import serve_idle_wake as siw
 from calibration import serve_judge_cli as sjc
 from calibration import serve_load_validation as slv
-from calibration.records_io import csv_exists, json_exists, open_csv, write_json_text
+from calibration.records_io import csv_exists, json_exists, open_csv
 from twin.serving import engine
 
 NAME = "s33cold"
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['excess_sum_s'] * 1e3:.1f} ms, charge {v['charge_sum_s'] * 1e3:.1f} ms"
                   for k, v in got["processes"].items()))
         if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+            entry.write_json(args.json, got, sort_keys=True)
         return 0
     if not json_exists(FIT_FILE):
         print(f"no {FIT_FILE.name}: run `python -m calibration.s33cold fit --json calibration/{FIT_FILE.name}`",
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         got = screen(root)
         s32k._print_screen(got)
         if args.json:
-            write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True) + "\n")
+            entry.write_json(args.json, got, sort_keys=True)
         return 0
     if args.json and prereg.refuses_uncommitted_record():   # the file names the commit of the code that computed it
         return 2

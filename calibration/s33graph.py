@@ -33,7 +33,6 @@ in place of ^ 1.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from contextlib import ExitStack
@@ -534,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_models(got["seen"])
         _print_screen(got["screen"])
     if args.json:
-        records_io.write_json_text(args.json, json.dumps(got, indent=1, sort_keys=True, default=float) + "\n")
+        entry.write_json(args.json, got, sort_keys=True, default=float)
     return 0
 
 

@@ -18,7 +18,6 @@ traces      per profiled case (<gpu>/s33train/trace/: train_trace_steps.csv, tra
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         out["traces"] = [c for gpu, f in trace_folders(root) for c in trace_cases(f, gpu, root)]
         print(format_traces(out["traces"]))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
+        entry.write_json(args.json, out, default=float)
     return 0
 
 
