@@ -908,6 +908,21 @@ def bisected_rate(f, target: float, hi: float, f_lo: float, f_hi: float) -> floa
     true_a, true_b = f_lo, f_hi       # f at a and b
     side, walks = 0, 0
     tight = hi * 2.0 ** -(BISECTION_STEPS + 8)
+
+    def take(x: float, fx: float) -> None:
+        """x replaces the bracket's end on its side of the root; an end kept twice running is halved (Illinois)."""
+        nonlocal a, fa, true_a, b, fb, true_b, side
+        if fx < target:
+            a, fa, true_a = x, fx, fx
+            if side < 0:
+                fb = target + 0.5 * (fb - target)
+            side = -1
+        else:
+            b, fb, true_b = x, fx, fx
+            if side > 0:
+                fa = target + 0.5 * (fa - target)
+            side = 1
+
     for _ in range(FALSI_STEPS):
         # done once tight; given up where the walks spent exceed the halvings gained by more than FALSI_SLACK (no
         # linear piece reached: a flat stretch at the target): the bisection then walks what is left
@@ -918,33 +933,14 @@ def bisected_rate(f, target: float, hi: float, f_lo: float, f_hi: float) -> floa
         if not a < r < b:
             r = 0.5 * (a + b)
         fr = f(r)
-        if fr < target:
-            a, fa, true_a = r, fr, fr
-            if side < 0:
-                fb = target + 0.5 * (fb - target)
-            side = -1
-        else:
-            b, fb, true_b = r, fr, fr
-            if side > 0:
-                fa = target + 0.5 * (fa - target)
-            side = 1
+        take(r, fr)
         if b - a <= tight:
             break
         slope = (true_b - true_a) / (b - a)
         d = max(0.5 * tight, 2.0 * abs(target - fr) / slope) if slope > 0 else 0.5 * tight
         s = r + d if fr < target else r - d
         if a < s < b:
-            fs = f(s)
-            if fs < target:
-                a, fa, true_a = s, fs, fs
-                if side < 0:
-                    fb = target + 0.5 * (fb - target)
-                side = -1
-            else:
-                b, fb, true_b = s, fs, fs
-                if side > 0:
-                    fa = target + 0.5 * (fa - target)
-                side = 1
+            take(s, f(s))
     lo = 0.0
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
